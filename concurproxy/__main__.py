@@ -1,0 +1,5 @@
+import sys
+
+from concurproxy.cli import main
+
+sys.exit(main())

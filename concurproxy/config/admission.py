@@ -1,0 +1,61 @@
+"""Admission control section (issue: AIMD agent admission)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from concurproxy.config.base import Model
+
+
+class AIMDConfig(Model):
+    initial: int = Field(8, ge=1, description="Window (active agents per replica) at start.")
+    min: int = Field(1, ge=1, description="Window never goes below this: some progress is always possible.")
+    max: int = Field(256, ge=1, description="Window never goes above this.")
+    increase: float = Field(1.0, gt=0, description="Added to the window per healthy interval while the window is used.")
+    decrease: float = Field(
+        0.7, gt=0, lt=1, description="Window multiplied by this on a thrash signal (CONCUR/TCP-style back-off)."
+    )
+    kv_high_water: float = Field(
+        0.90, gt=0, le=1, description="KV usage above this together with preemptions / hit-rate drop / queue growth = thrash."
+    )
+    kv_target: float = Field(
+        0.80, gt=0, le=1, description="Grow only while KV usage is below this (hysteresis between target and high water)."
+    )
+    interval_ms: int = Field(250, ge=10, description="Control-loop period: pressure poll and window update.")
+    stale_after_ms: int = Field(1000, ge=10, description="Pressure older than this counts as saturated: admit nothing new.")
+    cooldown_intervals: int = Field(
+        2, ge=0, description="After a decrease, intervals to wait before the next decrease (the signal lags)."
+    )
+    footprint_headroom: float = Field(
+        0.95, gt=0, le=1.5, description="Admitted agents' estimated KV footprint must fit this fraction of capacity."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AIMDConfig:
+        if not self.min <= self.initial <= self.max:
+            raise ValueError("need min <= initial <= max")
+        if self.kv_target > self.kv_high_water:
+            raise ValueError("need kv_target <= kv_high_water")
+        return self
+
+
+class StaticConfig(Model):
+    window: int = Field(16, ge=1, description="Fixed number of active agents per replica.")
+
+
+class AdmissionConfig(Model):
+    controller: str = Field(
+        "aimd", description="Window controller by registered name: aimd | static | none | a plugin's name."
+    )
+    aimd: AIMDConfig = AIMDConfig()
+    static: StaticConfig = StaticConfig()
+    idle_ttl_s: float = Field(
+        30.0, gt=0, description="An admitted agent keeps its slot across tool pauses this long after its last step."
+    )
+    max_queue_wait_s: float = Field(
+        120.0, gt=0, description="Longest a step waits for admission before a 503 with Retry-After."
+    )
+    max_queue_length: int = Field(10000, ge=1, description="Waiting steps beyond this are refused at once (429).")
+    starvation_timeout_s: float = Field(
+        30.0, gt=0, description="An agent waiting this long is admitted next even above the window (anti-starvation)."
+    )

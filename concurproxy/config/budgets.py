@@ -1,0 +1,63 @@
+"""Tenants, roles, budgets and fairness (issue: per-role budgets and fairness queues)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field, model_validator
+
+from concurproxy.config.base import Model
+
+
+class Priority(str, Enum):
+    critical = "critical"
+    high = "high"
+    normal = "normal"
+    low = "low"
+
+
+class RoleConfig(Model):
+    tokens_per_min: int | None = Field(None, ge=1, description="Weighted tokens (see fairness weights) per minute per tenant.")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="Largest prompt per step (guard against context inflation).")
+    max_output_tokens: int | None = Field(None, ge=1, description="Largest max_tokens per step.")
+    on_output_limit: str = Field("clamp", pattern="^(clamp|reject)$", description="clamp max_tokens, or reject with 429.")
+    max_steps_per_task: int | None = Field(None, ge=1, description="Stopping discipline: steps of this role per task.")
+    window_share: float | None = Field(
+        None, gt=0, le=1, description="Guaranteed share of each replica's admission window; may burst above it."
+    )
+    priority: Priority = Priority.normal
+
+
+class TenantConfig(Model):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    key_sha256: list[str] = Field(
+        default_factory=list, description="sha256 hex digests of this tenant's API keys (never the keys)."
+    )
+    key_env: str | None = Field(None, description="Name of an environment variable holding a key (hashed at load).")
+    key_file: str | None = Field(None, description="Path of a file holding one key per line (hashed at load).")
+    weight: float = Field(1.0, gt=0, description="Fair-share weight.")
+    tokens_per_min: int | None = Field(None, ge=1, description="Tenant-wide weighted token budget per minute.")
+
+
+class FairnessConfig(Model):
+    policy: str = Field("vtc", description="Queue ordering by registered name: vtc | fifo | a plugin's name.")
+    input_weight: float = Field(1.0, ge=0, description="VTC charge per prompt token.")
+    output_weight: float = Field(2.0, ge=0, description="VTC charge per generated token (decode costs more).")
+    long_prefill_tokens: int = Field(
+        4096, ge=1, description="Steps whose prompt is above this are 'long'; short control steps may pass them."
+    )
+    max_bypass_s: float = Field(5.0, ge=0, description="A long step is never passed over for longer than this.")
+
+
+class AuthConfig(Model):
+    allow_anonymous: bool = Field(
+        True, description="Serve requests without a known key as tenant 'anonymous' (local use; off in production)."
+    )
+    admin_key_sha256: list[str] = Field(default_factory=list, description="sha256 of keys for /admin/*.")
+
+    @model_validator(mode="after")
+    def _hex(self) -> AuthConfig:
+        for h in self.admin_key_sha256:
+            if len(h) != 64:
+                raise ValueError("admin_key_sha256 entries must be 64 hex characters")
+        return self

@@ -1,0 +1,81 @@
+"""Value types shared by the decision cores and the I/O shell around them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol, TypeVar
+
+
+class PriorityClass(IntEnum):
+    """Lower value = served first."""
+
+    critical = 0
+    high = 1
+    normal = 2
+    low = 3
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """What the core needs to know about one step (one model call of one agent)."""
+
+    tenant: str
+    role: str
+    agent_id: str
+    task_id: str
+    priority: PriorityClass = PriorityClass.normal
+    est_prompt_tokens: int = 0
+    max_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PressureSnapshot:
+    """One replica's pressure as read at time ``ts`` (seconds, same clock as ``now``).
+
+    Rates come from counter deltas between two reads; ``None`` means unknown
+    (first read, or the engine does not export it). ``ok`` is False when the
+    read failed; a failed or stale snapshot must count as saturated.
+    """
+
+    ts: float
+    ok: bool = True
+    kv_usage: float | None = None  # 0..1
+    running: int | None = None
+    waiting: int | None = None
+    preemptions_per_s: float | None = None
+    prefix_hit_rate: float | None = None  # hits/queries over the last interval, 0..1
+    kv_capacity_tokens: int | None = None  # total KV tokens the engine can hold, when known
+    source: str = "engine-metrics"
+    error: str | None = None
+
+    def age(self, now: float) -> float:
+        return now - self.ts
+
+
+T = TypeVar("T")
+
+
+class WaitQueue(Protocol[T]):
+    """Ordering of waiting items (agents waiting for admission, steps waiting for dispatch).
+
+    Implementations are pure: ``fifo`` and the fairness policies (``vtc``) implement it.
+    """
+
+    def push(self, item: T, step: StepInfo, now: float) -> None: ...
+
+    def pop(self, now: float) -> T | None:
+        """Remove and return the item to serve next, or None when empty."""
+        ...
+
+    def peek(self, now: float) -> T | None: ...
+
+    def remove(self, item: T) -> bool:
+        """Drop an item that gave up (timeout, client gone). True if it was queued."""
+        ...
+
+    def charge(self, step: StepInfo, prompt_tokens: int, output_tokens: int, now: float) -> None:
+        """Account service actually given to the step's flow (fairness counters)."""
+        ...
+
+    def __len__(self) -> int: ...
