@@ -1,0 +1,1 @@
+"""The proxy's HTTP shell: handlers, forwarding, SSE relay, app assembly."""

@@ -1,0 +1,226 @@
+"""Send one step upstream and relay the answer: non-streamed, or SSE chunk by chunk.
+
+Retry rule: a step may move to another replica only while nothing has been
+sent to the client (connect errors, a 502/503 before the first byte, a timeout
+before the response headers). Once the client has bytes, an upstream failure
+ends the stream with an OpenAI-shaped error event followed by ``[DONE]``.
+
+Timeouts: connect (``connect_s``), response headers / non-streamed answer
+(``first_byte_s``), silence between two streamed chunks (``idle_s``, enforced by
+a watchdog timer re-armed per chunk — cheaper than a timeout per read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from concurproxy.config.server import TimeoutsConfig
+from concurproxy.errors import ProxyError
+from concurproxy.server.hooks import StepContext
+from concurproxy.server.sse import SSERelay, Usage
+from concurproxy.upstream.pool import ReplicaPool
+from concurproxy.upstream.replica import Replica
+
+RETRYABLE_STATUS = frozenset({502, 503})
+_HOP_HEADERS = ("traceparent", "tracestate", "x-request-id")
+
+
+class UpstreamAttemptFailed(Exception):
+    """Nothing reached the client; the step may be retried elsewhere."""
+
+    def __init__(self, kind: str, message: str, *, passive_failure: bool) -> None:
+        super().__init__(message)
+        self.kind = kind  # connect | timeout | status
+        self.passive_failure = passive_failure  # counts against the replica's health
+
+
+def upstream_headers(replica: Replica, client_headers: Any, request_id: str) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
+    for name in _HOP_HEADERS[:2]:
+        value = client_headers.get(name)
+        if value:
+            headers[name] = value
+    if replica.api_key:
+        headers["Authorization"] = f"Bearer {replica.api_key}"
+    return headers
+
+
+class Forwarder:
+    def __init__(self, session: aiohttp.ClientSession, pool: ReplicaPool, timeouts: TimeoutsConfig) -> None:
+        self.session = session
+        self.pool = pool
+        self.timeouts = timeouts
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.first_byte_s
+        )
+
+    async def open(self, ctx: StepContext, replica: Replica, payload: bytes, headers: dict[str, str]
+                   ) -> aiohttp.ClientResponse:
+        """Send the request; return the response once its headers arrived (status 2xx/4xx)."""
+        url = replica.base_url + ctx.route
+        try:
+            resp = await self.session.post(url, data=payload, headers=headers, timeout=self._timeout)
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise UpstreamAttemptFailed("connect", f"{replica.id}: {type(exc).__name__}: {exc}",
+                                        passive_failure=True) from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamAttemptFailed("timeout", f"{replica.id}: no response within "
+                                        f"{self.timeouts.first_byte_s:g}s", passive_failure=True) from exc
+        if resp.status in RETRYABLE_STATUS:
+            body = await _read_quietly(resp)
+            resp.release()
+            raise UpstreamAttemptFailed("status", f"{replica.id}: HTTP {resp.status}: {body[:200]!r}",
+                                        passive_failure=resp.status == 502)
+        return resp
+
+    async def relay_json(self, ctx: StepContext, resp: aiohttp.ClientResponse) -> web.Response:
+        try:
+            data = await resp.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise ProxyError(504, "upstream_timeout", "the model server did not answer in time",
+                             retry_after_s=5) from exc
+        except aiohttp.ClientError as exc:
+            raise ProxyError(502, "upstream_error", f"the model server failed mid-answer: {type(exc).__name__}",
+                             retry_after_s=1) from exc
+        finally:
+            resp.release()
+        ctx.status = resp.status
+        if resp.status == 200:
+            try:
+                obj = orjson.loads(data)
+                ctx.usage = Usage.from_obj(obj.get("usage")) if isinstance(obj, dict) else None
+            except orjson.JSONDecodeError:
+                ctx.usage = None
+        else:
+            ctx.outcome = "error"
+        return web.Response(
+            status=resp.status,
+            body=data,
+            content_type=resp.content_type or "application/json",
+            headers=ctx.extra_headers,
+        )
+
+    async def relay_stream(
+        self, request: web.Request, ctx: StepContext, resp: aiohttp.ClientResponse, strip_usage: bool,
+    ) -> web.StreamResponse:
+        """Relay SSE events as they arrive. The caller holds ``resp``'s context (closing it aborts upstream)."""
+        if resp.status != 200:
+            return await self.relay_json(ctx, resp)
+        ctx.status = 200
+        out = web.StreamResponse(status=200, headers=ctx.extra_headers)
+        out.content_type = "text/event-stream"
+        out.headers["Cache-Control"] = "no-cache"
+        out.headers["X-Accel-Buffering"] = "no"
+        await out.prepare(request)
+        relay = SSERelay(strip_usage=strip_usage)
+        watchdog = _IdleWatchdog(resp, self.timeouts.idle_s)
+        first = True
+        try:
+            async for chunk in resp.content.iter_any():
+                watchdog.kick()
+                data = relay.feed(chunk)
+                if data:
+                    if first:
+                        ctx.ttft_s = time.perf_counter() - ctx.started
+                        first = False
+                    await _write_to_client(out, data)
+            tail = relay.flush()
+            if tail:
+                await _write_to_client(out, tail)
+        except ClientGone:
+            ctx.outcome = "cancelled"  # the caller closes the upstream response: the engine stops
+            ctx.usage = relay.usage
+            return out
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+            timed_out = watchdog.fired or isinstance(exc, TimeoutError)
+            ctx.outcome = "timeout" if timed_out else "error"
+            err = ProxyError(504, "upstream_timeout", f"no data from the model server for {self.timeouts.idle_s:g}s") \
+                if timed_out else ProxyError(502, "upstream_error", "the model server failed mid-stream")
+            await _write_quietly(out, err.sse_event() + b"data: [DONE]\n\n")
+        finally:
+            watchdog.cancel()
+        ctx.usage = relay.usage
+        if not relay.done_seen and ctx.outcome == "success":
+            ctx.outcome = "error"  # upstream closed without [DONE]
+            await _write_quietly(out, ProxyError(502, "upstream_error", "the model server ended the stream early")
+                                 .sse_event() + b"data: [DONE]\n\n")
+        await _write_eof_quietly(out)
+        return out
+
+
+class _IdleWatchdog:
+    """Closes the upstream response when no chunk arrived for ``idle_s`` (one timer, re-armed per chunk)."""
+
+    __slots__ = ("_deadline", "_handle", "_idle", "_loop", "_resp", "fired")
+
+    def __init__(self, resp: aiohttp.ClientResponse, idle_s: float) -> None:
+        self._resp = resp
+        self._idle = idle_s
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + idle_s
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(self._deadline, self._check)
+        self.fired = False
+
+    def kick(self) -> None:
+        # Moving a deadline is a float store; the timer re-arms itself lazily.
+        self._deadline = self._loop.time() + self._idle
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if now >= self._deadline:
+            self.fired = True
+            self._handle = None
+            self._resp.close()
+        else:
+            self._handle = self._loop.call_at(self._deadline, self._check)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class ClientGone(Exception):
+    """The client disconnected while we were writing to it."""
+
+
+async def _write_to_client(out: web.StreamResponse, data: bytes) -> None:
+    try:
+        await out.write(data)
+    except ConnectionResetError as exc:  # includes aiohttp.ClientConnectionResetError
+        raise ClientGone from exc
+
+
+async def _read_quietly(resp: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await resp.read()
+    except (aiohttp.ClientError, TimeoutError):
+        return b""
+
+
+async def _write_quietly(out: web.StreamResponse, data: bytes) -> None:
+    try:
+        await out.write(data)
+    except ConnectionResetError:
+        pass
+
+
+async def _write_eof_quietly(out: web.StreamResponse) -> None:
+    try:
+        await out.write_eof()
+    except ConnectionResetError:
+        pass
+
+
+def choose_candidates(pool: ReplicaPool, model: str | None, tried: Sequence[str]) -> list[Replica]:
+    return [r for r in pool.available(model) if r.id not in tried]
+
+
+NowFn = Callable[[], float]

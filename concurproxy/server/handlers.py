@@ -1,0 +1,215 @@
+"""HTTP handlers of the OpenAI-compatible front: completions, models, health.
+
+One step = one call of `CompletionHandler.handle`; see `hooks.py` for the
+order of the stages. Everything that can fail turns into a `ProxyError`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from concurproxy.control.types import StepInfo
+from concurproxy.errors import ProxyError, bad_request
+from concurproxy.identity import extract_identity
+from concurproxy.server.components import COMPONENTS, Components
+from concurproxy.server.forward import UpstreamAttemptFailed, choose_candidates, upstream_headers
+from concurproxy.server.hooks import StepContext
+from concurproxy.tokens import estimate_prompt_tokens
+
+log = logging.getLogger("concurproxy.server")
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+class RequestIds:
+    """Cheap unique ids: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(4).hex()
+        self._n = itertools.count(1)
+
+    def next(self, client_value: str | None) -> str:
+        if client_value and len(client_value) <= 64 and set(client_value) <= _REQUEST_ID_OK:
+            return client_value
+        return f"{self._prefix}-{next(self._n):x}"
+
+
+def parse_body(raw: bytes, route: str) -> dict[str, Any]:
+    if not raw:
+        raise bad_request("the request body is empty; send a JSON object", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object", code="invalid_json")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("'model' is required and must be a string", param="model")
+    if route == CHAT:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise bad_request("'messages' is required and must be a non-empty list", param="messages")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise bad_request(f"messages[{i}] must be an object with a string 'role'", param=f"messages[{i}]")
+    else:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
+            raise bad_request("'prompt' is required: a string or a non-empty list", param="prompt")
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+        raise bad_request("'max_tokens' must be a positive integer", param="max_tokens")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad_request("'stream' must be a boolean", param="stream")
+    opts = body.get("stream_options")
+    if opts is not None and not isinstance(opts, dict):
+        raise bad_request("'stream_options' must be an object", param="stream_options")
+    return body
+
+
+class CompletionHandler:
+    def __init__(self, components: Components) -> None:
+        self.c = components
+        self.ids = RequestIds()
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self.handle(request, CHAT)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self.handle(request, COMPLETIONS)
+
+    async def handle(self, request: web.Request, route: str) -> web.StreamResponse:
+        started = time.perf_counter()
+        c = self.c
+        request_id = self.ids.next(request.headers.get("X-Request-Id"))
+        raw = await request.read()
+        body = parse_body(raw, route)
+        tenant = c.tenants.resolve(request.headers.get("Authorization"))
+        ident = extract_identity(request.headers, body, tenant, request_id)
+        stream = bool(body.get("stream"))
+        strip_usage = False
+        if stream:
+            opts = body.get("stream_options") or {}
+            if not opts.get("include_usage"):
+                body["stream_options"] = {**opts, "include_usage": True}
+                strip_usage = True
+        model = body["model"]
+        if c.pool.knows_model(model) is False:
+            raise ProxyError(404, "model_not_found", f"the model {model!r} does not exist on any replica",
+                             param="model")
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+        step = StepInfo(
+            tenant=tenant,
+            role=ident.role,
+            agent_id=f"{tenant}/{ident.agent_id}",  # agents are scoped under their tenant
+            task_id=f"{tenant}/{ident.task_id}",
+            priority=ident.priority,
+            est_prompt_tokens=estimate_prompt_tokens(body),
+            max_tokens=int(max_tokens),
+        )
+        ctx = StepContext(request_id=request_id, route=route, identity=ident, step=step, body=body,
+                          model=model, stream=stream, started=started)
+        ctx.extra_headers["X-Request-Id"] = request_id
+        try:
+            c.budgets.check(ctx, c.clock())
+            # Forward the client's bytes untouched unless a stage edited the body.
+            unchanged = not strip_usage and not ctx.body_modified
+            return await self._dispatch(request, ctx, raw if unchanged else None, strip_usage)
+        except ProxyError as err:
+            ctx.status = err.status
+            ctx.outcome = "rejected" if err.status in (401, 413, 429) else "error"
+            err.headers.update(ctx.extra_headers)
+            raise
+        except BaseException:
+            ctx.outcome = "cancelled"
+            raise
+        finally:
+            for listener in c.listeners:
+                listener.on_step_end(ctx, c.clock())
+
+    async def _dispatch(self, request: web.Request, ctx: StepContext, raw: bytes | None,
+                        strip_usage: bool) -> web.StreamResponse:
+        c = self.c
+        assert c.forwarder is not None, "the app was not started"
+        payload = raw if raw is not None else orjson.dumps(ctx.body)
+        tried: list[str] = []
+        last_error: UpstreamAttemptFailed | None = None
+        for _ in range(c.policy.retry.attempts):
+            candidates = choose_candidates(c.pool, ctx.model, tried)
+            if not candidates:
+                break
+            replica = c.router.pick(ctx, candidates, c.clock())
+            ctx.replica = replica
+            ctx.attempts += 1
+            tried.append(replica.id)
+            async with c.admission.acquire(ctx) as ticket:
+                ctx.queue_wait_s = ticket.queue_wait_s
+                headers = ctx.extra_headers
+                headers["x-concurproxy-replica"] = replica.id
+                headers["x-concurproxy-queue-wait-ms"] = f"{ticket.queue_wait_s * 1000:.1f}"
+                replica.in_flight += 1
+                try:
+                    try:
+                        resp = await c.forwarder.open(ctx, replica, payload,
+                                                      upstream_headers(replica, request.headers, ctx.request_id))
+                    except UpstreamAttemptFailed as exc:
+                        last_error = exc
+                        if exc.passive_failure:
+                            c.pool.mark_failure(replica, str(exc))
+                        ticket.set_outcome("error")
+                        log.info("step %s: attempt on %s failed (%s), %s", ctx.request_id, replica.id, exc.kind,
+                                 "retrying" if ctx.attempts < c.policy.retry.attempts else "giving up")
+                        continue
+                    async with resp:
+                        if ctx.stream:
+                            out = await c.forwarder.relay_stream(request, ctx, resp, strip_usage)
+                        else:
+                            out = await c.forwarder.relay_json(ctx, resp)
+                    ticket.set_outcome(ctx.outcome)
+                    return out
+                except BaseException:
+                    ticket.set_outcome("cancelled")
+                    raise
+                finally:
+                    replica.in_flight -= 1
+        if last_error is None:
+            raise ProxyError(503, "no_healthy_replica", "no healthy model server is available for this model",
+                             retry_after_s=2)
+        if last_error.kind == "timeout":
+            raise ProxyError(504, "upstream_timeout", "the model server did not answer in time", retry_after_s=5)
+        raise ProxyError(502, "upstream_unavailable", f"the model servers failed: {last_error}", retry_after_s=1)
+
+
+async def models(request: web.Request) -> web.Response:
+    c = request.app[COMPONENTS]
+    now = int(time.time())
+    data = [{"id": m, "object": "model", "created": now, "owned_by": "concurproxy"} for m in c.pool.models()]
+    return web.json_response({"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode())
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    c = request.app[COMPONENTS]
+    replicas = [{"id": r.id, "healthy": r.healthy, "draining": r.draining, "error": r.last_error} for r in c.pool]
+    if c.pool.any_available() and not c.shutting_down:
+        return web.json_response({"status": "ready", "replicas": replicas})
+    return web.json_response({"status": "not ready", "replicas": replicas}, status=503,
+                             headers={"Retry-After": "2"})
+
+
+__all__ = ["CompletionHandler", "aiohttp", "health", "models", "ready"]

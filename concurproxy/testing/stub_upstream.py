@@ -1,0 +1,144 @@
+"""A fast, scriptable OpenAI-compatible upstream for tests and overhead benchmarks.
+
+It answers instantly (no model): non-streamed answers carry ``usage``; streamed
+answers send ``chunks`` content chunks, then the usage chunk when asked for
+(``stream_options.include_usage``), then ``[DONE]`` — the shapes vLLM sends.
+Behaviour switches (``StubBehaviour``) let tests make it fail, hang or cut a
+stream, and every request it saw is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from concurproxy.tokens import estimate_prompt_tokens
+
+_STUB_KEY = web.AppKey("stub", object)
+
+
+@dataclass
+class StubBehaviour:
+    model: str = "stub-model"
+    chunks: int = 4
+    chunk_delay_s: float = 0.0
+    status: int = 200  # answer this status (with an error body) instead of a completion
+    hang_s: float = 0.0  # wait this long before answering (timeouts)
+    cut_after_chunks: int | None = None  # close the connection mid-stream after N chunks
+    healthy: bool = True
+    record: bool = True
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    seen_headers: list[dict[str, str]] = field(default_factory=list)
+    cancelled: int = 0  # streams whose client (the proxy) went away
+    active: int = 0
+
+
+def _completion(body: dict[str, Any], chat: bool, n: int) -> dict[str, Any]:
+    text = " tok" * n
+    prompt_tokens = estimate_prompt_tokens(body)
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    return {
+        "id": "cmpl-stub", "object": "chat.completion" if chat else "text_completion", "created": 0,
+        "model": body.get("model"), "choices": [choice],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n},
+    }
+
+
+def _chunk(body: dict[str, Any], chat: bool, i: int) -> bytes:
+    if chat:
+        choice: dict[str, Any] = {"index": 0, "delta": {"content": " tok"}, "finish_reason": None}
+        if i == 0:
+            choice["delta"]["role"] = "assistant"
+    else:
+        choice = {"index": 0, "text": " tok", "finish_reason": None}
+    obj = {"id": "cmpl-stub", "object": "chat.completion.chunk" if chat else "text_completion",
+           "created": 0, "model": body.get("model"), "choices": [choice]}
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
+    b: StubBehaviour = request.app[_STUB_KEY]  # type: ignore[assignment]
+    body = orjson.loads(await request.read())
+    if b.record:
+        b.seen.append(body)
+        b.seen_headers.append(dict(request.headers))
+    if b.hang_s:
+        await asyncio.sleep(b.hang_s)
+    if b.status != 200:
+        err = {"error": {"message": "stub failure", "type": "server_error", "code": b.status}}
+        return web.Response(status=b.status, body=orjson.dumps(err), content_type="application/json")
+    n = int(body.get("max_tokens") or b.chunks)
+    if not body.get("stream"):
+        return web.Response(body=orjson.dumps(_completion(body, chat, n)), content_type="application/json")
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    b.active += 1
+    try:
+        for i in range(n):
+            if b.cut_after_chunks is not None and i == b.cut_after_chunks:
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            await resp.write(_chunk(body, chat, i))
+            if b.chunk_delay_s:
+                await asyncio.sleep(b.chunk_delay_s)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = _completion(body, chat, n)["usage"]
+            obj = {"id": "cmpl-stub", "object": "chat.completion.chunk", "created": 0,
+                   "model": body.get("model"), "choices": [], "usage": usage}
+            await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+    except (asyncio.CancelledError, ConnectionResetError):
+        b.cancelled += 1
+        raise
+    finally:
+        b.active -= 1
+    return resp
+
+
+def build_stub_app(behaviour: StubBehaviour | None = None) -> web.Application:
+    b = behaviour or StubBehaviour()
+    app = web.Application()
+    app[_STUB_KEY] = b
+
+    async def chat(r: web.Request) -> web.StreamResponse:
+        return await _handle(r, True)
+
+    async def comp(r: web.Request) -> web.StreamResponse:
+        return await _handle(r, False)
+
+    async def models(r: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": b.model, "object": "model"}]})
+
+    async def health(r: web.Request) -> web.Response:
+        return web.Response(status=200 if b.healthy else 503, text="ok" if b.healthy else "down")
+
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/completions", comp)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    return app
+
+
+@asynccontextmanager
+async def running_stub(behaviour: StubBehaviour | None = None, port: int = 0) -> AsyncIterator[str]:
+    runner = web.AppRunner(build_stub_app(behaviour), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{bound}"
+    finally:
+        await runner.cleanup()

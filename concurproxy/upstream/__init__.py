@@ -1,0 +1,1 @@
+"""Upstream replicas: the pool with health state, and the HTTP forwarding client."""

@@ -1,0 +1,121 @@
+"""The replica pool: the set of replicas, their health checker, and model discovery.
+
+The health checker runs one loop for the whole pool: every ``interval_s`` it
+checks all replicas concurrently (``GET /health`` and, when that succeeds,
+``GET /v1/models`` to learn what each serves). State changes are logged and
+reported to listeners (metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+import aiohttp
+import orjson
+
+from concurproxy.config.server import HealthCheckConfig
+from concurproxy.upstream.replica import Replica
+
+log = logging.getLogger("concurproxy.upstream")
+
+HealthListener = Callable[[Replica, bool], None]
+
+
+class ReplicaPool:
+    def __init__(self, replicas: Iterable[Replica], health: HealthCheckConfig) -> None:
+        self._replicas: dict[str, Replica] = {}
+        for r in replicas:
+            if r.id in self._replicas:
+                raise ValueError(f"two upstreams share the id {r.id!r}; give them distinct names")
+            self._replicas[r.id] = r
+        self.health_cfg = health
+        self._listeners: list[HealthListener] = []
+        self._task: asyncio.Task[None] | None = None
+
+    # --- membership -------------------------------------------------------------
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._replicas.values())
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+    def get(self, replica_id: str) -> Replica | None:
+        return self._replicas.get(replica_id)
+
+    def available(self, model: str | None = None) -> list[Replica]:
+        return [r for r in self._replicas.values() if r.available and r.serves(model)]
+
+    def any_available(self) -> bool:
+        return any(r.available for r in self._replicas.values())
+
+    def models(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self._replicas.values():
+            for m in r.models:
+                seen.setdefault(m, None)
+        return list(seen)
+
+    def knows_model(self, model: str) -> bool | None:
+        """True/False when every replica has reported its models; None when unknown."""
+        if any(not r.models for r in self._replicas.values()):
+            return None
+        return any(model in r.models for r in self._replicas.values())
+
+    def add_listener(self, fn: HealthListener) -> None:
+        self._listeners.append(fn)
+
+    # --- health -------------------------------------------------------------------
+    def mark_failure(self, replica: Replica, error: str) -> None:
+        if replica.record_failure(error, self.health_cfg.unhealthy_after):
+            log.warning("replica %s out of rotation: %s", replica.id, error)
+            self._notify(replica, False)
+
+    def mark_success_check(self, replica: Replica) -> None:
+        if replica.record_success(self.health_cfg.healthy_after):
+            log.info("replica %s back in rotation", replica.id)
+            self._notify(replica, True)
+
+    def _notify(self, replica: Replica, healthy: bool) -> None:
+        for fn in self._listeners:
+            fn(replica, healthy)
+
+    async def check_once(self, session: aiohttp.ClientSession) -> None:
+        await asyncio.gather(*(self._check(session, r) for r in self._replicas.values()))
+
+    async def _check(self, session: aiohttp.ClientSession, r: Replica) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.health_cfg.timeout_s)
+        try:
+            async with session.get(r.base_url + self.health_cfg.path, timeout=timeout) as resp:
+                await resp.read()
+                if resp.status >= 500:
+                    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
+            if not r.models or not r.healthy:
+                async with session.get(r.base_url + "/v1/models", timeout=timeout) as resp:
+                    if resp.status == 200:
+                        data = orjson.loads(await resp.read())
+                        ids = tuple(m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m)
+                        if ids:
+                            r.models = ids
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, OSError) as exc:
+            self.mark_failure(r, f"health check: {type(exc).__name__}: {exc}"[:200])
+            return
+        self.mark_success_check(r)
+
+    async def run_health_checks(self, session: aiohttp.ClientSession) -> None:
+        while True:
+            await self.check_once(session)
+            await asyncio.sleep(self.health_cfg.interval_s)
+
+    def start(self, session: aiohttp.ClientSession) -> None:
+        self._task = asyncio.create_task(self.run_health_checks(session), name="health-checks")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
