@@ -1,0 +1,141 @@
+"""AIMD window controller driven by KV-cache pressure (the default)."""
+
+from __future__ import annotations
+
+import math
+
+from concurproxy.config.admission import AIMDConfig
+from concurproxy.control.limits.base import WindowDecision, snapshot_problem
+from concurproxy.control.types import PressureSnapshot
+
+
+class AIMDController:
+    """Additive-increase / multiplicative-decrease of a replica's active-agent window W.
+
+    Algorithm (one step per *new* pressure sample; a sample with a ``ts`` already
+    seen is ignored, so calling ``update`` more often than the poller reads never
+    grows W faster)::
+
+        stale / failed / missing sample   → W unchanged, saturated (admit nothing new)
+        thrash  and  not in cooldown      → W = max(min, floor(W · decrease)); cooldown starts
+        thrash  in cooldown               → W unchanged
+        kv < kv_target  and  in_use ≥ u·W
+                    and  not in cooldown  → W = min(max, W + increase)
+        otherwise                         → W unchanged (hysteresis band, unused window, …)
+
+    where ``thrash`` is either
+
+    * ``preemptions_per_s > 0`` at any KV level — vLLM V1 preempts (recompute) only
+      when it cannot allocate a block, so a preemption *is* the cache overflowing,
+      whatever the sampled usage says (the victim's blocks are already freed when
+      the gauge is read); or
+    * ``kv_usage ≥ kv_high_water`` together with a prefix-hit rate that fell by at
+      least ``hit_rate_drop`` since the previous sample (agents' hot prefixes are
+      being evicted: CONCUR's signal) or a waiting queue that grew since the
+      previous sample (the engine can no longer place new work).
+
+    KV usage above ``kv_high_water`` *alone* only holds W: a full cache of hot
+    prefixes is the goal, not a problem; the admission-time footprint budget in
+    the admission window guards against the lag of this signal.
+
+    Defaults and why (see ``AIMDConfig`` for the fields):
+
+    * ``kv_target`` 0.80 / ``kv_high_water`` 0.90: prime-rl and ThunderAgent run
+      at a ~0.80 setpoint and back off near 0.90–0.95. The band between them is
+      the hysteresis: W neither grows nor shrinks there, so it does not oscillate.
+    * ``decrease`` 0.7: CONCUR/TCP-style back-off; sharper than Netflix's 0.9
+      because a KV thrash feeds itself (evicted prefixes are recomputed, evicting
+      more) and KV usage lags admission by at least one step.
+    * ``increase`` 1 per interval (250 ms): probes for capacity at 4 agents/s per
+      replica; a new agent's KV grows over several steps, so faster probing
+      overshoots before the signal shows it.
+    * ``cooldown_intervals`` 2: after a cut, neither cut again nor grow for two
+      intervals — the signal still reflects the load before the cut.
+    * ``min_utilisation`` 0.5 (Netflix's ``inflight * 2 >= limit``): only grow a
+      window that is actually used; otherwise W drifts to ``max`` while idle and
+      the next burst is admitted all at once.
+
+    Concurrency: single caller; not thread-safe. Never reads a clock.
+    """
+
+    name = "aimd"
+
+    def __init__(
+        self,
+        config: AIMDConfig | None = None,
+        *,
+        min_utilisation: float = 0.5,
+        hit_rate_drop: float = 0.10,
+    ) -> None:
+        self._cfg = config or AIMDConfig()
+        self._w = float(self._cfg.initial)
+        self._min_utilisation = min_utilisation
+        self._hit_rate_drop = hit_rate_drop
+        self.stale_after_s: float | None = self._cfg.stale_after_ms / 1000.0
+        self._cooldown_s = self._cfg.cooldown_intervals * self._cfg.interval_ms / 1000.0
+        self._last_decrease_at: float | None = None
+        self._last_ts: float | None = None
+        self._prev_hit: float | None = None
+        self._prev_waiting: int | None = None
+
+    @property
+    def window(self) -> int:
+        return max(self._cfg.min, min(self._cfg.max, int(self._w)))
+
+    def _in_cooldown(self, now: float) -> bool:
+        return self._last_decrease_at is not None and now - self._last_decrease_at < self._cooldown_s
+
+    def thrash_reason(self, s: PressureSnapshot) -> str | None:
+        """Which thrash indicator ``s`` shows against the previous sample, or None."""
+        if s.preemptions_per_s is not None and s.preemptions_per_s > 0:
+            return "thrash-preemption"
+        if s.kv_usage is None or s.kv_usage < self._cfg.kv_high_water:
+            return None
+        if (
+            s.prefix_hit_rate is not None
+            and self._prev_hit is not None
+            and self._prev_hit - s.prefix_hit_rate >= self._hit_rate_drop
+        ):
+            return "thrash-hit-rate"
+        if s.waiting is not None and self._prev_waiting is not None and s.waiting > self._prev_waiting:
+            return "thrash-waiting"
+        return None
+
+    def update(self, snapshot: PressureSnapshot | None, in_use: int, now: float) -> WindowDecision:
+        before = self.window
+        assert self.stale_after_s is not None
+        problem = snapshot_problem(snapshot, now, self.stale_after_s)
+        if problem is not None or snapshot is None:
+            return WindowDecision(before, False, problem or "no-data", saturated=True)
+        if self._last_ts is not None and snapshot.ts <= self._last_ts:
+            return WindowDecision(before, False, "hold-no-new-sample")
+        self._last_ts = snapshot.ts
+        thrash = self.thrash_reason(snapshot)
+        if snapshot.prefix_hit_rate is not None:
+            self._prev_hit = snapshot.prefix_hit_rate
+        if snapshot.waiting is not None:
+            self._prev_waiting = snapshot.waiting
+        reason = self._step(snapshot, thrash, in_use, now)
+        after = self.window
+        return WindowDecision(after, after != before, reason)
+
+    def _step(self, s: PressureSnapshot, thrash: str | None, in_use: int, now: float) -> str:
+        cfg = self._cfg
+        if thrash is not None:
+            if self._in_cooldown(now):
+                return "hold-cooldown"
+            self._w = float(max(cfg.min, math.floor(self.window * cfg.decrease)))
+            self._last_decrease_at = now
+            return thrash
+        if s.kv_usage is None:
+            return "hold-kv-unknown"
+        if s.kv_usage >= cfg.kv_target:
+            return "hold-kv-high"
+        if self._in_cooldown(now):
+            return "hold-cooldown"
+        if in_use < self._min_utilisation * self.window:
+            return "hold-underused"
+        if self.window >= cfg.max:
+            return "hold-max"
+        self._w = min(float(cfg.max), self._w + cfg.increase)
+        return "increase"

@@ -1,0 +1,70 @@
+"""static / none controllers and the controller registry."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from concurproxy.config.admission import AdmissionConfig, StaticConfig
+from concurproxy.control.limits import (
+    UNBOUNDED,
+    AIMDController,
+    ControllerRegistry,
+    NoneController,
+    StaticController,
+    UnknownControllerError,
+    WindowController,
+)
+from concurproxy.control.types import PressureSnapshot
+
+
+def test_static_ignores_pressure_and_staleness() -> None:
+    c = StaticController(StaticConfig(window=5))
+    for s in (None, PressureSnapshot(ts=0, ok=False), PressureSnapshot(ts=0, kv_usage=1.0, preemptions_per_s=9)):
+        d = c.update(s, 100, now=1e6)
+        assert (d.window, d.changed, d.saturated) == (5, False, False)
+    assert c.stale_after_s is None
+
+
+def test_none_is_unbounded() -> None:
+    c = NoneController()
+    d = c.update(None, 10**6, 0.0)
+    assert (d.window, d.saturated) == (UNBOUNDED, False)
+
+
+@pytest.mark.parametrize(("name", "cls"), [("aimd", AIMDController), ("static", StaticController),
+                                           ("none", NoneController)])
+def test_builtins_by_name(name: str, cls: type) -> None:
+    reg = ControllerRegistry(entry_points_loader=lambda: [])
+    c = reg.create(AdmissionConfig(controller=name))
+    assert isinstance(c, cls) and c.name == name
+    assert reg.create(AdmissionConfig(), name=name).name == name
+
+
+def test_each_create_is_a_fresh_instance() -> None:
+    reg = ControllerRegistry(entry_points_loader=lambda: [])
+    assert reg.create(AdmissionConfig()) is not reg.create(AdmissionConfig())
+
+
+def make_plugin(cfg: AdmissionConfig) -> WindowController:
+    return StaticController(StaticConfig(window=3))
+
+
+def test_plugin_from_entry_point_group() -> None:
+    ep = EntryPoint(name="gradient", value=f"{__name__}:make_plugin", group="concurproxy.controllers")
+    reg = ControllerRegistry(entry_points_loader=lambda: [ep])
+    assert reg.create(AdmissionConfig(controller="gradient")).window == 3
+    assert reg.names() == ["aimd", "gradient", "none", "static"]
+
+
+def test_unknown_name_lists_known() -> None:
+    reg = ControllerRegistry(entry_points_loader=lambda: [])
+    with pytest.raises(UnknownControllerError, match="aimd, none, static"):
+        reg.create(AdmissionConfig(controller="nope"))
+
+
+def test_register_in_code() -> None:
+    reg = ControllerRegistry(entry_points_loader=lambda: [])
+    reg.register("fixed3", make_plugin)
+    assert reg.create(AdmissionConfig(controller="fixed3")).window == 3
