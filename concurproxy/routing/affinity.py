@@ -1,0 +1,159 @@
+"""``prefix-affinity``: keep each agent where its prefix is, within a load bound.
+
+Algorithm, per step (``route``):
+
+1. *Filter*: candidates are the healthy, non-draining replicas; none → :class:`NoHealthyReplica`.
+2. *Pin check*: the agent's pin (TTL ``pin_ttl_s``) is kept when its replica is a candidate
+   and not overloaded (see :mod:`~concurproxy.routing.placement`); otherwise the step moves
+   and the agent is re-pinned with reason ``replica-down`` (unhealthy or gone), ``drained``
+   or ``overloaded``.
+3. *Pool*: candidates minus overloaded replicas (all candidates if that empties it). An agent
+   without a live pin (new, lapsed or moving) is further limited to replicas under the pin
+   cap ``ceil(load_bound · (pins + 1) / n)`` — bounded-load consistent hashing.
+4. *Score*: ``total(r) = Σ_k w_k · score_k(r) / Σ_k w_k`` over the configured scorers
+   (session-affinity, prefix-match, kv-headroom, queue, window-room, plugins). Totals within
+   ``tie_epsilon`` of the best tie and are broken by rendezvous hash of (agent, replica).
+   A new replica has an empty cache and the most headroom, so it wins new agents until the
+   pin cap stops it.
+5. *Commit*: pin the agent to the choice and record the prefix as routed there (the approximate
+   index), so a sibling agent sharing the prefix finds it before the step completes.
+
+``observe_served`` refreshes pin and index after the step (pass prompt+output hashes to make
+the next step's longer prefix match). State: a :class:`PinTable` and a :class:`PrefixIndex`,
+both bounded. Not thread-safe: one event loop calls it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from concurproxy.config.routing import RoutingConfig
+from concurproxy.routing.index import PrefixIndex
+from concurproxy.routing.pins import PinTable
+from concurproxy.routing.placement import candidates, overloaded, pick_best, pin_cap
+from concurproxy.routing.scorers.base import ScoreContext
+from concurproxy.routing.scorers.registry import WeightedScorer
+from concurproxy.routing.types import (
+    NoHealthyReplica,
+    PrefixLocator,
+    ReplicaView,
+    RouteDecision,
+    RouteReason,
+    RouteRequest,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AffinityParams:
+    """Tunables; the first four come from :class:`RoutingConfig`."""
+
+    block_tokens: int = 16
+    load_bound: float = 1.25
+    pin_ttl_s: float = 600.0
+    index_max_blocks: int = 200_000
+    max_pins: int = 1_000_000
+    overload_min_load: float = 4.0  # a replica with fewer steps in flight is never "overloaded"
+    tie_epsilon: float = 0.01  # normalised score difference treated as a tie
+    index_max_age_s: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg: RoutingConfig) -> AffinityParams:
+        return cls(
+            block_tokens=cfg.block_tokens,
+            load_bound=cfg.load_bound,
+            pin_ttl_s=cfg.pin_ttl_s,
+            index_max_blocks=cfg.index_max_blocks,
+        )
+
+
+class PrefixAffinityRouter:
+    def __init__(
+        self,
+        scorers: Sequence[WeightedScorer],
+        params: AffinityParams | None = None,
+        locator: PrefixLocator | None = None,
+    ) -> None:
+        self.params = params or AffinityParams()
+        self.scorers = list(scorers)
+        self._wsum = sum(ws.weight for ws in self.scorers) or 1.0
+        self.pins = PinTable(self.params.pin_ttl_s, self.params.max_pins)
+        self.index = PrefixIndex(self.params.index_max_blocks, self.params.index_max_age_s)
+        self.locator: PrefixLocator = locator if locator is not None else self.index
+
+    def route(self, request: RouteRequest, replicas: Sequence[ReplicaView], now: float) -> RouteDecision:
+        p = self.params
+        pins = self.pins
+        pins.expire(now)
+        cands = candidates(replicas)
+        if not cands:
+            raise NoHealthyReplica("no healthy, non-draining replica")
+        agent = request.agent_id
+        hashes = request.prefix_hashes
+        over = overloaded(cands, p.load_bound, p.overload_min_load)
+
+        pinned = pins.get(agent, now) if request.sticky else None
+        live_pin: str | None = None
+        moved: RouteReason | None = None
+        if pinned is not None:
+            view = next((r for r in replicas if r.id == pinned), None)
+            if view is None or not view.healthy:
+                moved = RouteReason.replica_down
+            elif view.draining:
+                moved = RouteReason.drained
+            elif pinned in over:
+                moved = RouteReason.overloaded
+            else:
+                live_pin = pinned
+
+        pool = [r for r in cands if r.id not in over] if over else cands
+        if not pool:
+            pool = cands
+        if live_pin is None and request.sticky:
+            cap = pin_cap(len(pins), len(cands), p.load_bound)
+            under = [r for r in pool if pins.count(r.id) < cap or r.id == pinned]
+            if under:
+                pool = under
+
+        matches = self.locator.match(hashes, now) if hashes else {}
+        ctx = ScoreContext(request=request, now=now, matches=matches, pinned=live_pin)
+        totals = [0.0] * len(pool)
+        for ws in self.scorers:
+            w = ws.weight / self._wsum
+            for i, s in enumerate(ws.scorer.score(ctx, pool)):
+                totals[i] += w * s
+        choice = pool[pick_best(agent, pool, totals, p.tie_epsilon)].id
+
+        repinned_from: str | None = None
+        if live_pin is not None:
+            reason = RouteReason.pinned if choice == live_pin else RouteReason.rebalanced
+            if choice != live_pin:
+                repinned_from = live_pin
+        elif moved is not None:
+            reason, repinned_from = moved, pinned
+        else:
+            reason = RouteReason.prefix if matches.get(choice, 0) > 0 else RouteReason.placed
+
+        if request.sticky:
+            pins.set(agent, choice, now)
+        self.index.record(choice, hashes, now)
+        return RouteDecision(
+            agent_id=agent,
+            replica_id=choice,
+            reason=reason,
+            matched_blocks=matches.get(choice, 0),
+            request_blocks=len(hashes),
+            pinned=reason is RouteReason.pinned,
+            repinned_from=repinned_from,
+        )
+
+    def observe_served(self, decision: RouteDecision, hashes: Sequence[int], now: float) -> None:
+        if decision.agent_id and self.pins.get(decision.agent_id, now) == decision.replica_id:
+            self.pins.set(decision.agent_id, decision.replica_id, now)
+        self.index.record(decision.replica_id, hashes, now)
+
+    def forget_replica(self, replica_id: str) -> None:
+        self.index.forget_replica(replica_id)
+
+    def release(self, agent_id: str) -> None:
+        self.pins.release(agent_id)
