@@ -1,0 +1,285 @@
+"""ProxyMetrics: the typed recording API the request path and control loop call.
+
+Callers never touch label strings: each method takes the values it records, maps
+them to bounded label values once, and caches the resulting collector child in a
+dict keyed by the raw arguments, so the hot path is one dict lookup plus the
+collector's own increment (measured: ~0.5 µs for a whole :meth:`observe_step`).
+
+Collectors are built from :data:`concurproxy.telemetry.catalog.SPECS` into the
+registry passed in (never the global one), so every test gets a fresh registry.
+
+Concurrency: methods are called from the event loop thread; prometheus_client
+children are themselves thread-safe, and the caches only ever grow (bounded by
+the label guards), so a scrape from another thread sees consistent values.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from concurproxy.control.types import PressureSnapshot
+from concurproxy.telemetry.catalog import SPECS, MetricSpec
+from concurproxy.telemetry.labels import BoundedLabel, label_value
+
+__all__ = ["SPECS", "ProxyMetrics"]
+
+_MAX_CACHE = 20_000  # beyond this, children are looked up without caching (memory bound)
+NONE_REPLICA = "none"  # replica label for steps refused before routing
+
+
+class _Family:
+    """A metric plus a cache raw-args -> child; label guards applied on a cache miss."""
+
+    __slots__ = ("_bounders", "_cache", "metric")
+
+    def __init__(self, metric: Any, bounders: tuple[BoundedLabel | None, ...]) -> None:
+        self.metric = metric
+        self._bounders = bounders
+        self._cache: dict[tuple[object, ...], Any] = {}
+
+    def child(self, *key: object) -> Any:
+        c = self._cache.get(key)
+        if c is None:
+            values = [
+                b.bound(v) if b is not None else label_value(v)
+                for b, v in zip(self._bounders, key, strict=True)
+            ]
+            c = self.metric.labels(*values) if values else self.metric
+            if len(self._cache) < _MAX_CACHE:
+                self._cache[key] = c
+        return c
+
+
+class ProxyMetrics:
+    """All proxy metrics in one registry. See ``docs/observability.md`` for the table."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        version: str = "0.1.0",
+        max_new_label_values: int = 32,
+    ) -> None:
+        self.registry = registry
+        self._clock = clock
+        self.guards: dict[str, BoundedLabel] = {
+            "tenant": BoundedLabel(max_new=max_new_label_values),
+            "role": BoundedLabel(max_new=max_new_label_values),
+            "route": BoundedLabel(max_new=16),
+            "replica": BoundedLabel(max_new=8 * max_new_label_values),
+        }
+        self._f: dict[str, _Family] = {s.name: self._build(s) for s in SPECS}
+        self._pressure_ts: dict[str, float] = {}  # replica -> ts of newest good snapshot (or prime time)
+        self._placeholder: set[str] = set()  # replicas whose ts is still the prime time
+        f = self._f
+        self._requests, self._in_flight = f["concurproxy_requests_total"], f["concurproxy_requests_in_flight"]
+        self._step, self._ttft = (
+            f["concurproxy_step_duration_seconds"],
+            f["concurproxy_time_to_first_token_seconds"],
+        )
+        self._upstream, self._qwait = (
+            f["concurproxy_upstream_duration_seconds"],
+            f["concurproxy_queue_wait_seconds"],
+        )
+        self._tokens = f["concurproxy_tokens_total"]
+        self._f["concurproxy_build_info"].child(version).set(1)
+
+    def _build(self, spec: MetricSpec) -> _Family:
+        name, labels = spec.name, list(spec.labels)
+        metric: Any
+        if spec.kind == "counter":
+            metric = Counter(name, spec.help, labels, registry=self.registry)
+        elif spec.kind == "gauge":
+            metric = Gauge(name, spec.help, labels, registry=self.registry)
+        else:
+            metric = Histogram(name, spec.help, labels, registry=self.registry, buckets=spec.buckets or ())
+        return _Family(metric, tuple(self.guards.get(label) for label in spec.labels))
+
+    def family(self, name: str) -> Any:
+        """The underlying prometheus_client collector (tests, ad-hoc use)."""
+        return self._f[name].metric
+
+    # --- setup ------------------------------------------------------------------------------------
+    def prime(
+        self,
+        *,
+        replicas: Iterable[str] = (),
+        tenants: Iterable[str] = (),
+        roles: Iterable[str] = (),
+        routes: Iterable[str] = (),
+    ) -> None:
+        """Declare the configured label values and create zero-valued series for them.
+
+        Call once at start-up (and again when discovery adds a replica). Declared
+        values are never folded into ``"other"`` by the cardinality guards.
+        """
+        known = {
+            "replica": list(replicas),
+            "tenant": list(tenants),
+            "role": list(roles),
+            "route": list(routes),
+        }
+        for label, values in known.items():
+            self.guards[label].declare(values)
+        now = self._clock()
+        for r in known["replica"]:
+            if r not in self._pressure_ts:
+                self._pressure_ts[r] = now
+                self._placeholder.add(r)
+                self._install_age(r)
+            self.set_replica_health(r, True)
+        for spec in SPECS:
+            if spec.kind == "counter" and all(lab in known or lab in spec.prime for lab in spec.labels):
+                for combo in _product(
+                    [known[lab] if lab in known else list(spec.prime[lab]) for lab in spec.labels]
+                ):
+                    self._f[spec.name].child(*combo)
+        for r in known["replica"]:
+            for role in known["role"]:
+                for h in (self._step, self._ttft, self._upstream, self._qwait):
+                    h.child(r, role)
+        for route in known["route"]:
+            self._in_flight.child(route)
+
+    # --- request path -----------------------------------------------------------------------------
+    def request_started(self, route: str) -> None:
+        self._in_flight.child(route).inc()
+
+    def request_finished(self, route: str) -> None:
+        self._in_flight.child(route).dec()
+
+    def observe_step(
+        self,
+        *,
+        route: str,
+        tenant: str,
+        role: str,
+        status: int,
+        duration_s: float,
+        replica: str | None = None,
+        ttft_s: float | None = None,
+        upstream_s: float | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        """Record one finished step (any status). ``replica=None`` when refused before routing."""
+        rep = replica if replica is not None else NONE_REPLICA
+        self._requests.child(route, tenant, role, status).inc()
+        self._step.child(rep, role).observe(duration_s)
+        if ttft_s is not None:
+            self._ttft.child(rep, role).observe(ttft_s)
+        if upstream_s is not None:
+            self._upstream.child(rep, role).observe(upstream_s)
+        if prompt_tokens:
+            self._tokens.child(tenant, role, "input").inc(prompt_tokens)
+        if completion_tokens:
+            self._tokens.child(tenant, role, "output").inc(completion_tokens)
+
+    def observe_queue_wait(self, replica: str | None, role: str, wait_s: float) -> None:
+        self._qwait.child(replica if replica is not None else NONE_REPLICA, role).observe(wait_s)
+
+    # --- admission ----------------------------------------------------------------------------------
+    def admission_decision(self, replica: str | None, decision: object, reason: object) -> None:
+        self._f["concurproxy_admission_decisions_total"].child(
+            replica or NONE_REPLICA, decision, reason
+        ).inc()
+
+    def set_admission_state(self, replica: str, *, window: float, active: int, queued: int) -> None:
+        self._f["concurproxy_admission_window"].child(replica).set(window)
+        self._f["concurproxy_admission_active_agents"].child(replica).set(active)
+        self._f["concurproxy_admission_queued_agents"].child(replica).set(queued)
+
+    def window_changed(self, replica: str, old: float, new: float, reason: object) -> None:
+        """Count a window change; ``direction`` is up/down from old→new (no-op when equal)."""
+        if new != old:
+            direction = "up" if new > old else "down"
+            self._f["concurproxy_admission_window_changes_total"].child(replica, direction, reason).inc()
+        self._f["concurproxy_admission_window"].child(replica).set(new)
+
+    def ticket_ended(self, outcome: object) -> None:
+        self._f["concurproxy_tickets_ended_total"].child(outcome).inc()
+
+    def ticket_error(self, kind: str) -> None:
+        """``kind``: ``leaked`` (ticket garbage-collected unreleased) or ``double_release``."""
+        self._f["concurproxy_ticket_errors_total"].child(kind).inc()
+
+    # --- pressure -----------------------------------------------------------------------------------
+    def observe_pressure(self, replica: str, snap: PressureSnapshot) -> None:
+        """Publish a snapshot. Failed snapshots (``ok=False``) change nothing: the age keeps growing.
+
+        Unknown fields (None) are exported as NaN, not 0, so a graph shows a gap, not a false value.
+        """
+        if not snap.ok:
+            return
+        f = self._f
+        f["concurproxy_pressure_kv_usage_ratio"].child(replica).set(_nan(snap.kv_usage))
+        f["concurproxy_pressure_running_requests"].child(replica).set(_nan(snap.running))
+        f["concurproxy_pressure_waiting_requests"].child(replica).set(_nan(snap.waiting))
+        f["concurproxy_pressure_preemptions_per_second"].child(replica).set(_nan(snap.preemptions_per_s))
+        f["concurproxy_pressure_prefix_hit_ratio"].child(replica).set(_nan(snap.prefix_hit_rate))
+        prev = self._pressure_ts.get(replica)
+        if prev is None:
+            self._install_age(replica)
+        if prev is None or replica in self._placeholder:
+            self._placeholder.discard(replica)
+            self._pressure_ts[replica] = snap.ts
+        else:
+            self._pressure_ts[replica] = max(prev, snap.ts)
+
+    def _install_age(self, replica: str) -> None:
+        ts, clock = self._pressure_ts, self._clock
+        self._f["concurproxy_pressure_snapshot_age_seconds"].child(replica).set_function(
+            lambda: clock() - ts[replica]
+        )
+
+    def pressure_poll_error(self, replica: str, kind: str) -> None:
+        self._f["concurproxy_pressure_poll_errors_total"].child(replica, kind).inc()
+
+    # --- budgets and fairness -----------------------------------------------------------------------
+    def budget_consumed(self, tenant: str, role: str, tokens: int) -> None:
+        self._f["concurproxy_budget_consumed_tokens_total"].child(tenant, role).inc(tokens)
+
+    def budget_rejected(self, tenant: str, role: str, reason: object) -> None:
+        self._f["concurproxy_budget_rejections_total"].child(tenant, role, reason).inc()
+
+    def set_fairness_counter(self, tenant: str, value: float) -> None:
+        self._f["concurproxy_fairness_virtual_tokens"].child(tenant).set(value)
+
+    # --- routing and upstream -----------------------------------------------------------------------
+    def routing_decision(
+        self, replica: str, reason: object, *, pin_hit: bool = False, prefix_match_tokens: int = 0
+    ) -> None:
+        self._f["concurproxy_routing_decisions_total"].child(replica, reason).inc()
+        if pin_hit:
+            self._f["concurproxy_routing_pin_hits_total"].child(replica).inc()
+        if prefix_match_tokens:
+            self._f["concurproxy_routing_prefix_match_tokens_total"].child(replica).inc(prefix_match_tokens)
+
+    def repinned(self, reason: object) -> None:
+        self._f["concurproxy_routing_repins_total"].child(reason).inc()
+
+    def upstream_error(self, replica: str, kind: object) -> None:
+        self._f["concurproxy_upstream_errors_total"].child(replica, kind).inc()
+
+    def upstream_retry(self, replica: str, kind: object) -> None:
+        self._f["concurproxy_upstream_retries_total"].child(replica, kind).inc()
+
+    def set_replica_health(self, replica: str, healthy: bool) -> None:
+        self._f["concurproxy_replica_healthy"].child(replica).set(1 if healthy else 0)
+
+
+def _nan(v: float | int | None) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _product(lists: list[list[str]]) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = [()]
+    for values in lists:
+        out = [(*t, v) for t in out for v in values]
+    return out
