@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "concurproxy.server.cli",  # serve
     "concurproxy.config.cli",  # config validate | schema
+    "concurproxy.nodeagent.cli",  # node-agent
 )
 
 
