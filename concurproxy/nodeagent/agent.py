@@ -52,8 +52,14 @@ class NodeAgentConfig:
 
 
 class NodeAgent:
-    def __init__(self, config: NodeAgentConfig, probe: GpuProbe, *, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        config: NodeAgentConfig,
+        probe: GpuProbe,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ):
         self.config = config
         self.probe = probe
         self._clock, self._wall = clock, wall
@@ -101,9 +107,13 @@ class NodeAgent:
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession()
         tasks = [
-            asyncio.create_task(self._every(self.config.scrape_interval_s, lambda: self.scrape_once(session)),
-                                name="node-agent-scrape"),
-            asyncio.create_task(self._every(self.config.gpu_interval_s, self.read_gpus_once), name="node-agent-gpu"),
+            asyncio.create_task(
+                self._every(self.config.scrape_interval_s, lambda: self.scrape_once(session)),
+                name="node-agent-scrape",
+            ),
+            asyncio.create_task(
+                self._every(self.config.gpu_interval_s, self.read_gpus_once), name="node-agent-gpu"
+            ),
         ]
         try:
             yield
@@ -120,11 +130,18 @@ class NodeAgent:
         return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def _health(self, request: web.Request) -> web.Response:
         snap = self.state.tracker.snapshot_at(self._clock())
-        body = {"status": "ok", "engine_ok": snap.ok, "engine_error": snap.error, "nvml": self.state.gpu.available}
+        body = {
+            "status": "ok",
+            "engine_ok": snap.ok,
+            "engine_error": snap.error,
+            "nvml": self.state.gpu.available,
+        }
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     def build_app(self, *, background: bool = True) -> web.Application:
@@ -139,9 +156,15 @@ class NodeAgent:
 
 
 @asynccontextmanager
-async def run_node_agent(engine_url: str, port: int = 0, host: str = "127.0.0.1", *,
-                         probe: GpuProbe | None = None, nvml: bool = True,
-                         config: NodeAgentConfig | None = None) -> AsyncIterator[str]:
+async def run_node_agent(
+    engine_url: str,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    *,
+    probe: GpuProbe | None = None,
+    nvml: bool = True,
+    config: NodeAgentConfig | None = None,
+) -> AsyncIterator[str]:
     """Serve a node agent until the block exits; yields its base URL (``/pressure`` under it)."""
     if probe is None:
         from concurproxy.nodeagent.gpu import DisabledProbe, NvmlProbe

@@ -77,8 +77,10 @@ class NvmlProbe:
 
     def __init__(self, nvml: Any = None, retry_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
         if nvml is None:
-            import pynvml as nvml  # nvidia-ml-py; importing it does not touch the driver
-        self._nvml = nvml
+            import pynvml  # nvidia-ml-py; importing it does not touch the driver
+
+            nvml = pynvml
+        self._nvml: Any = nvml
         self._retry_s = retry_s
         self._clock = clock
         self._initialised = False
@@ -119,18 +121,25 @@ class NvmlProbe:
             except nv.NVMLError as exc:
                 errors.append(f"gpu {i}: {exc}")
                 continue
-            uuid = self._optional(lambda h=h: _text(nv.nvmlDeviceGetUUID(h)))
-            util = self._optional(lambda h=h: nv.nvmlDeviceGetUtilizationRates(h))
-            gpus.append(GpuStat(
-                index=i, name=name, uuid=uuid, memory_used_bytes=int(mem.used), memory_total_bytes=int(mem.total),
-                utilization_pct=None if util is None else int(util.gpu),
-                memory_utilization_pct=None if util is None else int(util.memory),
-            ))
+            raw_uuid = self._optional(nv.nvmlDeviceGetUUID, h)
+            uuid = None if raw_uuid is None else _text(raw_uuid)
+            util = self._optional(nv.nvmlDeviceGetUtilizationRates, h)
+            gpus.append(
+                GpuStat(
+                    index=i,
+                    name=name,
+                    uuid=uuid,
+                    memory_used_bytes=int(mem.used),
+                    memory_total_bytes=int(mem.total),
+                    utilization_pct=None if util is None else int(util.gpu),
+                    memory_utilization_pct=None if util is None else int(util.memory),
+                )
+            )
         return GpuReading(available=True, error="; ".join(errors) or None, gpus=tuple(gpus))
 
-    def _optional(self, fn: Callable[[], Any]) -> Any:
+    def _optional(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
-            return fn()
+            return fn(*args)
         except self._nvml.NVMLError:
             return None
 

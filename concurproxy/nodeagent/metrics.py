@@ -25,30 +25,48 @@ class AgentCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         st, now = self._state, self._clock()
         snap = st.tracker.snapshot_at(now)
-        yield GaugeMetricFamily(P + "engine_up", "1 when the engine's newest metrics are fresh and parsed.",
-                                value=1.0 if snap.ok else 0.0)
-        yield GaugeMetricFamily(P + "engine_data_age_seconds", "Age of the newest engine data.",
-                                value=max(now - snap.ts, 0.0))
+        yield GaugeMetricFamily(
+            P + "engine_up",
+            "1 when the engine's newest metrics are fresh and parsed.",
+            value=1.0 if snap.ok else 0.0,
+        )
+        yield GaugeMetricFamily(
+            P + "engine_data_age_seconds", "Age of the newest engine data.", value=max(now - snap.ts, 0.0)
+        )
         yield CounterMetricFamily(P + "engine_scrapes", "Engine /metrics reads.", value=st.scrapes)
-        yield CounterMetricFamily(P + "engine_scrape_failures", "Failed engine /metrics reads.",
-                                  value=st.scrape_failures)
+        yield CounterMetricFamily(
+            P + "engine_scrape_failures", "Failed engine /metrics reads.", value=st.scrape_failures
+        )
         gauges: list[tuple[str, str, float | int | None]] = [
             ("engine_kv_usage_ratio", "KV cache usage, 0..1.", snap.kv_usage),
             ("engine_requests_running", "Requests in the running batch.", snap.running),
             ("engine_requests_waiting", "Requests waiting in the engine.", snap.waiting),
-            ("engine_preemptions_per_second", "Preemption rate over the rate window.", snap.preemptions_per_s),
-            ("engine_prefix_hit_ratio", "Prefix-cache hit rate over the rate window, 0..1.", snap.prefix_hit_rate),
+            (
+                "engine_preemptions_per_second",
+                "Preemption rate over the rate window.",
+                snap.preemptions_per_s,
+            ),
+            (
+                "engine_prefix_hit_ratio",
+                "Prefix-cache hit rate over the rate window, 0..1.",
+                snap.prefix_hit_rate,
+            ),
             ("engine_kv_capacity_tokens", "Tokens the KV cache can hold.", snap.kv_capacity_tokens),
         ]
         for name, doc, value in gauges:
             if value is not None:
                 yield GaugeMetricFamily(P + name, doc, value=float(value))
-        yield GaugeMetricFamily(P + "nvml_available", "1 when NVML answers.", value=1.0 if st.gpu.available else 0.0)
+        yield GaugeMetricFamily(
+            P + "nvml_available", "1 when NVML answers.", value=1.0 if st.gpu.available else 0.0
+        )
         used = GaugeMetricFamily(P + "gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu", "name"])
-        total = GaugeMetricFamily(P + "gpu_memory_total_bytes", "GPU memory in total.", labels=["gpu", "name"])
+        total = GaugeMetricFamily(
+            P + "gpu_memory_total_bytes", "GPU memory in total.", labels=["gpu", "name"]
+        )
         util = GaugeMetricFamily(P + "gpu_utilization_ratio", "SM busy fraction.", labels=["gpu", "name"])
-        mutil = GaugeMetricFamily(P + "gpu_memory_utilization_ratio", "Memory controller busy fraction.",
-                                  labels=["gpu", "name"])
+        mutil = GaugeMetricFamily(
+            P + "gpu_memory_utilization_ratio", "Memory controller busy fraction.", labels=["gpu", "name"]
+        )
         for g in st.gpu.gpus:
             labels = [str(g.index), g.name]
             used.add_metric(labels, g.memory_used_bytes)

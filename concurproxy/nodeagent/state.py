@@ -31,13 +31,21 @@ class AgentState:
         """The ``GET /pressure`` document as of ``now`` (agent clock) and ``wall_time`` (Unix s)."""
         snap = self.tracker.snapshot_at(now)
         flavour = None if self.last_sample is None else self.last_sample.flavour
-        engine = engine_section(snap, now, url=self.engine_url, flavour=flavour,
-                                scrapes=self.scrapes, failures=self.scrape_failures)
+        engine = engine_section(
+            snap,
+            now,
+            url=self.engine_url,
+            flavour=flavour,
+            scrapes=self.scrapes,
+            failures=self.scrape_failures,
+        )
         if self.last_sample is not None:
             s = self.last_sample
             engine["counters"] = {
-                "preemptions_total": s.preemptions_total, "prefix_queries_total": s.prefix_queries_total,
-                "prefix_hits_total": s.prefix_hits_total, "prompt_tokens_total": s.prompt_tokens_total,
+                "preemptions_total": s.preemptions_total,
+                "prefix_queries_total": s.prefix_queries_total,
+                "prefix_hits_total": s.prefix_hits_total,
+                "prompt_tokens_total": s.prompt_tokens_total,
                 "generation_tokens_total": s.generation_tokens_total,
             }
         gpu = self.gpu
@@ -50,9 +58,15 @@ class AgentState:
                 "error": gpu.error,
                 "age_s": None if self.gpu_ts is None else round(max(now - self.gpu_ts, 0.0), 6),
                 "gpus": [
-                    {"index": g.index, "name": g.name, "uuid": g.uuid, "memory_used_bytes": g.memory_used_bytes,
-                     "memory_total_bytes": g.memory_total_bytes, "utilization_pct": g.utilization_pct,
-                     "memory_utilization_pct": g.memory_utilization_pct}
+                    {
+                        "index": g.index,
+                        "name": g.name,
+                        "uuid": g.uuid,
+                        "memory_used_bytes": g.memory_used_bytes,
+                        "memory_total_bytes": g.memory_total_bytes,
+                        "utilization_pct": g.utilization_pct,
+                        "memory_utilization_pct": g.memory_utilization_pct,
+                    }
                     for g in gpu.gpus
                 ],
             },

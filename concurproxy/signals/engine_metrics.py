@@ -182,7 +182,7 @@ def parse_engine_metrics(text: str, ts: float) -> EngineSample:
     if not seen_any:
         raise MetricsParseError("no vllm: or sglang: engine metrics found in the body")
     values: dict[str, float | int | None] = {}
-    for name, (field, _, how) in _NAMES.items():
+    for field, _, how in _NAMES.values():
         if field in values or field not in sums:
             continue
         total = sums[field]

@@ -35,14 +35,24 @@ class FeedError(ValueError):
     """The document is not a pressure feed this code understands."""
 
 
-def engine_section(snap: PressureSnapshot, now: float, *, url: str, flavour: str | None,
-                   scrapes: int, failures: int) -> dict[str, Any]:
+def engine_section(
+    snap: PressureSnapshot, now: float, *, url: str, flavour: str | None, scrapes: int, failures: int
+) -> dict[str, Any]:
     """Encode one snapshot (stamped on the agent's clock) as the feed's ``engine`` object."""
     return {
-        "url": url, "ok": snap.ok, "error": snap.error, "age_s": round(max(now - snap.ts, 0.0), 6),
-        "flavour": flavour, "kv_usage": snap.kv_usage, "running": snap.running, "waiting": snap.waiting,
-        "preemptions_per_s": snap.preemptions_per_s, "prefix_hit_rate": snap.prefix_hit_rate,
-        "kv_capacity_tokens": snap.kv_capacity_tokens, "scrapes": scrapes, "failures": failures,
+        "url": url,
+        "ok": snap.ok,
+        "error": snap.error,
+        "age_s": round(max(now - snap.ts, 0.0), 6),
+        "flavour": flavour,
+        "kv_usage": snap.kv_usage,
+        "running": snap.running,
+        "waiting": snap.waiting,
+        "preemptions_per_s": snap.preemptions_per_s,
+        "prefix_hit_rate": snap.prefix_hit_rate,
+        "kv_capacity_tokens": snap.kv_capacity_tokens,
+        "scrapes": scrapes,
+        "failures": failures,
     }
 
 
@@ -73,10 +83,14 @@ def snapshot_from_feed(doc: object, received_at: float) -> PressureSnapshot:
         raise FeedError("engine.ok must be a boolean")
     error = eng.get("error")
     return PressureSnapshot(
-        ts=received_at - age, ok=ok,
-        kv_usage=_num(eng, "kv_usage", float), running=_num(eng, "running", int),
-        waiting=_num(eng, "waiting", int), preemptions_per_s=_num(eng, "preemptions_per_s", float),
+        ts=received_at - age,
+        ok=ok,
+        kv_usage=_num(eng, "kv_usage", float),
+        running=_num(eng, "running", int),
+        waiting=_num(eng, "waiting", int),
+        preemptions_per_s=_num(eng, "preemptions_per_s", float),
         prefix_hit_rate=_num(eng, "prefix_hit_rate", float),
-        kv_capacity_tokens=_num(eng, "kv_capacity_tokens", int), source=SOURCE,
+        kv_capacity_tokens=_num(eng, "kv_capacity_tokens", int),
+        source=SOURCE,
         error=None if ok else str(error or "node agent reports the engine not ok"),
     )

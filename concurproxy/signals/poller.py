@@ -61,7 +61,9 @@ class PollTarget:
     @classmethod
     def from_url(cls, url: str) -> PollTarget:
         """A URL whose path ends in ``/pressure`` is a node agent feed; anything else is ``/metrics``."""
-        kind: SourceKind = "node-agent" if urlsplit(url).path.rstrip("/").endswith("/pressure") else "engine-metrics"
+        kind: SourceKind = (
+            "node-agent" if urlsplit(url).path.rstrip("/").endswith("/pressure") else "engine-metrics"
+        )
         return cls(url, kind)
 
 
@@ -77,10 +79,18 @@ class PollStats:
 class PressurePoller:
     """Keeps the latest :class:`PressureSnapshot` per replica. Use ``async with`` or ``start()/stop()``."""
 
-    def __init__(self, session: aiohttp.ClientSession, targets: Mapping[str, str | PollTarget],
-                 interval_s: float = 0.25, timeout_s: float | None = None, *, stale_after_s: float = 1.0,
-                 rate_window_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 on_snapshot: SnapshotHook | None = None):
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        targets: Mapping[str, str | PollTarget],
+        interval_s: float = 0.25,
+        timeout_s: float | None = None,
+        *,
+        stale_after_s: float = 1.0,
+        rate_window_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_snapshot: SnapshotHook | None = None,
+    ):
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
         self._session = session
@@ -108,7 +118,7 @@ class PressurePoller:
 
     def remove_target(self, replica_id: str) -> None:
         for d in (self._targets, self._trackers, self._stats):
-            d.pop(replica_id, None)  # type: ignore[attr-defined]
+            d.pop(replica_id, None)
 
     @property
     def replica_ids(self) -> list[str]:
@@ -140,8 +150,15 @@ class PressurePoller:
         started = self._clock()
         try:
             snap = await self._read(target, tracker)
-        except (aiohttp.ClientError, TimeoutError, PollError, MetricsParseError, FeedError,
-                orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (
+            aiohttp.ClientError,
+            TimeoutError,
+            PollError,
+            MetricsParseError,
+            FeedError,
+            orjson.JSONDecodeError,
+            UnicodeDecodeError,
+        ) as exc:
             error = f"{target.url}: {type(exc).__name__}: {exc}".rstrip(": ")
             snap = tracker.observe_failure(self._clock(), error)
         stats.polls += 1

@@ -45,7 +45,9 @@ class _Point:
 class PressureTracker:
     """Per-replica state between polls: last sample, counter history, failures."""
 
-    def __init__(self, stale_after_s: float = 1.0, rate_window_s: float = 1.0, source: str = "engine-metrics"):
+    def __init__(
+        self, stale_after_s: float = 1.0, rate_window_s: float = 1.0, source: str = "engine-metrics"
+    ):
         if stale_after_s <= 0 or rate_window_s < 0:
             raise ValueError("stale_after_s must be > 0 and rate_window_s >= 0")
         self.stale_after_s = stale_after_s
@@ -90,9 +92,15 @@ class PressureTracker:
             hit_rate = min(max(sample.prefix_hit_rate_gauge, 0.0), 1.0)
         kv = None if sample.kv_usage is None else min(max(sample.kv_usage, 0.0), 1.0)
         snap = PressureSnapshot(
-            ts=sample.ts, ok=True, kv_usage=kv, running=sample.running, waiting=sample.waiting,
-            preemptions_per_s=pre_rate, prefix_hit_rate=hit_rate,
-            kv_capacity_tokens=sample.kv_capacity_tokens, source=self.source,
+            ts=sample.ts,
+            ok=True,
+            kv_usage=kv,
+            running=sample.running,
+            waiting=sample.waiting,
+            preemptions_per_s=pre_rate,
+            prefix_hit_rate=hit_rate,
+            kv_capacity_tokens=sample.kv_capacity_tokens,
+            source=self.source,
         )
         self._last = snap
         self._error = self._error_ts = None
@@ -130,7 +138,9 @@ class PressureTracker:
             return PressureSnapshot(ts=now, ok=False, source=self.source, error="no data yet")
         age = now - last.ts
         if age > self.stale_after_s:
-            return replace(last, ok=False, error=f"stale: newest data is {age:.3f} s old (limit {self.stale_after_s} s)")
+            return replace(
+                last, ok=False, error=f"stale: newest data is {age:.3f} s old (limit {self.stale_after_s} s)"
+            )
         return last
 
     @staticmethod

@@ -22,25 +22,41 @@ def realistic_vllm_body(engines: int = 1) -> str:
     base = (HERE / "fixtures" / "vllm_v1.txt").read_text()
     lines = [base]
     model = 'model_name="meta-llama/Llama-3.1-8B-Instruct"'
-    hists = ["time_to_first_token_seconds", "inter_token_latency_seconds", "e2e_request_latency_seconds",
-             "request_queue_time_seconds", "request_inference_time_seconds", "request_prefill_time_seconds",
-             "request_decode_time_seconds", "request_prompt_tokens", "request_generation_tokens",
-             "request_max_num_generation_tokens", "request_params_n", "iteration_tokens_total"]
+    hists = [
+        "time_to_first_token_seconds",
+        "inter_token_latency_seconds",
+        "e2e_request_latency_seconds",
+        "request_queue_time_seconds",
+        "request_inference_time_seconds",
+        "request_prefill_time_seconds",
+        "request_decode_time_seconds",
+        "request_prompt_tokens",
+        "request_generation_tokens",
+        "request_max_num_generation_tokens",
+        "request_params_n",
+        "iteration_tokens_total",
+    ]
     for e in range(engines):
         for h in hists:
             lines.append(f"# HELP vllm:{h} Histogram of {h}.\n# TYPE vllm:{h} histogram")
             for i in range(30):
-                lines.append(f'vllm:{h}_bucket{{engine="{e}",le="{0.001 * 2 ** i:g}",{model}}} {i * 3.0}')
+                lines.append(f'vllm:{h}_bucket{{engine="{e}",le="{0.001 * 2**i:g}",{model}}} {i * 3.0}')
             lines.append(f'vllm:{h}_bucket{{engine="{e}",le="+Inf",{model}}} 100.0')
             lines.append(f'vllm:{h}_count{{engine="{e}",{model}}} 100.0')
             lines.append(f'vllm:{h}_sum{{engine="{e}",{model}}} 12.5')
     for i in range(40):
-        lines.append(f'process_metric_{i} {i}.0')
+        lines.append(f"process_metric_{i} {i}.0")
     return "\n".join(lines) + "\n"
 
 
-WANTED = {"vllm:kv_cache_usage_perc", "vllm:num_requests_running", "vllm:num_requests_waiting",
-          "vllm:num_preemptions", "vllm:prefix_cache_queries", "vllm:prefix_cache_hits"}
+WANTED = {
+    "vllm:kv_cache_usage_perc",
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:num_preemptions",
+    "vllm:prefix_cache_queries",
+    "vllm:prefix_cache_hits",
+}
 
 
 def with_prometheus_client(text: str) -> dict[str, float]:

@@ -18,9 +18,18 @@ def load(name: str) -> str:
 def test_vllm_v1() -> None:
     s = parse_engine_metrics(load("vllm_v1.txt"), ts=12.5)
     assert s == EngineSample(
-        ts=12.5, flavour="vllm", kv_usage=0.8125, running=7, waiting=3, preemptions_total=4.0,
-        prefix_queries_total=120000.0, prefix_hits_total=90000.0, prompt_tokens_total=150000.0,
-        generation_tokens_total=20000.0, num_gpu_blocks=12038, block_size=16,
+        ts=12.5,
+        flavour="vllm",
+        kv_usage=0.8125,
+        running=7,
+        waiting=3,
+        preemptions_total=4.0,
+        prefix_queries_total=120000.0,
+        prefix_hits_total=90000.0,
+        prompt_tokens_total=150000.0,
+        generation_tokens_total=20000.0,
+        num_gpu_blocks=12038,
+        block_size=16,
     )
     assert s.kv_capacity_tokens == 12038 * 16
 
@@ -51,7 +60,11 @@ def test_vllm_legacy_counter_without_total_suffix_and_v0_hit_rate_gauge() -> Non
     )
     s = parse_engine_metrics(body, ts=0.0)
     assert (s.flavour, s.prefix_queries_total, s.prefix_hits_total, s.prefix_hit_rate_gauge) == (
-        "vllm-legacy", 10.0, 4.0, 0.25)
+        "vllm-legacy",
+        10.0,
+        4.0,
+        0.25,
+    )
 
 
 def test_sglang() -> None:
@@ -87,10 +100,10 @@ def test_label_values_with_spaces_and_braces() -> None:
         ("", "no vllm: or sglang:"),
         ("<html>502 Bad Gateway</html>", "no vllm: or sglang:"),
         ("up 1\nprocess_cpu_seconds_total 3\n", "no vllm: or sglang:"),
-        ("vllm:num_requests_running{engine=\"0\"} abc\n", "line 1: vllm:num_requests_running: bad value"),
+        ('vllm:num_requests_running{engine="0"} abc\n', "line 1: vllm:num_requests_running: bad value"),
         ("vllm:num_requests_running\n", "without a value"),
-        ("vllm:num_requests_running{engine=\"0\" 3\n", "unterminated label block"),
-        ("vllm:num_requests_running{engine=\"0\"}\n", "without a value"),
+        ('vllm:num_requests_running{engine="0" 3\n', "unterminated label block"),
+        ('vllm:num_requests_running{engine="0"}\n', "without a value"),
     ],
 )
 def test_garbage_raises_a_clear_error(body: str, match: str) -> None:
@@ -113,10 +126,23 @@ def test_arbitrary_text_never_crashes(body: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from([
-    "vllm:num_requests_running", "vllm:kv_cache_usage_perc", "sglang:token_usage", "vllm:cache_config_info",
-    "vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_queries",
-]), min_size=1, max_size=8), st.text(alphabet='{}",= abc01\n.', max_size=40))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "vllm:num_requests_running",
+                "vllm:kv_cache_usage_perc",
+                "sglang:token_usage",
+                "vllm:cache_config_info",
+                "vllm:prefix_cache_hits_total",
+                "vllm:gpu_prefix_cache_queries",
+            ]
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.text(alphabet='{}",= abc01\n.', max_size=40),
+)
 def test_known_names_with_junk_never_crash(names: list[str], junk: str) -> None:
     body = "\n".join(n + junk for n in names)
     try:

@@ -83,8 +83,14 @@ async def test_polls_metrics_and_computes_rates_on_injected_clock() -> None:
     clock = FakeClock()
     seen: list[tuple[str, PressureSnapshot]] = []
     async with serve(canned) as base, aiohttp.ClientSession() as session:
-        poller = PressurePoller(session, {"r0": base + "/metrics"}, interval_s=0.25, clock=clock,
-                                rate_window_s=0.0, on_snapshot=lambda rid, s: seen.append((rid, s)))
+        poller = PressurePoller(
+            session,
+            {"r0": base + "/metrics"},
+            interval_s=0.25,
+            clock=clock,
+            rate_window_s=0.0,
+            on_snapshot=lambda rid, s: seen.append((rid, s)),
+        )
         first = (await poller.poll_once())["r0"]
         assert first.ok and first.ts == 100.0 and first.running == 4 and first.preemptions_per_s is None
         clock.t = 100.5
@@ -105,8 +111,9 @@ async def test_polls_metrics_and_computes_rates_on_injected_clock() -> None:
 async def test_failing_url_counts_failures_and_is_not_ok() -> None:
     clock = FakeClock()
     async with aiohttp.ClientSession() as session:
-        poller = PressurePoller(session, {"dead": f"http://127.0.0.1:{free_port()}/metrics"}, clock=clock,
-                                timeout_s=2.0)
+        poller = PressurePoller(
+            session, {"dead": f"http://127.0.0.1:{free_port()}/metrics"}, clock=clock, timeout_s=2.0
+        )
         s1 = await poller.poll_replica("dead")
         s2 = await poller.poll_replica("dead")
     assert not s1.ok and not s2.ok and "ClientConnectorError" in (s2.error or "")
@@ -116,8 +123,11 @@ async def test_failing_url_counts_failures_and_is_not_ok() -> None:
 
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
-    [("<html>oops</html>", 200, "no vllm: or sglang:"), ("busy", 503, "HTTP 503"),
-     ("vllm:num_requests_running x\n", 200, "bad value")],
+    [
+        ("<html>oops</html>", 200, "no vllm: or sglang:"),
+        ("busy", 503, "HTTP 503"),
+        ("vllm:num_requests_running x\n", 200, "bad value"),
+    ],
 )
 async def test_garbage_and_http_errors_are_failures(body: str, status: int, fragment: str) -> None:
     async with serve(Canned(body, status)) as base, aiohttp.ClientSession() as session:
@@ -136,17 +146,27 @@ async def test_timeout_is_a_failure() -> None:
 
 
 async def test_node_agent_feed_is_restamped_on_local_clock() -> None:
-    feed = ('{"version": 1, "time": 1.7e9, "engine": {"ok": true, "error": null, "age_s": 0.2, "kv_usage": 0.9,'
-            ' "running": 5, "waiting": 2, "preemptions_per_s": 1.5, "prefix_hit_rate": 0.4,'
-            ' "kv_capacity_tokens": 4096}, "nvml": {"available": false, "error": "no driver", "gpus": []}}')
+    feed = (
+        '{"version": 1, "time": 1.7e9, "engine": {"ok": true, "error": null, "age_s": 0.2, "kv_usage": 0.9,'
+        ' "running": 5, "waiting": 2, "preemptions_per_s": 1.5, "prefix_hit_rate": 0.4,'
+        ' "kv_capacity_tokens": 4096}, "nvml": {"available": false, "error": "no driver", "gpus": []}}'
+    )
     bad_feed = '{"version": 1, "engine": {"ok": false, "error": "engine down", "age_s": 0.0}}'
     canned = Canned(feed, content_type="application/json")
     async with serve(canned) as base, aiohttp.ClientSession() as session:
         poller = PressurePoller(session, {"n": base + "/pressure"}, clock=FakeClock(50.0))
         snap = await poller.poll_replica("n")
-        assert snap == PressureSnapshot(ts=pytest.approx(49.8), ok=True, kv_usage=0.9, running=5, waiting=2,
-                                        preemptions_per_s=1.5, prefix_hit_rate=0.4, kv_capacity_tokens=4096,
-                                        source="node-agent")
+        assert snap == PressureSnapshot(
+            ts=pytest.approx(49.8),
+            ok=True,
+            kv_usage=0.9,
+            running=5,
+            waiting=2,
+            preemptions_per_s=1.5,
+            prefix_hit_rate=0.4,
+            kv_capacity_tokens=4096,
+            source="node-agent",
+        )
         canned.body = bad_feed
         down = await poller.poll_replica("n")
         assert (down.ok, down.error) == (False, "engine down")
@@ -167,8 +187,9 @@ async def test_background_loop_polls_all_replicas_and_survives_a_bad_hook() -> N
             raise RuntimeError("consumer bug")
 
     async with serve(a) as ua, serve(b) as ub, aiohttp.ClientSession() as session:
-        poller = PressurePoller(session, {"a": ua + "/metrics", "b": ub + "/metrics"}, interval_s=0.01,
-                                on_snapshot=hook)
+        poller = PressurePoller(
+            session, {"a": ua + "/metrics", "b": ub + "/metrics"}, interval_s=0.01, on_snapshot=hook
+        )
         async with poller:
             seen = {await asyncio.wait_for(got.get(), 5) for _ in range(6)}
         assert seen == {"a", "b"}

@@ -10,15 +10,34 @@ from concurproxy.signals.pressure import PressureTracker
 
 
 def vsample(ts: float, pre: float = 0.0, q: float = 0.0, h: float = 0.0, kv: float = 0.5) -> EngineSample:
-    return EngineSample(ts=ts, flavour="vllm", kv_usage=kv, running=3, waiting=1, preemptions_total=pre,
-                        prefix_queries_total=q, prefix_hits_total=h, num_gpu_blocks=100, block_size=16)
+    return EngineSample(
+        ts=ts,
+        flavour="vllm",
+        kv_usage=kv,
+        running=3,
+        waiting=1,
+        preemptions_total=pre,
+        prefix_queries_total=q,
+        prefix_hits_total=h,
+        num_gpu_blocks=100,
+        block_size=16,
+    )
 
 
 def test_first_sample_has_gauges_but_no_rates() -> None:
     t = PressureTracker()
     s = t.observe(vsample(10.0, pre=5, q=100, h=50))
-    assert s == PressureSnapshot(ts=10.0, ok=True, kv_usage=0.5, running=3, waiting=1, preemptions_per_s=None,
-                                 prefix_hit_rate=None, kv_capacity_tokens=1600, source="engine-metrics")
+    assert s == PressureSnapshot(
+        ts=10.0,
+        ok=True,
+        kv_usage=0.5,
+        running=3,
+        waiting=1,
+        preemptions_per_s=None,
+        prefix_hit_rate=None,
+        kv_capacity_tokens=1600,
+        source="engine-metrics",
+    )
 
 
 def test_rates_from_counter_deltas() -> None:
@@ -57,9 +76,15 @@ def test_counter_reset_counts_the_new_value_as_the_delta() -> None:
 
 def test_sglang_hit_rate_gauge_used_directly_and_clamped() -> None:
     t = PressureTracker()
-    s = t.observe(EngineSample(ts=0.0, flavour="sglang", kv_usage=1.3, prefix_hit_rate_gauge=0.4,
-                               max_total_tokens=5000))
-    assert (s.prefix_hit_rate, s.kv_usage, s.kv_capacity_tokens, s.preemptions_per_s) == (0.4, 1.0, 5000, None)
+    s = t.observe(
+        EngineSample(ts=0.0, flavour="sglang", kv_usage=1.3, prefix_hit_rate_gauge=0.4, max_total_tokens=5000)
+    )
+    assert (s.prefix_hit_rate, s.kv_usage, s.kv_capacity_tokens, s.preemptions_per_s) == (
+        0.4,
+        1.0,
+        5000,
+        None,
+    )
 
 
 def test_stale_data_is_not_ok() -> None:
@@ -114,9 +139,16 @@ def test_bad_parameters() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.floats(0.01, 2.0), st.integers(0, 50), st.integers(0, 1000), st.floats(0, 1)),
-                min_size=1, max_size=30))
-def test_rates_are_never_negative_and_hit_rate_in_unit_range(steps: list[tuple[float, int, int, float]]) -> None:
+@given(
+    st.lists(
+        st.tuples(st.floats(0.01, 2.0), st.integers(0, 50), st.integers(0, 1000), st.floats(0, 1)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_rates_are_never_negative_and_hit_rate_in_unit_range(
+    steps: list[tuple[float, int, int, float]],
+) -> None:
     t = PressureTracker(rate_window_s=0.5)
     ts, pre, q, h = 0.0, 0.0, 0.0, 0.0
     for dt, dpre, dq, frac in steps:
