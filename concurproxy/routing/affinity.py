@@ -9,7 +9,8 @@ Algorithm, per step (``route``):
    or ``overloaded``.
 3. *Pool*: candidates minus overloaded replicas (all candidates if that empties it). An agent
    without a live pin (new, lapsed or moving) is further limited to replicas under the pin
-   cap ``ceil(load_bound · (pins + 1) / n)`` — bounded-load consistent hashing.
+   cap ``ceil(load_bound · (pins + 1) / n) + pin_slack`` — bounded-load consistent hashing
+   (the small slack lets the first few siblings of a task share their system prompt).
 4. *Score*: ``total(r) = Σ_k w_k · score_k(r) / Σ_k w_k`` over the configured scorers
    (session-affinity, prefix-match, kv-headroom, queue, window-room, plugins). Totals within
    ``tie_epsilon`` of the best tie and are broken by rendezvous hash of (agent, replica).
@@ -53,6 +54,7 @@ class AffinityParams:
     pin_ttl_s: float = 600.0
     index_max_blocks: int = 200_000
     max_pins: int = 1_000_000
+    pin_slack: int = 2  # extra pins over the bounded-load cap, so a few siblings can share a prefix
     overload_min_load: float = 4.0  # a replica with fewer steps in flight is never "overloaded"
     tie_epsilon: float = 0.01  # normalised score difference treated as a tie
     index_max_age_s: float | None = None
@@ -110,7 +112,7 @@ class PrefixAffinityRouter:
         if not pool:
             pool = cands
         if live_pin is None and request.sticky:
-            cap = pin_cap(len(pins), len(cands), p.load_bound)
+            cap = pin_cap(len(pins), len(cands), p.load_bound) + p.pin_slack
             under = [r for r in pool if pins.count(r.id) < cap or r.id == pinned]
             if under:
                 pool = under
@@ -136,7 +138,8 @@ class PrefixAffinityRouter:
 
         if request.sticky:
             pins.set(agent, choice, now)
-        self.index.record(choice, hashes, now)
+        if matches.get(choice, 0) < len(hashes):  # fully held: observe_served refreshes recency
+            self.index.record(choice, hashes, now)
         return RouteDecision(
             agent_id=agent,
             replica_id=choice,
