@@ -13,6 +13,7 @@ a watchdog timer re-armed per chunk — cheaper than a timeout per read).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,6 +28,8 @@ from concurproxy.server.hooks import StepContext
 from concurproxy.server.sse import SSERelay, Usage
 from concurproxy.upstream.pool import ReplicaPool
 from concurproxy.upstream.replica import Replica
+
+log = logging.getLogger("concurproxy.forward")
 
 RETRYABLE_STATUS = frozenset({502, 503})
 _HOP_HEADERS = ("traceparent", "tracestate", "x-request-id")
@@ -77,7 +80,7 @@ class Forwarder:
             body = await _read_quietly(resp)
             resp.release()
             raise UpstreamAttemptFailed("status", f"{replica.id}: HTTP {resp.status}: {body[:200]!r}",
-                                        passive_failure=resp.status == 502)
+                                        passive_failure=True)
         return resp
 
     async def relay_json(self, ctx: StepContext, resp: aiohttp.ClientResponse) -> web.Response:
@@ -138,12 +141,18 @@ class Forwarder:
             ctx.outcome = "cancelled"  # the caller closes the upstream response: the engine stops
             ctx.usage = relay.usage
             return out
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
             timed_out = watchdog.fired or isinstance(exc, TimeoutError)
             ctx.outcome = "timeout" if timed_out else "error"
             err = ProxyError(504, "upstream_timeout", f"no data from the model server for {self.timeouts.idle_s:g}s") \
                 if timed_out else ProxyError(502, "upstream_error", "the model server failed mid-stream")
             await _write_quietly(out, err.sse_event() + b"data: [DONE]\n\n")
+        except Exception:
+            # Last-resort guard: headers are gone, so the only correct ending is an error event.
+            log.exception("step %s: relay failed", ctx.request_id)
+            ctx.outcome = "error"
+            await _write_quietly(out, ProxyError(500, "internal_error", "the proxy failed mid-stream")
+                                 .sse_event() + b"data: [DONE]\n\n")
         finally:
             watchdog.cancel()
         ctx.usage = relay.usage

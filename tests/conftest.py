@@ -1,0 +1,68 @@
+"""Shared fixtures: stub upstreams and a proxy in front of them, all on free loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+import pytest
+
+from concurproxy.config import load_policy
+from concurproxy.config.models import Policy
+from concurproxy.server.app import build_components, running_proxy
+from concurproxy.server.components import Components
+from concurproxy.server.hooks import StepContext
+from concurproxy.testing.stub_upstream import StubBehaviour, running_stub
+
+
+class RecordingListener:
+    """Collects every ended step's context (usage, outcome, replica)."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepContext] = []
+
+    def on_step_end(self, ctx: StepContext, now: float) -> None:
+        self.steps.append(ctx)
+
+
+class ProxyHarness:
+    def __init__(self, url: str, stubs: list[StubBehaviour], components: Components,
+                 listener: RecordingListener, session: aiohttp.ClientSession) -> None:
+        self.url = url
+        self.stubs = stubs
+        self.components = components
+        self.listener = listener
+        self.session = session
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> aiohttp.ClientResponse:
+        return await self.session.post(self.url + path, json=body, **kw)
+
+
+def make_policy(upstreams: list[str], **overrides: Any) -> Policy:
+    doc: dict[str, Any] = {"upstreams": [{"url": u, "name": f"r{i}"} for i, u in enumerate(upstreams)]}
+    doc.update(overrides)
+    return load_policy(overrides=doc, env={})
+
+
+@pytest.fixture
+def proxy_factory() -> Callable[..., Any]:
+    """``async with proxy_factory(n_stubs=2, **policy_overrides) as h:`` → ProxyHarness."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def factory(n_stubs: int = 1, behaviours: list[StubBehaviour] | None = None,
+                      **overrides: Any) -> AsyncIterator[ProxyHarness]:
+        stubs = behaviours or [StubBehaviour() for _ in range(n_stubs)]
+        async with AsyncExitStack() as stack:
+            urls = [await stack.enter_async_context(running_stub(b)) for b in stubs]
+            policy = make_policy(urls, **overrides)
+            components = build_components(policy)
+            listener = RecordingListener()
+            components.listeners.append(listener)
+            url = await stack.enter_async_context(running_proxy(policy, components))
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            yield ProxyHarness(url, stubs, components, listener, session)
+
+    return factory

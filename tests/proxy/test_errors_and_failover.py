@@ -1,0 +1,199 @@
+"""Bad input and upstream trouble: OpenAI-shaped errors, retries before the first byte, health."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from concurproxy.testing.stub_upstream import StubBehaviour
+
+CHAT = {"model": "stub-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+
+
+def assert_openai_error(data: dict, code: str) -> None:
+    assert set(data) == {"error"}
+    assert data["error"]["code"] == code
+    assert isinstance(data["error"]["message"], str) and data["error"]["message"]
+    assert data["error"]["type"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "param"),
+    [
+        (b"{not json", "invalid_json", None),
+        (b"", "invalid_json", None),
+        (b"[1, 2]", "invalid_json", None),
+        (b'{"messages": [{"role": "user", "content": "x"}]}', "invalid_request", "model"),
+        (b'{"model": "stub-model"}', "invalid_request", "messages"),
+        (b'{"model": "stub-model", "messages": []}', "invalid_request", "messages"),
+        (b'{"model": "stub-model", "messages": ["x"]}', "invalid_request", "messages[0]"),
+        (b'{"model": "stub-model", "messages": [{"role": "user"}], "max_tokens": -1}', "invalid_request", "max_tokens"),
+        (b'{"model": "stub-model", "messages": [{"role": "user"}], "stream": "yes"}', "invalid_request", "stream"),
+        (b'{"model": "stub-model", "messages": [{"role": "user"}], "stream_options": 3}', "invalid_request",
+         "stream_options"),
+    ],
+)
+async def test_malformed_requests_get_400(proxy_factory, raw, code, param):
+    async with proxy_factory() as h:
+        r = await h.session.post(h.url + "/v1/chat/completions", data=raw,
+                                 headers={"Content-Type": "application/json"})
+        assert r.status == 400
+        data = await r.json()
+        assert_openai_error(data, code)
+        assert data["error"]["param"] == param
+        assert h.stubs[0].seen == []  # nothing reached the engine
+
+
+async def test_invalid_identity_header_is_400(proxy_factory):
+    async with proxy_factory() as h:
+        r = await h.post("/v1/chat/completions", CHAT, headers={"X-Agent-Id": "bad id\twith space"})
+        assert r.status == 400
+        assert_openai_error(await r.json(), "invalid_identity")
+
+
+async def test_unknown_route_method_and_model(proxy_factory):
+    async with proxy_factory() as h:
+        r = await h.session.get(h.url + "/v1/nothing")
+        assert r.status == 404
+        assert_openai_error(await r.json(), "not_found")
+        r = await h.session.get(h.url + "/v1/chat/completions")
+        assert r.status == 405
+        assert_openai_error(await r.json(), "method_not_allowed")
+        r = await h.post("/v1/chat/completions", {**CHAT, "model": "nope"})
+        assert r.status == 404
+        assert_openai_error(await r.json(), "model_not_found")
+
+
+async def test_body_over_limit_is_413(proxy_factory):
+    async with proxy_factory(listen={"max_body_bytes": 4096}) as h:
+        big = {**CHAT, "messages": [{"role": "user", "content": "x" * 10000}]}
+        r = await h.post("/v1/chat/completions", big)
+        assert r.status == 413
+        assert_openai_error(await r.json(), "request_too_large")
+
+
+async def test_dead_replica_is_skipped_by_retry_and_taken_out(proxy_factory):
+    bad, good = StubBehaviour(status=503), StubBehaviour()
+    async with proxy_factory(behaviours=[bad, good], health={"unhealthy_after": 1, "interval_s": 60}) as h:
+        for _ in range(4):
+            r = await h.post("/v1/chat/completions", CHAT)
+            assert r.status == 200
+            assert r.headers["x-concurproxy-replica"] == "r1"
+        assert len(bad.seen) <= 1  # tried at most once, then out of rotation
+
+
+async def test_connect_failure_retries_then_502_with_retry_after(proxy_factory):
+    async with proxy_factory(behaviours=[StubBehaviour(status=502), StubBehaviour(status=502)],
+                             health={"interval_s": 60}) as h:
+        r = await h.post("/v1/chat/completions", CHAT)
+        assert r.status == 502
+        assert int(r.headers["Retry-After"]) >= 1
+        assert_openai_error(await r.json(), "upstream_unavailable")
+        assert sum(len(s.seen) for s in h.stubs) == 2  # one try per replica
+        assert h.listener.steps[-1].outcome == "error"
+
+
+async def test_no_healthy_replica_is_503(proxy_factory):
+    async with proxy_factory(behaviours=[StubBehaviour(healthy=False)], health={"interval_s": 60}) as h:
+        # the startup check took the only replica out
+        r = await h.post("/v1/chat/completions", CHAT)
+        assert r.status == 503 and r.headers["Retry-After"]
+        assert_openai_error(await r.json(), "no_healthy_replica")
+        assert (await h.session.get(h.url + "/ready")).status == 503
+
+
+async def test_replica_back_in_rotation_after_health_check(proxy_factory):
+    stub = StubBehaviour(healthy=False)
+    async with proxy_factory(behaviours=[stub], health={"interval_s": 60}) as h:
+        assert (await h.session.get(h.url + "/ready")).status == 503
+        stub.healthy = True
+        await h.components.pool.check_once(h.components.session)
+        assert (await h.session.get(h.url + "/ready")).status == 200
+        assert (await h.post("/v1/chat/completions", CHAT)).status == 200
+
+
+async def test_first_byte_timeout_is_504(proxy_factory):
+    async with proxy_factory(behaviours=[StubBehaviour(hang_s=5)], retry={"attempts": 1},
+                             timeouts={"first_byte_s": 0.2}) as h:
+        r = await h.post("/v1/chat/completions", CHAT)
+        assert r.status == 504
+        assert_openai_error(await r.json(), "upstream_timeout")
+
+
+async def test_mid_stream_upstream_failure_ends_with_error_event(proxy_factory):
+    async with proxy_factory(behaviours=[StubBehaviour(cut_after_chunks=2)]) as h:
+        r = await h.post("/v1/chat/completions", {**CHAT, "max_tokens": 10, "stream": True})
+        assert r.status == 200
+        events = [e for e in (await r.text()).split("\n\n") if e]
+        assert '"error"' in events[-2] and events[-1] == "data: [DONE]"
+        assert h.listener.steps[-1].outcome == "error"
+
+
+async def test_idle_stream_times_out_with_error_event(proxy_factory):
+    stub = StubBehaviour(chunks=3, chunk_delay_s=2.0)
+    async with proxy_factory(behaviours=[stub], timeouts={"idle_s": 0.2}) as h:
+        r = await h.post("/v1/chat/completions", {**CHAT, "stream": True})
+        events = [e for e in (await r.text()).split("\n\n") if e]
+        assert "upstream_timeout" in events[-2]
+        assert h.listener.steps[-1].outcome == "timeout"
+
+
+async def test_openai_client_works_unchanged(proxy_factory):
+    import openai
+
+    async with proxy_factory() as h:
+        client = openai.AsyncOpenAI(base_url=h.url + "/v1", api_key="k", max_retries=0)
+        try:
+            out = await client.chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "hi"}],
+                                                       max_tokens=4, extra_body={"ignore_eos": True})
+            assert out.choices[0].message.content == " tok" * 4 and out.usage.completion_tokens == 4
+            stream = await client.chat.completions.create(
+                model="stub-model", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True)
+            parts = [c.choices[0].delta.content async for c in stream if c.choices]
+            assert "".join(p or "" for p in parts) == " tok" * 3
+            comp = await client.completions.create(model="stub-model", prompt="abc", max_tokens=2)
+            assert comp.choices[0].text == " tok tok"
+            with pytest.raises(openai.BadRequestError):
+                await client.chat.completions.create(model="stub-model", messages=[], max_tokens=1)
+            with pytest.raises(openai.NotFoundError):
+                await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+            models = await client.models.list()
+            assert [m.id for m in models.data] == ["stub-model"]
+        finally:
+            await client.close()
+
+
+def test_openai_sync_client_streams(proxy_factory):
+    """The blocking client too (its own thread talks to the proxy running in another loop)."""
+    import asyncio
+    import threading
+
+    import openai
+
+    result: dict[str, object] = {}
+    ready = threading.Event()
+    done = threading.Event()
+
+    async def serve() -> None:
+        async with proxy_factory() as h:
+            result["url"] = h.url
+            ready.set()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+
+    t = threading.Thread(target=lambda: asyncio.run(serve()))
+    t.start()
+    try:
+        assert ready.wait(10)
+        client = openai.OpenAI(base_url=f"{result['url']}/v1", api_key="k", max_retries=0)
+        chunks = list(client.chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "x"}],
+                                                     max_tokens=2, stream=True,
+                                                     stream_options={"include_usage": True}))
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+        client.close()
+    finally:
+        done.set()
+        t.join(10)
+
+
+__all__ = ["aiohttp"]

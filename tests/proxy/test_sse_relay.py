@@ -1,0 +1,39 @@
+from concurproxy.server.sse import SSERelay
+
+CONTENT = b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":7}}\n\n'
+DONE = b"data: [DONE]\n\n"
+
+
+def test_events_split_across_reads_are_reassembled():
+    relay = SSERelay(strip_usage=False)
+    stream = CONTENT + CONTENT + USAGE + DONE
+    out = b"".join(relay.feed(stream[i:i + 5]) for i in range(0, len(stream), 5))
+    assert out == stream
+    assert relay.usage is not None and relay.usage.completion_tokens == 7 and relay.done_seen
+
+
+def test_usage_only_chunk_is_stripped_when_injected():
+    relay = SSERelay(strip_usage=True)
+    assert relay.feed(CONTENT + USAGE + DONE) == CONTENT + DONE
+    assert relay.usage.prompt_tokens == 3
+
+
+def test_crlf_separators_and_usage_inside_content_chunk_kept():
+    relay = SSERelay(strip_usage=True)
+    with_usage = b'data: {"choices":[{"index":0}],"usage": {"prompt_tokens":1,"completion_tokens":2}}\r\n\r\n'
+    assert relay.feed(with_usage) == with_usage  # it carries choices: never dropped
+    assert relay.usage.completion_tokens == 2
+
+
+def test_unterminated_tail_is_flushed():
+    relay = SSERelay(strip_usage=False)
+    assert relay.feed(b"data: [DONE]") == b""
+    assert relay.flush() == b"data: [DONE]\n\n"
+
+
+def test_garbage_is_relayed_not_crashed():
+    relay = SSERelay(strip_usage=True)
+    junk = b'data: {"usage":{broken\n\n'
+    assert relay.feed(junk) == junk
+    assert relay.usage is None
