@@ -71,7 +71,8 @@ SPECS: tuple[MetricSpec, ...] = (
     _h("concurproxy_upstream_duration_seconds", RR, "Upstream call: request sent to last byte received."),
     _h("concurproxy_queue_wait_seconds", RR, "Time a step waited for admission (0 when admitted at once)."),
     _c("concurproxy_tokens_total", ("tenant", "role", "direction"),
-       "Tokens served: direction=input (prompt) or output (completion), from reported usage."),
+       "Tokens served: direction=input (prompt) or output (completion), from reported usage.",
+       direction=("input", "output")),
     # --- admission ------------------------------------------------------------------------------
     _c("concurproxy_admission_decisions_total", ("replica", "decision", "reason"),
        "Admission decisions (admit / queue / reject) with the controller's reason.",

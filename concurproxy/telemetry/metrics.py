@@ -30,6 +30,13 @@ __all__ = ["SPECS", "ProxyMetrics"]
 
 _MAX_CACHE = 20_000  # beyond this, children are looked up without caching (memory bound)
 NONE_REPLICA = "none"  # replica label for steps refused before routing
+_PRESSURE_GAUGES = (
+    "concurproxy_pressure_kv_usage_ratio",
+    "concurproxy_pressure_running_requests",
+    "concurproxy_pressure_waiting_requests",
+    "concurproxy_pressure_preemptions_per_second",
+    "concurproxy_pressure_prefix_hit_ratio",
+)
 
 
 class _Family:
@@ -140,7 +147,11 @@ class ProxyMetrics:
                     [known[lab] if lab in known else list(spec.prime[lab]) for lab in spec.labels]
                 ):
                     self._f[spec.name].child(*combo)
+        for t in known["tenant"]:
+            self._f["concurproxy_fairness_virtual_tokens"].child(t).set(0)
         for r in known["replica"]:
+            for name in _PRESSURE_GAUGES:  # NaN = not read yet (a gap in graphs, not a false 0)
+                self._f[name].child(r).set(math.nan)
             for role in known["role"]:
                 for h in (self._step, self._ttft, self._upstream, self._qwait):
                     h.child(r, role)
