@@ -28,11 +28,13 @@ def snap(ts: float, kv: float | None = 0.5, **kw: object) -> PressureSnapshot:
         ("preemption cuts 10 -> 7", snap(1.0, 0.5, preemptions_per_s=0.5), 10, 7, "thrash-preemption"),
         ("preemption above hw cuts", snap(1.0, 0.97, preemptions_per_s=2.0), 10, 7, "thrash-preemption"),
         ("stale sample holds, saturated", snap(0.0, 0.1), 10, 10, "stale"),
-        ("failed read holds, saturated", PressureSnapshot(ts=1.0, ok=False, error="boom"), 10, 10, "source-error"),
+        ("failed read holds, saturated", PressureSnapshot(ts=1.0, ok=False), 10, 10, "source-error"),
         ("no sample holds, saturated", None, 10, 10, "no-data"),
     ],
 )
-def test_single_update(name: str, snapshot: PressureSnapshot | None, in_use: int, window: int, reason: str) -> None:
+def test_single_update(
+    name: str, snapshot: PressureSnapshot | None, in_use: int, window: int, reason: str
+) -> None:
     c = AIMDController(CFG)
     d = c.update(snapshot, in_use, now=1.5)
     assert (d.window, d.reason) == (window, reason), name

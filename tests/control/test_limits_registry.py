@@ -21,7 +21,8 @@ from concurproxy.control.types import PressureSnapshot
 
 def test_static_ignores_pressure_and_staleness() -> None:
     c = StaticController(StaticConfig(window=5))
-    for s in (None, PressureSnapshot(ts=0, ok=False), PressureSnapshot(ts=0, kv_usage=1.0, preemptions_per_s=9)):
+    thrash = PressureSnapshot(ts=0, kv_usage=1.0, preemptions_per_s=9)
+    for s in (None, PressureSnapshot(ts=0, ok=False), thrash):
         d = c.update(s, 100, now=1e6)
         assert (d.window, d.changed, d.saturated) == (5, False, False)
     assert c.stale_after_s is None

@@ -1,0 +1,115 @@
+"""All replicas' admission windows behind one object, keyed by replica name."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+from concurproxy.config.admission import AdmissionConfig
+from concurproxy.control.admission.events import AdmissionEvent
+from concurproxy.control.admission.fifo import FifoQueue
+from concurproxy.control.admission.state import ReplicaState
+from concurproxy.control.admission.tickets import AdmitResult, Grant, Outcome, Ticket
+from concurproxy.control.admission.window import ExpireResult, ReplicaWindow
+from concurproxy.control.limits.base import WindowController, WindowDecision
+from concurproxy.control.limits.registry import ControllerRegistry
+from concurproxy.control.types import PressureSnapshot, StepInfo, WaitQueue
+
+ControllerMaker = Callable[[str], WindowController]
+QueueMaker = Callable[[str], WaitQueue[int]]
+
+
+class AdmissionCore:
+    """One ``ReplicaWindow`` per replica (created on first use), and where each agent lives.
+
+    An agent holds a slot on one replica at a time: if the router sends its step
+    to another replica (its pin moved), the old slot is released (at once if
+    idle, else when its running steps end) and the step is admitted on the new
+    replica like any step of a new agent there. Ticket and waiter ids are unique
+    across replicas.
+
+    Concurrency: single caller. Pure: ``now`` is always passed in.
+    """
+
+    def __init__(
+        self,
+        config: AdmissionConfig | None = None,
+        *,
+        controller_maker: ControllerMaker | None = None,
+        queue_maker: QueueMaker | None = None,
+        registry: ControllerRegistry | None = None,
+    ) -> None:
+        self.config = config or AdmissionConfig()
+        if controller_maker is None:
+            reg = registry or ControllerRegistry()
+            reg.factory(self.config.controller)  # fail fast on an unknown name
+            controller_maker = lambda _replica: reg.create(self.config)  # noqa: E731
+        self._make_controller = controller_maker
+        self._make_queue: QueueMaker = queue_maker or (lambda _replica: FifoQueue[int]())
+        self._ids = itertools.count(1)
+        self._windows: dict[str, ReplicaWindow] = {}
+        self._home: dict[str, str] = {}  # agent_id -> replica holding its slot
+
+    def window(self, replica: str) -> ReplicaWindow:
+        w = self._windows.get(replica)
+        if w is None:
+            w = ReplicaWindow(replica, self._make_controller(replica), self.config,
+                              self._make_queue(replica), ids=self._ids)
+            self._windows[replica] = w
+        return w
+
+    @property
+    def replicas(self) -> list[str]:
+        return list(self._windows)
+
+    def on_pressure(self, replica: str, snapshot: PressureSnapshot | None, now: float) -> WindowDecision:
+        return self.window(replica).on_pressure(snapshot, now)
+
+    def try_admit(self, step: StepInfo, replica: str, now: float) -> AdmitResult:
+        home = self._home.get(step.agent_id)
+        if home is not None and home != replica and home in self._windows:
+            self._windows[home].release_agent(step.agent_id, now)
+        result = self.window(replica).try_admit(step, now)
+        self._home[step.agent_id] = replica
+        return result
+
+    def grant(self, replica: str, now: float) -> list[Grant]:
+        return self.window(replica).grant(now)
+
+    def end(
+        self,
+        ticket: Ticket,
+        outcome: Outcome,
+        now: float,
+        *,
+        prompt_tokens: int = 0,
+        output_tokens: int = 0,
+        release: bool = False,
+    ) -> bool:
+        return self.window(ticket.replica).end(
+            ticket, outcome, now, prompt_tokens=prompt_tokens, output_tokens=output_tokens, release=release
+        )
+
+    def release_agent(self, agent_id: str, now: float) -> bool:
+        home = self._home.pop(agent_id, None)
+        return home is not None and self.window(home).release_agent(agent_id, now)
+
+    def cancel_wait(self, replica: str, waiter_id: int, now: float) -> bool:
+        return self.window(replica).cancel_wait(waiter_id, now)
+
+    def expire(self, now: float) -> dict[str, ExpireResult]:
+        out = {r: w.expire(now) for r, w in self._windows.items()}
+        for r, res in out.items():
+            for aid in res.agents:
+                if self._home.get(aid) == r:
+                    del self._home[aid]
+        return out
+
+    def drain_events(self) -> list[AdmissionEvent]:
+        events: list[AdmissionEvent] = []
+        for w in self._windows.values():
+            events.extend(w.drain_events())
+        return events
+
+    def state(self, now: float) -> dict[str, ReplicaState]:
+        return {r: w.state(now) for r, w in self._windows.items()}

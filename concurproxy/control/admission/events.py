@@ -1,0 +1,32 @@
+"""Typed decision events: the core records them, the shell forwards them to listeners
+(metrics, logs, traces). One event per decision, each with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    admitted = "admitted"  # reason: in-window | new | starvation | unbounded; value: waited seconds
+    queued = "queued"  # value: queue length after
+    rejected = "rejected"  # reason: queue-full
+    timeout = "timeout"  # waited max_queue_wait_s; value: waited seconds
+    cancelled = "cancelled"  # waiter gave up (client gone); value: waited seconds
+    window = "window"  # window changed; reason: controller reason; value: new window
+    paused = "paused"  # admitted agent lost its slot (over the window, between steps)
+    expired = "expired"  # idle TTL
+    released = "released"  # explicit release / finished
+    ended = "ended"  # ticket ended; reason: outcome; value: held seconds
+    double_end = "double_end"  # ticket ended again (no-op)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionEvent:
+    kind: EventKind
+    replica: str
+    now: float
+    reason: str = ""
+    agent_id: str | None = None
+    tenant: str | None = None
+    value: float | None = None

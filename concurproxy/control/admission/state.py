@@ -1,0 +1,63 @@
+"""Plain, JSON-ready state dumps of the admission core for ``GET /admin/state``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class AgentState:
+    agent_id: str
+    tenant: str
+    role: str
+    running_steps: int
+    steps: int
+    admitted_s_ago: float
+    idle_s: float  # 0 while a step runs
+    footprint_tokens: int
+    releasing: bool
+
+
+@dataclass(slots=True)
+class Counters:
+    """Monotonic decision counters of one replica (mutated by the window, copied into dumps)."""
+
+    admitted_new: int = 0
+    admitted_steps: int = 0
+    admitted_starvation: int = 0
+    queued: int = 0
+    rejected: int = 0
+    timeouts: int = 0
+    cancelled_waits: int = 0
+    paused: int = 0
+    expired: int = 0
+    released: int = 0
+    ended: dict[str, int] = field(default_factory=dict)
+    double_end: int = 0
+    window_increases: int = 0
+    window_decreases: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    replica: str
+    controller: str
+    window: int
+    window_reason: str
+    saturated: bool
+    saturated_reason: str | None
+    active_agents: int
+    running_steps: int
+    paused_agents: int
+    waiting: int
+    oldest_wait_s: float
+    footprint_tokens: int
+    footprint_budget_tokens: int | None
+    pressure_age_s: float | None
+    kv_usage: float | None
+    counters: Counters
+    agents: list[AgentState]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,71 @@
+"""Tickets and admission results: what ``try_admit`` hands back instead of callbacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from concurproxy.control.types import StepInfo
+
+
+class Outcome(StrEnum):
+    """How a step that held a ticket ended."""
+
+    success = "success"
+    error = "error"  # upstream or proxy error after admission
+    cancelled = "cancelled"  # client went away / task cancelled
+    timeout = "timeout"  # upstream or stream timed out
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One admitted step. Must be ended exactly once (``ReplicaWindow.end``); ending it
+    again is a counted no-op. Identity is ``(replica, id)``."""
+
+    id: int
+    replica: str
+    agent_id: str
+    step: StepInfo
+    admitted_at: float
+    reason: str  # "in-window" (agent already admitted), "new", "starvation", "unbounded"
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    ticket: Ticket
+    waited_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The step waits; ``waiter_id`` identifies it in later grants, cancels and timeouts."""
+
+    waiter_id: int
+    position: int  # 1 = next in line by arrival
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str  # "queue-full"
+    retry_after_s: float
+
+
+AdmitResult = Admitted | Queued | Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A waiter that was admitted later (slot opened, window grew, starvation)."""
+
+    waiter_id: int
+    admitted: Admitted
+
+
+@dataclass(frozen=True, slots=True)
+class WaiterTimeout:
+    """A waiter that hit ``max_queue_wait_s``; the shell answers it 503 + Retry-After."""
+
+    waiter_id: int
+    agent_id: str
+    waited_s: float
+    retry_after_s: float

@@ -1,0 +1,82 @@
+"""Steps waiting for admission on one replica: a ``WaitQueue`` plus arrival-order bookkeeping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from concurproxy.control.types import StepInfo, WaitQueue
+
+
+@dataclass(frozen=True, slots=True)
+class Waiter:
+    waiter_id: int
+    step: StepInfo
+    since: float
+
+
+class WaiterSet:
+    """The pluggable ``WaitQueue`` decides who is served next (fifo, vtc, …); this
+    wrapper also keeps waiters in arrival order (for anti-starvation and timeouts,
+    which must not depend on the fairness policy) and indexes them by agent (so
+    when one step of an agent is admitted, its other waiting steps pass too).
+
+    Contract assumed of the queue: ``pop(now)`` returns what ``peek(now)`` just
+    returned; if a queue breaks it, the peeked item is still the one taken.
+    """
+
+    def __init__(self, queue: WaitQueue[int]) -> None:
+        self.queue = queue
+        self._by_id: dict[int, Waiter] = {}  # insertion order = arrival order
+        self._by_agent: dict[str, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[Waiter]:
+        return iter(list(self._by_id.values()))
+
+    def push(self, waiter_id: int, step: StepInfo, now: float) -> None:
+        self._by_id[waiter_id] = Waiter(waiter_id, step, now)
+        self._by_agent.setdefault(step.agent_id, []).append(waiter_id)
+        self.queue.push(waiter_id, step, now)
+
+    def oldest(self) -> Waiter | None:
+        return next(iter(self._by_id.values()), None)
+
+    def next_in_queue(self, now: float) -> Waiter | None:
+        wid = self.queue.peek(now)
+        return None if wid is None else self._by_id.get(wid)
+
+    def take(self, w: Waiter, via_queue: bool, now: float) -> None:
+        """Remove ``w`` because it is being admitted (``via_queue``: it is the queue's head)."""
+        if via_queue:
+            popped = self.queue.pop(now)
+            if popped is not None and popped != w.waiter_id:
+                self.queue.remove(w.waiter_id)
+                other = self._by_id[popped]
+                self.queue.push(popped, other.step, other.since)
+        else:
+            self.queue.remove(w.waiter_id)
+        self._forget(w)
+
+    def remove(self, waiter_id: int) -> Waiter | None:
+        """Drop a waiter that gave up or timed out; None if it was not waiting."""
+        w = self._by_id.get(waiter_id)
+        if w is None:
+            return None
+        self.queue.remove(waiter_id)
+        self._forget(w)
+        return w
+
+    def remove_agent(self, agent_id: str) -> list[Waiter]:
+        """Take every waiting step of ``agent_id`` (its agent has just been admitted)."""
+        return [w for wid in list(self._by_agent.get(agent_id, [])) if (w := self.remove(wid)) is not None]
+
+    def _forget(self, w: Waiter) -> None:
+        del self._by_id[w.waiter_id]
+        ids = self._by_agent.get(w.step.agent_id)
+        if ids is not None:
+            ids.remove(w.waiter_id)
+            if not ids:
+                del self._by_agent[w.step.agent_id]

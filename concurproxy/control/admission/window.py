@@ -1,0 +1,399 @@
+"""One replica's active window of agents: admission, tickets, pausing, idle TTL."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from concurproxy.config.admission import AdmissionConfig
+from concurproxy.control.admission.events import AdmissionEvent, EventKind
+from concurproxy.control.admission.footprint import Footprint
+from concurproxy.control.admission.state import AgentState, Counters, ReplicaState
+from concurproxy.control.admission.tickets import (
+    AdmitResult,
+    Admitted,
+    Grant,
+    Outcome,
+    Queued,
+    Rejected,
+    Ticket,
+    WaiterTimeout,
+)
+from concurproxy.control.admission.waiters import Waiter, WaiterSet
+from concurproxy.control.limits.base import WindowController, WindowDecision, snapshot_problem
+from concurproxy.control.types import PressureSnapshot, StepInfo, WaitQueue
+
+
+@dataclass(slots=True)
+class _Agent:
+    agent_id: str
+    tenant: str
+    role: str
+    admitted_at: float
+    last_seen: float
+    fp: Footprint
+    running: int = 0
+    steps: int = 0
+    releasing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireResult:
+    agents: list[str] = field(default_factory=list)
+    waiters: list[WaiterTimeout] = field(default_factory=list)
+
+
+class ReplicaWindow:
+    """Active window of AGENTS (not requests) on one replica.
+
+    Algorithm:
+
+    * An agent holds a slot from admission until it is released (explicitly, or
+      with its last ticket when marked finished), its idle TTL expires (no step
+      running for ``idle_ttl_s``), or it is *paused*. Steps of an agent holding a
+      slot pass at once, whatever the pressure.
+    * A new agent is admitted when nobody waits ahead of it and: the pressure
+      data is fresh (stale/failed/missing → admit nothing new), fewer than W
+      agents hold slots, and the footprint budget fits —
+      ``Σ footprint(admitted) + footprint(new) ≤ footprint_headroom × kv_capacity``
+      when the replica reports its capacity (see ``Footprint``). The budget only
+      applies to controllers that read pressure (``aimd`` and plugins), never to
+      ``static``/``none``, which are benchmark baselines; an empty window always
+      admits one agent (progress).
+    * Otherwise the step waits in the ``WaitQueue``. ``grant(now)`` admits
+      waiters while the conditions hold, in queue order — except that a waiter
+      older than ``starvation_timeout_s`` goes first, and, when no new agent has
+      been admitted for ``starvation_timeout_s``, it is admitted even above the
+      window or footprint (never on stale data): at least one new agent per
+      timeout per replica. Waiters older than ``max_queue_wait_s`` time out.
+    * Window shrink never evicts a running step. Agents are ranked by admission
+      time; those ranked beyond W are *over the window*. An over-window agent
+      that is idle (tool pause) loses its slot at once; a running one finishes
+      its current step and then loses it. Its next step waits like a new agent.
+      Newest-first matches vLLM's own preemption order and keeps the oldest
+      agents — the ones closest to finishing and freeing memory — running.
+
+    Tickets: every admitted step gets a ``Ticket`` that must be ended once with
+    an ``Outcome``; a second ``end`` is a counted no-op.
+
+    Events: every decision appends an ``AdmissionEvent``; ``drain_events`` hands
+    them to the shell. Concurrency: single caller (one event loop), no locks.
+    """
+
+    def __init__(
+        self,
+        replica: str,
+        controller: WindowController,
+        config: AdmissionConfig,
+        queue: WaitQueue[int],
+        *,
+        ids: Iterator[int] | None = None,
+        initial_growth_tokens: int = 512,
+    ) -> None:
+        self.replica = replica
+        self.controller = controller
+        self._cfg = config
+        self._waiters = WaiterSet(queue)
+        self._ids = ids if ids is not None else itertools.count(1)
+        self._initial_growth = initial_growth_tokens
+        self._agents: dict[str, _Agent] = {}  # insertion order = admission order
+        self._tickets: dict[int, Ticket] = {}
+        self._paused: dict[str, float] = {}
+        self._snapshot: PressureSnapshot | None = None
+        self._decision = WindowDecision(controller.window, False, "initial")
+        self._last_new_admit: float | None = None
+        self._admit_gap_s: float | None = None
+        self._events: list[AdmissionEvent] = []
+        self.counters = Counters()
+
+    # ---- pressure and window ------------------------------------------------------------
+    @property
+    def window(self) -> int:
+        return self.controller.window
+
+    @property
+    def active(self) -> int:
+        return len(self._agents)
+
+    def on_pressure(self, snapshot: PressureSnapshot | None, now: float) -> WindowDecision:
+        """Feed the latest snapshot (None: re-evaluate the one held) to the controller."""
+        if snapshot is not None and (self._snapshot is None or snapshot.ts >= self._snapshot.ts):
+            self._snapshot = snapshot
+        d = self.controller.update(self._snapshot, len(self._agents), now)
+        if d.changed:
+            if d.window > self._decision.window:
+                self.counters.window_increases += 1
+            else:
+                self.counters.window_decreases += 1
+            self._emit(EventKind.window, now, d.reason, value=d.window)
+        self._decision = d
+        self._pause_over_window(now)
+        return d
+
+    def saturation(self, now: float) -> str | None:
+        """Why nothing new may be admitted on data grounds now, or None."""
+        if self.controller.stale_after_s is None:
+            return None
+        return snapshot_problem(self._snapshot, now, self.controller.stale_after_s)
+
+    def footprint_tokens(self) -> int:
+        return sum(a.fp.tokens() for a in self._agents.values())
+
+    def footprint_budget(self) -> int | None:
+        s = self._snapshot
+        if self.controller.stale_after_s is None or s is None or not s.kv_capacity_tokens:
+            return None
+        return int(self._cfg.aimd.footprint_headroom * s.kv_capacity_tokens)
+
+    def _new_footprint(self, step: StepInfo) -> Footprint:
+        return Footprint.new(step.est_prompt_tokens, step.max_tokens, self._initial_growth)
+
+    def _block_reason(self, step: StepInfo, now: float) -> str | None:
+        sat = self.saturation(now)
+        if sat is not None:
+            return f"saturated-{sat}"
+        if len(self._agents) >= self.window:
+            return "window-full"
+        budget = self.footprint_budget()
+        if budget is not None and self._agents:
+            if self.footprint_tokens() + self._new_footprint(step).tokens() > budget:
+                return "footprint"
+        return None
+
+    # ---- admission ---------------------------------------------------------------------
+    def try_admit(self, step: StepInfo, now: float) -> AdmitResult:
+        agent = self._agents.get(step.agent_id)
+        if agent is not None:
+            agent.releasing = False
+            agent.fp.on_step(step.est_prompt_tokens)
+            return Admitted(self._open(step, agent, now, "in-window"))
+        if len(self._waiters) >= self._cfg.max_queue_length:
+            self.counters.rejected += 1
+            self._emit(EventKind.rejected, now, "queue-full", step)
+            return Rejected("queue-full", self.retry_after_s(len(self._waiters)))
+        if not self._waiters and self._block_reason(step, now) is None:
+            agent = self._admit_agent(step, now)
+            return Admitted(self._open(step, agent, now, self._new_reason()))
+        wid = next(self._ids)
+        self._waiters.push(wid, step, now)
+        self.counters.queued += 1
+        self._emit(EventKind.queued, now, self._block_reason(step, now) or "behind-queue", step,
+                   value=len(self._waiters))
+        return Queued(wid, len(self._waiters))
+
+    def _new_reason(self) -> str:
+        return "unbounded" if self.controller.stale_after_s is None and self.window >= 1 << 30 else "new"
+
+    def grant(self, now: float) -> list[Grant]:
+        """Admit waiters while slots, budget and fresh data allow (call after any change)."""
+        grants: list[Grant] = []
+        while (oldest := self._waiters.oldest()) is not None:
+            starved = now - oldest.since >= self._cfg.starvation_timeout_s
+            w = oldest if starved else self._waiters.next_in_queue(now)
+            if w is None:
+                break
+            block = self._block_reason(w.step, now)
+            reason = "new"
+            if block is not None:
+                if not (starved and not block.startswith("saturated") and self._stalled(now, w)):
+                    break
+                reason = "starvation"
+            self._waiters.take(w, not starved, now)
+            grants.append(self._grant_waiter(w, now, reason))
+            for other in self._waiters.remove_agent(w.step.agent_id):
+                grants.append(self._grant_waiter(other, now, "in-window"))
+        return grants
+
+    def _stalled(self, now: float, w: Waiter) -> bool:
+        ref = w.since if self._last_new_admit is None else max(w.since, self._last_new_admit)
+        return now - ref >= self._cfg.starvation_timeout_s
+
+    def _grant_waiter(self, w: Waiter, now: float, reason: str) -> Grant:
+        waited = now - w.since
+        agent = self._agents.get(w.step.agent_id)
+        if agent is None:
+            agent = self._admit_agent(w.step, now)
+            if reason == "starvation":
+                self.counters.admitted_starvation += 1
+        else:
+            agent.fp.on_step(w.step.est_prompt_tokens)
+        return Grant(w.waiter_id, Admitted(self._open(w.step, agent, now, reason, waited), waited))
+
+    def _admit_agent(self, step: StepInfo, now: float) -> _Agent:
+        agent = _Agent(step.agent_id, step.tenant, step.role, now, now, self._new_footprint(step))
+        self._agents[step.agent_id] = agent
+        self._paused.pop(step.agent_id, None)
+        if self._last_new_admit is not None:
+            gap = max(0.0, now - self._last_new_admit)
+            self._admit_gap_s = gap if self._admit_gap_s is None else 0.8 * self._admit_gap_s + 0.2 * gap
+        self._last_new_admit = now
+        self.counters.admitted_new += 1
+        return agent
+
+    def _open(self, step: StepInfo, agent: _Agent, now: float, reason: str, waited: float = 0.0) -> Ticket:
+        t = Ticket(next(self._ids), self.replica, agent.agent_id, step, now, reason)
+        self._tickets[t.id] = t
+        agent.running += 1
+        agent.steps += 1
+        agent.last_seen = now
+        self.counters.admitted_steps += 1
+        self._emit(EventKind.admitted, now, reason, step, value=waited)
+        return t
+
+    def retry_after_s(self, position: int) -> float:
+        """Seconds a client should wait before retrying: position × mean gap between
+        new-agent admissions here, within [1, max_queue_wait_s]."""
+        gap = self._admit_gap_s if self._admit_gap_s else 1.0
+        return min(self._cfg.max_queue_wait_s, max(1.0, position * gap))
+
+    # ---- endings -----------------------------------------------------------------------
+    def end(
+        self,
+        ticket: Ticket,
+        outcome: Outcome,
+        now: float,
+        *,
+        prompt_tokens: int = 0,
+        output_tokens: int = 0,
+        release: bool = False,
+    ) -> bool:
+        """End a step's ticket. False (and counted) when it was already ended.
+
+        ``release``: the agent is finished (last step) — its slot goes when its
+        last running step ends. Usage tokens update the footprint estimate and
+        are charged to the wait queue's fairness counters.
+        """
+        if self._tickets.pop(ticket.id, None) is None:
+            self.counters.double_end += 1
+            self._emit(EventKind.double_end, now, outcome.value, ticket.step)
+            return False
+        self.counters.ended[outcome.value] = self.counters.ended.get(outcome.value, 0) + 1
+        self._emit(EventKind.ended, now, outcome.value, ticket.step, value=now - ticket.admitted_at)
+        if prompt_tokens or output_tokens:
+            self._waiters.queue.charge(ticket.step, prompt_tokens, output_tokens, now)
+        agent = self._agents.get(ticket.agent_id)
+        if agent is not None:
+            agent.running -= 1
+            agent.last_seen = now
+            agent.fp.on_usage(prompt_tokens, output_tokens)
+            agent.releasing = agent.releasing or release
+            if agent.running == 0 and agent.releasing:
+                self._drop(agent, EventKind.released, now, "finished")
+        self._pause_over_window(now)
+        return True
+
+    def release_agent(self, agent_id: str, now: float) -> bool:
+        """The agent finished: free its slot now, or when its running steps end."""
+        self._paused.pop(agent_id, None)
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            return False
+        if agent.running:
+            agent.releasing = True
+        else:
+            self._drop(agent, EventKind.released, now, "explicit")
+        return True
+
+    def cancel_wait(self, waiter_id: int, now: float) -> bool:
+        """A waiting step gave up (client gone, task cancelled). True if it was waiting."""
+        w = self._waiters.remove(waiter_id)
+        if w is None:
+            return False
+        self.counters.cancelled_waits += 1
+        self._emit(EventKind.cancelled, now, "client", w.step, value=now - w.since)
+        return True
+
+    def expire(self, now: float) -> ExpireResult:
+        """Drop agents idle for ``idle_ttl_s`` and time out waiters past ``max_queue_wait_s``."""
+        ttl = self._cfg.idle_ttl_s
+        idle = [a for a in self._agents.values() if a.running == 0 and now - a.last_seen >= ttl]
+        for a in idle:
+            self._drop(a, EventKind.expired, now, "idle-ttl")
+        for aid in [aid for aid, at in self._paused.items() if now - at >= ttl]:
+            del self._paused[aid]
+        late = [w for w in self._waiters if now - w.since >= self._cfg.max_queue_wait_s]
+        timeouts: list[WaiterTimeout] = []
+        for pos, w in enumerate(late, start=1):
+            self._waiters.remove(w.waiter_id)
+            self.counters.timeouts += 1
+            self._emit(EventKind.timeout, now, "max-queue-wait", w.step, value=now - w.since)
+            timeouts.append(WaiterTimeout(w.waiter_id, w.step.agent_id, now - w.since,
+                                          self.retry_after_s(len(self._waiters) + pos)))
+        return ExpireResult([a.agent_id for a in idle], timeouts)
+
+    def _drop(self, agent: _Agent, kind: EventKind, now: float, reason: str) -> None:
+        del self._agents[agent.agent_id]
+        if kind is EventKind.paused:
+            self.counters.paused += 1
+            self._paused[agent.agent_id] = now
+        elif kind is EventKind.expired:
+            self.counters.expired += 1
+        else:
+            self.counters.released += 1
+        self._emit(kind, now, reason, agent_id=agent.agent_id, tenant=agent.tenant)
+
+    def _pause_over_window(self, now: float) -> None:
+        w = self.window
+        if len(self._agents) <= w:
+            return
+        for a in list(self._agents.values())[w:]:
+            if a.running == 0:
+                self._drop(a, EventKind.paused, now, "over-window")
+
+    # ---- events and state --------------------------------------------------------------
+    def _emit(
+        self,
+        kind: EventKind,
+        now: float,
+        reason: str,
+        step: StepInfo | None = None,
+        *,
+        value: float | None = None,
+        agent_id: str | None = None,
+        tenant: str | None = None,
+    ) -> None:
+        self._events.append(AdmissionEvent(
+            kind, self.replica, now, reason,
+            agent_id=step.agent_id if step is not None else agent_id,
+            tenant=step.tenant if step is not None else tenant,
+            value=value,
+        ))
+
+    def drain_events(self) -> list[AdmissionEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def has_waiters(self) -> bool:
+        return bool(self._waiters)
+
+    def open_tickets(self) -> int:
+        return len(self._tickets)
+
+    def state(self, now: float) -> ReplicaState:
+        s = self._snapshot
+        sat = self.saturation(now)
+        oldest = self._waiters.oldest()
+        return ReplicaState(
+            replica=self.replica,
+            controller=self.controller.name,
+            window=self.window,
+            window_reason=self._decision.reason,
+            saturated=sat is not None,
+            saturated_reason=sat,
+            active_agents=len(self._agents),
+            running_steps=len(self._tickets),
+            paused_agents=len(self._paused),
+            waiting=len(self._waiters),
+            oldest_wait_s=0.0 if oldest is None else now - oldest.since,
+            footprint_tokens=self.footprint_tokens(),
+            footprint_budget_tokens=self.footprint_budget(),
+            pressure_age_s=None if s is None else s.age(now),
+            kv_usage=None if s is None else s.kv_usage,
+            counters=replace(self.counters, ended=dict(self.counters.ended)),
+            agents=[
+                AgentState(a.agent_id, a.tenant, a.role, a.running, a.steps, now - a.admitted_at,
+                           0.0 if a.running else now - a.last_seen, a.fp.tokens(), a.releasing)
+                for a in self._agents.values()
+            ],
+        )
