@@ -1,0 +1,1 @@
+"""Launchers for real inference engines (vLLM) behind `concurproxy worker --engine ...`."""
