@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "concurproxy.server.cli",  # serve
     "concurproxy.config.cli",  # config validate | schema
     "concurproxy.nodeagent.cli",  # node-agent
+    "concurproxy.worker.cli",  # worker
 )
 
 

@@ -1,0 +1,82 @@
+"""Real-time driver: steps an :class:`Engine` on the asyncio loop.
+
+The engine clock is ``engine_t = (loop.time() - t0) · time_scale``. The
+driver loop: when the engine has work, ``step(now)``, sleep the step's
+duration divided by ``time_scale``, then hand each request its new tokens
+through its queue; when idle, wait for :meth:`submit`. Because every state
+change happens inside the synchronous ``step``/``submit``/``abort`` calls on
+one event loop, no locking is needed.
+
+Times the engine reports (TTFT, queue time, metrics) are in engine-clock
+seconds, i.e. what the profiled GPU would show; with ``--time-scale 10`` the
+client sees them ten times shorter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+
+from concurproxy.worker.engine import Engine, RequestOutput
+
+
+class EngineDriver:
+    def __init__(self, engine: Engine, time_scale: float = 1.0, clock: Callable[[], float] | None = None) -> None:
+        if time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        self.engine = engine
+        self.time_scale = time_scale
+        self._clock = clock
+        self._t0 = 0.0
+        self._queues: dict[str, asyncio.Queue[RequestOutput]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def now(self) -> float:
+        clock = self._clock or asyncio.get_running_loop().time
+        return (clock() - self._t0) * self.time_scale
+
+    async def start(self) -> None:
+        clock = self._clock or asyncio.get_running_loop().time
+        self._t0 = clock()
+        self._task = asyncio.create_task(self._run(), name="concurworker-engine")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def submit(self, req_id: str, prompt_ids: Sequence[int], max_tokens: int | None,
+               ignore_eos: bool = False) -> asyncio.Queue[RequestOutput]:
+        """Queue a request; its outputs arrive on the returned queue. Raises RequestRejected."""
+        self.engine.add_request(req_id, prompt_ids, max_tokens, arrival=self.now(), ignore_eos=ignore_eos)
+        q: asyncio.Queue[RequestOutput] = asyncio.Queue()
+        self._queues[req_id] = q
+        self._wake.set()
+        return q
+
+    def abort(self, req_id: str) -> None:
+        """Client gone: drop the request from the engine (frees its blocks)."""
+        self._queues.pop(req_id, None)
+        self.engine.abort(req_id, self.now())
+
+    async def _run(self) -> None:
+        engine = self.engine
+        while True:
+            if not engine.has_work():
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            res = engine.step(self.now())
+            wait = (res.end - self.now()) / self.time_scale
+            await asyncio.sleep(max(wait, 0.0))
+            for out in res.outputs:
+                q = self._queues.get(out.req_id)
+                if q is None:
+                    continue
+                q.put_nowait(out)
+                if out.finished:
+                    del self._queues[out.req_id]
