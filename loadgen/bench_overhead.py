@@ -87,7 +87,17 @@ def wrk(url: str, connections: int, duration: float, cpu: int) -> dict[str, floa
         hdrs = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in IDENTITY.items())
         f.write(WRK_LUA.format(body=json.dumps(BODY), headers=hdrs))
         script = f.name
-    cmd = [*_pin(cpu), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, url]
+    cmd = [
+        *_pin(cpu),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "-s",
+        script,
+        url,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     os.unlink(script)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -99,7 +109,12 @@ def wrk(url: str, connections: int, duration: float, cpu: int) -> dict[str, floa
         return float(m.group(1)) * scale
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "non2xx": float(errors.group(1)) if errors else 0}
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "non2xx": float(errors.group(1)) if errors else 0,
+    }
 
 
 async def _py_load(url: str, connections: int, duration: float, stream: bool) -> dict[str, float]:
@@ -131,9 +146,14 @@ async def _py_load(url: str, connections: int, duration: float, stream: bool) ->
     def q(xs: list[float], p: float) -> float:
         return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000 if xs else float("nan")
 
-    return {"rps": len(lat) / elapsed, "p50_ms": q(lat, 0.5), "p99_ms": q(lat, 0.99),
-            "ttft_p50_ms": q(ttft, 0.5), "ttft_p99_ms": q(ttft, 0.99),
-            "ttft_mean_ms": statistics.fmean(ttft) * 1000 if ttft else float("nan")}
+    return {
+        "rps": len(lat) / elapsed,
+        "p50_ms": q(lat, 0.5),
+        "p99_ms": q(lat, 0.99),
+        "ttft_p50_ms": q(ttft, 0.5),
+        "ttft_p99_ms": q(ttft, 0.99),
+        "ttft_mean_ms": statistics.fmean(ttft) * 1000 if ttft else float("nan"),
+    }
 
 
 def py_load(url: str, connections: int, duration: float, stream: bool = False) -> dict[str, float]:
@@ -146,53 +166,84 @@ def py_load(url: str, connections: int, duration: float, stream: bool = False) -
 
 
 def run(duration: float, policy: str | None) -> dict[str, Any]:
-    stub_port, proxy_port = free_port(), free_port()
+    stub_port, proxy_port, bare_port = free_port(), free_port(), free_port()
+    bare_url = f"http://127.0.0.1:{bare_port}"
     stub_url = f"http://127.0.0.1:{stub_port}"
     proxy_url = f"http://127.0.0.1:{proxy_port}"
     py = sys.executable
     stub_cmd = [*_pin(1), py, "-m", "concurproxy.testing.stub_upstream", "--port", str(stub_port)]
-    proxy_cmd = [*_pin(0), py, "-m", "concurproxy", "serve", "--upstream", stub_url, "--port", str(proxy_port)]
+    proxy_cmd = [
+        *_pin(0),
+        py,
+        "-m",
+        "concurproxy",
+        "serve",
+        "--upstream",
+        stub_url,
+        "--port",
+        str(proxy_port),
+    ]
     if policy:
         proxy_cmd += ["--config", policy]
     env = {**os.environ, "CONCURPROXY_LOG_LEVEL": "WARNING"}
     use_wrk = shutil.which("wrk") is not None
     results: dict[str, Any] = {"load_client": "wrk" if use_wrk else "python-aiohttp", "duration_s": duration}
-    with process(stub_cmd, stub_url + "/health"), process(proxy_cmd, proxy_url + "/ready", env=env):
+    bare_cmd = [
+        *_pin(0),
+        py,
+        "-m",
+        "loadgen.bare_passthrough",
+        "--upstream",
+        stub_url,
+        "--port",
+        str(bare_port),
+    ]
+    with (
+        process(stub_cmd, stub_url + "/health"),
+        process(proxy_cmd, proxy_url + "/ready", env=env),
+        process(bare_cmd, bare_url + "/ready"),
+    ):
         path = "/v1/chat/completions"
-        for target, base in (("warmup", proxy_url), ("warmup", stub_url)):
-            py_load(base + path, 8, 1.0)
+        for base in (proxy_url, stub_url, bare_url):
+            py_load(base + path, 8, 1.0)  # warm-up: connections, caches
+        targets = (("direct", stub_url), ("proxy", proxy_url), ("bare", bare_url))
         for conc in (1, 32, 128):
-            for name, base in (("direct", stub_url), ("proxy", proxy_url)):
+            for name, base in targets:
                 if use_wrk:
                     r = wrk(base + path, conc, duration, cpu=1)
                 else:
                     r = py_load(base + path, conc, duration)
                 results[f"{name}_c{conc}"] = r
-        for name, base in (("direct", stub_url), ("proxy", proxy_url)):
+        for name, base in targets:
             results[f"{name}_stream_c32"] = py_load(base + path, 32, duration, stream=True)
     return results
 
 
 def report(r: dict[str, Any]) -> str:
-    def added(metric: str, key: str) -> float:
-        return float(r[f"proxy_{key}"][metric] - r[f"direct_{key}"][metric])
-
     lines = [
-        f"load client: {r['load_client']}, {r['duration_s']:g}s per point; proxy pinned to CPU 0, "
-        f"stub + client on CPU 1",
-        f"{'measure':44} {'direct':>10} {'proxy':>10} {'added':>10}",
+        f"load client: {r['load_client']}, {r['duration_s']:g}s per point; proxy (and the bare pass-through) "
+        f"pinned to CPU 0, stub + client on CPU 1",
+        f"{'measure':46} {'direct':>9} {'proxy':>9} {'added':>9} {'bare':>9} {'added':>9}",
     ]
     for conc in (1, 32):
         for m in ("p50_ms", "p99_ms"):
-            d, p = r[f"direct_c{conc}"][m], r[f"proxy_c{conc}"][m]
-            lines.append(f"{'latency ' + m[:3] + ' (ms) at concurrency ' + str(conc):44} {d:10.3f} {p:10.3f} "
-                         f"{added(m, f'c{conc}'):10.3f}")
-    d, p = r["direct_c128"]["rps"], r["proxy_c128"]["rps"]
-    lines.append(f"{'requests/s at concurrency 128 (non-streamed)':44} {d:10.0f} {p:10.0f} {p / d:9.2f}x")
+            d, p, b = (r[f"{k}_c{conc}"][m] for k in ("direct", "proxy", "bare"))
+            lines.append(
+                f"{'latency ' + m[:3] + ' (ms) at concurrency ' + str(conc):46} {d:9.3f} {p:9.3f} "
+                f"{p - d:9.3f} {b:9.3f} {b - d:9.3f}"
+            )
+    d, p, b = (r[f"{k}_c128"]["rps"] for k in ("direct", "proxy", "bare"))
+    lines.append(f"{'requests/s at concurrency 128 (non-streamed)':46} {d:9.0f} {p:9.0f} {'':9} {b:9.0f}")
     for m in ("ttft_p50_ms", "ttft_mean_ms"):
-        d, p = r["direct_stream_c32"][m], r["proxy_stream_c32"][m]
-        lines.append(f"{'first chunk ' + m[5:8] + ' (ms), streamed, concurrency 32':44} {d:10.3f} {p:10.3f} "
-                     f"{p - d:10.3f}")
+        d, p, b = (r[f"{k}_stream_c32"][m] for k in ("direct", "proxy", "bare"))
+        lines.append(
+            f"{'first chunk ' + m[5:8] + ' (ms), streamed, concurrency 32':46} {d:9.3f} {p:9.3f} "
+            f"{p - d:9.3f} {b:9.3f} {b - d:9.3f}"
+        )
+    lines.append(
+        f"proxy/bare throughput ratio at concurrency 128: "
+        f"{r['proxy_c128']['rps'] / r['bare_c128']['rps']:.2f}"
+    )
     return "\n".join(lines)
 
 

@@ -31,10 +31,16 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, help="seconds during which tasks start (overrides the scenario)")
     p.add_argument("--max-tasks", type=int, help="stop after this many tasks (overrides the scenario)")
     p.add_argument("--seed", type=int, help="workload seed (overrides the scenario)")
-    p.add_argument("--scrape", action="append", default=[], metavar="URL", help="Prometheus URL to sample each second")
-    p.add_argument("--series", action="append", metavar="GLOB", help="metric names to keep (default: a built-in set)")
+    p.add_argument(
+        "--scrape", action="append", default=[], metavar="URL", help="Prometheus URL to sample each second"
+    )
+    p.add_argument(
+        "--series", action="append", metavar="GLOB", help="metric names to keep (default: a built-in set)"
+    )
     p.add_argument("--model", help="`model` field to send (overrides the scenario)")
-    p.add_argument("--max-inflight", type=int, help="hard cap on concurrent requests (overrides the scenario)")
+    p.add_argument(
+        "--max-inflight", type=int, help="hard cap on concurrent requests (overrides the scenario)"
+    )
     p.add_argument("--run-tag", help="task id prefix (default: random per run)")
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress")
 
@@ -70,12 +76,36 @@ def _summary_table(r: Results, out: Console) -> None:
     s = r.summary()
     t, st = s["tasks"], s["steps"]
     tab = Table(title=f"{r.label} — {r.meta.scenario}")
-    for c in ("tasks ok", "failed", "cancelled", "goodput/min", "steps/s", "p50 ms", "p99 ms", "TTFT p50",
-              "errors", "429s"):  # fmt: skip
+    for c in (
+        "tasks ok",
+        "failed",
+        "cancelled",
+        "goodput/min",
+        "steps/s",
+        "p50 ms",
+        "p99 ms",
+        "TTFT p50",
+        "errors",
+        "429s",
+    ):
         tab.add_column(c, justify="right")
-    tab.add_row(*(str(x) for x in (t["completed"], t["failed"], t["cancelled"], t["goodput_per_min"],
-                                   st["steps_per_s"], st["latency_ms"]["p50"], st["latency_ms"]["p99"],
-                                   st["ttft_ms"]["p50"], st["errors"], st["http_429"])))  # fmt: skip
+    tab.add_row(
+        *(
+            str(x)
+            for x in (
+                t["completed"],
+                t["failed"],
+                t["cancelled"],
+                t["goodput_per_min"],
+                st["steps_per_s"],
+                st["latency_ms"]["p50"],
+                st["latency_ms"]["p99"],
+                st["ttft_ms"]["p50"],
+                st["errors"],
+                st["http_429"],
+            )
+        )
+    )
     out.print(tab)
 
 
@@ -123,8 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.print(f"{args.scenario}: valid ({sc.name})")
             for plan in iter_tasks(sc, max_tasks=args.tasks):
                 sizes = [s.est_prompt_tokens for s in plan.steps()]
-                out.print(f"  {plan.task_id} tenant={plan.tenant} steps={plan.n_steps} "
-                          f"prompt tokens {min(sizes, default=0)}..{max(sizes, default=0)}")  # fmt: skip
+                out.print(
+                    f"  {plan.task_id} tenant={plan.tenant} steps={plan.n_steps} "
+                    f"prompt tokens {min(sizes, default=0)}..{max(sizes, default=0)}"
+                )
             return 0
         if args.cmd == "run":
             res = asyncio.run(run_scenario(sc, args.target, label=args.label, **_kw(args)))

@@ -70,9 +70,21 @@ class _Agent:
     """Builds one agent's steps; its context only grows."""
 
     def __init__(
-        self, task_id: str, agent_id: str, text_key: str, role: str, spec: RoleSpec, base: list[tuple[str, str, int]]
+        self,
+        task_id: str,
+        agent_id: str,
+        text_key: str,
+        role: str,
+        spec: RoleSpec,
+        base: list[tuple[str, str, int]],
     ):
-        self.task_id, self.agent_id, self.text_key, self.role, self.spec = task_id, agent_id, text_key, role, spec
+        self.task_id, self.agent_id, self.text_key, self.role, self.spec = (
+            task_id,
+            agent_id,
+            text_key,
+            role,
+            spec,
+        )
         self.msgs = list(base)  # (chat role, content, n_words)
         self.steps: list[StepSpec] = []
 
@@ -110,7 +122,9 @@ def _finish(chain: list[StepSpec]) -> Chain:
     out = []
     for j, s in enumerate(chain):
         same_next = j + 1 < len(chain) and chain[j + 1].agent_id == s.agent_id
-        out.append(replace(s, agent_done=last[s.agent_id] == j, pause_after_s=s.pause_after_s if same_next else 0.0))
+        out.append(
+            replace(s, agent_done=last[s.agent_id] == j, pause_after_s=s.pause_after_s if same_next else 0.0)
+        )
     return tuple(out)
 
 

@@ -60,8 +60,17 @@ class Progress:
         lat = c.latencies[-_WINDOW:]
         p50, p99 = percentile(lat, 50), percentile(lat, 99)
         t = Table(title=self.title, show_header=True, expand=False)
-        for col in ("elapsed", "tasks done", "running", "steps/s", "p50 step", "p99 step", "in flight",
-                    "errors", "429s"):
+        for col in (
+            "elapsed",
+            "tasks done",
+            "running",
+            "steps/s",
+            "p50 step",
+            "p99 step",
+            "in flight",
+            "errors",
+            "429s",
+        ):
             t.add_column(col, justify="right")
         total = f"/{self.total}" if self.total else ""
         dur = f"/{self.duration:.0f}s" if self.duration else "s"

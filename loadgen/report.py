@@ -27,13 +27,20 @@ KV_SERIES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "concurpro
 Plot = Callable[[Axes, Sequence[Results]], None]
 
 
+def _legend(ax: Axes, size: int) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=size)
+    else:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
 def plot_goodput(ax: Axes, runs: Sequence[Results]) -> None:
     for r in runs:
         bin_s = max(5.0, r.meta.elapsed_s / 30)
         pts = goodput_over_time(r.tasks, r.meta.elapsed_s, bin_s)
         ax.step([t for t, _ in pts], [g for _, g in pts], where="post", label=r.label)
     ax.set(title="Goodput over time", xlabel="time (s)", ylabel="tasks in deadline / min")
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
 
 
 def plot_latency_cdf(ax: Axes, runs: Sequence[Results]) -> None:
@@ -46,7 +53,7 @@ def plot_latency_cdf(ax: Axes, runs: Sequence[Results]) -> None:
     if any(s.ok for r in runs for s in r.steps):
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
 
 
 def plot_tokens_by_tenant(ax: Axes, runs: Sequence[Results]) -> None:
@@ -61,7 +68,7 @@ def plot_tokens_by_tenant(ax: Axes, runs: Sequence[Results]) -> None:
         ax.bar(xs, compl, width, bottom=prompt, label=f"{r.label}: completion")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tenants))], tenants)
     ax.set(title="Tokens by tenant", ylabel="tokens")
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
 
 
 def _series(runs: Sequence[Results], names: Sequence[str]) -> list[tuple[str, Series]]:
@@ -78,7 +85,7 @@ def _plot_series(ax: Axes, found: list[tuple[str, Series]], title: str, ylabel: 
     for label, s in found:
         ax.plot([p[0] for p in s.points], [p[1] for p in s.points], label=label)
     ax.set(title=title, xlabel="time (s)", ylabel=ylabel)
-    ax.legend(fontsize=6)
+    _legend(ax, 6)
 
 
 def plots_for(runs: Sequence[Results]) -> list[tuple[str, Plot]]:
@@ -127,13 +134,32 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-_STEP_COLS = ("requests", "errors", "429s", "p50 ms", "p99 ms", "TTFT p50 ms", "queue p50 ms", "prompt tok",
-              "completion tok")  # fmt: skip
+_STEP_COLS = (
+    "requests",
+    "errors",
+    "429s",
+    "p50 ms",
+    "p99 ms",
+    "TTFT p50 ms",
+    "queue p50 ms",
+    "prompt tok",
+    "completion tok",
+)
 
 
 def _step_row(name: str, s: dict) -> list[object]:  # type: ignore[type-arg]
-    return [name, s["requests"], s["errors"], s["http_429"], s["latency_ms"]["p50"], s["latency_ms"]["p99"],
-            s["ttft_ms"]["p50"], s["queue_wait_ms"]["p50"], s["prompt_tokens"], s["completion_tokens"]]  # fmt: skip
+    return [
+        name,
+        s["requests"],
+        s["errors"],
+        s["http_429"],
+        s["latency_ms"]["p50"],
+        s["latency_ms"]["p99"],
+        s["ttft_ms"]["p50"],
+        s["queue_wait_ms"]["p50"],
+        s["prompt_tokens"],
+        s["completion_tokens"],
+    ]
 
 
 def render_html(runs: Sequence[Results], title: str = "concur-loadgen report") -> str:
@@ -142,12 +168,44 @@ def render_html(runs: Sequence[Results], title: str = "concur-loadgen report") -
     for r in runs:
         s = r.summary()
         t = s["tasks"]
-        overview.append([r.label, r.meta.scenario, r.meta.started_at, s["elapsed_s"], t["completed"], t["failed"],
-                         t["cancelled"], t["goodput_per_min"], t["latency_s"]["p50"], s["steps"]["steps_per_s"],
-                         s["steps"]["latency_ms"]["p99"], s["steps"]["errors"], s["steps"]["http_429"]])  # fmt: skip
-    parts.append("<h2>Runs</h2>" + _table(
-        ["run", "scenario", "started", "elapsed s", "tasks ok", "failed", "cancelled", "goodput /min",
-         "task p50 s", "steps/s", "step p99 ms", "errors", "429s"], overview))  # fmt: skip
+        overview.append(
+            [
+                r.label,
+                r.meta.scenario,
+                r.meta.started_at,
+                s["elapsed_s"],
+                t["completed"],
+                t["failed"],
+                t["cancelled"],
+                t["goodput_per_min"],
+                t["latency_s"]["p50"],
+                s["steps"]["steps_per_s"],
+                s["steps"]["latency_ms"]["p99"],
+                s["steps"]["errors"],
+                s["steps"]["http_429"],
+            ]
+        )
+    parts.append(
+        "<h2>Runs</h2>"
+        + _table(
+            [
+                "run",
+                "scenario",
+                "started",
+                "elapsed s",
+                "tasks ok",
+                "failed",
+                "cancelled",
+                "goodput /min",
+                "task p50 s",
+                "steps/s",
+                "step p99 ms",
+                "errors",
+                "429s",
+            ],
+            overview,
+        )
+    )
     for name, fn in plots_for(runs):
         fig = Figure(figsize=(8, 4))
         fn(fig.add_subplot(1, 1, 1), runs)
@@ -160,14 +218,20 @@ def render_html(runs: Sequence[Results], title: str = "concur-loadgen report") -
         parts.append(_table(["role", *_STEP_COLS], [_step_row(k, v) for k, v in s["by_role"].items()]))
         parts.append(f"<h2>{html.escape(r.label)}: by tenant</h2>")
         parts.append(_table(["tenant", *_STEP_COLS], [_step_row(k, v) for k, v in s["by_tenant"].items()]))
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;"
-             "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
-             ".plot{display:inline-block;margin:0.5em}")  # fmt: skip
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")  # fmt: skip
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;"
+        "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+        ".plot{display:inline-block;margin:0.5em}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
 
 
-def write_report(runs: Sequence[Results], html_path: str | Path | None = None, png_path: str | Path | None = None) -> None:
+def write_report(
+    runs: Sequence[Results], html_path: str | Path | None = None, png_path: str | Path | None = None
+) -> None:
     if html_path is not None:
         Path(html_path).write_text(render_html(runs), encoding="utf-8")
     if png_path is not None:

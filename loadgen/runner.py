@@ -71,16 +71,29 @@ class Runner:
             async with self.sem:
                 self.c.inflight += 1
                 try:
-                    a = await send(self.client, self.url, body, headers, self.sc.request_timeout_s, self.clock)
+                    a = await send(
+                        self.client, self.url, body, headers, self.sc.request_timeout_s, self.clock
+                    )
                 finally:
                     self.c.inflight -= 1
             res = StepResult(
-                task_id=spec.task_id, agent_id=spec.agent_id, role=spec.role, tenant=plan.tenant,
-                step=spec.index, attempt=attempt, start_s=a.start - self.t0, end_s=a.end - self.t0,
-                status=a.status, ttft_s=a.ttft, queue_wait_ms=a.queue_wait_ms, replica=a.replica,
+                task_id=spec.task_id,
+                agent_id=spec.agent_id,
+                role=spec.role,
+                tenant=plan.tenant,
+                step=spec.index,
+                attempt=attempt,
+                start_s=a.start - self.t0,
+                end_s=a.end - self.t0,
+                status=a.status,
+                ttft_s=a.ttft,
+                queue_wait_ms=a.queue_wait_ms,
+                replica=a.replica,
                 prompt_tokens=a.prompt_tokens if a.prompt_tokens is not None else spec.est_prompt_tokens,
-                completion_tokens=a.completion_tokens or 0, max_tokens=spec.max_tokens, error=a.error,
-            )  # fmt: skip
+                completion_tokens=a.completion_tokens or 0,
+                max_tokens=spec.max_tokens,
+                error=a.error,
+            )
             self.steps.append(res)
             if res.ok:
                 self.c.steps_ok += 1
@@ -128,7 +141,16 @@ class Runner:
         finally:
             end = None if status == "cancelled" else self.now()
             self.tasks.append(
-                TaskResult(plan.task_id, plan.tenant, status, start, end, plan.n_steps, plan.deadline_s, plan.arrival_s)
+                TaskResult(
+                    plan.task_id,
+                    plan.tenant,
+                    status,
+                    start,
+                    end,
+                    plan.n_steps,
+                    plan.deadline_s,
+                    plan.arrival_s,
+                )
             )
             if status == "ok":
                 self.c.tasks_done += 1
@@ -240,7 +262,14 @@ async def run_scenario(
                 scrape_task.cancel()
                 await asyncio.gather(scrape_task, return_exceptions=True)
     meta = Meta(
-        scenario=scenario.name, target=target, seed=seed, started_at=started_at, elapsed_s=runner.now(),
-        run_tag=tag, label=label, scrape_errors=scraper.errors if scraper else 0, truncated=truncated,
-    )  # fmt: skip
+        scenario=scenario.name,
+        target=target,
+        seed=seed,
+        started_at=started_at,
+        elapsed_s=runner.now(),
+        run_tag=tag,
+        label=label,
+        scrape_errors=scraper.errors if scraper else 0,
+        truncated=truncated,
+    )
     return Results(meta, runner.steps, runner.tasks, scraper.result() if scraper else [])

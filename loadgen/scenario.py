@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from loadgen.dists import Dist
+from loadgen.dists import Constant, Dist
 
 Priority = Literal["critical", "high", "normal", "low"]
 
@@ -47,7 +47,7 @@ class Closed(Model):
 
     mode: Literal["closed"]
     concurrency: int = Field(ge=1)
-    think_s: Dist = 0.0
+    think_s: Dist = Constant(value=0.0)
 
 
 Arrivals = Annotated[Poisson | Bursts | Closed, Field(discriminator="mode")]
@@ -58,17 +58,17 @@ class RoleSpec(Model):
     (tool output / instructions) to the agent's history, asks for ``output_tokens``, and after
     the reply pauses ``tool_pause_s`` (a tool call) before its next step."""
 
-    growth_tokens: Dist = 200.0
-    output_tokens: Dist = 128.0
-    tool_pause_s: Dist = 0.0
+    growth_tokens: Dist = Constant(value=200.0)
+    output_tokens: Dist = Constant(value=128.0)
+    tool_pause_s: Dist = Constant(value=0.0)
     priority: Priority = "normal"
 
 
 class Roles(Model):
-    planner: RoleSpec = RoleSpec(output_tokens=256.0, priority="high")
+    planner: RoleSpec = RoleSpec(output_tokens=Constant(value=256.0), priority="high")
     executor: RoleSpec = RoleSpec()
-    critic: RoleSpec = RoleSpec(growth_tokens=50.0, output_tokens=64.0)
-    summary: RoleSpec = RoleSpec(growth_tokens=50.0, output_tokens=256.0)
+    critic: RoleSpec = RoleSpec(growth_tokens=Constant(value=50.0), output_tokens=Constant(value=64.0))
+    summary: RoleSpec = RoleSpec(growth_tokens=Constant(value=50.0), output_tokens=Constant(value=256.0))
 
 
 class TaskShape(Model):
@@ -77,15 +77,17 @@ class TaskShape(Model):
     ``max_rounds`` rounds) → one summary step over all branches."""
 
     system_prompt_tokens: int = Field(default=400, ge=0, description="shared by every agent of every task")
-    task_prompt_tokens: Dist = 300.0
+    task_prompt_tokens: Dist = Constant(value=300.0)
     planner_steps: int = Field(default=1, ge=0)
-    branches: Dist = 3.0
-    branch_steps: Dist = 4.0
+    branches: Dist = Constant(value=3.0)
+    branch_steps: Dist = Constant(value=4.0)
     critic: bool = True
     critic_reject_p: float = Field(default=0.3, ge=0, le=1)
     max_rounds: int = Field(default=3, ge=1)
     summary: bool = True
-    deadline_s: float | None = Field(default=None, gt=0, description="a task counts for goodput if done in time")
+    deadline_s: float | None = Field(
+        default=None, gt=0, description="a task counts for goodput if done in time"
+    )
     roles: Roles = Roles()
 
 
@@ -155,10 +157,10 @@ _TAGS = frozenset({"constant", "uniform", "lognormal", "poisson", "bursts", "clo
 
 def _loc(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
-    for i, p in enumerate(loc):
+    for p in loc:
         if isinstance(p, int):
             parts.append(f"[{p}]")
-        elif p in _TAGS and i < len(loc) - 1 or p.startswith("function-"):
+        elif p in _TAGS or p.startswith("function-"):
             continue  # discriminated-union tag / validator wrapper, not a YAML key
         else:
             parts.append(("." if parts else "") + p)
@@ -172,7 +174,9 @@ def format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
+def parse_scenario(
+    data: Mapping[str, Any], source: str = "<scenario>", base_dir: Path | None = None
+) -> Scenario:
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as e:

@@ -7,6 +7,7 @@ request (headers + body) and can answer the first ``fail_first`` requests with 4
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +31,9 @@ class StubState:
 
 
 class OpenAIStub:
-    def __init__(self, fail_first: int = 0, queue_wait_ms: float | None = 1.5):
+    def __init__(self, fail_first: int = 0, queue_wait_ms: float | None = 1.5, delay_s: float = 0.0):
         self.state = StubState(fail_first=fail_first)
+        self.delay_s = delay_s
         self.queue_wait_ms = queue_wait_ms
         self.runner: web.AppRunner | None = None
         self.url = ""
@@ -54,7 +56,11 @@ class OpenAIStub:
         self.state.seen.append(Seen(dict(request.headers), body))
         if self.state.fail_first > 0:
             self.state.fail_first -= 1
-            return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0"})
+            return web.json_response(
+                {"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0"}
+            )
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)  # a slow engine (used to test the hard end), not for sync
         n_out = int(body.get("max_tokens", 16))
         usage = {"prompt_tokens": estimate_prompt_tokens(body), "completion_tokens": n_out}
         headers = {"x-concurproxy-replica": "stub-0"}
@@ -62,16 +68,24 @@ class OpenAIStub:
             headers["x-concurproxy-queue-wait-ms"] = f"{self.queue_wait_ms:.1f}"
         text = synth_text(n_out)
         if not body.get("stream"):
-            doc = {"id": "x", "object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
-                "usage": usage}  # fmt: skip
+            doc = {
+                "id": "x",
+                "object": "chat.completion",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
+                ],
+                "usage": usage,
+            }
             return web.json_response(doc, headers=headers)
         resp = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
         await resp.prepare(request)
         half = len(text) // 2
         for part in (text[:half], text[half:]):
-            chunk = {"id": "x", "object": "chat.completion.chunk",
-                     "choices": [{"index": 0, "delta": {"content": part}, "finish_reason": None}]}  # fmt: skip
+            chunk = {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": part}, "finish_reason": None}],
+            }
             await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
         await resp.write(b"data: " + orjson.dumps({"id": "x", "choices": [], "usage": usage}) + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
