@@ -7,12 +7,13 @@ Sources
     re-stamped on this process's clock from the feed's ``age_s``.
 
 Sampling
-    Every ``interval_s`` all replicas are read concurrently, each with its own ``timeout_s``
-    (default: the interval, so a slow replica never delays the next round). Rounds are scheduled
-    at a fixed rate; a round that overruns starts the next one at once. Every read — success or
-    failure — goes through the tracker, then ``on_snapshot(replica_id, snapshot)`` is called (sync
-    or async) so the admission control loop can react per poll. ``latest(replica_id)`` applies the
-    staleness rule at call time: failing or stale data is ``ok=False`` (counts as saturated).
+    Each replica has its own loop, scheduled at a fixed rate of one read per ``interval_s``
+    (a read that overruns starts the next at once), so a slow replica never delays the others.
+    Each read has a ``timeout_s`` (default: ``stale_after_s`` — a slower answer would be stale
+    anyway). Every read — success or failure — goes through the tracker, then
+    ``on_snapshot(replica_id, snapshot)`` is called (sync or async) so the admission control
+    loop can react per poll. ``latest(replica_id)`` applies the staleness rule at call time:
+    failing or stale data is ``ok=False`` (counts as saturated).
 
 Clock
     Snapshot times come from the injected ``clock`` (``time.monotonic`` by default), the same clock
@@ -95,7 +96,7 @@ class PressurePoller:
             raise ValueError("interval_s must be > 0")
         self._session = session
         self.interval_s = interval_s
-        self.timeout_s = timeout_s if timeout_s is not None else interval_s
+        self.timeout_s = timeout_s if timeout_s is not None else stale_after_s
         self._stale_after_s = stale_after_s
         self._rate_window_s = rate_window_s
         self._clock = clock
@@ -103,7 +104,8 @@ class PressurePoller:
         self._targets: dict[str, PollTarget] = {}
         self._trackers: dict[str, PressureTracker] = {}
         self._stats: dict[str, PollStats] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running = False
         self.hook_errors = 0
         for rid, target in targets.items():
             self.add_target(rid, target)
@@ -115,8 +117,13 @@ class PressurePoller:
         source = FEED_SOURCE if t.kind == "node-agent" else "engine-metrics"
         self._trackers[replica_id] = PressureTracker(self._stale_after_s, self._rate_window_s, source)
         self._stats[replica_id] = PollStats()
+        if self._running:
+            self._spawn(replica_id)
 
     def remove_target(self, replica_id: str) -> None:
+        task = self._tasks.pop(replica_id, None)
+        if task is not None:
+            task.cancel()
         for d in (self._targets, self._trackers, self._stats):
             d.pop(replica_id, None)
 
@@ -195,30 +202,34 @@ class PressurePoller:
             self.hook_errors += 1
             log.exception("on_snapshot hook failed for replica %s", replica_id)
 
-    async def _run(self) -> None:
+    async def _run(self, replica_id: str) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while True:
-            await self.poll_once()
-            next_at += self.interval_s
-            delay = next_at - loop.time()
-            if delay < 0:
-                next_at = loop.time()
-                delay = 0.0
-            await asyncio.sleep(delay)
+        while replica_id in self._targets:
+            await self.poll_replica(replica_id)
+            next_at = max(next_at + self.interval_s, loop.time())
+            await asyncio.sleep(next_at - loop.time())
+
+    def _spawn(self, replica_id: str) -> None:
+        old = self._tasks.get(replica_id)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._tasks[replica_id] = loop.create_task(self._run(replica_id), name=f"pressure-poll-{replica_id}")
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="pressure-poller")
+        """Start one polling task per replica (targets added later get theirs at once)."""
+        if not self._running:
+            self._running = True
+            for rid in self._targets:
+                self._spawn(rid)
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        self._running = False
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __aenter__(self) -> PressurePoller:
         self.start()

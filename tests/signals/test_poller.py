@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ class Canned:
         self.body, self.status, self.content_type = body, status, content_type
         self.hits = 0
         self.delay = 0.0
+        self.release = asyncio.Event()  # set at teardown: a delayed handler returns at once
 
 
 @asynccontextmanager
@@ -38,7 +40,8 @@ async def serve(canned: Canned) -> AsyncIterator[str]:
     async def handler(request: web.Request) -> web.Response:
         canned.hits += 1
         if canned.delay:
-            await asyncio.sleep(canned.delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(canned.release.wait(), canned.delay)
         return web.Response(text=canned.body, status=canned.status, content_type=canned.content_type)
 
     app = web.Application()
@@ -52,6 +55,7 @@ async def serve(canned: Canned) -> AsyncIterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
+        canned.release.set()
         await runner.cleanup()
 
 
@@ -207,3 +211,31 @@ async def test_add_and_remove_targets() -> None:
         assert poller.replica_ids == ["x"]
         poller.remove_target("x")
         assert poller.replica_ids == [] and await poller.poll_once() == {}
+
+
+async def test_a_slow_replica_does_not_delay_the_others_and_new_targets_start_polling() -> None:
+    fast, slow, late = (
+        Canned(vllm_body(1, 0, 0, 0)),
+        Canned(vllm_body(2, 0, 0, 0)),
+        Canned(vllm_body(3, 0, 0, 0)),
+    )
+    slow.delay = 30.0
+    polled: asyncio.Queue[str] = asyncio.Queue()
+    async with serve(fast) as uf, serve(slow) as us, serve(late) as ul, aiohttp.ClientSession() as session:
+        poller = PressurePoller(
+            session,
+            {"fast": uf + "/metrics", "slow": us + "/metrics"},
+            interval_s=0.01,
+            timeout_s=60.0,
+            on_snapshot=lambda rid, s: polled.put_nowait(rid),
+        )
+        async with poller:
+            for _ in range(5):
+                assert await asyncio.wait_for(polled.get(), 5) == "fast"  # "slow" never answers meanwhile
+            poller.add_target("late", ul + "/metrics")
+            while await asyncio.wait_for(polled.get(), 5) != "late":
+                pass
+            poller.remove_target("fast")
+        snaps = poller.snapshots()
+    assert set(snaps) == {"slow", "late"} and snaps["late"].running == 3
+    assert not snaps["slow"].ok and snaps["slow"].error == "no data yet"
