@@ -1,0 +1,181 @@
+"""Async shell around the pure admission core: waiting, waking, timeouts, events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from concurproxy.admission.errors import AdmissionRejected, AdmissionTimeout
+from concurproxy.admission.listener import AdmissionListener
+from concurproxy.admission.ticket import StepTicket
+from concurproxy.config.admission import AdmissionConfig
+from concurproxy.control.admission.core import AdmissionCore, QueueMaker
+from concurproxy.control.admission.tickets import Admitted, Outcome, Queued, Rejected, Ticket
+from concurproxy.control.limits.base import WindowDecision
+from concurproxy.control.limits.registry import ControllerRegistry
+from concurproxy.control.types import PressureSnapshot, StepInfo
+
+log = logging.getLogger(__name__)
+
+
+class AdmissionService:
+    """Owns the ``AdmissionCore`` (one window per replica) and makes it awaitable.
+
+    * ``await acquire(step, replica)`` → a ``StepTicket`` to hold with ``async with``.
+      A step of an admitted agent returns at once; a new agent's step waits on
+      an ``asyncio.Future`` that is resolved when ``grant`` admits it (a slot
+      opened, the window grew, fresh pressure arrived, anti-starvation).
+      Queue full → ``AdmissionRejected`` (429). Waiting past
+      ``max_queue_wait_s`` → ``AdmissionTimeout`` (503). Both carry Retry-After.
+      Cancelling the waiting task removes the step from the queue; a grant that
+      raced with the cancel is ended as ``cancelled`` so no slot leaks.
+    * ``on_pressure(replica, snapshot)`` — the pressure poller's hook: one
+      controller update, then waiters are granted if the window allows.
+    * ``tick()`` — housekeeping: idle-TTL expiry, waiter timeouts, grants (time
+      alone can unblock: anti-starvation). ``run()`` calls it periodically;
+      ``on_pressure`` calls it too, so a running poller is enough.
+
+    Clock: ``clock()`` (injected; ``time.monotonic`` by default, the poller's
+    clock) gives every ``now``; no correctness depends on event-loop time, so
+    tests drive it with a fake clock and ``tick``. Concurrency: one event loop;
+    every method runs on it without awaiting in between, so the core needs no
+    locks.
+    """
+
+    def __init__(
+        self,
+        config: AdmissionConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        registry: ControllerRegistry | None = None,
+        queue_maker: QueueMaker | None = None,
+        listeners: Iterable[AdmissionListener] = (),
+        core: AdmissionCore | None = None,
+    ) -> None:
+        self.config = config or AdmissionConfig()
+        self.core = core or AdmissionCore(self.config, registry=registry, queue_maker=queue_maker)
+        self.clock = clock
+        self.listeners: list[AdmissionListener] = list(listeners)
+        self.listener_errors = 0
+        self._waiting: dict[int, tuple[str, asyncio.Future[Admitted]]] = {}
+
+    # ---- control loop -----------------------------------------------------------------
+    def on_pressure(
+        self, replica: str, snapshot: PressureSnapshot | None, now: float | None = None
+    ) -> WindowDecision:
+        now = self.clock() if now is None else now
+        decision = self.core.on_pressure(replica, snapshot, now)
+        self.tick(now)
+        return decision
+
+    def tick(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        for replica, result in self.core.expire(now).items():
+            for to in result.waiters:
+                entry = self._waiting.pop(to.waiter_id, None)
+                if entry is not None and not entry[1].done():
+                    err = AdmissionTimeout(to.retry_after_s, replica=replica, waited_s=to.waited_s)
+                    entry[1].set_exception(err)
+        for replica in self.core.replicas:
+            self._grant(replica, now)
+        self._flush()
+
+    async def run(self, interval_s: float | None = None) -> None:
+        """Call ``tick`` every ``interval_s`` (default: the AIMD interval) until cancelled."""
+        period = interval_s if interval_s is not None else self.config.aimd.interval_ms / 1000.0
+        while True:
+            self.tick()
+            await asyncio.sleep(period)
+
+    # ---- request path -----------------------------------------------------------------
+    async def acquire(self, step: StepInfo, replica: str) -> StepTicket:
+        now = self.clock()
+        result = self.core.try_admit(step, replica, now)
+        if isinstance(result, Admitted):
+            self._flush()
+            return StepTicket(self, result)
+        if isinstance(result, Rejected):
+            self._flush()
+            raise AdmissionRejected(result.retry_after_s, reason=result.reason, replica=replica)
+        assert isinstance(result, Queued)
+        fut: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
+        self._waiting[result.waiter_id] = (replica, fut)
+        self._grant(replica, now)  # the queue may be able to move right away
+        self._flush()
+        try:
+            admitted = await fut
+        except asyncio.CancelledError:
+            self._waiting.pop(result.waiter_id, None)
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.end_ticket(fut.result().ticket, Outcome.cancelled)  # granted as we were cancelled
+            elif self.core.cancel_wait(replica, result.waiter_id, self.clock()):
+                self._grant(replica, self.clock())  # a blocked head leaving may unblock the queue
+                self._flush()
+            raise
+        return StepTicket(self, admitted)
+
+    def end_ticket(
+        self,
+        ticket: Ticket,
+        outcome: Outcome,
+        *,
+        prompt_tokens: int = 0,
+        output_tokens: int = 0,
+        release: bool = False,
+    ) -> bool:
+        now = self.clock()
+        first = self.core.end(ticket, outcome, now, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
+                              release=release)
+        self._grant(ticket.replica, now)
+        self._flush()
+        return first
+
+    def release_agent(self, agent_id: str) -> bool:
+        """The agent finished (``DELETE /v1/agents/{id}``): free its slot."""
+        now = self.clock()
+        released = self.core.release_agent(agent_id, now)
+        if released:
+            for replica in self.core.replicas:
+                self._grant(replica, now)
+        self._flush()
+        return released
+
+    # ---- internals --------------------------------------------------------------------
+    def _grant(self, replica: str, now: float) -> None:
+        for g in self.core.grant(replica, now):
+            entry = self._waiting.pop(g.waiter_id, None)
+            if entry is None or entry[1].done():  # the waiter is gone: give the slot's step back
+                self.core.end(g.admitted.ticket, Outcome.cancelled, now)
+                continue
+            entry[1].set_result(g.admitted)
+
+    def _flush(self) -> None:
+        events = self.core.drain_events()  # always drained, listeners or not: no growth
+        if not events:
+            return
+        for listener in self.listeners:
+            for e in events:
+                try:
+                    listener.on_admission_event(e)
+                except Exception:  # a broken metrics listener must not break admission: count, log once
+                    self.listener_errors += 1
+                    if self.listener_errors == 1:
+                        log.exception("admission listener %r failed (further failures are counted)", listener)
+
+    # ---- introspection ----------------------------------------------------------------
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """JSON-ready live state for ``GET /admin/state`` (see docs/admission.md)."""
+        now = self.clock()
+        return {
+            "controller": self.config.controller,
+            "now": now,
+            "waiting_steps": len(self._waiting),
+            "listener_errors": self.listener_errors,
+            "replicas": {r: s.to_dict() for r, s in self.core.state(now).items()},
+        }

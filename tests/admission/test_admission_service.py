@@ -1,0 +1,262 @@
+"""The async admission shell with a fake clock: waiting, waking, timeouts, cancellation, outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from concurproxy.admission import (
+    AdmissionRejected,
+    AdmissionService,
+    AdmissionTimeout,
+    RecordingListener,
+    StepTicket,
+)
+from concurproxy.config.admission import AdmissionConfig, AIMDConfig, StaticConfig
+from concurproxy.control.admission import AdmissionEvent, EventKind
+from concurproxy.control.types import PressureSnapshot, StepInfo
+
+
+class FakeClock:
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def step(agent: str, prompt: int = 100) -> StepInfo:
+    return StepInfo(tenant="t", role="r", agent_id=agent, task_id="task", est_prompt_tokens=prompt)
+
+
+def service(window: int = 1, clock: FakeClock | None = None, **cfg: Any) -> AdmissionService:
+    base: dict[str, Any] = {"controller": "static", "static": StaticConfig(window=window),
+                            "max_queue_wait_s": 60, "max_queue_length": 3, "starvation_timeout_s": 1000,
+                            "idle_ttl_s": 30}
+    base.update(cfg)
+    return AdmissionService(AdmissionConfig(**base), clock=clock or FakeClock(),
+                            listeners=[RecordingListener()])
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def spawn(svc: AdmissionService, agent: str, replica: str = "r0") -> asyncio.Task[StepTicket]:
+    return asyncio.ensure_future(svc.acquire(step(agent), replica))
+
+
+def counters(svc: AdmissionService, replica: str = "r0") -> Any:
+    return svc.core.window(replica).counters
+
+
+async def test_admitted_agent_passes_and_waiter_wakes_on_release() -> None:
+    svc = service(window=1)
+    async with await svc.acquire(step("a"), "r0") as t:
+        assert t.queue_wait_s == 0
+        waiter = spawn(svc, "b")
+        await settle()
+        assert not waiter.done() and svc.waiting() == 1
+        again = await svc.acquire(step("a"), "r0")  # a's parallel step passes
+        again.end()
+        t.finish_agent()
+    tb = await asyncio.wait_for(waiter, 1)
+    assert tb.ticket.agent_id == "b" and tb.ticket.reason == "new"
+    tb.end()
+    assert counters(svc).ended == {"success": 3}
+
+
+async def test_timeout_after_max_queue_wait_with_retry_after() -> None:
+    clock = FakeClock()
+    svc = service(window=1, clock=clock)
+    held = await svc.acquire(step("a"), "r0")
+    waiter = spawn(svc, "b")
+    await settle()
+    clock.t += 59.9
+    svc.tick()
+    await settle()
+    assert not waiter.done()
+    clock.t += 0.1
+    svc.tick()
+    with pytest.raises(AdmissionTimeout) as ei:
+        await asyncio.wait_for(waiter, 1)
+    assert ei.value.status == 503 and ei.value.retry_after_s is not None and ei.value.retry_after_s >= 1
+    assert "Retry-After" in ei.value.response_headers()
+    assert svc.waiting() == 0 and svc.core.window("r0").state(clock.t).waiting == 0
+    held.end()
+
+
+async def test_queue_full_is_rejected_at_once() -> None:
+    svc = service(window=1)
+    held = await svc.acquire(step("a"), "r0")
+    waiters = [spawn(svc, x) for x in "bcd"]
+    await settle()
+    with pytest.raises(AdmissionRejected) as ei:
+        await svc.acquire(step("e"), "r0")
+    assert ei.value.status == 429 and ei.value.reason == "queue-full"
+    for w in waiters:
+        w.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    held.end()
+
+
+async def test_cancel_while_waiting_leaves_the_queue() -> None:
+    svc = service(window=1)
+    held = await svc.acquire(step("a"), "r0")
+    wb, wc = spawn(svc, "b"), spawn(svc, "c")
+    await settle()
+    wb.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await wb
+    assert svc.core.window("r0").state(svc.clock()).waiting == 1
+    assert counters(svc).cancelled_waits == 1
+    held.finish_agent()
+    held.end()
+    tc = await asyncio.wait_for(wc, 1)
+    assert tc.ticket.agent_id == "c"
+    tc.end()
+
+
+async def test_grant_racing_with_cancel_does_not_leak_the_step() -> None:
+    svc = service(window=1)
+    held = await svc.acquire(step("a"), "r0")
+    wb = spawn(svc, "b")
+    await settle()
+    held.finish_agent()
+    held.end()  # grants b: its future is resolved, the task has not resumed yet
+    wb.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await wb
+    w = svc.core.window("r0")
+    assert w.open_tickets() == 0
+    assert counters(svc).ended == {"success": 1, "cancelled": 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome"),
+    [
+        (lambda: None, "success"),
+        (lambda: (_ for _ in ()).throw(ValueError("boom")), "error"),
+        (lambda: (_ for _ in ()).throw(TimeoutError()), "timeout"),
+        (lambda: (_ for _ in ()).throw(asyncio.CancelledError()), "cancelled"),
+    ],
+)
+async def test_ticket_outcome_follows_how_the_block_exits(body: Callable[[], object], outcome: str) -> None:
+    svc = service(window=2)
+    try:
+        async with await svc.acquire(step("a"), "r0"):
+            body()
+    except (ValueError, TimeoutError, asyncio.CancelledError):
+        pass
+    assert counters(svc).ended == {outcome: 1}
+
+
+async def test_explicit_outcome_wins_and_double_end_is_counted() -> None:
+    svc = service(window=2)
+    async with await svc.acquire(step("a"), "r0") as t:
+        t.set_outcome("rejected")  # unknown proxy outcome → error
+    assert not t.end()  # a second end is a counted no-op
+    assert counters(svc).ended == {"error": 1} and counters(svc).double_end == 1
+
+
+async def test_task_cancelled_inside_the_block_ends_cancelled() -> None:
+    svc = service(window=2)
+    started = asyncio.Event()
+
+    async def stream() -> None:
+        async with await svc.acquire(step("a"), "r0"):
+            started.set()
+            await asyncio.Event().wait()  # client streaming forever
+
+    task = asyncio.ensure_future(stream())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert counters(svc).ended == {"cancelled": 1}
+
+
+async def test_aimd_stale_pressure_blocks_then_fresh_pressure_admits() -> None:
+    clock = FakeClock()
+    cfg = AdmissionConfig(aimd=AIMDConfig(initial=2, stale_after_ms=1000))
+    svc = AdmissionService(cfg, clock=clock)
+    waiter = spawn(svc, "a")
+    await settle()
+    assert not waiter.done()  # no pressure data yet: saturated
+    svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))
+    t = await asyncio.wait_for(waiter, 1)
+    clock.t += 5  # data goes stale
+    svc.tick()
+    w2 = spawn(svc, "b")
+    await settle()
+    assert not w2.done()
+    st = svc.snapshot_state()["replicas"]["r0"]
+    assert st["saturated_reason"] == "stale" and st["waiting"] == 1
+    svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))
+    (await asyncio.wait_for(w2, 1)).end()
+    t.end()
+
+
+async def test_window_growth_wakes_waiters() -> None:
+    clock = FakeClock()
+    svc = AdmissionService(AdmissionConfig(aimd=AIMDConfig(initial=1, min=1)), clock=clock)
+    svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))
+    held = await svc.acquire(step("a"), "r0")
+    waiter = spawn(svc, "b")
+    await settle()
+    clock.t += 0.25
+    d = svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))
+    assert (d.window, d.reason) == (2, "increase")
+    (await asyncio.wait_for(waiter, 1)).end()
+    held.end()
+
+
+async def test_listeners_get_typed_events_and_a_broken_one_is_counted() -> None:
+    class Broken:
+        def on_admission_event(self, event: AdmissionEvent) -> None:
+            raise RuntimeError("listener bug")
+
+    rec = RecordingListener()
+    svc = service(window=1)
+    svc.listeners = [Broken(), rec]
+    held = await svc.acquire(step("a"), "r0")
+    waiter = spawn(svc, "b")
+    await settle()
+    held.finish_agent()
+    held.end()
+    (await asyncio.wait_for(waiter, 1)).end()
+    kinds = [e.kind for e in rec.events]
+    assert kinds == [EventKind.admitted, EventKind.queued, EventKind.ended, EventKind.released,
+                     EventKind.admitted, EventKind.ended]
+    assert rec.events[4].reason == "new" and svc.listener_errors == len(kinds)
+
+
+async def test_snapshot_state_is_json() -> None:
+    svc = service(window=1)
+    held = await svc.acquire(step("a", prompt=300), "r0")
+    doc = json.loads(json.dumps(svc.snapshot_state()))
+    r0 = doc["replicas"]["r0"]
+    assert (r0["window"], r0["active_agents"], r0["running_steps"]) == (1, 1, 1)
+    assert r0["agents"][0]["agent_id"] == "a" and r0["counters"]["admitted_new"] == 1
+    held.end()
+
+
+async def test_idle_agent_expires_and_its_slot_goes_to_the_waiter() -> None:
+    clock = FakeClock()
+    svc = service(window=1, clock=clock)
+    (await svc.acquire(step("a"), "r0")).end()  # a is idle (tool pause), keeps its slot
+    waiter = spawn(svc, "b")
+    await settle()
+    clock.t += 29
+    svc.tick()
+    await settle()
+    assert not waiter.done()
+    clock.t += 1
+    svc.tick()
+    (await asyncio.wait_for(waiter, 1)).end()
+    assert counters(svc).expired == 1
