@@ -279,3 +279,13 @@ async def test_metrics_handler_serves_registry() -> None:
         resp = await client.get("/metrics")
         assert resp.status == 200
         assert 'concurproxy_tickets_ended_total{outcome="success"} 1.0' in await resp.text()
+
+
+def test_text_only_exposition_keeps_engine_style_colon_names() -> None:
+    from prometheus_client import Gauge
+
+    reg = CollectorRegistry()
+    Gauge("vllm:kv_cache_usage_perc", "kv", registry=reg).set(0.5)
+    prometheus_accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    body, ctype = render(reg, prometheus_accept, text_only=True)
+    assert ctype.startswith("text/plain") and b"\nvllm:kv_cache_usage_perc 0.5" in body

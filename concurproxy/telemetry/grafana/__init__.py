@@ -1,0 +1,1 @@
+"""Grafana dashboards as code; ``python -m concurproxy.telemetry.grafana`` writes grafana/dashboards/."""
