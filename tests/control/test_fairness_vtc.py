@@ -142,3 +142,17 @@ def test_anonymous_or_unknown_tenant_uses_default_weight(w: float) -> None:
     q.push("x", step("anonymous", prompt=100), 0.0)
     q.pop(0.0)
     assert s.tenants.value["anonymous"] == 100 / w
+
+
+def test_policy_reload_swaps_logic_and_keeps_state() -> None:
+    """State lives apart from the logic: a reload (new weights) keeps queued items and counters."""
+    q, s = vtc(tenant_weights={"a": 1.0, "b": 1.0})
+    for i in range(30):
+        q.push(f"a{i}", step("a"), 0.0)
+        q.push(f"b{i}", step("b"), 0.0)
+    first = [q.pop(0.0) for _ in range(10)]
+    assert sum(1 for x in first if x and x[0] == "a") == 5
+    q.policy = VTCPolicy(FairnessParams(tenant_weights={"a": 4.0, "b": 1.0}))
+    assert q.state is s and len(q) == 50
+    nxt = [q.pop(0.0) for _ in range(20)]
+    assert sum(1 for x in nxt if x and x[0] == "a") == 16  # 4:1 from now on
