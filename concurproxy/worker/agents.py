@@ -33,10 +33,19 @@ class AgentSpec:
 
     def final_context(self) -> int:
         """Prompt length of the last step plus its output."""
-        return self.system_tokens + self.task_tokens + self.steps * self.output_tokens + (self.steps - 1) * self.tool_tokens
+        return (
+            self.system_tokens
+            + self.task_tokens
+            + self.steps * self.output_tokens
+            + (self.steps - 1) * self.tool_tokens
+        )
 
     def mean_context(self) -> float:
-        return self.system_tokens + self.task_tokens + (self.steps - 1) * (self.output_tokens + self.tool_tokens) / 2
+        return (
+            self.system_tokens
+            + self.task_tokens
+            + (self.steps - 1) * (self.output_tokens + self.tool_tokens) / 2
+        )
 
 
 @dataclass(slots=True)

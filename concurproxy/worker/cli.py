@@ -1,9 +1,9 @@
 """`concurproxy worker …` — run simulated replicas, launch vLLM, or print a thrash curve.
 
-    concurproxy worker --profile tiny --port 8000 [--replicas 3] [--time-scale 10] [--seed 0]
-    concurproxy worker --engine vllm -- <vllm serve args>
-    concurproxy worker thrash-curve --profile tiny [--agents 1,2,4,8] [--duration 60]
-    concurproxy worker profiles
+concurproxy worker --profile tiny --port 8000 [--replicas 3] [--time-scale 10] [--seed 0]
+concurproxy worker --engine vllm -- <vllm serve args>
+concurproxy worker thrash-curve --profile tiny [--agents 1,2,4,8] [--duration 60]
+concurproxy worker profiles
 """
 
 from __future__ import annotations
@@ -34,12 +34,22 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> None:
-        async with run_fleet(profile, args.replicas, host=args.host, port=args.port, time_scale=args.time_scale,
-                             seed=args.seed, model_name=args.served_model_name) as workers:
+        async with run_fleet(
+            profile,
+            args.replicas,
+            host=args.host,
+            port=args.port,
+            time_scale=args.time_scale,
+            seed=args.seed,
+            model_name=args.served_model_name,
+        ) as workers:
             cfg = workers[0].engine.config
-            print(f"concurworker {profile.name}: {cfg.num_blocks} blocks x {cfg.block_size} tokens "
-                  f"({cfg.capacity_tokens} KV tokens), model {workers[0].served_model}, "
-                  f"time scale {args.time_scale}", flush=True)
+            print(
+                f"concurworker {profile.name}: {cfg.num_blocks} blocks x {cfg.block_size} tokens "
+                f"({cfg.capacity_tokens} KV tokens), model {workers[0].served_model}, "
+                f"time scale {args.time_scale}",
+                flush=True,
+            )
             for w in workers:
                 print(f"  listening on {w.url}", flush=True)
             await asyncio.Event().wait()
@@ -53,8 +63,10 @@ def _vllm(args: argparse.Namespace, vllm_args: list[str]) -> int:
     try:
         from concurproxy.engines.vllm_launcher import run_vllm
     except ImportError as exc:
-        print(f"--engine vllm needs concurproxy.engines.vllm_launcher, which is not available: {exc}",
-              file=sys.stderr)
+        print(
+            f"--engine vllm needs concurproxy.engines.vllm_launcher, which is not available: {exc}",
+            file=sys.stderr,
+        )
         return 2
     return int(run_vllm(vllm_args, args.host, args.port, args.node_agent_port))
 
@@ -65,8 +77,10 @@ def _profiles(rest: list[str]) -> int:
     for name in builtin_profiles():
         p = load_profile(name)
         cfg = p.engine_config()
-        print(f"{name:16} {cfg.num_blocks:>7} blocks x {cfg.block_size} = {cfg.capacity_tokens:>8} KV tokens  "
-              f"max_model_len {cfg.max_model_len:>6}  {p.description}")
+        print(
+            f"{name:16} {cfg.num_blocks:>7} blocks x {cfg.block_size} = {cfg.capacity_tokens:>8} KV tokens  "
+            f"max_model_len {cfg.max_model_len:>6}  {p.description}"
+        )
     return 0
 
 
@@ -75,14 +89,22 @@ def _thrash(rest: list[str]) -> int:
     from concurproxy.worker.profile import ProfileError, load_profile
     from concurproxy.worker.thrash import format_table, preset_for, run_closed_loop
 
-    p = argparse.ArgumentParser(prog="concurproxy worker thrash-curve",
-                                description="closed-loop agents vs the simulated engine, in virtual time")
+    p = argparse.ArgumentParser(
+        prog="concurproxy worker thrash-curve",
+        description="closed-loop agents vs the simulated engine, in virtual time",
+    )
     p.add_argument("--profile", default="tiny")
     p.add_argument("--agents", help="comma-separated agent counts (default: the profile's preset)")
     p.add_argument("--duration", type=float, help="virtual seconds per point")
     p.add_argument("--seed", type=int, default=0)
-    for flag, typ in (("steps", int), ("system-tokens", int), ("task-tokens", int), ("tool-tokens", int),
-                      ("output-tokens", int), ("tool-pause", float)):
+    for flag, typ in (
+        ("steps", int),
+        ("system-tokens", int),
+        ("task-tokens", int),
+        ("tool-tokens", int),
+        ("output-tokens", int),
+        ("tool-pause", float),
+    ):
         p.add_argument(f"--{flag}", type=typ)
     a = p.parse_args(rest)
     try:
@@ -92,18 +114,32 @@ def _thrash(rest: list[str]) -> int:
         return 2
     cfg = profile.engine_config(seed=a.seed)
     spec, counts, duration = preset_for(profile.name, cfg.capacity_tokens, cfg.max_model_len)
-    overrides = {"steps": a.steps, "system_tokens": a.system_tokens, "task_tokens": a.task_tokens,
-                 "tool_tokens": a.tool_tokens, "output_tokens": a.output_tokens, "tool_pause_s": a.tool_pause}
-    spec = AgentSpec(**{**{f: getattr(spec, f) for f in overrides}, **{k: v for k, v in overrides.items()
-                                                                      if v is not None}})
+    overrides = {
+        "steps": a.steps,
+        "system_tokens": a.system_tokens,
+        "task_tokens": a.task_tokens,
+        "tool_tokens": a.tool_tokens,
+        "output_tokens": a.output_tokens,
+        "tool_pause_s": a.tool_pause,
+    }
+    spec = AgentSpec(
+        **{
+            **{f: getattr(spec, f) for f in overrides},
+            **{k: v for k, v in overrides.items() if v is not None},
+        }
+    )
     if a.agents:
         counts = tuple(int(x) for x in a.agents.split(","))
     duration = a.duration or duration
-    print(f"profile {profile.name}: {cfg.num_blocks} blocks x {cfg.block_size} = {cfg.capacity_tokens} KV tokens; "
-          f"{duration:g} virtual s per point")
-    print(f"agent task: {spec.steps} steps, context {spec.system_tokens + spec.task_tokens} -> "
-          f"{spec.final_context()} tokens (+{spec.tool_tokens} tool, +{spec.output_tokens} output per step), "
-          f"tool pause {spec.tool_pause_s:g}s")
+    print(
+        f"profile {profile.name}: {cfg.num_blocks} blocks x {cfg.block_size} = "
+        f"{cfg.capacity_tokens} KV tokens; {duration:g} virtual s per point"
+    )
+    print(
+        f"agent task: {spec.steps} steps, context {spec.system_tokens + spec.task_tokens} -> "
+        f"{spec.final_context()} tokens (+{spec.tool_tokens} tool, +{spec.output_tokens} output per step), "
+        f"tool pause {spec.tool_pause_s:g}s"
+    )
     points = []
     for n in counts:
         try:
@@ -115,10 +151,12 @@ def _thrash(rest: list[str]) -> int:
     best = max(points, key=lambda q: q.output_tok_s)
     last = points[-1]
     if last is not best:
-        print(f"peak {best.output_tok_s:.0f} out tok/s at {best.agents} agents; at {last.agents} agents "
-              f"{last.output_tok_s:.0f} ({last.output_tok_s / best.output_tok_s - 1:+.0%}), prefill work "
-              f"x{last.prefill_tok_s / max(best.prefill_tok_s, 1e-9):.1f}, hit rate "
-              f"{best.prefix_hit_rate:.0%} -> {last.prefix_hit_rate:.0%}")
+        print(
+            f"peak {best.output_tok_s:.0f} out tok/s at {best.agents} agents; at {last.agents} agents "
+            f"{last.output_tok_s:.0f} ({last.output_tok_s / best.output_tok_s - 1:+.0%}), prefill work "
+            f"x{last.prefill_tok_s / max(best.prefill_tok_s, 1e-9):.1f}, hit rate "
+            f"{best.prefix_hit_rate:.0%} -> {last.prefix_hit_rate:.0%}"
+        )
     return 0
 
 
@@ -142,14 +180,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("worker", help="simulated vLLM-like engine (or real vLLM with --engine vllm)",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "worker",
+        help="simulated vLLM-like engine (or real vLLM with --engine vllm)",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--profile", default="tiny", help="built-in profile name or a YAML file (default: tiny)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="first port; replica i listens on port+i")
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--time-scale", type=float, default=1.0, help="run the engine clock X times faster than wall")
+    p.add_argument(
+        "--time-scale", type=float, default=1.0, help="run the engine clock X times faster than wall"
+    )
     p.add_argument("--served-model-name", help="model name to serve (default: the profile's)")
     p.add_argument("--engine", choices=("sim", "vllm"), default="sim")
     p.add_argument("--node-agent-port", type=int, help="with --engine vllm: port of the node agent beside it")

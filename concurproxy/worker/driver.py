@@ -22,7 +22,9 @@ from concurproxy.worker.engine import Engine, RequestOutput
 
 
 class EngineDriver:
-    def __init__(self, engine: Engine, time_scale: float = 1.0, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self, engine: Engine, time_scale: float = 1.0, clock: Callable[[], float] | None = None
+    ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.engine = engine
@@ -49,8 +51,9 @@ class EngineDriver:
                 await self._task
             self._task = None
 
-    def submit(self, req_id: str, prompt_ids: Sequence[int], max_tokens: int | None,
-               ignore_eos: bool = False) -> asyncio.Queue[RequestOutput]:
+    def submit(
+        self, req_id: str, prompt_ids: Sequence[int], max_tokens: int | None, ignore_eos: bool = False
+    ) -> asyncio.Queue[RequestOutput]:
         """Queue a request; its outputs arrive on the returned queue. Raises RequestRejected."""
         self.engine.add_request(req_id, prompt_ids, max_tokens, arrival=self.now(), ignore_eos=ignore_eos)
         q: asyncio.Queue[RequestOutput] = asyncio.Queue()

@@ -69,12 +69,22 @@ class Worker:
 
 
 @contextlib.asynccontextmanager
-async def run_fleet(profile: Profile | str, n: int = 1, *, host: str = "127.0.0.1", port: int = 0,
-                    time_scale: float = 1.0, seed: int = 0, model_name: str | None = None,
-                    output_lengths: OutputLengths | None = None) -> AsyncIterator[list[Worker]]:
+async def run_fleet(
+    profile: Profile | str,
+    n: int = 1,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    time_scale: float = 1.0,
+    seed: int = 0,
+    model_name: str | None = None,
+    output_lengths: OutputLengths | None = None,
+) -> AsyncIterator[list[Worker]]:
     prof = load_profile(profile) if isinstance(profile, str) else profile
-    workers = [Worker(prof, host, port + i if port else 0, seed, time_scale, model_name, output_lengths)
-               for i in range(n)]
+    workers = [
+        Worker(prof, host, port + i if port else 0, seed, time_scale, model_name, output_lengths)
+        for i in range(n)
+    ]
     started: list[Worker] = []
     try:
         for w in workers:
@@ -87,7 +97,14 @@ async def run_fleet(profile: Profile | str, n: int = 1, *, host: str = "127.0.0.
 
 
 @contextlib.asynccontextmanager
-async def run_workers(profile: Profile | str, n: int = 1, *, host: str = "127.0.0.1", port: int = 0,
-                      time_scale: float = 1.0, seed: int = 0) -> AsyncIterator[list[str]]:
+async def run_workers(
+    profile: Profile | str,
+    n: int = 1,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    time_scale: float = 1.0,
+    seed: int = 0,
+) -> AsyncIterator[list[str]]:
     async with run_fleet(profile, n, host=host, port=port, time_scale=time_scale, seed=seed) as workers:
         yield [w.url for w in workers]

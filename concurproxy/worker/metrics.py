@@ -27,8 +27,9 @@ LABELS = ["model_name", "engine"]
 
 
 class EngineCollector(Collector):
-    def __init__(self, engine: Engine, model_name: str, engine_index: str = "0",
-                 gpu_memory_utilization: float = 0.9) -> None:
+    def __init__(
+        self, engine: Engine, model_name: str, engine_index: str = "0", gpu_memory_utilization: float = 0.9
+    ) -> None:
         self.engine = engine
         self.model_name = model_name
         self.engine_index = engine_index
@@ -51,31 +52,49 @@ class EngineCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         e, s, cfg = self.engine, self.engine.stats, self.engine.config
-        yield self._gauge("vllm:num_requests_running", "Number of requests in model execution batches.",
-                          e.num_running)
-        yield self._gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
-                          e.num_waiting)
-        yield self._gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", e.kv_usage())
-        yield self._counter("vllm:prefix_cache_queries",
-                            "Prefix cache queries, in terms of number of queried tokens.", s.prefix_queries)
-        yield self._counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.",
-                            s.prefix_hits)
-        yield self._counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.",
-                            s.preemptions)
+        yield self._gauge(
+            "vllm:num_requests_running", "Number of requests in model execution batches.", e.num_running
+        )
+        yield self._gauge(
+            "vllm:num_requests_waiting", "Number of requests waiting to be processed.", e.num_waiting
+        )
+        yield self._gauge(
+            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", e.kv_usage()
+        )
+        yield self._counter(
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            s.prefix_queries,
+        )
+        yield self._counter(
+            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", s.prefix_hits
+        )
+        yield self._counter(
+            "vllm:num_preemptions", "Cumulative number of preemption from the engine.", s.preemptions
+        )
         yield self._counter("vllm:prompt_tokens", "Number of prefill tokens processed.", s.prompt_tokens)
-        yield self._counter("vllm:generation_tokens", "Number of generation tokens processed.",
-                            s.generation_tokens)
-        success = CounterMetricFamily("vllm:request_success", "Count of successfully processed requests.",
-                                      labels=[*LABELS, "finished_reason"])
+        yield self._counter(
+            "vllm:generation_tokens", "Number of generation tokens processed.", s.generation_tokens
+        )
+        success = CounterMetricFamily(
+            "vllm:request_success",
+            "Count of successfully processed requests.",
+            labels=[*LABELS, "finished_reason"],
+        )
         for reason in FINISH_REASONS:
             success.add_metric([self.model_name, self.engine_index, reason], s.finished.get(reason, 0))
         yield success
-        yield self._histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-                              s.ttft)
-        yield self._histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
-                              s.e2e)
-        yield self._histogram("vllm:request_queue_time_seconds",
-                              "Histogram of time spent in WAITING phase for request.", s.queue_time)
+        yield self._histogram(
+            "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", s.ttft
+        )
+        yield self._histogram(
+            "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", s.e2e
+        )
+        yield self._histogram(
+            "vllm:request_queue_time_seconds",
+            "Histogram of time spent in WAITING phase for request.",
+            s.queue_time,
+        )
         info = {
             "block_size": str(cfg.block_size),
             "cache_dtype": "auto",
@@ -85,25 +104,40 @@ class EngineCollector(Collector):
             "num_gpu_blocks": str(cfg.num_blocks),
             "engine": self.engine_index,
         }
-        cache_info = GaugeMetricFamily("vllm:cache_config_info", "Information of the LLMEngine CacheConfig",
-                                       labels=list(info))
+        cache_info = GaugeMetricFamily(
+            "vllm:cache_config_info", "Information of the LLMEngine CacheConfig", labels=list(info)
+        )
         cache_info.add_metric(list(info.values()), 1.0)
         yield cache_info
         # worker-only
-        yield self._counter("concurworker_recomputed_prefill_tokens",
-                            "Prefill tokens recomputed after a preemption.", s.recomputed_prefill_tokens)
-        yield self._counter("concurworker_evicted_prefix_recompute_tokens",
-                            "Prefill tokens of full blocks that had been cached and were evicted.",
-                            s.evicted_prefix_recompute_tokens)
-        yield self._counter("concurworker_prefill_tokens", "Prefill tokens computed, recomputation included.",
-                            s.prefill_tokens_computed)
-        yield self._counter("concurworker_prefix_cache_evicted_blocks", "Cached blocks reused for new content.",
-                            e.pool.evictions)
+        yield self._counter(
+            "concurworker_recomputed_prefill_tokens",
+            "Prefill tokens recomputed after a preemption.",
+            s.recomputed_prefill_tokens,
+        )
+        yield self._counter(
+            "concurworker_evicted_prefix_recompute_tokens",
+            "Prefill tokens of full blocks that had been cached and were evicted.",
+            s.evicted_prefix_recompute_tokens,
+        )
+        yield self._counter(
+            "concurworker_prefill_tokens",
+            "Prefill tokens computed, recomputation included.",
+            s.prefill_tokens_computed,
+        )
+        yield self._counter(
+            "concurworker_prefix_cache_evicted_blocks",
+            "Cached blocks reused for new content.",
+            e.pool.evictions,
+        )
         yield self._counter("concurworker_engine_steps", "Engine iterations run.", s.steps)
-        yield self._counter("concurworker_engine_busy_seconds", "Engine-clock seconds spent in steps.", s.busy_time)
+        yield self._counter(
+            "concurworker_engine_busy_seconds", "Engine-clock seconds spent in steps.", s.busy_time
+        )
         yield self._gauge("concurworker_kv_blocks_total", "KV cache blocks.", cfg.num_blocks)
-        yield self._gauge("concurworker_kv_blocks_cached", "Blocks holding a reusable cached prefix.",
-                          e.pool.num_cached)
+        yield self._gauge(
+            "concurworker_kv_blocks_cached", "Blocks holding a reusable cached prefix.", e.pool.num_cached
+        )
 
 
 def make_registry(engine: Engine, model_name: str, gpu_memory_utilization: float = 0.9) -> CollectorRegistry:

@@ -16,8 +16,9 @@ class BadRequest(ValueError):
         self.status = status
 
 
-def error_body(message: str, status: int, param: str | None = None,
-               type_: str = "invalid_request_error") -> dict[str, Any]:
+def error_body(
+    message: str, status: int, param: str | None = None, type_: str = "invalid_request_error"
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": status}}
 
 
@@ -64,13 +65,20 @@ def parse_request(body: Any, chat: bool) -> ParsedRequest:
         prompt_ids = tokenize(prompt_text(body))
     else:
         prompt = body.get("prompt")
-        if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        if (
+            isinstance(prompt, list)
+            and prompt
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt)
+        ):
             prompt_ids = list(prompt)  # token ids, as vLLM accepts
-        elif isinstance(prompt, str) or (isinstance(prompt, list) and prompt
-                                         and all(isinstance(p, str) for p in prompt)):
+        elif isinstance(prompt, str) or (
+            isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt)
+        ):
             prompt_ids = tokenize(prompt_text(body))
         else:
-            raise BadRequest("'prompt' is required: a string, a list of strings or a list of token ids", "prompt")
+            raise BadRequest(
+                "'prompt' is required: a string, a list of strings or a list of token ids", "prompt"
+            )
     if not prompt_ids:
         raise BadRequest("the prompt is empty", "messages" if chat else "prompt")
     n = body.get("n", 1)
@@ -85,48 +93,103 @@ def parse_request(body: Any, chat: bool) -> ParsedRequest:
         raise BadRequest("'stream_options' must be an object", "stream_options")
     include_usage = bool(opts and opts.get("include_usage"))
     model = body.get("model")
-    return ParsedRequest(chat=chat, prompt_ids=prompt_ids, max_tokens=max_tokens, stream=stream,
-                         include_usage=include_usage, ignore_eos=_opt_bool(body, "ignore_eos"),
-                         model=model if isinstance(model, str) else None)
+    return ParsedRequest(
+        chat=chat,
+        prompt_ids=prompt_ids,
+        max_tokens=max_tokens,
+        stream=stream,
+        include_usage=include_usage,
+        ignore_eos=_opt_bool(body, "ignore_eos"),
+        model=model if isinstance(model, str) else None,
+    )
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+    }
 
 
-def chunk(req_id: str, created: int, model: str, chat: bool, text: str | None,
-          finish_reason: str | None, first: bool = False, with_usage_field: bool = False) -> dict[str, Any]:
+def chunk(
+    req_id: str,
+    created: int,
+    model: str,
+    chat: bool,
+    text: str | None,
+    finish_reason: str | None,
+    first: bool = False,
+    with_usage_field: bool = False,
+) -> dict[str, Any]:
     if chat:
         delta: dict[str, Any] = {}
         if first:
             delta["role"] = "assistant"
         if text is not None:
             delta["content"] = text
-        choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "delta": delta,
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }
         obj = "chat.completion.chunk"
     else:
         choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
         obj = "text_completion"
-    out: dict[str, Any] = {"id": req_id, "object": obj, "created": created, "model": model, "choices": [choice]}
+    out: dict[str, Any] = {
+        "id": req_id,
+        "object": obj,
+        "created": created,
+        "model": model,
+        "choices": [choice],
+    }
     if with_usage_field:
         out["usage"] = None
     return out
 
 
-def usage_chunk(req_id: str, created: int, model: str, chat: bool, usage_obj: dict[str, Any]) -> dict[str, Any]:
+def usage_chunk(
+    req_id: str, created: int, model: str, chat: bool, usage_obj: dict[str, Any]
+) -> dict[str, Any]:
     obj = "chat.completion.chunk" if chat else "text_completion"
-    return {"id": req_id, "object": obj, "created": created, "model": model, "choices": [], "usage": usage_obj}
+    return {
+        "id": req_id,
+        "object": obj,
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage_obj,
+    }
 
 
-def completion(req_id: str, created: int, model: str, chat: bool, text: str, finish_reason: str | None,
-               usage_obj: dict[str, Any]) -> dict[str, Any]:
+def completion(
+    req_id: str,
+    created: int,
+    model: str,
+    chat: bool,
+    text: str,
+    finish_reason: str | None,
+    usage_obj: dict[str, Any],
+) -> dict[str, Any]:
     if chat:
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                  "logprobs": None, "finish_reason": finish_reason}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }
         obj = "chat.completion"
     else:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
         obj = "text_completion"
-    return {"id": req_id, "object": obj, "created": created, "model": model, "choices": [choice], "usage": usage_obj}
+    return {
+        "id": req_id,
+        "object": obj,
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": usage_obj,
+    }

@@ -79,7 +79,11 @@ class Profile(_Model):
     def blocks(self) -> int:
         if self.num_gpu_blocks is not None:
             return self.num_gpu_blocks
-        kv = self.gpu.memory_bytes * self.memory_utilization - self.model.weight_bytes - self.activation_reserve_bytes
+        kv = (
+            self.gpu.memory_bytes * self.memory_utilization
+            - self.model.weight_bytes
+            - self.activation_reserve_bytes
+        )
         n = int(kv // self.bytes_per_token // self.block_size)
         if n <= 0:
             raise ProfileError(f"profile {self.name}: the weights do not leave room for any KV block")
@@ -95,8 +99,13 @@ class Profile(_Model):
             max_model_len=min(self.max_model_len, self.blocks * self.block_size),
             enable_prefix_caching=self.enable_prefix_caching,
             default_max_tokens=self.default_max_tokens,
-            timing=StepTimeModel(t.fixed_s, t.prefill_s_per_token, t.decode_s_per_token, t.kv_read_s_per_token,
-                                 t.attn_s_per_token_pair),
+            timing=StepTimeModel(
+                t.fixed_s,
+                t.prefill_s_per_token,
+                t.decode_s_per_token,
+                t.kv_read_s_per_token,
+                t.attn_s_per_token_pair,
+            ),
             output_lengths=output_lengths or OutputLengths(seed=seed),
             seed=seed,
         )

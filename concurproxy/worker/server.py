@@ -86,21 +86,34 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
             state.driver.abort(req_id)
 
 
-async def _collect(state: WorkerState, parsed: ParsedRequest, req_id: str,
-                   queue: asyncio.Queue[RequestOutput]) -> web.Response:
+async def _collect(
+    state: WorkerState, parsed: ParsedRequest, req_id: str, queue: asyncio.Queue[RequestOutput]
+) -> web.Response:
     parts: list[str] = []
     while True:
         out = await queue.get()
         parts.append(out.new_text)
         if out.finished:
             break
-    body = completion(req_id, int(time.time()), state.model_name, parsed.chat, "".join(parts), out.finish_reason,
-                      usage(out.prompt_tokens, out.output_tokens, out.cached_tokens))
+    body = completion(
+        req_id,
+        int(time.time()),
+        state.model_name,
+        parsed.chat,
+        "".join(parts),
+        out.finish_reason,
+        usage(out.prompt_tokens, out.output_tokens, out.cached_tokens),
+    )
     return _json(body)
 
 
-async def _stream(request: web.Request, state: WorkerState, parsed: ParsedRequest, req_id: str,
-                  queue: asyncio.Queue[RequestOutput]) -> web.StreamResponse:
+async def _stream(
+    request: web.Request,
+    state: WorkerState,
+    parsed: ParsedRequest,
+    req_id: str,
+    queue: asyncio.Queue[RequestOutput],
+) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
     created, model, chat, inc = int(time.time()), state.model_name, parsed.chat, parsed.include_usage
@@ -116,10 +129,15 @@ async def _stream(request: web.Request, state: WorkerState, parsed: ParsedReques
             await send(chunk(req_id, created, model, chat, out.new_text, None, with_usage_field=inc))
         if out.finished:
             break
-    await send(chunk(req_id, created, model, chat, None if chat else "", out.finish_reason, with_usage_field=inc))
+    await send(
+        chunk(req_id, created, model, chat, None if chat else "", out.finish_reason, with_usage_field=inc)
+    )
     if inc:
-        await send(usage_chunk(req_id, created, model, chat, usage(out.prompt_tokens, out.output_tokens,
-                                                                   out.cached_tokens)))
+        await send(
+            usage_chunk(
+                req_id, created, model, chat, usage(out.prompt_tokens, out.output_tokens, out.cached_tokens)
+            )
+        )
     await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()
     return resp
@@ -135,9 +153,22 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def models(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return _json({"object": "list", "data": [{
-        "id": state.model_name, "object": "model", "created": 0, "owned_by": "concurworker",
-        "root": state.model_name, "parent": None, "max_model_len": state.max_model_len}]})
+    return _json(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": state.model_name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "concurworker",
+                    "root": state.model_name,
+                    "parent": None,
+                    "max_model_len": state.max_model_len,
+                }
+            ],
+        }
+    )
 
 
 async def health(request: web.Request) -> web.Response:

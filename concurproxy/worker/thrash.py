@@ -40,8 +40,9 @@ class ThrashPoint:
     stats: EngineStats
 
 
-def run_closed_loop(config: EngineConfig, spec: AgentSpec, agents: int, duration_s: float,
-                    seed: int = 0) -> ThrashPoint:
+def run_closed_loop(
+    config: EngineConfig, spec: AgentSpec, agents: int, duration_s: float, seed: int = 0
+) -> ThrashPoint:
     if spec.final_context() > config.max_model_len:
         raise ValueError(f"agent context {spec.final_context()} exceeds max_model_len {config.max_model_len}")
     engine = Engine(config)
@@ -50,7 +51,10 @@ def run_closed_loop(config: EngineConfig, spec: AgentSpec, agents: int, duration
     wake: list[tuple[float, int, AgentTask]] = []
     for i in range(agents):
         # stagger starts over one tool pause so the agents do not move in lockstep
-        heapq.heappush(wake, (spec.tool_pause_s * i / max(agents, 1), tasks_started, AgentTask(tasks_started, spec, seed)))
+        heapq.heappush(
+            wake,
+            (spec.tool_pause_s * i / max(agents, 1), tasks_started, AgentTask(tasks_started, spec, seed)),
+        )
         tasks_started += 1
     outputs: dict[str, list[int]] = {}
     owner: dict[str, AgentTask] = {}
@@ -62,7 +66,9 @@ def run_closed_loop(config: EngineConfig, spec: AgentSpec, agents: int, duration
             _, _, task = heapq.heappop(wake)
             req_id = f"t{task.task_no}s{task.step}r{n_req}"
             n_req += 1
-            engine.add_request(req_id, task.prompt(), max_tokens=spec.output_tokens, arrival=now, ignore_eos=True)
+            engine.add_request(
+                req_id, task.prompt(), max_tokens=spec.output_tokens, arrival=now, ignore_eos=True
+            )
             outputs[req_id] = []
             owner[req_id] = task
         if not engine.has_work():
@@ -84,27 +90,52 @@ def run_closed_loop(config: EngineConfig, spec: AgentSpec, agents: int, duration
             heapq.heappush(wake, (now + spec.tool_pause_s, task.task_no, task))
     s = engine.stats
     return ThrashPoint(
-        agents=agents, seconds=now, output_tok_s=s.generation_tokens / now, prefill_tok_s=s.prefill_tokens_computed / now,
-        preemptions=s.preemptions, recomputed_tokens=s.recomputed_prefill_tokens,
-        evicted_prefix_tokens=s.evicted_prefix_recompute_tokens, prefix_hit_rate=s.prefix_hit_rate,
-        tasks_per_min=steps_done / spec.steps * 60.0 / now, agent_steps=steps_done, mean_kv_usage=kv_area / now,
-        busy_frac=s.busy_time / now, stats=s,
+        agents=agents,
+        seconds=now,
+        output_tok_s=s.generation_tokens / now,
+        prefill_tok_s=s.prefill_tokens_computed / now,
+        preemptions=s.preemptions,
+        recomputed_tokens=s.recomputed_prefill_tokens,
+        evicted_prefix_tokens=s.evicted_prefix_recompute_tokens,
+        prefix_hit_rate=s.prefix_hit_rate,
+        tasks_per_min=steps_done / spec.steps * 60.0 / now,
+        agent_steps=steps_done,
+        mean_kv_usage=kv_area / now,
+        busy_frac=s.busy_time / now,
+        stats=s,
     )
 
 
 # Workloads that put each shipped profile's knee inside the default sweep: long, private
 # histories (no shared system prompt), short outputs, short tool pauses — the agentic shape.
 PRESETS: dict[str, tuple[AgentSpec, tuple[int, ...], float]] = {
-    "tiny": (AgentSpec(steps=10, system_tokens=0, task_tokens=96, tool_tokens=24, output_tokens=8,
-                       tool_pause_s=0.02), (1, 2, 3, 4, 6, 8, 12, 16), 60.0),
-    "qwen3-32b-h100": (AgentSpec(steps=20, system_tokens=0, task_tokens=3000, tool_tokens=1000, output_tokens=64,
-                                 tool_pause_s=0.5), (1, 2, 3, 4, 6, 8, 12), 600.0),
-    "llama3-8b-h100": (AgentSpec(steps=20, system_tokens=0, task_tokens=2000, tool_tokens=300, output_tokens=32,
-                                 tool_pause_s=0.5), (8, 16, 32, 48, 64, 96, 128), 300.0),
+    "tiny": (
+        AgentSpec(
+            steps=10, system_tokens=0, task_tokens=96, tool_tokens=24, output_tokens=8, tool_pause_s=0.02
+        ),
+        (1, 2, 3, 4, 6, 8, 12, 16),
+        60.0,
+    ),
+    "qwen3-32b-h100": (
+        AgentSpec(
+            steps=20, system_tokens=0, task_tokens=3000, tool_tokens=1000, output_tokens=64, tool_pause_s=0.5
+        ),
+        (1, 2, 3, 4, 6, 8, 12),
+        600.0,
+    ),
+    "llama3-8b-h100": (
+        AgentSpec(
+            steps=20, system_tokens=0, task_tokens=2000, tool_tokens=300, output_tokens=32, tool_pause_s=0.5
+        ),
+        (8, 16, 32, 48, 64, 96, 128),
+        300.0,
+    ),
 }
 
 
-def preset_for(profile_name: str, capacity_tokens: int, max_model_len: int) -> tuple[AgentSpec, tuple[int, ...], float]:
+def preset_for(
+    profile_name: str, capacity_tokens: int, max_model_len: int
+) -> tuple[AgentSpec, tuple[int, ...], float]:
     """The preset for a shipped profile, else a workload scaled to the KV capacity."""
     if profile_name in PRESETS:
         return PRESETS[profile_name]
@@ -112,26 +143,54 @@ def preset_for(profile_name: str, capacity_tokens: int, max_model_len: int) -> t
     steps = 12
     out = max(4, final // 100)
     tool = max(4, (final - final // 4 - steps * out) // (steps - 1))
-    spec = AgentSpec(steps=steps, system_tokens=0, task_tokens=final // 4, tool_tokens=tool,
-                     output_tokens=out, tool_pause_s=0.1)
+    spec = AgentSpec(
+        steps=steps,
+        system_tokens=0,
+        task_tokens=final // 4,
+        tool_tokens=tool,
+        output_tokens=out,
+        tool_pause_s=0.1,
+    )
     return spec, (1, 2, 3, 4, 6, 8, 12, 16), 120.0
 
 
-def sweep(config: EngineConfig, spec: AgentSpec, counts: Sequence[int], duration_s: float,
-          seed: int = 0) -> list[ThrashPoint]:
+def sweep(
+    config: EngineConfig, spec: AgentSpec, counts: Sequence[int], duration_s: float, seed: int = 0
+) -> list[ThrashPoint]:
     return [run_closed_loop(config, spec, n, duration_s, seed) for n in counts]
 
 
-HEADER = ("agents", "out tok/s", "prefill tok/s", "preempt", "recomputed", "evicted-recomp", "hit rate",
-          "tasks/min", "kv use", "busy")
+HEADER = (
+    "agents",
+    "out tok/s",
+    "prefill tok/s",
+    "preempt",
+    "recomputed",
+    "evicted-recomp",
+    "hit rate",
+    "tasks/min",
+    "kv use",
+    "busy",
+)
 
 
 def format_table(points: Sequence[ThrashPoint]) -> str:
     rows = [HEADER]
     for p in points:
-        rows.append((str(p.agents), f"{p.output_tok_s:.0f}", f"{p.prefill_tok_s:.0f}", str(p.preemptions),
-                     str(p.recomputed_tokens), str(p.evicted_prefix_tokens), f"{p.prefix_hit_rate:.1%}",
-                     f"{p.tasks_per_min:.1f}", f"{p.mean_kv_usage:.0%}", f"{p.busy_frac:.0%}"))
+        rows.append(
+            (
+                str(p.agents),
+                f"{p.output_tok_s:.0f}",
+                f"{p.prefill_tok_s:.0f}",
+                str(p.preemptions),
+                str(p.recomputed_tokens),
+                str(p.evicted_prefix_tokens),
+                f"{p.prefix_hit_rate:.1%}",
+                f"{p.tasks_per_min:.1f}",
+                f"{p.mean_kv_usage:.0%}",
+                f"{p.busy_frac:.0%}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

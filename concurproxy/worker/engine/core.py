@@ -104,13 +104,20 @@ class Engine:
                 f"requested {len(prompt_token_ids) + max_tokens} tokens ({len(prompt_token_ids)} in the "
                 f"messages, {max_tokens} in the completion)."
             )
-        target = output_len if output_len is not None else cfg.output_lengths.draw(req_id, max_tokens, ignore_eos)
+        target = (
+            output_len if output_len is not None else cfg.output_lengths.draw(req_id, max_tokens, ignore_eos)
+        )
         target = max(1, min(target, max_tokens))
         planned_pieces = pieces(synth_text(target, cfg.seed))
         planned_ids = [self._piece_id(p) for p in planned_pieces]
         req = EngineRequest(
-            req_id=req_id, prompt_len=len(prompt_token_ids), max_tokens=max_tokens, target_len=target,
-            arrival=arrival, token_ids=list(prompt_token_ids), planned_ids=planned_ids,
+            req_id=req_id,
+            prompt_len=len(prompt_token_ids),
+            max_tokens=max_tokens,
+            target_len=target,
+            arrival=arrival,
+            token_ids=list(prompt_token_ids),
+            planned_ids=planned_ids,
             planned_pieces=planned_pieces,
         )
         extend_block_hashes(req.block_hashes, req.token_ids, cfg.block_size)
@@ -289,12 +296,19 @@ class Engine:
 
     def _output(self, req: EngineRequest, new: tuple[tuple[int, str], ...]) -> RequestOutput:
         return RequestOutput(
-            req_id=req.req_id, new_token_ids=tuple(t for t, _ in new), new_text="".join(p for _, p in new),
-            finished=False, finish_reason=None, prompt_tokens=req.prompt_len, output_tokens=req.num_output,
+            req_id=req.req_id,
+            new_token_ids=tuple(t for t, _ in new),
+            new_text="".join(p for _, p in new),
+            finished=False,
+            finish_reason=None,
+            prompt_tokens=req.prompt_len,
+            output_tokens=req.num_output,
             cached_tokens=req.prefix_hit_tokens,
         )
 
-    def _finish(self, req: EngineRequest, reason: str, end: float, new: tuple[tuple[int, str], ...]) -> RequestOutput:
+    def _finish(
+        self, req: EngineRequest, reason: str, end: float, new: tuple[tuple[int, str], ...]
+    ) -> RequestOutput:
         self.pool.free(reversed(req.blocks))
         req.blocks = []
         req.status = Status.FINISHED
@@ -303,7 +317,13 @@ class Engine:
         timing = RequestTiming(req.arrival, req.first_scheduled, req.first_token, end, req.num_preemptions)
         self.stats.record_finished(reason, timing)
         return RequestOutput(
-            req_id=req.req_id, new_token_ids=tuple(t for t, _ in new), new_text="".join(p for _, p in new),
-            finished=True, finish_reason=reason, prompt_tokens=req.prompt_len, output_tokens=req.num_output,
-            cached_tokens=req.prefix_hit_tokens, timing=timing,
+            req_id=req.req_id,
+            new_token_ids=tuple(t for t, _ in new),
+            new_text="".join(p for _, p in new),
+            finished=True,
+            finish_reason=reason,
+            prompt_tokens=req.prompt_len,
+            output_tokens=req.num_output,
+            cached_tokens=req.prefix_hit_tokens,
+            timing=timing,
         )

@@ -40,8 +40,9 @@ class StepTimeModel:
     kv_read_s_per_token: float
     attn_s_per_token_pair: float = 0.0
 
-    def step_time(self, prefill_tokens: int, decode_tokens: int, kv_tokens_read: int,
-                  prefill_attn_pairs: float = 0.0) -> float:
+    def step_time(
+        self, prefill_tokens: int, decode_tokens: int, kv_tokens_read: int, prefill_attn_pairs: float = 0.0
+    ) -> float:
         if prefill_tokens == 0 and decode_tokens == 0:
             return 0.0
         return (
