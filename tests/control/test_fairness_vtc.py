@@ -156,3 +156,15 @@ def test_policy_reload_swaps_logic_and_keeps_state() -> None:
     assert q.state is s and len(q) == 50
     nxt = [q.pop(0.0) for _ in range(20)]
     assert sum(1 for x in nxt if x and x[0] == "a") == 16  # 4:1 from now on
+
+
+def test_charge_matches_the_popped_step_even_if_rebuilt() -> None:
+    """A rebuilt StepInfo (e.g. clamped max_tokens) does not get its pop-time estimate charged twice."""
+    q, s = vtc()
+    pushed = StepInfo("a", "r", "agent-1", "task-1", est_prompt_tokens=1000, max_tokens=4096)
+    q.push("x", pushed, 0.0)
+    q.pop(0.0)
+    rebuilt = StepInfo("a", "r", "agent-1", "task-1", est_prompt_tokens=1000, max_tokens=2048)
+    q.charge(rebuilt, prompt_tokens=1000, output_tokens=10, now=1.0)
+    assert s.tenants.value["a"] == 1000 + 20
+    assert not s.precharged

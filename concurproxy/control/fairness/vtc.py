@@ -41,6 +41,13 @@ from concurproxy.control.fairness.lanes import Entry, Lane
 from concurproxy.control.types import PriorityClass, StepInfo
 
 LaneKey = tuple[int, str]  # (priority class, role)
+FlightKey = tuple[str, str, str, str]  # (tenant, role, agent_id, task_id): robust to a re-built StepInfo
+
+
+def _flight_key(step: StepInfo) -> FlightKey:
+    return (step.tenant, step.role, step.agent_id, step.task_id)
+
+
 MAX_PRECHARGED = 65_536
 
 
@@ -89,7 +96,8 @@ class VTCState:
     tenants: FlowCounters = field(default_factory=FlowCounters)
     queues: dict[str, TenantQueue] = field(default_factory=dict)
     entries: dict[Hashable, Entry] = field(default_factory=dict)
-    precharged: OrderedDict[StepInfo, int] = field(default_factory=OrderedDict)
+    # estimate charged at pop, per step in flight, until `charge` settles it (oldest dropped beyond the cap)
+    precharged: OrderedDict[FlightKey, list[float]] = field(default_factory=OrderedDict)
     seq: int = 0
 
 
@@ -145,7 +153,9 @@ class VTCPolicy:
         self._unlink(state, e)
         # VTC charges the prompt at dispatch; `charge` settles the rest from reported usage.
         self._add(state, e.step, self.params.cost(e.step.est_prompt_tokens, 0))
-        state.precharged[e.step] = state.precharged.get(e.step, 0) + 1
+        state.precharged.setdefault(_flight_key(e.step), []).append(
+            self.params.cost(e.step.est_prompt_tokens, 0)
+        )
         if len(state.precharged) > MAX_PRECHARGED:
             state.precharged.popitem(last=False)
         return e.item
@@ -161,13 +171,12 @@ class VTCPolicy:
         self, state: VTCState, step: StepInfo, prompt_tokens: int, output_tokens: int, now: float
     ) -> None:
         amount = self.params.cost(max(0, prompt_tokens), max(0, output_tokens))
-        n = state.precharged.get(step, 0)
-        if n > 0:  # popped from this queue: its prompt estimate is already counted
-            amount -= self.params.cost(step.est_prompt_tokens, 0)
-            if n == 1:
-                del state.precharged[step]
-            else:
-                state.precharged[step] = n - 1
+        key = _flight_key(step)
+        pre = state.precharged.get(key)
+        if pre:  # popped from this queue: its prompt estimate is already counted
+            amount -= pre.pop(0)
+            if not pre:
+                del state.precharged[key]
         self._add(state, step, amount)
 
     # -- internals -----------------------------------------------------------------------------
