@@ -62,6 +62,21 @@ class _Family:
         return c
 
 
+class _Refresh:
+    """A collector that exposes nothing: it runs the refreshers when the registry is collected."""
+
+    def __init__(self, refreshers: list[Callable[[], None]]) -> None:
+        self._refreshers = refreshers
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        for fn in self._refreshers:
+            fn()
+        return []
+
+
 class ProxyMetrics:
     """All proxy metrics in one registry. See ``docs/observability.md`` for the table."""
 
@@ -81,6 +96,8 @@ class ProxyMetrics:
             "route": BoundedLabel(max_new=16),
             "replica": BoundedLabel(max_new=8 * max_new_label_values),
         }
+        self._refreshers: list[Callable[[], None]] = []
+        registry.register(_Refresh(self._refreshers))  # first, so gauges it sets are fresh in the same scrape
         self._f: dict[str, _Family] = {s.name: self._build(s) for s in SPECS}
         self._pressure_ts: dict[str, float] = {}  # replica -> ts of newest good snapshot (or prime time)
         self._placeholder: set[str] = set()  # replicas whose ts is still the prime time
@@ -107,6 +124,14 @@ class ProxyMetrics:
         else:
             metric = Histogram(name, spec.help, labels, registry=self.registry, buckets=spec.buckets or ())
         return _Family(metric, tuple(self.guards.get(label) for label in spec.labels))
+
+    def add_refresher(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at every scrape, before the metrics are read (pull live state into gauges).
+
+        ``fn`` runs on the scraping thread (the event loop when served by aiohttp): it must be quick
+        and must not raise. Used for state that is cheaper to read than to track, e.g. windows.
+        """
+        self._refreshers.append(fn)
 
     def family(self, name: str) -> Any:
         """The underlying prometheus_client collector (tests, ad-hoc use)."""

@@ -182,7 +182,7 @@ def test_prime_creates_zero_series_and_age_counts_from_start() -> None:
         assert value(reg, "concurproxy_replica_healthy", replica=r) == 1
         assert value(reg, "concurproxy_step_duration_seconds_count", replica=r, role="planner") == 0
     assert (
-        value(reg, "concurproxy_budget_rejections_total", tenant="t", role="planner", reason="tokens_per_min")
+        value(reg, "concurproxy_budget_rejections_total", tenant="t", role="planner", reason="role_tokens_per_min")
         == 0
     )
     assert value(reg, "concurproxy_requests_in_flight", route=CHAT) == 0
