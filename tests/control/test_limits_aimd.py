@@ -20,8 +20,7 @@ def snap(ts: float, kv: float | None = 0.5, **kw: object) -> PressureSnapshot:
     ("name", "snapshot", "in_use", "window", "reason"),
     [
         ("healthy and used grows by 1", snap(1.0, 0.5), 10, 11, "increase"),
-        ("half used still grows", snap(1.0, 0.5), 5, 11, "increase"),
-        ("under half used holds", snap(1.0, 0.5), 4, 10, "hold-underused"),
+        ("window not full holds", snap(1.0, 0.5), 9, 10, "hold-underused"),
         ("kv in hysteresis band holds", snap(1.0, 0.85), 10, 10, "hold-kv-high"),
         ("kv above high water alone holds", snap(1.0, 0.95), 10, 10, "hold-kv-high"),
         ("kv unknown holds", snap(1.0, None), 10, 10, "hold-kv-unknown"),
@@ -57,8 +56,8 @@ def test_hit_rate_drop_above_high_water_is_thrash() -> None:
 
 def test_hit_rate_drop_below_high_water_is_not_thrash() -> None:
     c = AIMDController(CFG)
-    c.update(snap(1.0, 0.5, prefix_hit_rate=0.60), 10, 1.0)
-    d = c.update(snap(1.25, 0.5, prefix_hit_rate=0.10), 10, 1.25)
+    c.update(snap(1.0, 0.5, prefix_hit_rate=0.60), 99, 1.0)
+    d = c.update(snap(1.25, 0.5, prefix_hit_rate=0.10), 99, 1.25)
     assert d.reason == "increase"
 
 
@@ -114,3 +113,16 @@ def test_stale_then_fresh_recovers() -> None:
     assert c.update(snap(0.0, 0.3), 10, 5.0).saturated
     d = c.update(snap(5.0, 0.3), 10, 5.0)
     assert (d.window, d.saturated) == (11, False)
+
+
+def test_cut_starts_from_agents_in_use_when_fewer_than_window() -> None:
+    c = AIMDController(CFG)
+    d = c.update(snap(1.0, 0.95, preemptions_per_s=3.0), 6, 1.0)
+    assert d.window == 4  # floor(min(10, 6) * 0.7)
+
+
+def test_growth_waits_for_the_recent_kv_peak_to_fall_below_target() -> None:
+    c = AIMDController(CFG)  # kv_peak_samples = 4
+    assert c.update(snap(1.0, 0.85), 99, 1.0).reason == "hold-kv-high"
+    reasons = [c.update(snap(t, 0.3), 99, t).reason for t in (1.25, 1.5, 1.75, 2.0)]
+    assert reasons == ["hold-kv-high", "hold-kv-high", "hold-kv-high", "increase"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 
 from concurproxy.config.admission import AIMDConfig
 from concurproxy.control.limits.base import WindowDecision, snapshot_problem
@@ -16,12 +17,21 @@ class AIMDController:
     seen is ignored, so calling ``update`` more often than the poller reads never
     grows W faster)::
 
-        stale / failed / missing sample   → W unchanged, saturated (admit nothing new)
-        thrash  and  not in cooldown      → W = max(min, floor(W · decrease)); cooldown starts
-        thrash  in cooldown               → W unchanged
-        kv < kv_target  and  in_use ≥ u·W
-                    and  not in cooldown  → W = min(max, W + increase)
-        otherwise                         → W unchanged (hysteresis band, unused window, …)
+        stale / failed / missing sample    → W unchanged, saturated (admit nothing new)
+        thrash  and  not in cooldown       → W = max(min, floor(min(W, in_use) · decrease));
+                                             cooldown starts
+        thrash  in cooldown                → W unchanged
+        peak_kv < kv_target  and  in_use ≥ u·W
+                     and  not in cooldown  → W = min(max, W + increase)
+        otherwise                          → W unchanged (hysteresis band, window not full, …)
+
+    ``peak_kv`` is the highest KV usage of the last ``kv_peak_samples`` samples:
+    agents free their running blocks during every tool pause, so one sample of
+    the gauge swings between empty and full; growing only when the recent peak
+    is below target stops W from climbing on a lucky sample. The cut starts
+    from ``min(W, in_use)``: when fewer agents than W hold slots (the footprint
+    budget bound first), the thrash happened at ``in_use``, so cutting W alone
+    would change nothing.
 
     where ``thrash`` is either
 
@@ -51,9 +61,13 @@ class AIMDController:
       overshoots before the signal shows it.
     * ``cooldown_intervals`` 2: after a cut, neither cut again nor grow for two
       intervals — the signal still reflects the load before the cut.
-    * ``min_utilisation`` 0.5 (Netflix's ``inflight * 2 >= limit``): only grow a
-      window that is actually used; otherwise W drifts to ``max`` while idle and
-      the next burst is admitted all at once.
+    * ``min_utilisation`` 1.0: only grow a *full* window (Netflix grows at half
+      use, ``inflight * 2 >= limit``, because in-flight counts are instantaneous
+      and noisy; agent slots are held across steps and tool pauses, so occupancy
+      is a stable signal). Otherwise W drifts up while the footprint budget or
+      a lack of demand is what binds, and the next burst is admitted all at once.
+    * ``kv_peak_samples`` 4 (one second at 250 ms) and ``hit_rate_drop`` 0.10
+      (absolute): see above; measured on the ``tiny`` profile (docs/admission.md).
 
     Concurrency: single caller; not thread-safe. Never reads a clock.
     """
@@ -64,8 +78,9 @@ class AIMDController:
         self,
         config: AIMDConfig | None = None,
         *,
-        min_utilisation: float = 0.5,
+        min_utilisation: float = 1.0,
         hit_rate_drop: float = 0.10,
+        kv_peak_samples: int = 4,
     ) -> None:
         self._cfg = config or AIMDConfig()
         self._w = float(self._cfg.initial)
@@ -77,6 +92,7 @@ class AIMDController:
         self._last_ts: float | None = None
         self._prev_hit: float | None = None
         self._prev_waiting: int | None = None
+        self._kv_recent: deque[float] = deque(maxlen=max(1, kv_peak_samples))
 
     @property
     def window(self) -> int:
@@ -115,6 +131,8 @@ class AIMDController:
             self._prev_hit = snapshot.prefix_hit_rate
         if snapshot.waiting is not None:
             self._prev_waiting = snapshot.waiting
+        if snapshot.kv_usage is not None:
+            self._kv_recent.append(snapshot.kv_usage)
         reason = self._step(snapshot, thrash, in_use, now)
         after = self.window
         return WindowDecision(after, after != before, reason)
@@ -124,12 +142,13 @@ class AIMDController:
         if thrash is not None:
             if self._in_cooldown(now):
                 return "hold-cooldown"
-            self._w = float(max(cfg.min, math.floor(self.window * cfg.decrease)))
+            base = min(self.window, max(in_use, 1))
+            self._w = float(max(cfg.min, math.floor(base * cfg.decrease)))
             self._last_decrease_at = now
             return thrash
         if s.kv_usage is None:
             return "hold-kv-unknown"
-        if s.kv_usage >= cfg.kv_target:
+        if max(self._kv_recent) >= cfg.kv_target:
             return "hold-kv-high"
         if self._in_cooldown(now):
             return "hold-cooldown"
