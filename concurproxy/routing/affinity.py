@@ -4,7 +4,8 @@ Algorithm, per step (``route``):
 
 1. *Filter*: candidates are the healthy, non-draining replicas; none → :class:`NoHealthyReplica`.
 2. *Pin check*: the agent's pin (TTL ``pin_ttl_s``) is kept when its replica is a candidate
-   and not overloaded (see :mod:`~concurproxy.routing.placement`); otherwise the step moves
+   and not overloaded (in-flight load above ``load_bound ×`` the mean *and* more than its
+   share of pinned agents, see :mod:`~concurproxy.routing.placement`); otherwise the step moves
    and the agent is re-pinned with reason ``replica-down`` (unhealthy or gone), ``drained``
    or ``overloaded``.
 3. *Pool*: candidates minus overloaded replicas (all candidates if that empties it). An agent
@@ -92,7 +93,8 @@ class PrefixAffinityRouter:
             raise NoHealthyReplica("no healthy, non-draining replica")
         agent = request.agent_id
         hashes = request.prefix_hashes
-        over = overloaded(cands, p.load_bound, p.overload_min_load)
+        pin_limit = pin_cap(max(0, len(pins) - 1), len(cands), p.load_bound) + p.pin_slack
+        over = overloaded(cands, p.load_bound, p.overload_min_load, pins.count, pin_limit)
 
         pinned = pins.get(agent, now) if request.sticky else None
         live_pin: str | None = None

@@ -2,10 +2,15 @@
 
 *Health filter*: a replica is a candidate iff it is healthy and not draining.
 
-*Overload* (for steps of already-pinned agents): with ``mean`` the mean ``load`` over the
-candidates, replica ``r`` is overloaded iff ``load(r) > load_bound · mean`` and
-``load(r) >= min_load``. The floor keeps an almost idle fleet (2 in flight vs 1) from
-shuffling agents off their hot prefixes.
+*Overload* (for steps of already-pinned agents): with ``mean`` the mean in-flight ``load``
+over the candidates, replica ``r`` is overloaded iff (1) ``load(r) > load_bound · mean``,
+(2) ``load(r) >= min_load`` and (3) it holds more pinned agents than the pin limit
+``ceil(load_bound · pins / n) + slack``. Moving a pinned agent costs a full re-prefill of its
+history elsewhere, so instantaneous in-flight skew alone (which a continuous-batching engine
+absorbs, and which fluctuates with every long prefill) must not move agents; it moves them
+only off a replica that also holds more than its share of agents — e.g. after a new replica
+joined, or after a burst of placements. The floor keeps an almost idle fleet (2 in flight
+vs 1) from shuffling agents off their hot prefixes.
 
 *Bounded-load consistent hashing* (first placement; Mirrokni, Thorup & Zadimoghaddam 2018,
 with rendezvous hashing instead of a ring): each replica may hold at most
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from concurproxy.routing.types import ReplicaView
 
@@ -30,13 +35,19 @@ def candidates(replicas: Iterable[ReplicaView]) -> list[ReplicaView]:
     return [r for r in replicas if r.healthy and not r.draining]
 
 
-def overloaded(replicas: Sequence[ReplicaView], load_bound: float, min_load: float) -> set[str]:
-    """Ids of candidates whose load exceeds ``load_bound ×`` the candidates' mean load."""
+def overloaded(
+    replicas: Sequence[ReplicaView],
+    load_bound: float,
+    min_load: float,
+    pins_of: Callable[[str], int],
+    pin_limit: int,
+) -> set[str]:
+    """Ids of candidates over the load bound (see the module doc for the three conditions)."""
     if not replicas:
         return set()
     mean = sum(r.load for r in replicas) / len(replicas)
     limit = load_bound * mean
-    return {r.id for r in replicas if r.load > limit and r.load >= min_load}
+    return {r.id for r in replicas if r.load > limit and r.load >= min_load and pins_of(r.id) > pin_limit}
 
 
 def pin_cap(total_pins: int, n_replicas: int, load_bound: float) -> int:

@@ -106,17 +106,30 @@ def test_new_replica_gets_new_agents_first() -> None:
 
 def test_overloaded_replica_loses_its_pinned_agents_next_steps() -> None:
     r = router()
-    r.pins.set("a", "r0", 0.0)
+    for i in range(8):  # r0 holds 8 of 10 pins: over ceil(1.25 * 10 / 3) + 2 = 7
+        r.pins.set(f"a{i}", "r0", 0.0)
+    r.pins.set("b", "r1", 0.0)
+    r.pins.set("c", "r2", 0.0)
     views = [
         ReplicaView("r0", kv_usage=0.3, load=12),
         ReplicaView("r1", kv_usage=0.3, load=2),
         ReplicaView("r2", kv_usage=0.3, load=2),
     ]
-    # mean 5.33, bound 1.25 x 5.33 = 6.67 < 12 -> overloaded
-    d = r.route(RouteRequest("a"), views, 1.0)
+    # in flight: mean 5.33, bound 1.25 x 5.33 = 6.67 < 12, and r0 holds more than its share of pins
+    d = r.route(RouteRequest("a0"), views, 1.0)
     assert d.reason is RouteReason.overloaded and d.repinned_from == "r0" and d.replica_id != "r0"
     assert not d.lost_prefix
-    assert r.pins.get("a", 1.0) == d.replica_id
+    assert r.pins.get("a0", 1.0) == d.replica_id and r.pins.count("r0") == 7
+    # at 7 pins r0 is within its share: in-flight skew alone does not move agents
+    assert r.route(RouteRequest("a1"), views, 1.0).reason is RouteReason.pinned
+
+
+def test_in_flight_skew_alone_does_not_move_a_balanced_agent() -> None:
+    r = router()
+    for i, rid in enumerate(["r0", "r1", "r2"]):
+        r.pins.set(f"a{i}", rid, 0.0)
+    views = [ReplicaView("r0", load=30), ReplicaView("r1", load=2), ReplicaView("r2", load=2)]
+    assert r.route(RouteRequest("a0"), views, 1.0).reason is RouteReason.pinned
 
 
 def test_small_loads_are_never_overloaded() -> None:
