@@ -24,6 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import contextlib
 
+    from concurproxy.worker.engine import OutputLengths
     from concurproxy.worker.fleet import run_fleet
     from concurproxy.worker.profile import ProfileError, load_profile
 
@@ -42,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
             time_scale=args.time_scale,
             seed=args.seed,
             model_name=args.served_model_name,
+            output_lengths=OutputLengths(args.output_lengths, args.mean_output_tokens, args.seed),
         ) as workers:
             cfg = workers[0].engine.config
             print(
@@ -195,6 +197,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--time-scale", type=float, default=1.0, help="run the engine clock X times faster than wall"
     )
     p.add_argument("--served-model-name", help="model name to serve (default: the profile's)")
+    p.add_argument(
+        "--output-lengths",
+        choices=("max_tokens", "uniform", "exponential"),
+        default="max_tokens",
+        help="generated length: max_tokens (default) or a seeded draw up to it; ignore_eos forces max",
+    )
+    p.add_argument("--mean-output-tokens", type=float, default=128.0, help="mean of exponential lengths")
     p.add_argument("--engine", choices=("sim", "vllm"), default="sim")
     p.add_argument("--node-agent-port", type=int, help="with --engine vllm: port of the node agent beside it")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

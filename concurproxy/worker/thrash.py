@@ -125,10 +125,10 @@ PRESETS: dict[str, tuple[AgentSpec, tuple[int, ...], float]] = {
     ),
     "llama3-8b-h100": (
         AgentSpec(
-            steps=20, system_tokens=0, task_tokens=2000, tool_tokens=300, output_tokens=32, tool_pause_s=0.5
+            steps=16, system_tokens=0, task_tokens=2000, tool_tokens=300, output_tokens=32, tool_pause_s=0.5
         ),
-        (8, 16, 32, 48, 64, 96, 128),
-        300.0,
+        (32, 64, 96, 128, 192, 256),
+        120.0,
     ),
 }
 

@@ -244,8 +244,26 @@ def test_next_event_time_and_idle() -> None:
     e = make()
     assert e.next_event_time() is None
     e.add_request("a", [1, 2, 3], max_tokens=2, arrival=5.0)
-    assert e.next_event_time() == 0.0
-    r = e.step(5.0)
+    assert e.next_event_time() == 5.0
+    r = e.step(0.0)
     assert r.start == 5.0 and e.next_event_time() == r.end
     r2 = e.step(0.0)  # a step never starts before the previous one ended
     assert r2.start == r.end
+
+
+def test_virtual_timeline_steps_engines_in_time_order() -> None:
+    from concurproxy.worker.vtime import VirtualTimeline
+
+    a, b = make(), make()
+    tl = VirtualTimeline([a, b])
+    assert tl.next_time() is None and tl.run_until(100.0) == []
+    a.add_request("x", [1, 2, 3], max_tokens=3, arrival=1.0)
+    b.add_request("y", [4, 5, 6, 7, 8], max_tokens=2, arrival=1.5)
+    assert tl.next_time() == 1.0
+    steps = tl.run_until(100.0)
+    starts = [r.start for _, r in steps]
+    assert starts == sorted(starts) and starts[0] == 1.0
+    assert {i for i, _ in steps} == {0, 1}
+    assert not a.has_work() and not b.has_work()
+    done = {o.req_id: o.output_tokens for _, r in steps for o in r.finished}
+    assert done == {"x": 3, "y": 2}

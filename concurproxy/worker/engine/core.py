@@ -74,7 +74,12 @@ class Engine:
         return bool(self.running or self.waiting)
 
     def next_event_time(self) -> float | None:
-        """When the next step can start, or None when idle (nothing to do until a request arrives)."""
+        """When the next step can start, or None when idle (nothing to do until a request arrives).
+
+        Callers add requests when their clock reaches the arrival time (``arrival`` never lies
+        before the start of the step in progress); an idle engine's next step starts at the
+        arrival of the request that woke it.
+        """
         return self.busy_until if self.has_work() else None
 
     # -- requests ----------------------------------------------------------
@@ -94,7 +99,7 @@ class Engine:
         if not prompt_token_ids:
             raise RequestRejected("the prompt is empty")
         if max_tokens is None:
-            max_tokens = min(cfg.default_max_tokens, cfg.max_model_len - len(prompt_token_ids))
+            max_tokens = max(1, min(cfg.default_max_tokens, cfg.max_model_len - len(prompt_token_ids)))
         if max_tokens < 1:
             raise RequestRejected("max_tokens must be at least 1")
         if len(prompt_token_ids) + max_tokens > cfg.max_model_len:
@@ -121,6 +126,8 @@ class Engine:
             planned_pieces=planned_pieces,
         )
         extend_block_hashes(req.block_hashes, req.token_ids, cfg.block_size)
+        if not self.has_work():
+            self.busy_until = max(self.busy_until, arrival)  # an idle engine starts when work arrives
         self.requests[req_id] = req
         self.waiting.append(req)
         self.stats.requests_added += 1
