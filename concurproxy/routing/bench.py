@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from concurproxy.config.routing import RoutingConfig
 from concurproxy.routing.factory import build_router
 from concurproxy.routing.prefix import hash_tokens
-from concurproxy.routing.types import ReplicaView, RouteDecision, RouteRequest
+from concurproxy.routing.types import ReplicaView, RouteDecision, Router, RouteRequest
 from concurproxy.worker.agents import AgentSpec, AgentTask
 from concurproxy.worker.engine import Engine, EngineConfig
 from concurproxy.worker.profile import load_profile
@@ -184,6 +184,36 @@ def format_results(rows: Sequence[BenchResult]) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in table)
 
 
+def micro() -> str:
+    """Hot-path costs per request (wall clock of this host): tokenize, hash, route."""
+    import time  # the only clock in this module: it measures the host, not the simulation
+
+    from concurproxy.tokens import synth_text, tokenize
+
+    texts = [synth_text(4096, seed=s) for s in range(32)]
+    toks = [tokenize(t) for t in texts]
+    hashes = [tuple(hash_tokens(t, 16)) for t in toks]
+    views = [ReplicaView(f"r{i}", kv_usage=0.3 + i / 20, waiting=i, load=float(i)) for i in range(4)]
+    lines = []
+
+    def timed(label: str, n: int, fn: Callable[[int], object]) -> None:
+        t0 = time.perf_counter()
+        for i in range(n):
+            fn(i)
+        lines.append(f"{label:48s} {(time.perf_counter() - t0) / n * 1e6:8.1f} µs")
+
+    timed("tokenize a 4096-token prompt", 100, lambda i: tokenize(texts[i % 32]))
+    timed("hash_tokens, 4096 tokens (256 blocks)", 300, lambda i: hash_tokens(toks[i % 32], 16))
+    for policy in POLICIES:
+        router = build_router(RoutingConfig.model_validate({"policy": policy}))
+
+        def route_one(i: int, r: Router = router) -> object:
+            return r.route(RouteRequest(f"a{i % 32}", hashes[i % 32]), views, i * 1e-3)
+
+        timed(f"route ({policy}, 4 replicas, 256 blocks)", 5000, route_one)
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m concurproxy.routing.bench", description=__doc__.split("\n")[0]
@@ -195,7 +225,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--profile", default="llama3-8b-h100")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy", action="append", choices=POLICIES, help="default: all three")
+    ap.add_argument("--micro", action="store_true", help="print per-request hot-path costs instead")
     a = ap.parse_args(argv)
+    if a.micro:
+        print(micro())
+        return
     base = load_profile(a.profile).engine_config(seed=a.seed)
     config = dataclasses.replace(
         base, num_blocks=a.blocks, max_model_len=min(base.max_model_len, a.blocks * 16)
