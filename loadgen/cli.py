@@ -75,37 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
 def _summary_table(r: Results, out: Console) -> None:
     s = r.summary()
     t, st = s["tasks"], s["steps"]
-    tab = Table(title=f"{r.label} — {r.meta.scenario}")
-    for c in (
-        "tasks ok",
-        "failed",
-        "cancelled",
-        "goodput/min",
-        "steps/s",
-        "p50 ms",
-        "p99 ms",
-        "TTFT p50",
-        "errors",
-        "429s",
-    ):
-        tab.add_column(c, justify="right")
-    tab.add_row(
-        *(
-            str(x)
-            for x in (
-                t["completed"],
-                t["failed"],
-                t["cancelled"],
-                t["goodput_per_min"],
-                st["steps_per_s"],
-                st["latency_ms"]["p50"],
-                st["latency_ms"]["p99"],
-                st["ttft_ms"]["p50"],
-                st["errors"],
-                st["http_429"],
-            )
-        )
-    )
+    tab = Table(title=f"{r.label} — {r.meta.scenario} ({s['elapsed_s']:.0f} s)")
+    tab.add_column("metric")
+    tab.add_column("value", justify="right")
+    rows = [
+        ("tasks ok / failed / cancelled", f"{t['completed']} / {t['failed']} / {t['cancelled']}"),
+        ("goodput (tasks in deadline / min)", t["goodput_per_min"]),
+        ("task latency p50 / p99 (s)", f"{t['latency_s']['p50']} / {t['latency_s']['p99']}"),
+        ("steps ok / s", st["steps_per_s"]),
+        ("step latency p50 / p99 (ms)", f"{st['latency_ms']['p50']} / {st['latency_ms']['p99']}"),
+        ("TTFT p50 / p99 (ms)", f"{st['ttft_ms']['p50']} / {st['ttft_ms']['p99']}"),
+        ("queue wait p50 / p99 (ms)", f"{st['queue_wait_ms']['p50']} / {st['queue_wait_ms']['p99']}"),
+        ("prompt / completion tokens", f"{st['prompt_tokens']} / {st['completion_tokens']}"),
+        ("errors (429s)", f"{st['errors']} ({st['http_429']})"),
+    ]
+    for k, v in rows:
+        tab.add_row(k, str(v))
     out.print(tab)
 
 

@@ -17,12 +17,16 @@ from pathlib import Path
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from loadgen.results import Results, Series
 from loadgen.stats import goodput_over_time, group
 
 WINDOW_SERIES = ("concurproxy_admission_window",)
 KV_SERIES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "concurproxy_pressure_kv_usage_ratio")
+
+# label 1-2-5 ticks of a log axis in plain numbers (no 3x10^2 clutter)
+_LOG_LABELS = FuncFormatter(lambda v, _pos: f"{v:g}" if v > 0 and f"{v:e}"[0] in "125" else "")
 
 Plot = Callable[[Axes, Sequence[Results]], None]
 
@@ -38,7 +42,8 @@ def plot_goodput(ax: Axes, runs: Sequence[Results]) -> None:
     for r in runs:
         bin_s = max(5.0, r.meta.elapsed_s / 30)
         pts = goodput_over_time(r.tasks, r.meta.elapsed_s, bin_s)
-        ax.step([t for t, _ in pts], [g for _, g in pts], where="post", label=r.label)
+        xs, ys = [t for t, _ in pts], [g for _, g in pts]
+        ax.step([*xs, r.meta.elapsed_s], [*ys, ys[-1]], where="post", label=r.label)
     ax.set(title="Goodput over time", xlabel="time (s)", ylabel="tasks in deadline / min")
     _legend(ax, 7)
 
@@ -52,6 +57,8 @@ def plot_latency_cdf(ax: Axes, runs: Sequence[Results]) -> None:
     ax.set(title="Step latency CDF by role", xlabel="latency (ms)", ylabel="fraction of steps")
     if any(s.ok for r in runs for s in r.steps):
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_LOG_LABELS)
+        ax.xaxis.set_minor_formatter(_LOG_LABELS)
     ax.grid(alpha=0.3)
     _legend(ax, 7)
 

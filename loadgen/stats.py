@@ -71,13 +71,18 @@ def goodput_per_min(tasks: Iterable[TaskResult], elapsed_s: float) -> float:
 def goodput_over_time(
     tasks: Iterable[TaskResult], elapsed_s: float, bin_s: float = 10.0
 ) -> list[tuple[float, float]]:
-    """[(bin start s, tasks in deadline per minute in that bin)], bins up to the run end."""
+    """[(bin start s, tasks in deadline per minute in that bin)], bins up to the run end
+    (the last bin, when shorter than ``bin_s``, is scaled by its own width)."""
     n = max(1, math.ceil(elapsed_s / bin_s))
     counts = [0] * n
     for t in tasks:
         if t.in_deadline and t.end_s is not None:
             counts[min(n - 1, int(t.end_s // bin_s))] += 1
-    return [(i * bin_s, c * 60.0 / bin_s) for i, c in enumerate(counts)]
+    # the last bin may be partial: divide by its real width
+    return [
+        (i * bin_s, c * 60.0 / max(1e-9, min(bin_s, elapsed_s - i * bin_s) if elapsed_s > 0 else bin_s))
+        for i, c in enumerate(counts)
+    ]
 
 
 def summarize_tasks(tasks: Sequence[TaskResult], elapsed_s: float) -> dict[str, Any]:
