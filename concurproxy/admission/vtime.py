@@ -165,3 +165,46 @@ def run_vtime(
         preemptions=s.preemptions, prefix_hit_rate=s.prefix_hit_rate,
         step_latency_p50_s=_pct(latencies, 0.5), step_latency_p99_s=_pct(latencies, 0.99), trace=trace,
     )
+
+
+def _controllers(windows: list[int]) -> dict[str, AdmissionConfig]:
+    from concurproxy.config.admission import StaticConfig
+
+    out = {"none": AdmissionConfig(controller="none")}
+    for w in windows:
+        out[f"static-{w}"] = AdmissionConfig(controller="static", static=StaticConfig(window=w))
+    out["aimd"] = AdmissionConfig(controller="aimd")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m concurproxy.admission.vtime``: controllers × load levels on a worker profile."""
+    import argparse
+
+    from concurproxy.worker.profile import load_profile
+    from concurproxy.worker.thrash import preset_for
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--profile", default="tiny")
+    ap.add_argument("--agents", default="3,6,12,24", help="comma-separated closed-loop agent counts")
+    ap.add_argument("--static", default="2,3,4,6", help="static windows to compare")
+    ap.add_argument("--seconds", type=float, default=30.0, help="virtual seconds per run")
+    args = ap.parse_args(argv)
+    prof = load_profile(args.profile)
+    engine = prof.engine_config()
+    spec, _, _ = preset_for(prof.name, engine.num_blocks * engine.block_size, engine.max_model_len)
+    configs = _controllers([int(w) for w in args.static.split(",") if w])
+    print(f"{'agents':>6} {'controller':>10} {'tasks/min':>9} {'out tok/s':>9} {'preempt':>7} "
+          f"{'recomp%':>7} {'hit':>5} {'p50 ms':>7} {'p99 ms':>7} {'W(2nd half)':>11}")
+    for n in (int(a) for a in args.agents.split(",") if a):
+        for name, cfg in configs.items():
+            r = run_vtime(engine, spec, n, args.seconds, cfg)
+            half = r.trace[len(r.trace) // 2:]
+            w = sum(p.window for p in half) / max(1, len(half)) if name == "aimd" else float("nan")
+            print(f"{n:>6} {name:>10} {r.tasks_per_min:>9.1f} {r.output_tok_s:>9.0f} {r.preemptions:>7} "
+                  f"{r.recomputed_tokens / max(1, r.prefill_tokens):>7.1%} {r.prefix_hit_rate:>5.0%} "
+                  f"{r.step_latency_p50_s * 1e3:>7.0f} {r.step_latency_p99_s * 1e3:>7.0f} {w:>11.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -225,3 +225,17 @@ def test_core_moves_agent_between_replicas() -> None:
     core.end(t2, Outcome.success, 4)
     assert core.state(4)["r1"].active_agents == 0
     assert not core.release_agent("a", 5)
+
+
+def test_paused_agent_resumes_before_new_agents() -> None:
+    w = aimd(initial=2)
+    w.on_pressure(PressureSnapshot(ts=0, kv_usage=0.5), 0)
+    ta, tb = admitted(w.try_admit(step("a"), 0)), admitted(w.try_admit(step("b"), 0))
+    w.end(tb, Outcome.success, 0.1)
+    w.on_pressure(PressureSnapshot(ts=1, kv_usage=0.5, preemptions_per_s=1), 1)  # W 2 -> 1: b paused
+    qn = w.try_admit(step("new"), 1.1)
+    qb = w.try_admit(step("b"), 1.2)  # b comes back after its tool pause, behind "new"
+    assert isinstance(qn, Queued) and isinstance(qb, Queued)
+    w.end(ta, Outcome.success, 2, release=True)
+    (g,) = w.grant(2)
+    assert g.waiter_id == qb.waiter_id and g.admitted.ticket.reason == "resume"

@@ -13,6 +13,7 @@ class Waiter:
     waiter_id: int
     step: StepInfo
     since: float
+    resume: bool = False  # its agent was paused (lost its slot between steps)
 
 
 class WaiterSet:
@@ -20,6 +21,9 @@ class WaiterSet:
     wrapper also keeps waiters in arrival order (for anti-starvation and timeouts,
     which must not depend on the fairness policy) and indexes them by agent (so
     when one step of an agent is admitted, its other waiting steps pass too).
+
+    Steps of *paused* agents (they lost their slot when the window shrank) form
+    a resume lane, in arrival order, that the window serves before the queue.
 
     Contract assumed of the queue: ``pop(now)`` returns what ``peek(now)`` just
     returned; if a queue breaks it, the peeked item is still the one taken.
@@ -29,6 +33,7 @@ class WaiterSet:
         self.queue = queue
         self._by_id: dict[int, Waiter] = {}  # insertion order = arrival order
         self._by_agent: dict[str, list[int]] = {}
+        self._resume: dict[int, Waiter] = {}  # paused agents' steps, arrival order
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -36,13 +41,19 @@ class WaiterSet:
     def __iter__(self) -> Iterator[Waiter]:
         return iter(list(self._by_id.values()))
 
-    def push(self, waiter_id: int, step: StepInfo, now: float) -> None:
-        self._by_id[waiter_id] = Waiter(waiter_id, step, now)
+    def push(self, waiter_id: int, step: StepInfo, now: float, *, resume: bool = False) -> None:
+        w = Waiter(waiter_id, step, now, resume)
+        self._by_id[waiter_id] = w
+        if resume:
+            self._resume[waiter_id] = w
         self._by_agent.setdefault(step.agent_id, []).append(waiter_id)
         self.queue.push(waiter_id, step, now)
 
     def oldest(self) -> Waiter | None:
         return next(iter(self._by_id.values()), None)
+
+    def oldest_resume(self) -> Waiter | None:
+        return next(iter(self._resume.values()), None)
 
     def next_in_queue(self, now: float) -> Waiter | None:
         wid = self.queue.peek(now)
@@ -75,6 +86,7 @@ class WaiterSet:
 
     def _forget(self, w: Waiter) -> None:
         del self._by_id[w.waiter_id]
+        self._resume.pop(w.waiter_id, None)
         ids = self._by_agent.get(w.step.agent_id)
         if ids is not None:
             ids.remove(w.waiter_id)

@@ -176,7 +176,7 @@ class ReplicaWindow:
             agent = self._admit_agent(step, now)
             return Admitted(self._open(step, agent, now, self._new_reason()))
         wid = next(self._ids)
-        self._waiters.push(wid, step, now)
+        self._waiters.push(wid, step, now, resume=step.agent_id in self._paused)
         self.counters.queued += 1
         self._emit(EventKind.queued, now, self._block_reason(step, now) or "behind-queue", step,
                    value=len(self._waiters))
@@ -190,16 +190,17 @@ class ReplicaWindow:
         grants: list[Grant] = []
         while (oldest := self._waiters.oldest()) is not None:
             starved = now - oldest.since >= self._cfg.starvation_timeout_s
-            w = oldest if starved else self._waiters.next_in_queue(now)
+            resume = None if starved else self._waiters.oldest_resume()
+            w = oldest if starved else resume or self._waiters.next_in_queue(now)
             if w is None:
                 break
             block = self._block_reason(w.step, now)
-            reason = "new"
+            reason = "resume" if resume is not None else "new"
             if block is not None:
                 if not (starved and not block.startswith("saturated") and self._stalled(now, w)):
                     break
                 reason = "starvation"
-            self._waiters.take(w, not starved, now)
+            self._waiters.take(w, not starved and resume is None, now)
             grants.append(self._grant_waiter(w, now, reason))
             for other in self._waiters.remove_agent(w.step.agent_id):
                 grants.append(self._grant_waiter(other, now, "in-window"))
