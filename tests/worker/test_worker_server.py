@@ -178,3 +178,44 @@ async def test_run_workers_starts_replicas_on_distinct_ports() -> None:
         for u in urls:
             async with http.get(u + "/health") as r:
                 assert r.status == 200
+
+
+async def test_concurrent_requests_past_capacity_preempt_and_all_complete() -> None:
+    async with run_fleet("tiny", 1, time_scale=100.0) as [w], aiohttp.ClientSession() as http:
+
+        async def one(i: int) -> str:
+            prompt = " ".join(f"a{i}w{j}" for j in range(200))
+            req = {"prompt": prompt, "max_tokens": 150, "stream": True}
+            async with http.post(w.url + "/v1/completions", json=req) as r:
+                assert r.status == 200
+                chunks = [json.loads(e) for e in sse_events(await r.text())[:-1]]
+            return "".join(c["choices"][0]["text"] for c in chunks)
+
+        texts = await asyncio.gather(*(one(i) for i in range(8)))
+        assert all(t == synth_text(150) for t in texts)
+        s = w.engine.stats
+        assert s.preemptions > 0 and s.recomputed_prefill_tokens >= 0
+        assert s.finished["length"] == 8 and s.generation_tokens == 8 * 150
+        assert w.engine.pool.num_used == 0
+
+
+async def test_non_streaming_client_gone_aborts(worker: Worker, http: aiohttp.ClientSession) -> None:
+    async def call() -> None:
+        body = {"prompt": "p q r", "max_tokens": 1000}
+        async with http.post(worker.url + "/v1/completions", json=body) as r:
+            await r.read()
+
+    task = asyncio.create_task(call())
+    for _ in range(500):
+        if worker.engine.num_running == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert worker.engine.num_running == 1
+    task.cancel()  # the client goes away mid-generation
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(500):
+        if worker.engine.stats.finished["abort"] == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert worker.engine.stats.finished["abort"] == 1 and not worker.engine.has_work()
