@@ -12,6 +12,7 @@ from concurproxy.routing.least_loaded import LeastLoadedRouter
 from concurproxy.routing.locator import LayeredLocator
 from concurproxy.routing.pins import PinTable
 from concurproxy.routing.prefix import hash_body, hash_text, hash_tokens
+from concurproxy.routing.prompt_cache import IncrementalPrefixHasher, PromptHashes
 from concurproxy.routing.round_robin import RoundRobinRouter
 from concurproxy.routing.types import (
     LOST_PREFIX_REASONS,
@@ -27,6 +28,7 @@ from concurproxy.routing.types import (
 __all__ = [
     "LOST_PREFIX_REASONS",
     "AffinityParams",
+    "IncrementalPrefixHasher",
     "LayeredLocator",
     "LeastLoadedRouter",
     "NoHealthyReplica",
@@ -34,6 +36,7 @@ __all__ = [
     "PrefixAffinityRouter",
     "PrefixIndex",
     "PrefixLocator",
+    "PromptHashes",
     "ReplicaView",
     "RoundRobinRouter",
     "RouteDecision",
