@@ -30,7 +30,7 @@ def full(text: str, bt: int) -> tuple[tuple[int, ...], int]:
 def test_incremental_equals_full(base: str, steps: list[tuple[bool, str, int]], bt: int) -> None:
     h = IncrementalPrefixHasher(bt)
     text = base
-    for append, piece, cut in steps + [(True, "", 0)]:
+    for append, piece, cut in [*steps, (True, "", 0)]:
         # mostly extend the previous text; sometimes truncate and diverge
         text = text + piece if append else text[: max(0, len(text) - cut)] + piece
         got = h.hashes("agent", text)
