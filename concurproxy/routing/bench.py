@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from concurproxy.config.routing import RoutingConfig
 from concurproxy.routing.factory import build_router
 from concurproxy.routing.prefix import hash_tokens
+from concurproxy.routing.prompt_cache import IncrementalPrefixHasher
 from concurproxy.routing.types import ReplicaView, RouteDecision, Router, RouteRequest
 from concurproxy.worker.agents import AgentSpec, AgentTask
 from concurproxy.worker.engine import Engine, EngineConfig
@@ -200,10 +201,16 @@ def micro() -> str:
         t0 = time.perf_counter()
         for i in range(n):
             fn(i)
-        lines.append(f"{label:48s} {(time.perf_counter() - t0) / n * 1e6:8.1f} µs")
+        lines.append(f"{label:50s} {(time.perf_counter() - t0) / n * 1e6:8.1f} µs")
 
     timed("tokenize a 4096-token prompt", 100, lambda i: tokenize(texts[i % 32]))
     timed("hash_tokens, 4096 tokens (256 blocks)", 300, lambda i: hash_tokens(toks[i % 32], 16))
+    grown = [texts[0]]
+    for k in range(1, 41):
+        grown.append(grown[-1] + synth_text(256, seed=k))
+    hasher = IncrementalPrefixHasher(16)
+    hasher.hashes("a", grown[0])
+    timed("incremental hash, +256 tokens (4k..14k history)", 40, lambda i: hasher.hashes("a", grown[i + 1]))
     for policy in POLICIES:
         router = build_router(RoutingConfig.model_validate({"policy": policy}))
 
