@@ -30,7 +30,7 @@ class Identity:
     agent_id: str
     task_id: str
     role: str
-    priority: PriorityClass
+    priority: PriorityClass | None  # None: not given; the role's priority applies
     one_shot: bool  # no agent id was given: the agent is this single step
     done: bool  # the client says this is the agent's last step (X-Agent-Done)
 
@@ -47,9 +47,9 @@ def _clean(value: Any, name: str) -> str | None:
     return value
 
 
-def _priority(value: str | None) -> PriorityClass:
+def _priority(value: str | None) -> PriorityClass | None:
     if value is None:
-        return PriorityClass.normal
+        return None
     try:
         return PriorityClass[value.strip().lower()]
     except KeyError:

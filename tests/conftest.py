@@ -11,7 +11,8 @@ import pytest
 
 from concurproxy.config import load_policy
 from concurproxy.config.models import Policy
-from concurproxy.server.app import build_components, running_proxy
+from concurproxy.server.app import running_proxy
+from concurproxy.server.assembly import build_components
 from concurproxy.server.components import Components
 from concurproxy.server.hooks import StepContext
 from concurproxy.testing.stub_upstream import StubBehaviour, running_stub

@@ -18,13 +18,10 @@ from aiohttp import web
 
 from concurproxy.config.models import Policy
 from concurproxy.errors import ProxyError
-from concurproxy.server import handlers
-from concurproxy.server.auth import TenantResolver
+from concurproxy.server import admin, handlers
+from concurproxy.server.assembly import background_loops, build_components
 from concurproxy.server.components import COMPONENTS, Components
 from concurproxy.server.forward import Forwarder
-from concurproxy.server.hooks import NoAdmission, RoundRobinRouter
-from concurproxy.upstream.pool import ReplicaPool
-from concurproxy.upstream.replica import Replica
 
 log = logging.getLogger("concurproxy.server")
 
@@ -57,13 +54,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return ProxyError(500, "internal_error", "the proxy failed on this request; it was logged").to_response()
 
 
-def build_components(policy: Policy) -> Components:
-    pool = ReplicaPool((Replica.from_config(u) for u in policy.upstreams), policy.health)
-    digests = {d: t.name for t in policy.tenants for d in t.key_sha256}
-    tenants = TenantResolver(digests, policy.auth.allow_anonymous)
-    return Components(policy=policy, pool=pool, tenants=tenants, router=RoundRobinRouter(), admission=NoAdmission())
-
-
 def build_app(components: Components) -> web.Application:
     policy = components.policy
     app = web.Application(client_max_size=policy.listen.max_body_bytes, middlewares=[error_middleware])
@@ -74,6 +64,11 @@ def build_app(components: Components) -> web.Application:
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/ready", handlers.ready)
+    app.router.add_get("/metrics", admin.metrics)
+    app.router.add_delete("/v1/agents/{agent_id}", admin.release_agent)
+    app.router.add_get("/admin/state", admin.state)
+    app.router.add_post("/admin/replicas/{replica_id}/drain", admin.drain)
+    app.router.add_post("/admin/replicas/{replica_id}/undrain", admin.undrain)
     app.cleanup_ctx.append(_upstream_session)
     return app
 
@@ -83,13 +78,16 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     limit = sum(1024 for _ in c.pool) or 1024
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=60, keepalive_timeout=60)
     # auto_decompress stays on: we never forward Content-Encoding, so bodies leave as plain bytes.
-    session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+    # No auto headers: each one costs per request and the engine ignores them.
+    session = aiohttp.ClientSession(connector=connector,
+                                    skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
     c.session = session
     c.forwarder = Forwarder(session, c.pool, c.policy.timeouts)
     await c.pool.check_once(session)
     c.pool.start(session)
     try:
-        yield
+        async with background_loops(c, session):
+            yield
     finally:
         c.shutting_down = True
         await c.pool.stop()

@@ -10,6 +10,9 @@ import aiohttp
 from aiohttp import web
 
 from concurproxy.config.models import Policy
+from concurproxy.control.types import PressureSnapshot, PriorityClass
+from concurproxy.signals.poller import PressurePoller
+from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.forward import Forwarder
 from concurproxy.server.hooks import AdmissionGate, BudgetGate, Router, StepContext, StepListener
@@ -33,7 +36,16 @@ class Components:
     clock: Callable[[], float] = time.monotonic
     session: aiohttp.ClientSession | None = None
     forwarder: Forwarder | None = None  # set on startup (needs the session)
+    poller: PressurePoller | None = None  # set on startup
+    metrics: ProxyMetrics | None = None
     shutting_down: bool = False
+
+    def role_priority(self, role: str) -> PriorityClass:
+        cfg = self.policy.roles.get(role)
+        return PriorityClass[cfg.priority.value] if cfg is not None else PriorityClass.normal
+
+    def latest_pressure(self, replica_id: str) -> PressureSnapshot | None:
+        return self.poller.latest(replica_id) if self.poller is not None else None
 
 
 COMPONENTS = web.AppKey("concurproxy.components", Components)

@@ -140,6 +140,7 @@ class Forwarder:
         except ClientGone:
             ctx.outcome = "cancelled"  # the caller closes the upstream response: the engine stops
             ctx.usage = relay.usage
+            ctx.streamed_chunks = relay.chunks_seen
             return out
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
             timed_out = watchdog.fired or isinstance(exc, TimeoutError)
@@ -156,6 +157,7 @@ class Forwarder:
         finally:
             watchdog.cancel()
         ctx.usage = relay.usage
+        ctx.streamed_chunks = relay.chunks_seen
         if not relay.done_seen and ctx.outcome == "success":
             ctx.outcome = "error"  # upstream closed without [DONE]
             await _write_quietly(out, ProxyError(502, "upstream_error", "the model server ended the stream early")

@@ -96,7 +96,7 @@ class CompletionHandler:
         request_id = self.ids.next(request.headers.get("X-Request-Id"))
         raw = await request.read()
         body = parse_body(raw, route)
-        tenant = c.tenants.resolve(request.headers.get("Authorization"))
+        tenant = c.tenants.resolve(request.headers)
         ident = extract_identity(request.headers, body, tenant, request_id)
         stream = bool(body.get("stream"))
         strip_usage = False
@@ -115,7 +115,7 @@ class CompletionHandler:
             role=ident.role,
             agent_id=f"{tenant}/{ident.agent_id}",  # agents are scoped under their tenant
             task_id=f"{tenant}/{ident.task_id}",
-            priority=ident.priority,
+            priority=ident.priority if ident.priority is not None else c.role_priority(ident.role),
             est_prompt_tokens=estimate_prompt_tokens(body),
             max_tokens=int(max_tokens),
         )
@@ -129,6 +129,7 @@ class CompletionHandler:
             return await self._dispatch(request, ctx, raw if unchanged else None, strip_usage)
         except ProxyError as err:
             ctx.status = err.status
+            ctx.error_code = err.code
             ctx.outcome = "rejected" if err.status in (401, 413, 429) else "error"
             err.headers.update(ctx.extra_headers)
             raise

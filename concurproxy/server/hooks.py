@@ -37,6 +37,7 @@ class StepContext:
     prompt_hashes: Sequence[int] | None = None  # filled lazily by a router that needs them
     replica: Replica | None = None
     route_reason: str = ""
+    route_decision: Any = None  # the router's RouteDecision, when a routing stage chose
     queue_wait_s: float = 0.0
     attempts: int = 0
     status: int = 0
@@ -44,8 +45,12 @@ class StepContext:
     usage: Usage | None = None
     ttft_s: float | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    streamed_chunks: int = 0  # SSE events relayed to the client
     body_modified: bool = False  # set by a stage that edited ``body`` (e.g. a max_tokens clamp)
     budget_reservation: Any = None
+    budget_charged: bool = False  # a reservation was settled for this step
+    error_code: str | None = None  # the code of the error answered, if any
+    budget_denied: str | None = None  # the budget rule that refused the step
 
 
 class Ticket(Protocol):

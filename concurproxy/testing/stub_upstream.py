@@ -32,6 +32,8 @@ class StubBehaviour:
     hang_s: float = 0.0  # wait this long before answering (timeouts)
     cut_after_chunks: int | None = None  # close the connection mid-stream after N chunks
     healthy: bool = True
+    kv_usage: float = 0.1  # what /metrics reports (vLLM names), so admission sees a healthy engine
+    metrics_status: int = 200
     record: bool = True
     seen: list[dict[str, Any]] = field(default_factory=list)
     seen_headers: list[dict[str, str]] = field(default_factory=list)
@@ -124,6 +126,17 @@ def build_stub_app(behaviour: StubBehaviour | None = None) -> web.Application:
     async def health(r: web.Request) -> web.Response:
         return web.Response(status=200 if b.healthy else 503, text="ok" if b.healthy else "down")
 
+    async def metrics(r: web.Request) -> web.Response:
+        text = (
+            "# TYPE vllm:kv_cache_usage_perc gauge\n"
+            f'vllm:kv_cache_usage_perc{{engine="0",model_name="{b.model}"}} {b.kv_usage}\n'
+            f'vllm:num_requests_running{{engine="0",model_name="{b.model}"}} {b.active}\n'
+            f'vllm:num_requests_waiting{{engine="0",model_name="{b.model}"}} 0\n'
+            f'vllm:num_preemptions_total{{engine="0",model_name="{b.model}"}} 0\n'
+        )
+        return web.Response(status=b.metrics_status, text=text)
+
+    app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/completions", comp)
     app.router.add_get("/v1/models", models)
@@ -142,3 +155,28 @@ async def running_stub(behaviour: StubBehaviour | None = None, port: int = 0) ->
         yield f"http://127.0.0.1:{bound}"
     finally:
         await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m concurproxy.testing.stub_upstream --port N``: serve the stub until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="fast OpenAI-compatible stub upstream (no model)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--chunks", type=int, default=4, help="streamed chunks when max_tokens is not given")
+    parser.add_argument("--chunk-delay-s", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    behaviour = StubBehaviour(chunks=args.chunks, chunk_delay_s=args.chunk_delay_s, record=False)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    web.run_app(build_stub_app(behaviour), host=args.host, port=args.port, access_log=None, print=None,
+                handler_cancellation=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,6 +24,7 @@ def test_session_alias_and_body_fallbacks():
 def test_no_identity_is_a_one_step_agent():
     ident = extract_identity({}, {}, "t", "req42")
     assert ident.one_shot and ident.done and ident.agent_id == "req-req42" and ident.role == "default"
+    assert ident.priority is None  # the role's priority applies
 
 
 def test_agent_done_header():

@@ -1,0 +1,92 @@
+"""Operator endpoints: /metrics, /admin/state, drain/undrain a replica, and releasing an agent.
+
+``/admin/*`` needs an admin key when ``auth.admin_key_sha256`` is set (a key
+distinct from tenants' keys); without it they are open, which suits local use.
+``DELETE /v1/agents/{id}`` is a client call: the agent is scoped under the
+caller's tenant, so one tenant cannot release another's agent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from concurproxy.errors import ProxyError
+from concurproxy.identity import _clean
+from concurproxy.server.components import COMPONENTS, Components
+from concurproxy.server.stages.admission import AdmissionStage
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), status=status,
+                        content_type="application/json")
+
+
+def _require_admin(request: web.Request) -> Components:
+    c = request.app[COMPONENTS]
+    if c.policy.auth.admin_key_sha256 and not c.tenants.is_admin(request.headers):
+        raise ProxyError(401, "admin_key_required", "this endpoint needs the admin API key")
+    return c
+
+
+async def metrics(request: web.Request) -> web.Response:
+    c = request.app[COMPONENTS]
+    if c.metrics is None:
+        raise ProxyError(404, "not_found", "metrics are disabled")
+    body = generate_latest(c.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def state(request: web.Request) -> web.Response:
+    c = _require_admin(request)
+    now = c.clock()
+    replicas = []
+    for r in c.pool:
+        snap = c.latest_pressure(r.id)
+        replicas.append({
+            "id": r.id, "url": r.base_url, "healthy": r.healthy, "draining": r.draining,
+            "in_flight": r.in_flight, "models": list(r.models), "last_error": r.last_error,
+            "pressure": None if snap is None else {
+                "ok": snap.ok, "age_s": round(snap.age(now), 3), "kv_usage": snap.kv_usage,
+                "running": snap.running, "waiting": snap.waiting, "preemptions_per_s": snap.preemptions_per_s,
+                "prefix_hit_rate": snap.prefix_hit_rate, "error": snap.error,
+            },
+        })
+    admission = c.admission.service.snapshot_state() if isinstance(c.admission, AdmissionStage) else {
+        "controller": "none"}
+    return _json({"replicas": replicas, "admission": admission, "shutting_down": c.shutting_down})
+
+
+async def _set_drain(request: web.Request, draining: bool) -> web.Response:
+    c = _require_admin(request)
+    rid = request.match_info["replica_id"]
+    replica = c.pool.get(rid)
+    if replica is None:
+        raise ProxyError(404, "replica_not_found", f"no replica named {rid!r}")
+    replica.draining = draining
+    return _json({"id": rid, "draining": draining, "in_flight": replica.in_flight})
+
+
+async def drain(request: web.Request) -> web.Response:
+    return await _set_drain(request, True)
+
+
+async def undrain(request: web.Request) -> web.Response:
+    return await _set_drain(request, False)
+
+
+async def release_agent(request: web.Request) -> web.Response:
+    c = request.app[COMPONENTS]
+    tenant = c.tenants.resolve(request.headers)
+    agent = _clean(request.match_info["agent_id"], "agent_id")
+    scoped = f"{tenant}/{agent}"
+    released = False
+    if isinstance(c.admission, AdmissionStage):
+        released = c.admission.service.release_agent(scoped)
+    router = getattr(c.router, "router", None)
+    if router is not None:
+        router.release(scoped)
+    return _json({"id": agent, "object": "agent.released", "released": released})

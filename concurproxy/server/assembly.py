@@ -1,0 +1,99 @@
+"""Build one proxy instance's parts from the validated policy, and run their background loops.
+
+This is the only place that knows which core implements which stage of the
+request path; each stage is an adapter in `server/stages/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from concurproxy.admission.service import AdmissionService
+from concurproxy.config.models import Policy
+from concurproxy.control.budgets import BudgetEngine, BudgetLimits
+from concurproxy.control.fairness.base import FairnessParams
+from concurproxy.control.fairness.registry import default_registry as fairness_registry
+from concurproxy.control.types import PressureSnapshot
+from concurproxy.routing import build_router
+from concurproxy.server.auth import TenantResolver
+from concurproxy.server.components import Components
+from concurproxy.server.hooks import NoAdmission
+from concurproxy.server.stages.admission import AdmissionStage
+from concurproxy.server.stages.budgets import BudgetStage
+from concurproxy.server.stages.observe import AdmissionMetrics, StepMetrics, health_listener, observe_pressure
+from concurproxy.server.stages.routing import RoutingStage
+from concurproxy.signals.poller import PollTarget, PressurePoller
+from concurproxy.telemetry.metrics import ProxyMetrics
+from concurproxy.tenancy.directory import TenantDirectory
+from concurproxy.upstream.pool import ReplicaPool
+from concurproxy.upstream.replica import Replica
+
+
+def build_components(policy: Policy, registry: CollectorRegistry | None = None) -> Components:
+    pool = ReplicaPool((Replica.from_config(u) for u in policy.upstreams), policy.health)
+    tenants = TenantResolver(TenantDirectory.from_policy(policy.tenants, policy.auth))
+    metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
+    metrics.prime(replicas=[r.id for r in pool], tenants=[t.name for t in policy.tenants],
+                  roles=list(policy.roles))
+    pool.add_listener(health_listener(metrics))
+
+    admission_stage: AdmissionStage | None = None
+    if policy.admission.controller == "none":
+        admission: NoAdmission | AdmissionStage = NoAdmission()
+    else:
+        fair = fairness_registry()
+        params = FairnessParams.from_policy(policy.fairness, policy.tenants)
+        fair.queue(policy.fairness.policy, params)  # fail fast on an unknown policy name
+        service = AdmissionService(
+            policy.admission,
+            queue_maker=lambda _replica: fair.queue(policy.fairness.policy, params),
+            listeners=[AdmissionMetrics(metrics)],
+        )
+        admission = admission_stage = AdmissionStage(service)
+
+    aimd = policy.admission.aimd
+    components = Components(policy=policy, pool=pool, tenants=tenants, router=None,  # type: ignore[arg-type]
+                            admission=admission, metrics=metrics)
+    routing = RoutingStage(
+        build_router(policy.routing), policy.routing.block_tokens, aimd.stale_after_ms / 1000,
+        snapshots=components.latest_pressure,
+        windows=admission_stage.window_room if admission_stage is not None else None,
+    )
+    components.router = routing
+    budgets = BudgetStage(BudgetEngine(BudgetLimits.from_policy(policy.roles, policy.tenants, policy.fairness)))
+    components.budgets = budgets
+    components.listeners.extend([budgets, routing, StepMetrics(metrics, policy.routing.block_tokens)])
+    return components
+
+
+@contextlib.asynccontextmanager
+async def background_loops(c: Components, session: aiohttp.ClientSession) -> AsyncIterator[None]:
+    """Pressure polling (feeding admission and metrics) and admission housekeeping, for the app's lifetime."""
+    aimd = c.policy.admission.aimd
+    service = c.admission.service if isinstance(c.admission, AdmissionStage) else None
+
+    def on_snapshot(replica: str, snap: PressureSnapshot) -> None:
+        if c.metrics is not None:
+            observe_pressure(c.metrics, replica, snap)
+        if service is not None:
+            service.on_pressure(replica, snap)
+
+    targets = {r.id: PollTarget.from_url(r.pressure_url or r.metrics_url) for r in c.pool}
+    poller = PressurePoller(session, targets, interval_s=aimd.interval_ms / 1000,
+                            stale_after_s=aimd.stale_after_ms / 1000, clock=c.clock, on_snapshot=on_snapshot)
+    c.poller = poller
+    tick = asyncio.create_task(service.run(), name="admission-tick") if service is not None else None
+    await poller.poll_once()  # first pressure before the first request: no needless queueing at start
+    async with poller:
+        try:
+            yield
+        finally:
+            if tick is not None:
+                tick.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await tick

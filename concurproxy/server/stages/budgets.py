@@ -1,0 +1,54 @@
+"""Budget stage: reserve before the step, settle from the reported usage after it.
+
+Adapter between the request path and `concurproxy.control.budgets.BudgetEngine`
+(pure). A refused step raises an OpenAI-shaped error (429/413 with the
+remaining-budget headers); a clamped ``max_tokens`` is written into the body
+and announced in ``x-concurproxy-max-tokens-clamped``. Settlement happens once
+per step in ``on_step_end``: with the upstream's usage when known, else with
+what was estimated as served, or a full refund when nothing was served.
+"""
+
+from __future__ import annotations
+
+from concurproxy.control.budgets import Allow, BudgetEngine, budget_headers
+from concurproxy.errors import ProxyError
+from concurproxy.server.hooks import StepContext
+
+
+class BudgetStage:
+    def __init__(self, engine: BudgetEngine) -> None:
+        self.engine = engine
+
+    def check(self, ctx: StepContext, now: float) -> None:
+        decision = self.engine.check(ctx.step, now)
+        headers = budget_headers(decision)
+        if not isinstance(decision, Allow):
+            retry = decision.retry_after_s
+            headers.pop("Retry-After", None)  # ProxyError renders it from retry_after_s
+            ctx.budget_denied = decision.reason.value
+            raise ProxyError(decision.http_status, decision.reason.value, decision.message,
+                             retry_after_s=retry, headers={**ctx.extra_headers, **headers})
+        ctx.budget_reservation = decision.reservation
+        ctx.extra_headers.update(headers)
+        if decision.clamped_max_tokens is not None:
+            ctx.body["max_tokens"] = decision.clamped_max_tokens
+            ctx.body.pop("max_completion_tokens", None)
+            ctx.body_modified = True
+
+    def on_step_end(self, ctx: StepContext, now: float) -> None:
+        res = ctx.budget_reservation
+        if res is None:
+            return
+        ctx.budget_reservation = None
+        ctx.budget_charged = True
+        if ctx.usage is not None:
+            self.engine.settle(res, ctx.usage.prompt_tokens, ctx.usage.completion_tokens, now)
+        elif ctx.outcome == "success":
+            # An engine that reports no usage: charge the estimate (prompt + what was allowed).
+            self.engine.settle(res, ctx.step.est_prompt_tokens, ctx.step.max_tokens, now)
+        elif ctx.streamed_chunks:
+            # A stream cut short before its usage chunk: one content chunk ≈ one token.
+            self.engine.settle(res, ctx.step.est_prompt_tokens, ctx.streamed_chunks, now)
+        else:
+            self.engine.refund(res, now)
+            ctx.budget_charged = False

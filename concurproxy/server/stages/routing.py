@@ -1,0 +1,63 @@
+"""Routing stage: build the router's view of the replicas and carry out its choice.
+
+Adapter between the request path and a pure `concurproxy.routing.Router`. Per
+step it hashes the canonical prompt into chained block hashes (only for
+policies that use them), builds one `ReplicaView` per candidate from health,
+drain state, the latest pressure snapshot and admission-window room, and after
+a served step tells the router the prefix is now resident there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from concurproxy.control.types import PressureSnapshot
+from concurproxy.routing import PrefixAffinityRouter, ReplicaView, RouteRequest, hash_body
+from concurproxy.routing.types import RouteDecision, Router
+from concurproxy.server.hooks import StepContext
+from concurproxy.upstream.replica import Replica
+
+SnapshotFn = Callable[[str], PressureSnapshot | None]
+WindowFn = Callable[[str], tuple[int, int] | None]
+
+
+class RoutingStage:
+    def __init__(self, router: Router, block_tokens: int, stale_after_s: float,
+                 snapshots: SnapshotFn | None = None, windows: WindowFn | None = None) -> None:
+        self.router = router
+        self.block_tokens = block_tokens
+        self.stale_after_s = stale_after_s
+        self.snapshots = snapshots
+        self.windows = windows
+        self.uses_prefix = isinstance(router, PrefixAffinityRouter)
+
+    def pick(self, ctx: StepContext, candidates: Sequence[Replica], now: float) -> Replica:
+        if self.uses_prefix and ctx.prompt_hashes is None:
+            ctx.prompt_hashes = hash_body(ctx.body, self.block_tokens)
+        views = [self._view(r, now) for r in candidates]
+        request = RouteRequest(agent_id=ctx.step.agent_id, prefix_hashes=ctx.prompt_hashes or (),
+                               prompt_tokens=ctx.step.est_prompt_tokens, sticky=not ctx.identity.one_shot)
+        decision = self.router.route(request, views, now)
+        ctx.route_decision = decision
+        ctx.route_reason = decision.reason.value
+        for r in candidates:
+            if r.id == decision.replica_id:
+                return r
+        raise AssertionError(f"router chose {decision.replica_id!r}, not a candidate")
+
+    def _view(self, r: Replica, now: float) -> ReplicaView:
+        snap = self.snapshots(r.id) if self.snapshots else None
+        room = self.windows(r.id) if self.windows else None
+        return ReplicaView.from_snapshot(
+            r.id, snap, now, self.stale_after_s, healthy=r.healthy, draining=r.draining,
+            window_room=room[0] if room else None, window_size=room[1] if room else None, load=r.in_flight,
+        )
+
+    def on_step_end(self, ctx: StepContext, now: float) -> None:
+        decision = ctx.route_decision
+        if decision is None:
+            return
+        if ctx.outcome == "success" and ctx.status == 200:
+            self.router.observe_served(decision, ctx.prompt_hashes or (), now)
+        if ctx.identity.done and not ctx.identity.one_shot:
+            self.router.release(ctx.step.agent_id)
