@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurproxy.worker.agents import AgentSpec
 
 EPILOG = """actions (after the options):
   thrash-curve [--profile P] [--agents 1,2,4] [--duration S] [--steps N] [--task-tokens N]
                [--system-tokens N] [--tool-tokens N] [--output-tokens N] [--tool-pause S] [--seed N]
-      closed-loop agents against the engine in virtual time; prints a table per agent count
+               [--url URL [--metrics-url URL] [--model M]]
+      closed-loop agents against the engine in virtual time (or over HTTP against a running
+      worker or proxy with --url); prints a table per agent count
   profiles    list the built-in profiles with their KV capacity
   -- ARGS     with --engine vllm: arguments passed to vLLM's OpenAI server
 """
@@ -87,7 +93,6 @@ def _profiles(rest: list[str]) -> int:
 
 
 def _thrash(rest: list[str]) -> int:
-    from concurproxy.worker.agents import AgentSpec
     from concurproxy.worker.profile import ProfileError, load_profile
     from concurproxy.worker.thrash import format_table, preset_for, run_closed_loop
 
@@ -97,8 +102,11 @@ def _thrash(rest: list[str]) -> int:
     )
     p.add_argument("--profile", default="tiny")
     p.add_argument("--agents", help="comma-separated agent counts (default: the profile's preset)")
-    p.add_argument("--duration", type=float, help="virtual seconds per point")
+    p.add_argument("--duration", type=float, help="seconds per point (virtual; wall with --url)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--url", help="run the agents over HTTP against this server instead (wall-clock time)")
+    p.add_argument("--metrics-url", help="with --url: where to read vLLM metrics (default URL/metrics)")
+    p.add_argument("--model", default="default", help="with --url: the model name to send")
     for flag, typ in (
         ("steps", int),
         ("system-tokens", int),
@@ -124,6 +132,8 @@ def _thrash(rest: list[str]) -> int:
         "output_tokens": a.output_tokens,
         "tool_pause_s": a.tool_pause,
     }
+    from concurproxy.worker.agents import AgentSpec
+
     spec = AgentSpec(
         **{
             **{f: getattr(spec, f) for f in overrides},
@@ -133,6 +143,8 @@ def _thrash(rest: list[str]) -> int:
     if a.agents:
         counts = tuple(int(x) for x in a.agents.split(","))
     duration = a.duration or duration
+    if a.url:
+        return _thrash_live(a, spec, counts, a.duration or 20.0)
     print(
         f"profile {profile.name}: {cfg.num_blocks} blocks x {cfg.block_size} = "
         f"{cfg.capacity_tokens} KV tokens; {duration:g} virtual s per point"
@@ -159,6 +171,41 @@ def _thrash(rest: list[str]) -> int:
             f"x{last.prefill_tok_s / max(best.prefill_tok_s, 1e-9):.1f}, hit rate "
             f"{best.prefix_hit_rate:.0%} -> {last.prefix_hit_rate:.0%}"
         )
+    return 0
+
+
+def _thrash_live(a: argparse.Namespace, spec: AgentSpec, counts: tuple[int, ...], duration: float) -> int:
+    import asyncio
+
+    import aiohttp
+
+    from concurproxy.worker.live import LivePoint, format_live_table, run_live
+
+    print(
+        f"live against {a.url}: {duration:g} s per point; agent task {spec.steps} steps, context "
+        f"{spec.system_tokens + spec.task_tokens} -> {spec.final_context()} tokens"
+    )
+
+    async def main() -> list[LivePoint]:
+        points: list[LivePoint] = []
+        async with aiohttp.ClientSession() as session:
+            for i, n in enumerate(counts):
+                points.append(
+                    await run_live(
+                        session,
+                        a.url,
+                        spec,
+                        n,
+                        duration,
+                        a.seed,
+                        a.model,
+                        a.metrics_url,
+                        first_task=1_000_000 * i,
+                    )
+                )
+        return points
+
+    print(format_live_table(asyncio.run(main())))
     return 0
 
 
