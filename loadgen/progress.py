@@ -55,34 +55,22 @@ class Progress:
     def update(self, c: Counters, elapsed_s: float) -> None:
         if self._live is None:
             return
-        from rich.table import Table
+        from rich.text import Text
 
         lat = c.latencies[-_WINDOW:]
         p50, p99 = percentile(lat, 50), percentile(lat, 99)
-        t = Table(title=self.title, show_header=True, expand=False)
-        for col in (
-            "elapsed",
-            "tasks done",
-            "running",
-            "steps/s",
-            "p50 step",
-            "p99 step",
-            "in flight",
-            "errors",
-            "429s",
-        ):
-            t.add_column(col, justify="right")
+        phase = "draining " if self.duration and elapsed_s > self.duration else ""
         total = f"/{self.total}" if self.total else ""
-        dur = f"/{self.duration:.0f}s" if self.duration else "s"
-        t.add_row(
-            f"{elapsed_s:.0f}{dur}",
-            f"{c.tasks_done}{total}",
-            str(c.tasks_started - c.tasks_done - c.tasks_failed),
-            f"{c.steps_ok / elapsed_s:.1f}" if elapsed_s > 0 else "-",
-            f"{p50 * 1000:.0f} ms" if p50 is not None else "-",
-            f"{p99 * 1000:.0f} ms" if p99 is not None else "-",
-            str(c.inflight),
-            f"[red]{c.errors}[/red]" if c.errors else "0",
-            f"[yellow]{c.http_429}[/yellow]" if c.http_429 else "0",
+        dur = f"/{self.duration:.0f}" if self.duration else ""
+        ms = lambda v: "-" if v is None else f"{v * 1000:.0f}"  # noqa: E731
+        line = Text.assemble(
+            (f"{self.title}  ", "bold"),
+            f"{phase}{elapsed_s:.0f}{dur}s │ tasks {c.tasks_done}{total} done, ",
+            f"{c.tasks_started - c.tasks_done - c.tasks_failed} running │ ",
+            f"{c.steps_ok / elapsed_s if elapsed_s > 0 else 0:.1f} steps/s │ ",
+            f"step p50 {ms(p50)} ms p99 {ms(p99)} ms │ in flight {c.inflight} │ ",
+            (f"errors {c.errors}", "red" if c.errors else ""),
+            " │ ",
+            (f"429s {c.http_429}", "yellow" if c.http_429 else ""),
         )
-        self._live.update(t)
+        self._live.update(line)
