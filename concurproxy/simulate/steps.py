@@ -1,0 +1,58 @@
+"""Bookkeeping types of the simulation loop: tasks, step attempts, event kinds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from concurproxy.control.admission import Ticket
+from concurproxy.control.types import StepInfo
+from concurproxy.simulate.workload import AgentTokens, TaskTokens
+from loadgen.plan import Chain, StepSpec, TaskPlan
+
+
+class Ev(IntEnum):
+    """Event kinds; at equal times events run in insertion order (a sequence number)."""
+
+    arrival = 0  # a task arrives (open loop) or starts (closed loop)
+    step = 1  # a step is ready to be sent (first attempt or a retry)
+    engine = 2  # a replica's engine finishes its current iteration / starts the next
+    tick = 3  # control interval: pressure → controllers, expiry, grants
+
+
+@dataclass(slots=True)
+class SimTask:
+    plan: TaskPlan
+    tenant: str | None
+    tokens: TaskTokens
+    start: float
+    agents: dict[str, AgentTokens] = field(default_factory=dict)
+    phase: int = 0
+    chains_left: int = 0
+    status: str = "running"  # running | ok | failed
+
+
+@dataclass(slots=True)
+class StepRun:
+    """One step of one agent, across its attempts (a retried 429/503 is a new attempt)."""
+
+    task: SimTask
+    chain: Chain
+    pos: int
+    info: StepInfo
+    prompt: list[int]
+    hashes: list[int]
+    attempt: int = 1
+    start: float = 0.0  # start of the current attempt
+    max_tokens: int = 0
+    reservation: Any = None
+    decision: Any = None
+    replica: Any = None  # SimReplica
+    ticket: Ticket | None = None
+    wait_s: float = 0.0
+    ttft: float | None = None
+
+    @property
+    def spec(self) -> StepSpec:
+        return self.chain[self.pos]
