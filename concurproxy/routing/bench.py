@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import heapq
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -48,6 +49,11 @@ class BenchResult:
     preemptions: int
     kv_skew_points: float
     fleet_kv_mean: float
+    repins: tuple[tuple[str, int], ...] = ()  # re-pins by reason
+    lost_prefixes: int = 0  # re-pins because the pinned replica died or drained
+    retried: int = 0  # steps in flight on a killed replica, resubmitted through the router
+    retried_completed: int = 0
+    stranded: int = 0  # steps left on a dead replica at the end (must be 0)
 
 
 def _pct(xs: Sequence[float], q: float) -> float:
@@ -65,7 +71,10 @@ def run(
     replicas: int,
     seconds: float,
     seed: int = 0,
+    kill_at: float | None = None,
 ) -> BenchResult:
+    """One policy's run; ``kill_at`` kills replica ``r0`` at that virtual time (its in-flight
+    steps are aborted and resubmitted through the router, as the proxy retries them)."""
     bt = config.block_size
     router = build_router(
         RoutingConfig.model_validate(
@@ -84,9 +93,23 @@ def run(
     last_t = dict.fromkeys(ids, 0.0)
     ttfts: list[float] = []
     out_tokens = steps = n_req = 0
+    repins: Counter[str] = Counter()
+    lost = 0
+    dead: set[str] = set()
+    retry_ids: set[str] = set()
+    retried_done = 0
     now = 0.0
     while now < seconds:
-        busy = [(max(e.busy_until, now), rid) for rid, e in engines.items() if e.has_work()]
+        if kill_at is not None and now >= kill_at and not dead:
+            dead.add(ids[0])
+            for req_id in [q for q, (_, d, _, _) in pending.items() if d.replica_id == ids[0]]:
+                engines[ids[0]].abort(req_id, now)
+                task = pending.pop(req_id)[0]
+                heapq.heappush(wake, (now, -1 - len(retry_ids), task))
+                retry_ids.add(f"retry-{task.task_no}-{task.step}")
+        busy = [
+            (max(e.busy_until, now), rid) for rid, e in engines.items() if e.has_work() and rid not in dead
+        ]
         t_eng, rid = min(busy) if busy else (float("inf"), "")
         t_wake = wake[0][0] if wake else float("inf")
         if t_wake <= t_eng:
@@ -98,13 +121,22 @@ def run(
             hashes = hash_tokens(prompt, bt)
             views = [
                 ReplicaView(
-                    r, kv_usage=e.kv_usage(), waiting=e.num_waiting, load=float(e.num_running + e.num_waiting)
+                    r,
+                    healthy=r not in dead,
+                    kv_usage=e.kv_usage(),
+                    waiting=e.num_waiting,
+                    load=float(e.num_running + e.num_waiting),
                 )
                 for r, e in engines.items()
             ]
             d = router.route(RouteRequest(f"agent-{task.task_no}", tuple(hashes)), views, now)
+            if d.repinned_from is not None:
+                repins[d.reason.value] += 1
+                lost += d.lost_prefix
             req_id = f"q{n_req}"
             n_req += 1
+            if f"retry-{task.task_no}-{task.step}" in retry_ids:
+                req_id = f"retry-{task.task_no}-{task.step}"
             engines[d.replica_id].add_request(
                 req_id, prompt, max_tokens=spec.output_tokens, arrival=now, ignore_eos=True
             )
@@ -121,6 +153,7 @@ def run(
             if not out.finished:
                 continue
             del pending[out.req_id]
+            retried_done += out.req_id in retry_ids
             if out.timing is not None and out.timing.ttft is not None:
                 ttfts.append(out.timing.ttft)
             out_tokens += len(produced)
@@ -149,6 +182,11 @@ def run(
         preemptions=sum(e.stats.preemptions for e in engines.values()),
         kv_skew_points=100 * (max(kv_means) - fleet),
         fleet_kv_mean=fleet,
+        repins=tuple(sorted(repins.items())),
+        lost_prefixes=lost,
+        retried=len(retry_ids),
+        retried_completed=retried_done,
+        stranded=sum(1 for _, d, _, _ in pending.values() if d.replica_id in dead),
     )
 
 
