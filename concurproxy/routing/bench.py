@@ -270,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--profile", default="llama3-8b-h100")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy", action="append", choices=POLICIES, help="default: all three")
+    ap.add_argument("--kill-at", type=float, default=None, help="kill replica r0 at this virtual time")
     ap.add_argument("--micro", action="store_true", help="print per-request hot-path costs instead")
     a = ap.parse_args(argv)
     if a.micro:
@@ -287,8 +288,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"->{spec.final_context()} tokens, shared system prompt {spec.system_tokens}), "
         f"{a.replicas} replicas x {a.blocks} blocks, {a.seconds:.0f} virtual s, profile {a.profile}"
     )
-    rows = [run(p, config, spec, a.agents, a.replicas, a.seconds, a.seed) for p in (a.policy or POLICIES)]
+    rows = [
+        run(p, config, spec, a.agents, a.replicas, a.seconds, a.seed, a.kill_at)
+        for p in (a.policy or POLICIES)
+    ]
     print(format_results(rows))
+    if a.kill_at is not None:
+        for r in rows:
+            print(
+                f"{r.policy}: r0 killed at {a.kill_at:g}s, {r.retried} in-flight steps resubmitted "
+                f"({r.retried_completed} completed, {r.stranded} stranded), re-pins {dict(r.repins)}, "
+                f"lost prefixes {r.lost_prefixes}"
+            )
 
 
 if __name__ == "__main__":
