@@ -29,6 +29,7 @@ EPILOG = """actions (after the options):
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import contextlib
+    import signal
 
     from concurproxy.worker.engine import OutputLengths
     from concurproxy.worker.fleet import run_fleet
@@ -50,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
             seed=args.seed,
             model_name=args.served_model_name,
             output_lengths=OutputLengths(args.output_lengths, args.mean_output_tokens, args.seed),
+            legacy_metric_names=args.legacy_metric_names,
         ) as workers:
             cfg = workers[0].engine.config
             print(
@@ -60,7 +62,9 @@ def _serve(args: argparse.Namespace) -> int:
             )
             for w in workers:
                 print(f"  listening on {w.url}", flush=True)
-            await asyncio.Event().wait()
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            await stop.wait()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
@@ -251,6 +255,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="generated length: max_tokens (default) or a seeded draw up to it; ignore_eos forces max",
     )
     p.add_argument("--mean-output-tokens", type=float, default=128.0, help="mean of exponential lengths")
+    p.add_argument(
+        "--legacy-metric-names",
+        action="store_true",
+        help="also export vllm:gpu_cache_usage_perc and vllm:gpu_prefix_cache_* (vLLM before ~0.12)",
+    )
     p.add_argument("--engine", choices=("sim", "vllm"), default="sim")
     p.add_argument("--node-agent-port", type=int, help="with --engine vllm: port of the node agent beside it")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

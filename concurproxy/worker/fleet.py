@@ -32,6 +32,7 @@ class Worker:
     time_scale: float = 1.0
     model_name: str | None = None
     output_lengths: OutputLengths | None = None
+    legacy_metric_names: bool = False
     engine: Engine = field(init=False)
     driver: EngineDriver = field(init=False)
     _runner: web.AppRunner | None = field(init=False, default=None)
@@ -49,7 +50,9 @@ class Worker:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> str:
-        registry = make_registry(self.engine, self.served_model, self.profile.memory_utilization)
+        registry = make_registry(
+            self.engine, self.served_model, self.profile.memory_utilization, self.legacy_metric_names
+        )
         state = WorkerState(self.driver, registry, self.served_model, self.engine.config.max_model_len)
         runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
         await runner.setup()
@@ -79,10 +82,20 @@ async def run_fleet(
     seed: int = 0,
     model_name: str | None = None,
     output_lengths: OutputLengths | None = None,
+    legacy_metric_names: bool = False,
 ) -> AsyncIterator[list[Worker]]:
     prof = load_profile(profile) if isinstance(profile, str) else profile
     workers = [
-        Worker(prof, host, port + i if port else 0, seed, time_scale, model_name, output_lengths)
+        Worker(
+            prof,
+            host,
+            port + i if port else 0,
+            seed,
+            time_scale,
+            model_name,
+            output_lengths,
+            legacy_metric_names,
+        )
         for i in range(n)
     ]
     started: list[Worker] = []

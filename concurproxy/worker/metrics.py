@@ -9,7 +9,9 @@ Names and label shape follow vLLM V1 (``vllm/v1/metrics/loggers.py``): every
 series carries ``{engine="0", model_name="…"}``; counters end in ``_total``;
 ``vllm:request_success_total`` adds ``finished_reason``; histogram buckets are
 vLLM's; ``vllm:cache_config_info`` is a gauge fixed at 1 whose labels describe
-the cache. Worker-only series use the ``concurworker_`` prefix.
+the cache. Worker-only series use the ``concurworker_`` prefix. With
+``legacy_names`` the pre-0.12 ``vllm:gpu_cache_usage_perc`` and
+``vllm:gpu_prefix_cache_{queries,hits}_total`` are exported as well.
 """
 
 from __future__ import annotations
@@ -28,12 +30,18 @@ LABELS = ["model_name", "engine"]
 
 class EngineCollector(Collector):
     def __init__(
-        self, engine: Engine, model_name: str, engine_index: str = "0", gpu_memory_utilization: float = 0.9
+        self,
+        engine: Engine,
+        model_name: str,
+        engine_index: str = "0",
+        gpu_memory_utilization: float = 0.9,
+        legacy_names: bool = False,
     ) -> None:
         self.engine = engine
         self.model_name = model_name
         self.engine_index = engine_index
         self.gpu_memory_utilization = gpu_memory_utilization
+        self.legacy_names = legacy_names
 
     def _gauge(self, name: str, doc: str, value: float) -> GaugeMetricFamily:
         g = GaugeMetricFamily(name, doc, labels=LABELS)
@@ -109,6 +117,20 @@ class EngineCollector(Collector):
         )
         cache_info.add_metric(list(info.values()), 1.0)
         yield cache_info
+        if self.legacy_names:  # vLLM V1 before ~0.12, for scrapers that must accept both
+            yield self._gauge(
+                "vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", e.kv_usage()
+            )
+            yield self._counter(
+                "vllm:gpu_prefix_cache_queries",
+                "GPU prefix cache queries, in terms of number of queried tokens.",
+                s.prefix_queries,
+            )
+            yield self._counter(
+                "vllm:gpu_prefix_cache_hits",
+                "GPU prefix cache hits, in terms of number of cached tokens.",
+                s.prefix_hits,
+            )
         # worker-only
         yield self._counter(
             "concurworker_recomputed_prefill_tokens",
@@ -140,7 +162,13 @@ class EngineCollector(Collector):
         )
 
 
-def make_registry(engine: Engine, model_name: str, gpu_memory_utilization: float = 0.9) -> CollectorRegistry:
+def make_registry(
+    engine: Engine, model_name: str, gpu_memory_utilization: float = 0.9, legacy_names: bool = False
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(engine, model_name, gpu_memory_utilization=gpu_memory_utilization))
+    registry.register(
+        EngineCollector(
+            engine, model_name, gpu_memory_utilization=gpu_memory_utilization, legacy_names=legacy_names
+        )
+    )
     return registry

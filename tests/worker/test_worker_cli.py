@@ -126,7 +126,7 @@ def test_serve_replicas_in_a_real_process() -> None:
             with urllib.request.urlopen(u + "/health", timeout=10) as r:
                 assert r.status == 200
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -219,3 +219,15 @@ async def test_non_streaming_client_gone_aborts(worker: Worker, http: aiohttp.Cl
             break
         await asyncio.sleep(0.01)
     assert worker.engine.stats.finished["abort"] == 1 and not worker.engine.has_work()
+
+
+async def test_legacy_metric_names_on_request() -> None:
+    async with run_fleet("tiny", 1, legacy_metric_names=True) as [w], aiohttp.ClientSession() as http:
+        async with http.get(w.url + "/metrics") as r:
+            names = {s.name for f in text_string_to_metric_families(await r.text()) for s in f.samples}
+    assert {
+        "vllm:gpu_cache_usage_perc",
+        "vllm:gpu_prefix_cache_queries_total",
+        "vllm:gpu_prefix_cache_hits_total",
+        "vllm:kv_cache_usage_perc",
+    } <= names
