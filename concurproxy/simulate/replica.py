@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from concurproxy.control.types import PressureSnapshot
 from concurproxy.simulate.fleet import ReplicaSpec
-from concurproxy.worker.engine import Engine, RequestOutput
+from concurproxy.simulate.fastengine import ExactEngine
+from concurproxy.worker.engine import RequestOutput
 
 KV_BINS = 20  # KV usage histogram: 20 bins of 5 %
 
@@ -31,10 +32,11 @@ class _Last:
 @dataclass(slots=True)
 class SimReplica:
     spec: ReplicaSpec
-    engine: Engine
+    engine: ExactEngine
     index: int
     in_flight: int = 0  # steps sent to this replica and not finished (the router's ``load``)
     scheduled: bool = False  # an engine event is in the event heap
+    version: int = 0  # engine events carry it; a rescheduled engine makes older events stale
     pending: tuple[RequestOutput, ...] = ()  # outputs of the step in progress, delivered at its end
     kv_hist: list[int] = field(default_factory=lambda: [0] * KV_BINS)
     kv_sum: float = 0.0

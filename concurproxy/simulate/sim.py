@@ -68,7 +68,7 @@ class SimOptions:
     max_tasks: int | None = None
     seed: int | None = None  # default: the scenario's
     interval_s: float | None = None  # control interval (default: admission.aimd.interval_ms)
-    engine: str = "exact"  # fast (exact decode fast-forward) | exact (one call per iteration)
+    engine: str = "fast"  # fast (exact decode fast-forward) | exact (one call per iteration)
     label: str = ""
 
 
@@ -154,6 +154,8 @@ class Simulation:
             else:
                 self._start_task(obj)
         end = self.now if not truncated else float(self.hard_end or self.now)
+        for r in self.replicas:
+            r.engine.sync(end)
         for task in list(self._running):
             self.tasks.append(TaskResult(task.plan.task_id, task.plan.tenant, "cancelled", task.start, None,
                                          task.plan.n_steps, task.plan.deadline_s, task.plan.arrival_s))
@@ -272,6 +274,7 @@ class Simulation:
     def _submit(self, run: StepRun) -> None:
         rep = run.replica
         req_id = f"r{next(self._req)}"
+        self._interrupt(rep)
         try:
             rep.engine.add_request(req_id, run.prompt, max_tokens=run.max_tokens, arrival=self.now,
                                    ignore_eos=True)
@@ -285,7 +288,7 @@ class Simulation:
         self._inflight[req_id] = run
         if not rep.scheduled:
             rep.scheduled = True
-            self._push(self.now, Ev.engine, rep)
+            self._push(self.now, Ev.engine, (rep, rep.version))
 
     def _answer(self, run: StepRun, status: int, error: str, retry: float | None, retryable: bool = True) -> None:
         """An error answer to the client; the load generator retries 429/503 while it has attempts."""
@@ -304,7 +307,18 @@ class Simulation:
         self._end_task(run.task, "failed")
 
     # ---- engines ----------------------------------------------------------------------------
-    def _on_engine(self, rep: SimReplica) -> None:
+    def _interrupt(self, rep: SimReplica) -> None:
+        """Apply a planned decode run up to now (a request joins, or a pressure read) and
+        reschedule the engine at the end of the iteration in progress."""
+        e = rep.engine
+        if e.planned and e.sync(self.now):
+            rep.version += 1
+            self._push(max(self.now, e.busy_until), Ev.engine, (rep, rep.version))
+
+    def _on_engine(self, ev: tuple[SimReplica, int]) -> None:
+        rep, version = ev
+        if version != rep.version:
+            return  # superseded by _interrupt
         now = self.now
         outs, rep.pending = rep.pending, ()
         for out in outs:
@@ -317,15 +331,15 @@ class Simulation:
                 del self._inflight[out.req_id]
                 self._finish(run, out.prompt_tokens, out.output_tokens)
         e = rep.engine
-        horizon = self._heap[0][0] if self._heap else now + self.interval
+        e.sync(now)
         if e.has_work():
-            res = e.step(now) if horizon <= now else e.step_until(now, horizon)
+            res = e.advance(now)
             self.engine_calls += 1
             rep.pending = res.outputs
             if res.num_scheduled == 0:  # nothing fits right now: look again after one step floor
-                self._push(now + max(e.config.timing.fixed_s, 1e-3), Ev.engine, rep)
+                self._push(now + max(e.config.timing.fixed_s, 1e-3), Ev.engine, ev)
             else:
-                self._push(res.end, Ev.engine, rep)
+                self._push(res.end, Ev.engine, ev)
         else:
             rep.scheduled = False
 
@@ -371,6 +385,8 @@ class Simulation:
     def _tick(self) -> None:
         now, adm = self.now, self.core.admission
         for r in self.replicas:
+            if r.engine.planned:
+                self._interrupt(r)
             adm.on_pressure(r.id, r.sample(now), now)
         for rid, res in adm.expire(now).items():
             for to in res.waiters:
@@ -401,7 +417,7 @@ class Simulation:
                 for k in ("admitted_new", "admitted_steps", "admitted_starvation", "queued", "rejected",
                           "timeouts", "paused", "expired", "released", "window_increases", "window_decreases"):
                     totals[k] = totals.get(k, 0) + getattr(c, k)
-        steps = sum(getattr(r.engine, "iterations", r.engine.stats.steps) for r in self.replicas)
+        steps = sum(r.engine.iterations for r in self.replicas)
         fleet = fleet_figures(results, reps, self.replicas, seconds=end, wall=wall, engine_steps=steps,
                               engine_calls=self.engine_calls, decisions=self.decisions, admission=totals)
         return SimReport(results, fleet)
