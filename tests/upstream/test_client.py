@@ -18,15 +18,18 @@ from concurproxy.upstream.http1 import (
 
 from .servers import Peers, aiohttp_server
 
-SSE = [f"data: {{\"i\": {i}}}\n\n".encode() for i in range(5)] + [b"data: [DONE]\n\n"]
+SSE = [f'data: {{"i": {i}}}\n\n'.encode() for i in range(5)] + [b"data: [DONE]\n\n"]
 
 
 def make_app(peers: Peers, release: asyncio.Event) -> web.Application:
     async def echo(req: web.Request) -> web.Response:
         peers.note(req)
         body = await req.read()
-        return web.Response(body=b"echo:" + body, content_type="application/json",
-                            headers={"X-Seen-Type": req.headers.get("Content-Type", "")})
+        return web.Response(
+            body=b"echo:" + body,
+            content_type="application/json",
+            headers={"X-Seen-Type": req.headers.get("Content-Type", "")},
+        )
 
     async def sse(req: web.Request) -> web.StreamResponse:
         peers.note(req)
@@ -92,8 +95,9 @@ async def env() -> AsyncIterator[tuple[str, Peers, UpstreamPool, asyncio.Event]]
 async def test_content_length_json_and_reuse(env: tuple[str, Peers, UpstreamPool, asyncio.Event]) -> None:
     url, peers, pool, _ = env
     for i in range(20):
-        async with await pool.request("POST", url, "/echo", {"Content-Type": "application/json"},
-                                      b'{"i":%d}' % i, read_timeout_s=5) as resp:
+        async with await pool.request(
+            "POST", url, "/echo", {"Content-Type": "application/json"}, b'{"i":%d}' % i, read_timeout_s=5
+        ) as resp:
             assert resp.status == 200
             assert resp.content_type == "application/json"
             assert resp.headers["x-seen-type"] == "application/json"
@@ -211,7 +215,9 @@ async def test_cancelled_request_frees_slot(env: tuple[str, Peers, UpstreamPool,
     assert pool.stats()[url.removeprefix("http://")] == (0, 0, 0)
 
 
-async def test_idle_timeout_closes_old_connections(env: tuple[str, Peers, UpstreamPool, asyncio.Event]) -> None:
+async def test_idle_timeout_closes_old_connections(
+    env: tuple[str, Peers, UpstreamPool, asyncio.Event],
+) -> None:
     url, peers, pool, _ = env
     async with await pool.request("POST", url, "/echo", None, b"a") as resp:
         await resp.read()
