@@ -15,10 +15,16 @@ client sees them ten times shorter.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Callable, Sequence
 
 from concurproxy.worker.engine import Engine, RequestOutput
+
+log = logging.getLogger(__name__)
+
+
+class EngineDead(RuntimeError):
+    """The stepping task crashed (a bug in the engine); the worker cannot serve."""
 
 
 class EngineDriver:
@@ -34,6 +40,7 @@ class EngineDriver:
         self._queues: dict[str, asyncio.Queue[RequestOutput]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.failure: BaseException | None = None
 
     def now(self) -> float:
         clock = self._clock or asyncio.get_running_loop().time
@@ -43,18 +50,30 @@ class EngineDriver:
         clock = self._clock or asyncio.get_running_loop().time
         self._t0 = clock()
         self._task = asyncio.create_task(self._run(), name="concurworker-engine")
+        self._task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        """Surface a crash: log it, end every pending request (as aborted), refuse new ones."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.failure = task.exception()
+        log.error("engine stepping task crashed", exc_info=self.failure)
+        for req_id, q in list(self._queues.items()):
+            q.put_nowait(RequestOutput(req_id, (), "", True, "abort", 0, 0, 0))
+        self._queues.clear()
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # a crash was already logged by _on_done; do not re-raise
             self._task = None
 
     def submit(
         self, req_id: str, prompt_ids: Sequence[int], max_tokens: int | None, ignore_eos: bool = False
     ) -> asyncio.Queue[RequestOutput]:
         """Queue a request; its outputs arrive on the returned queue. Raises RequestRejected."""
+        if self.failure is not None:
+            raise EngineDead(f"engine crashed: {self.failure!r}")
         self.engine.add_request(req_id, prompt_ids, max_tokens, arrival=self.now(), ignore_eos=ignore_eos)
         q: asyncio.Queue[RequestOutput] = asyncio.Queue()
         self._queues[req_id] = q

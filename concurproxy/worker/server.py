@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from concurproxy.worker.driver import EngineDriver
+from concurproxy.worker.driver import EngineDead, EngineDriver
 from concurproxy.worker.engine import RequestOutput, RequestRejected
 from concurproxy.worker.openai_io import (
     BadRequest,
@@ -71,6 +71,8 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
         queue = state.driver.submit(req_id, parsed.prompt_ids, parsed.max_tokens, parsed.ignore_eos)
     except RequestRejected as exc:
         return _error(str(exc), 400)
+    except EngineDead as exc:
+        return _error(str(exc), 500)
     finished = False
     try:
         if parsed.stream:

@@ -231,3 +231,21 @@ async def test_legacy_metric_names_on_request() -> None:
         "vllm:gpu_prefix_cache_hits_total",
         "vllm:kv_cache_usage_perc",
     } <= names
+
+
+async def test_engine_crash_ends_pending_requests_and_refuses_new_ones(
+    worker: Worker,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(now: float) -> None:
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(worker.engine, "step", broken)
+    async with http.post(worker.url + "/v1/completions", json={"prompt": "a b", "max_tokens": 3}) as r:
+        body = await r.json()
+    assert r.status == 200 and body["choices"][0]["finish_reason"] == "abort"
+    async with http.post(worker.url + "/v1/completions", json={"prompt": "a b", "max_tokens": 3}) as r:
+        assert r.status == 500 and "engine crashed" in (await r.json())["error"]["message"]
+    assert "engine stepping task crashed" in caplog.text
