@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "concurproxy.config.cli",  # config validate | schema
     "concurproxy.nodeagent.cli",  # node-agent
     "concurproxy.worker.cli",  # worker
+    "concurproxy.simulate.cli",  # simulate
 )
 
 

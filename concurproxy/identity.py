@@ -62,14 +62,15 @@ def _priority(value: str | None) -> PriorityClass | None:
     raise bad_request(f"X-Priority must be one of {names} (or 0-3)", param="X-Priority", code="invalid_identity")
 
 
-def extract_identity(
-    headers: Mapping[str, str], body: Mapping[str, Any], tenant: str, request_id: str
-) -> Identity:
+def extract_identity(headers: Mapping[str, str], body: Mapping[str, Any], tenant: str, request_id: str) -> Identity:
     meta = body.get("metadata")
     if not isinstance(meta, Mapping):
         meta = {}
     agent = _clean(
-        headers.get("X-Agent-Id") or headers.get("X-Session-Id") or meta.get("agent_id") or meta.get("session_id")
+        headers.get("X-Agent-Id")
+        or headers.get("X-Session-Id")
+        or meta.get("agent_id")
+        or meta.get("session_id")
         or body.get("user"),
         "X-Agent-Id",
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 MAX_PIECE = 8
 # Per-message overhead of the chat rendering below, in tokens (role marker + newline).
-_PIECE_RE = re.compile(r"\s*\S{1,%d}|\s+$" % MAX_PIECE)
+_PIECE_RE = re.compile(rf"\s*\S{{1,{MAX_PIECE}}}|\s+$")
 
 
 def pieces(text: str) -> list[str]:

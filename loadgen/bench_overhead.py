@@ -241,8 +241,7 @@ def report(r: dict[str, Any]) -> str:
             f"{p - d:9.3f} {b:9.3f} {b - d:9.3f}"
         )
     lines.append(
-        f"proxy/bare throughput ratio at concurrency 128: "
-        f"{r['proxy_c128']['rps'] / r['bare_c128']['rps']:.2f}"
+        f"proxy/bare throughput ratio at concurrency 128: {r['proxy_c128']['rps'] / r['bare_c128']['rps']:.2f}"
     )
     return "\n".join(lines)
 

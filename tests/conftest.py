@@ -29,8 +29,14 @@ class RecordingListener:
 
 
 class ProxyHarness:
-    def __init__(self, url: str, stubs: list[StubBehaviour], components: Components,
-                 listener: RecordingListener, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        url: str,
+        stubs: list[StubBehaviour],
+        components: Components,
+        listener: RecordingListener,
+        session: aiohttp.ClientSession,
+    ) -> None:
         self.url = url
         self.stubs = stubs
         self.components = components
@@ -53,8 +59,9 @@ def proxy_factory() -> Callable[..., Any]:
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
-    async def factory(n_stubs: int = 1, behaviours: list[StubBehaviour] | None = None,
-                      **overrides: Any) -> AsyncIterator[ProxyHarness]:
+    async def factory(
+        n_stubs: int = 1, behaviours: list[StubBehaviour] | None = None, **overrides: Any
+    ) -> AsyncIterator[ProxyHarness]:
         stubs = behaviours or [StubBehaviour() for _ in range(n_stubs)]
         async with AsyncExitStack() as stack:
             urls = [await stack.enter_async_context(running_stub(b)) for b in stubs]

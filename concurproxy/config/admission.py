@@ -16,13 +16,21 @@ class AIMDConfig(Model):
         0.7, gt=0, lt=1, description="Window multiplied by this on a thrash signal (CONCUR/TCP-style back-off)."
     )
     kv_high_water: float = Field(
-        0.90, gt=0, le=1, description="KV usage above this together with preemptions / hit-rate drop / queue growth = thrash."
+        0.90,
+        gt=0,
+        le=1,
+        description="KV usage above this together with preemptions / hit-rate drop / queue growth = thrash.",
     )
     kv_target: float = Field(
-        0.80, gt=0, le=1, description="Grow only while KV usage is below this (hysteresis between target and high water)."
+        0.80,
+        gt=0,
+        le=1,
+        description="Grow only while KV usage is below this (hysteresis between target and high water).",
     )
     interval_ms: int = Field(250, ge=10, description="Control-loop period: pressure poll and window update.")
-    stale_after_ms: int = Field(1000, ge=10, description="Pressure older than this counts as saturated: admit nothing new.")
+    stale_after_ms: int = Field(
+        1000, ge=10, description="Pressure older than this counts as saturated: admit nothing new."
+    )
     cooldown_intervals: int = Field(
         2, ge=0, description="After a decrease, intervals to wait before the next decrease (the signal lags)."
     )

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import Field, model_validator
 
 from concurproxy.config.base import Model
 
 
-class Priority(str, Enum):
+class Priority(StrEnum):
     critical = "critical"
     high = "high"
     normal = "normal"
@@ -17,10 +17,16 @@ class Priority(str, Enum):
 
 
 class RoleConfig(Model):
-    tokens_per_min: int | None = Field(None, ge=1, description="Weighted tokens (see fairness weights) per minute per tenant.")
-    max_prompt_tokens: int | None = Field(None, ge=1, description="Largest prompt per step (guard against context inflation).")
+    tokens_per_min: int | None = Field(
+        None, ge=1, description="Weighted tokens (see fairness weights) per minute per tenant."
+    )
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="Largest prompt per step (guard against context inflation)."
+    )
     max_output_tokens: int | None = Field(None, ge=1, description="Largest max_tokens per step.")
-    on_output_limit: str = Field("clamp", pattern="^(clamp|reject)$", description="clamp max_tokens, or reject with 429.")
+    on_output_limit: str = Field(
+        "clamp", pattern="^(clamp|reject)$", description="clamp max_tokens, or reject with 429."
+    )
     max_steps_per_task: int | None = Field(None, ge=1, description="Stopping discipline: steps of this role per task.")
     window_share: float | None = Field(
         None, gt=0, le=1, description="Guaranteed share of each replica's admission window; may burst above it."

@@ -17,8 +17,10 @@ def _validate(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             status = 1
         else:
-            print(f"{path}: ok ({len(policy.upstreams)} upstreams, {len(policy.roles)} roles, "
-                  f"{len(policy.tenants)} tenants, admission={policy.admission.controller})")
+            print(
+                f"{path}: ok ({len(policy.upstreams)} upstreams, {len(policy.roles)} roles, "
+                f"{len(policy.tenants)} tenants, admission={policy.admission.controller})"
+            )
     return status
 
 

@@ -10,9 +10,7 @@ from concurproxy.config.base import Model
 class ListenConfig(Model):
     host: str = Field("127.0.0.1", description="Address the proxy listens on.")
     port: int = Field(9000, ge=0, le=65535, description="Port the proxy listens on (0 = any free port).")
-    max_body_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger gets 413."
-    )
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger gets 413.")
     shutdown_grace_s: float = Field(
         30.0, ge=0, description="On SIGTERM: how long in-flight streams may finish before they are cut."
     )
@@ -21,7 +19,9 @@ class ListenConfig(Model):
 class TimeoutsConfig(Model):
     connect_s: float = Field(2.0, gt=0, description="TCP connect to a replica.")
     first_byte_s: float = Field(
-        300.0, gt=0, description="From sending the request to the first response byte (includes queueing in the engine)."
+        300.0,
+        gt=0,
+        description="From sending the request to the first response byte (includes queueing in the engine).",
     )
     idle_s: float = Field(60.0, gt=0, description="Longest silence between two chunks of a streamed answer.")
 
@@ -30,7 +30,9 @@ class HealthCheckConfig(Model):
     path: str = Field("/health", description="Path polled on each replica.")
     interval_s: float = Field(2.0, gt=0, description="Time between two checks of one replica.")
     timeout_s: float = Field(1.0, gt=0)
-    unhealthy_after: int = Field(2, ge=1, description="Consecutive failures (checks or requests) that take a replica out.")
+    unhealthy_after: int = Field(
+        2, ge=1, description="Consecutive failures (checks or requests) that take a replica out."
+    )
     healthy_after: int = Field(1, ge=1, description="Consecutive successful checks that put it back.")
 
 
@@ -47,5 +49,8 @@ class UpstreamConfig(Model):
 
 class RetryConfig(Model):
     attempts: int = Field(
-        2, ge=1, le=5, description="Tries per step across replicas; a retry only happens before any byte reached the client."
+        2,
+        ge=1,
+        le=5,
+        description="Tries per step across replicas; a retry only happens before any byte reached the client.",
     )

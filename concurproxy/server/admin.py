@@ -21,8 +21,9 @@ from concurproxy.server.stages.admission import AdmissionStage
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), status=status,
-                        content_type="application/json")
+    return web.Response(
+        body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), status=status, content_type="application/json"
+    )
 
 
 def _require_admin(request: web.Request) -> Components:
@@ -46,17 +47,32 @@ async def state(request: web.Request) -> web.Response:
     replicas = []
     for r in c.pool:
         snap = c.latest_pressure(r.id)
-        replicas.append({
-            "id": r.id, "url": r.base_url, "healthy": r.healthy, "draining": r.draining,
-            "in_flight": r.in_flight, "models": list(r.models), "last_error": r.last_error,
-            "pressure": None if snap is None else {
-                "ok": snap.ok, "age_s": round(snap.age(now), 3), "kv_usage": snap.kv_usage,
-                "running": snap.running, "waiting": snap.waiting, "preemptions_per_s": snap.preemptions_per_s,
-                "prefix_hit_rate": snap.prefix_hit_rate, "error": snap.error,
-            },
-        })
-    admission = c.admission.service.snapshot_state() if isinstance(c.admission, AdmissionStage) else {
-        "controller": "none"}
+        replicas.append(
+            {
+                "id": r.id,
+                "url": r.base_url,
+                "healthy": r.healthy,
+                "draining": r.draining,
+                "in_flight": r.in_flight,
+                "models": list(r.models),
+                "last_error": r.last_error,
+                "pressure": None
+                if snap is None
+                else {
+                    "ok": snap.ok,
+                    "age_s": round(snap.age(now), 3),
+                    "kv_usage": snap.kv_usage,
+                    "running": snap.running,
+                    "waiting": snap.waiting,
+                    "preemptions_per_s": snap.preemptions_per_s,
+                    "prefix_hit_rate": snap.prefix_hit_rate,
+                    "error": snap.error,
+                },
+            }
+        )
+    admission = (
+        c.admission.service.snapshot_state() if isinstance(c.admission, AdmissionStage) else {"controller": "none"}
+    )
     return _json({"replicas": replicas, "admission": admission, "shutting_down": c.shutting_down})
 
 

@@ -45,8 +45,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code, template = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
-        return ProxyError(exc.status, code, template.format(path=request.path, method=request.method)
-                          ).to_response()
+        return ProxyError(exc.status, code, template.format(path=request.path, method=request.method)).to_response()
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
@@ -79,8 +78,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=60, keepalive_timeout=60)
     # auto_decompress stays on: we never forward Content-Encoding, so bodies leave as plain bytes.
     # No auto headers: each one costs per request and the engine ignores them.
-    session = aiohttp.ClientSession(connector=connector,
-                                    skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
+    session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
     c.session = session
     c.forwarder = Forwarder(session, c.pool, c.policy.timeouts)
     await c.pool.check_once(session)

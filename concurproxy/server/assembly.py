@@ -38,8 +38,7 @@ def build_components(policy: Policy, registry: CollectorRegistry | None = None) 
     pool = ReplicaPool((Replica.from_config(u) for u in policy.upstreams), policy.health)
     tenants = TenantResolver(TenantDirectory.from_policy(policy.tenants, policy.auth))
     metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
-    metrics.prime(replicas=[r.id for r in pool], tenants=[t.name for t in policy.tenants],
-                  roles=list(policy.roles))
+    metrics.prime(replicas=[r.id for r in pool], tenants=[t.name for t in policy.tenants], roles=list(policy.roles))
     pool.add_listener(health_listener(metrics))
 
     admission_stage: AdmissionStage | None = None
@@ -57,14 +56,17 @@ def build_components(policy: Policy, registry: CollectorRegistry | None = None) 
         admission = admission_stage = AdmissionStage(service)
 
     aimd = policy.admission.aimd
-    components = Components(policy=policy, pool=pool, tenants=tenants, router=None,  # type: ignore[arg-type]
-                            admission=admission, metrics=metrics)
     routing = RoutingStage(
-        build_router(policy.routing), policy.routing.block_tokens, aimd.stale_after_ms / 1000,
-        snapshots=components.latest_pressure,
+        build_router(policy.routing),
+        policy.routing.block_tokens,
+        aimd.stale_after_ms / 1000,
+        snapshots=None,
         windows=admission_stage.window_room if admission_stage is not None else None,
     )
-    components.router = routing
+    components = Components(
+        policy=policy, pool=pool, tenants=tenants, router=routing, admission=admission, metrics=metrics
+    )
+    routing.snapshots = components.latest_pressure
     budgets = BudgetStage(BudgetEngine(BudgetLimits.from_policy(policy.roles, policy.tenants, policy.fairness)))
     components.budgets = budgets
     components.listeners.extend([budgets, routing, StepMetrics(metrics, policy.routing.block_tokens)])
@@ -84,8 +86,14 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
             service.on_pressure(replica, snap)
 
     targets = {r.id: PollTarget.from_url(r.pressure_url or r.metrics_url) for r in c.pool}
-    poller = PressurePoller(session, targets, interval_s=aimd.interval_ms / 1000,
-                            stale_after_s=aimd.stale_after_ms / 1000, clock=c.clock, on_snapshot=on_snapshot)
+    poller = PressurePoller(
+        session,
+        targets,
+        interval_s=aimd.interval_ms / 1000,
+        stale_after_s=aimd.stale_after_ms / 1000,
+        clock=c.clock,
+        on_snapshot=on_snapshot,
+    )
     c.poller = poller
     tick = asyncio.create_task(service.run(), name="admission-tick") if service is not None else None
     await poller.poll_once()  # first pressure before the first request: no needless queueing at start

@@ -14,8 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--config", "-c", help="policy file (YAML); defaults apply without one")
     p.add_argument("--host", help="listen address (env CONCURPROXY_HOST)")
     p.add_argument("--port", type=int, help="listen port (env CONCURPROXY_PORT)")
-    p.add_argument("--upstream", action="append", metavar="URL",
-                   help="replica base URL; repeat once per replica (env CONCURPROXY_UPSTREAMS, comma-separated)")
+    p.add_argument(
+        "--upstream",
+        action="append",
+        metavar="URL",
+        help="replica base URL; repeat once per replica (env CONCURPROXY_UPSTREAMS, comma-separated)",
+    )
     p.add_argument("--admission", metavar="NAME", help="admission controller: aimd | static | none | a plugin")
     p.add_argument("--redis-url", help="share state across instances through Redis")
     p.set_defaults(run=_run)
@@ -43,8 +47,10 @@ def _run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     if not policy.upstreams:
-        print("no upstreams: give --upstream URL (repeatable), CONCURPROXY_UPSTREAMS, or 'upstreams:' in the "
-              "policy file", file=sys.stderr)
+        print(
+            "no upstreams: give --upstream URL (repeatable), CONCURPROXY_UPSTREAMS, or 'upstreams:' in the policy file",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(level=policy.telemetry.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -68,8 +74,12 @@ async def serve_forever(policy) -> int:  # type: ignore[no-untyped-def]
     site = web.TCPSite(runner, policy.listen.host, policy.listen.port, shutdown_timeout=grace, backlog=1024)
     await site.start()
     log = logging.getLogger("concurproxy")
-    log.info("concurproxy listening on http://%s:%s with %d upstream(s)", policy.listen.host,
-             policy.listen.port, len(policy.upstreams))
+    log.info(
+        "concurproxy listening on http://%s:%s with %d upstream(s)",
+        policy.listen.host,
+        policy.listen.port,
+        len(policy.upstreams),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

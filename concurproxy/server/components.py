@@ -11,11 +11,11 @@ from aiohttp import web
 
 from concurproxy.config.models import Policy
 from concurproxy.control.types import PressureSnapshot, PriorityClass
-from concurproxy.signals.poller import PressurePoller
-from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.forward import Forwarder
 from concurproxy.server.hooks import AdmissionGate, BudgetGate, Router, StepContext, StepListener
+from concurproxy.signals.poller import PressurePoller
+from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.upstream.pool import ReplicaPool
 
 

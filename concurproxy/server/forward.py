@@ -64,34 +64,40 @@ class Forwarder:
             total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.first_byte_s
         )
 
-    async def open(self, ctx: StepContext, replica: Replica, payload: bytes, headers: dict[str, str]
-                   ) -> aiohttp.ClientResponse:
+    async def open(
+        self, ctx: StepContext, replica: Replica, payload: bytes, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
         """Send the request; return the response once its headers arrived (status 2xx/4xx)."""
         url = replica.base_url + ctx.route
         try:
             resp = await self.session.post(url, data=payload, headers=headers, timeout=self._timeout)
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            raise UpstreamAttemptFailed("connect", f"{replica.id}: {type(exc).__name__}: {exc}",
-                                        passive_failure=True) from exc
+            raise UpstreamAttemptFailed(
+                "connect", f"{replica.id}: {type(exc).__name__}: {exc}", passive_failure=True
+            ) from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamAttemptFailed("timeout", f"{replica.id}: no response within "
-                                        f"{self.timeouts.first_byte_s:g}s", passive_failure=True) from exc
+            raise UpstreamAttemptFailed(
+                "timeout", f"{replica.id}: no response within {self.timeouts.first_byte_s:g}s", passive_failure=True
+            ) from exc
         if resp.status in RETRYABLE_STATUS:
             body = await _read_quietly(resp)
             resp.release()
-            raise UpstreamAttemptFailed("status", f"{replica.id}: HTTP {resp.status}: {body[:200]!r}",
-                                        passive_failure=True)
+            raise UpstreamAttemptFailed(
+                "status", f"{replica.id}: HTTP {resp.status}: {body[:200]!r}", passive_failure=True
+            )
         return resp
 
     async def relay_json(self, ctx: StepContext, resp: aiohttp.ClientResponse) -> web.Response:
         try:
             data = await resp.read()
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise ProxyError(504, "upstream_timeout", "the model server did not answer in time",
-                             retry_after_s=5) from exc
+            raise ProxyError(
+                504, "upstream_timeout", "the model server did not answer in time", retry_after_s=5
+            ) from exc
         except aiohttp.ClientError as exc:
-            raise ProxyError(502, "upstream_error", f"the model server failed mid-answer: {type(exc).__name__}",
-                             retry_after_s=1) from exc
+            raise ProxyError(
+                502, "upstream_error", f"the model server failed mid-answer: {type(exc).__name__}", retry_after_s=1
+            ) from exc
         finally:
             resp.release()
         ctx.status = resp.status
@@ -111,7 +117,11 @@ class Forwarder:
         )
 
     async def relay_stream(
-        self, request: web.Request, ctx: StepContext, resp: aiohttp.ClientResponse, strip_usage: bool,
+        self,
+        request: web.Request,
+        ctx: StepContext,
+        resp: aiohttp.ClientResponse,
+        strip_usage: bool,
     ) -> web.StreamResponse:
         """Relay SSE events as they arrive. The caller holds ``resp``'s context (closing it aborts upstream)."""
         if resp.status != 200:
@@ -145,23 +155,30 @@ class Forwarder:
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
             timed_out = watchdog.fired or isinstance(exc, TimeoutError)
             ctx.outcome = "timeout" if timed_out else "error"
-            err = ProxyError(504, "upstream_timeout", f"no data from the model server for {self.timeouts.idle_s:g}s") \
-                if timed_out else ProxyError(502, "upstream_error", "the model server failed mid-stream")
+            err = (
+                ProxyError(504, "upstream_timeout", f"no data from the model server for {self.timeouts.idle_s:g}s")
+                if timed_out
+                else ProxyError(502, "upstream_error", "the model server failed mid-stream")
+            )
             await _write_quietly(out, err.sse_event() + b"data: [DONE]\n\n")
         except Exception:
             # Last-resort guard: headers are gone, so the only correct ending is an error event.
             log.exception("step %s: relay failed", ctx.request_id)
             ctx.outcome = "error"
-            await _write_quietly(out, ProxyError(500, "internal_error", "the proxy failed mid-stream")
-                                 .sse_event() + b"data: [DONE]\n\n")
+            await _write_quietly(
+                out, ProxyError(500, "internal_error", "the proxy failed mid-stream").sse_event() + b"data: [DONE]\n\n"
+            )
         finally:
             watchdog.cancel()
         ctx.usage = relay.usage
         ctx.streamed_chunks = relay.chunks_seen
         if not relay.done_seen and ctx.outcome == "success":
             ctx.outcome = "error"  # upstream closed without [DONE]
-            await _write_quietly(out, ProxyError(502, "upstream_error", "the model server ended the stream early")
-                                 .sse_event() + b"data: [DONE]\n\n")
+            await _write_quietly(
+                out,
+                ProxyError(502, "upstream_error", "the model server ended the stream early").sse_event()
+                + b"data: [DONE]\n\n",
+            )
         await _write_eof_quietly(out)
         return out
 

@@ -10,6 +10,7 @@ import itertools
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -22,7 +23,7 @@ from concurproxy.identity import extract_identity
 from concurproxy.server.components import COMPONENTS, Components
 from concurproxy.server.forward import UpstreamAttemptFailed, choose_candidates, upstream_headers
 from concurproxy.server.hooks import StepContext
-from concurproxy.tokens import estimate_prompt_tokens
+from concurproxy.tokens import count_tokens, prompt_text
 
 log = logging.getLogger("concurproxy.server")
 
@@ -107,8 +108,9 @@ class CompletionHandler:
                 strip_usage = True
         model = body["model"]
         if c.pool.knows_model(model) is False:
-            raise ProxyError(404, "model_not_found", f"the model {model!r} does not exist on any replica",
-                             param="model")
+            raise ProxyError(
+                404, "model_not_found", f"the model {model!r} does not exist on any replica", param="model"
+            )
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
         step = StepInfo(
             tenant=tenant,
@@ -116,11 +118,23 @@ class CompletionHandler:
             agent_id=f"{tenant}/{ident.agent_id}",  # agents are scoped under their tenant
             task_id=f"{tenant}/{ident.task_id}",
             priority=ident.priority if ident.priority is not None else c.role_priority(ident.role),
-            est_prompt_tokens=estimate_prompt_tokens(body),
+            est_prompt_tokens=0,
             max_tokens=int(max_tokens),
         )
-        ctx = StepContext(request_id=request_id, route=route, identity=ident, step=step, body=body,
-                          model=model, stream=stream, started=started)
+        ctx = StepContext(
+            request_id=request_id,
+            route=route,
+            identity=ident,
+            step=step,
+            body=body,
+            model=model,
+            stream=stream,
+            started=started,
+        )
+        # One tokenization per step: the router's prefix hasher counts tokens as it hashes.
+        text = prompt_text(body)
+        n_tokens = c.router.prompt_tokens(ctx, text)
+        ctx.step = replace(step, est_prompt_tokens=n_tokens if n_tokens is not None else count_tokens(text))
         ctx.extra_headers["X-Request-Id"] = request_id
         try:
             c.budgets.check(ctx, c.clock())
@@ -140,8 +154,9 @@ class CompletionHandler:
             for listener in c.listeners:
                 listener.on_step_end(ctx, c.clock())
 
-    async def _dispatch(self, request: web.Request, ctx: StepContext, raw: bytes | None,
-                        strip_usage: bool) -> web.StreamResponse:
+    async def _dispatch(
+        self, request: web.Request, ctx: StepContext, raw: bytes | None, strip_usage: bool
+    ) -> web.StreamResponse:
         c = self.c
         assert c.forwarder is not None, "the app was not started"
         payload = raw if raw is not None else orjson.dumps(ctx.body)
@@ -163,15 +178,21 @@ class CompletionHandler:
                 replica.in_flight += 1
                 try:
                     try:
-                        resp = await c.forwarder.open(ctx, replica, payload,
-                                                      upstream_headers(replica, request.headers, ctx.request_id))
+                        resp = await c.forwarder.open(
+                            ctx, replica, payload, upstream_headers(replica, request.headers, ctx.request_id)
+                        )
                     except UpstreamAttemptFailed as exc:
                         last_error = exc
                         if exc.passive_failure:
                             c.pool.mark_failure(replica, str(exc))
                         ticket.set_outcome("error")
-                        log.info("step %s: attempt on %s failed (%s), %s", ctx.request_id, replica.id, exc.kind,
-                                 "retrying" if ctx.attempts < c.policy.retry.attempts else "giving up")
+                        log.info(
+                            "step %s: attempt on %s failed (%s), %s",
+                            ctx.request_id,
+                            replica.id,
+                            exc.kind,
+                            "retrying" if ctx.attempts < c.policy.retry.attempts else "giving up",
+                        )
                         continue
                     async with resp:
                         if ctx.stream:
@@ -186,8 +207,9 @@ class CompletionHandler:
                 finally:
                     replica.in_flight -= 1
         if last_error is None:
-            raise ProxyError(503, "no_healthy_replica", "no healthy model server is available for this model",
-                             retry_after_s=2)
+            raise ProxyError(
+                503, "no_healthy_replica", "no healthy model server is available for this model", retry_after_s=2
+            )
         if last_error.kind == "timeout":
             raise ProxyError(504, "upstream_timeout", "the model server did not answer in time", retry_after_s=5)
         raise ProxyError(502, "upstream_unavailable", f"the model servers failed: {last_error}", retry_after_s=1)
@@ -209,8 +231,7 @@ async def ready(request: web.Request) -> web.Response:
     replicas = [{"id": r.id, "healthy": r.healthy, "draining": r.draining, "error": r.last_error} for r in c.pool]
     if c.pool.any_available() and not c.shutting_down:
         return web.json_response({"status": "ready", "replicas": replicas})
-    return web.json_response({"status": "not ready", "replicas": replicas}, status=503,
-                             headers={"Retry-After": "2"})
+    return web.json_response({"status": "not ready", "replicas": replicas}, status=503, headers={"Retry-After": "2"})
 
 
 __all__ = ["CompletionHandler", "aiohttp", "health", "models", "ready"]

@@ -10,7 +10,6 @@ without touching the handlers. The order of one step:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -68,6 +67,11 @@ class AdmissionGate(Protocol):
 
 
 class Router(Protocol):
+    def prompt_tokens(self, ctx: StepContext, text: str) -> int | None:
+        """Prepare per-step routing data from the canonical prompt (e.g. prefix hashes);
+        return the prompt's token count when it was computed on the way, else None."""
+        ...
+
     def pick(self, ctx: StepContext, candidates: Sequence[Replica], now: float) -> Replica:
         """Choose among ``candidates`` (non-empty, healthy, serving the model)."""
         ...
@@ -114,13 +118,3 @@ class NoAdmission:
 
     def acquire(self, ctx: StepContext) -> AbstractAsyncContextManager[Ticket]:
         return self._ctx
-
-
-class RoundRobinRouter:
-    """Cycle through the candidates; the baseline that routing improves on."""
-
-    def __init__(self) -> None:
-        self._counter = itertools.count()
-
-    def pick(self, ctx: StepContext, candidates: Sequence[Replica], now: float) -> Replica:
-        return candidates[next(self._counter) % len(candidates)]

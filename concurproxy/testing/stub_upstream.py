@@ -50,8 +50,11 @@ def _completion(body: dict[str, Any], chat: bool, n: int) -> dict[str, Any]:
     else:
         choice["text"] = text
     return {
-        "id": "cmpl-stub", "object": "chat.completion" if chat else "text_completion", "created": 0,
-        "model": body.get("model"), "choices": [choice],
+        "id": "cmpl-stub",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": 0,
+        "model": body.get("model"),
+        "choices": [choice],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n},
     }
 
@@ -63,8 +66,13 @@ def _chunk(body: dict[str, Any], chat: bool, i: int) -> bytes:
             choice["delta"]["role"] = "assistant"
     else:
         choice = {"index": 0, "text": " tok", "finish_reason": None}
-    obj = {"id": "cmpl-stub", "object": "chat.completion.chunk" if chat else "text_completion",
-           "created": 0, "model": body.get("model"), "choices": [choice]}
+    obj = {
+        "id": "cmpl-stub",
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": 0,
+        "model": body.get("model"),
+        "choices": [choice],
+    }
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
@@ -96,8 +104,14 @@ async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
                 await asyncio.sleep(b.chunk_delay_s)
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = _completion(body, chat, n)["usage"]
-            obj = {"id": "cmpl-stub", "object": "chat.completion.chunk", "created": 0,
-                   "model": body.get("model"), "choices": [], "usage": usage}
+            obj = {
+                "id": "cmpl-stub",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": body.get("model"),
+                "choices": [],
+                "usage": usage,
+            }
             await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
@@ -174,8 +188,14 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
-    web.run_app(build_stub_app(behaviour), host=args.host, port=args.port, access_log=None, print=None,
-                handler_cancellation=True)
+    web.run_app(
+        build_stub_app(behaviour),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+        handler_cancellation=True,
+    )
 
 
 if __name__ == "__main__":

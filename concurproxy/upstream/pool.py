@@ -33,6 +33,8 @@ class ReplicaPool:
         self.health_cfg = health
         self._listeners: list[HealthListener] = []
         self._task: asyncio.Task[None] | None = None
+        self._models_key: tuple[tuple[str, ...], ...] | None = None
+        self._models_set: frozenset[str] | None = None
 
     # --- membership -------------------------------------------------------------
     def __iter__(self):  # type: ignore[no-untyped-def]
@@ -59,9 +61,18 @@ class ReplicaPool:
 
     def knows_model(self, model: str) -> bool | None:
         """True/False when every replica has reported its models; None when unknown."""
-        if any(not r.models for r in self._replicas.values()):
+        known = self._known_models()
+        if known is None:
             return None
-        return any(model in r.models for r in self._replicas.values())
+        return model in known
+
+    def _known_models(self) -> frozenset[str] | None:
+        # Cached per (replica, models) state: checked on every step, changes only on health checks.
+        key = tuple(r.models for r in self._replicas.values())
+        if key != self._models_key:
+            self._models_key = key
+            self._models_set = None if any(not m for m in key) else frozenset(x for m in key for x in m)
+        return self._models_set
 
     def add_listener(self, fn: HealthListener) -> None:
         self._listeners.append(fn)

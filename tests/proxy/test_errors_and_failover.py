@@ -29,14 +29,16 @@ def assert_openai_error(data: dict, code: str) -> None:
         (b'{"model": "stub-model", "messages": ["x"]}', "invalid_request", "messages[0]"),
         (b'{"model": "stub-model", "messages": [{"role": "user"}], "max_tokens": -1}', "invalid_request", "max_tokens"),
         (b'{"model": "stub-model", "messages": [{"role": "user"}], "stream": "yes"}', "invalid_request", "stream"),
-        (b'{"model": "stub-model", "messages": [{"role": "user"}], "stream_options": 3}', "invalid_request",
-         "stream_options"),
+        (
+            b'{"model": "stub-model", "messages": [{"role": "user"}], "stream_options": 3}',
+            "invalid_request",
+            "stream_options",
+        ),
     ],
 )
 async def test_malformed_requests_get_400(proxy_factory, raw, code, param):
     async with proxy_factory() as h:
-        r = await h.session.post(h.url + "/v1/chat/completions", data=raw,
-                                 headers={"Content-Type": "application/json"})
+        r = await h.session.post(h.url + "/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"})
         assert r.status == 400
         data = await r.json()
         assert_openai_error(data, code)
@@ -83,8 +85,9 @@ async def test_dead_replica_is_skipped_by_retry_and_taken_out(proxy_factory):
 
 
 async def test_connect_failure_retries_then_502_with_retry_after(proxy_factory):
-    async with proxy_factory(behaviours=[StubBehaviour(status=502), StubBehaviour(status=502)],
-                             health={"interval_s": 60}) as h:
+    async with proxy_factory(
+        behaviours=[StubBehaviour(status=502), StubBehaviour(status=502)], health={"interval_s": 60}
+    ) as h:
         r = await h.post("/v1/chat/completions", CHAT)
         assert r.status == 502
         assert int(r.headers["Retry-After"]) >= 1
@@ -113,8 +116,9 @@ async def test_replica_back_in_rotation_after_health_check(proxy_factory):
 
 
 async def test_first_byte_timeout_is_504(proxy_factory):
-    async with proxy_factory(behaviours=[StubBehaviour(hang_s=5)], retry={"attempts": 1},
-                             timeouts={"first_byte_s": 0.2}) as h:
+    async with proxy_factory(
+        behaviours=[StubBehaviour(hang_s=5)], retry={"attempts": 1}, timeouts={"first_byte_s": 0.2}
+    ) as h:
         r = await h.post("/v1/chat/completions", CHAT)
         assert r.status == 504
         assert_openai_error(await r.json(), "upstream_timeout")
@@ -144,11 +148,16 @@ async def test_openai_client_works_unchanged(proxy_factory):
     async with proxy_factory() as h:
         client = openai.AsyncOpenAI(base_url=h.url + "/v1", api_key="k", max_retries=0)
         try:
-            out = await client.chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "hi"}],
-                                                       max_tokens=4, extra_body={"ignore_eos": True})
+            out = await client.chat.completions.create(
+                model="stub-model",
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=4,
+                extra_body={"ignore_eos": True},
+            )
             assert out.choices[0].message.content == " tok" * 4 and out.usage.completion_tokens == 4
             stream = await client.chat.completions.create(
-                model="stub-model", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True)
+                model="stub-model", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True
+            )
             parts = [c.choices[0].delta.content async for c in stream if c.choices]
             assert "".join(p or "" for p in parts) == " tok" * 3
             comp = await client.completions.create(model="stub-model", prompt="abc", max_tokens=2)
@@ -178,17 +187,22 @@ def test_openai_sync_client_streams(proxy_factory):
         async with proxy_factory() as h:
             result["url"] = h.url
             ready.set()
-            while not done.is_set():
-                await asyncio.sleep(0.01)
+            await asyncio.get_running_loop().run_in_executor(None, done.wait)
 
     t = threading.Thread(target=lambda: asyncio.run(serve()))
     t.start()
     try:
         assert ready.wait(10)
         client = openai.OpenAI(base_url=f"{result['url']}/v1", api_key="k", max_retries=0)
-        chunks = list(client.chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "x"}],
-                                                     max_tokens=2, stream=True,
-                                                     stream_options={"include_usage": True}))
+        chunks = list(
+            client.chat.completions.create(
+                model="stub-model",
+                messages=[{"role": "user", "content": "x"}],
+                max_tokens=2,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
         client.close()
     finally:

@@ -55,7 +55,7 @@ async def test_stream_keeps_usage_chunk_when_client_asked(proxy_factory):
     async with proxy_factory() as h:
         r = await h.post("/v1/chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": True}})
         events = [e for e in (await r.text()).split("\n\n") if e]
-        usage = orjson.loads(events[-2][len("data: "):])
+        usage = orjson.loads(events[-2][len("data: ") :])
         assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 5
 
 

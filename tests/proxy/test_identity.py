@@ -8,15 +8,19 @@ from concurproxy.identity import extract_identity
 def test_headers_win_over_body():
     ident = extract_identity(
         {"X-Agent-Id": "a1", "X-Task-Id": "t1", "X-Agent-Role": "planner", "X-Priority": "high"},
-        {"user": "u", "metadata": {"agent_id": "m", "role": "critic"}}, "acme", "r1")
+        {"user": "u", "metadata": {"agent_id": "m", "role": "critic"}},
+        "acme",
+        "r1",
+    )
     assert (ident.agent_id, ident.task_id, ident.role, ident.priority) == ("a1", "t1", "planner", PriorityClass.high)
     assert ident.tenant == "acme" and not ident.one_shot and not ident.done
 
 
 def test_session_alias_and_body_fallbacks():
     assert extract_identity({"X-Session-Id": "s9"}, {}, "t", "r").agent_id == "s9"
-    ident = extract_identity({}, {"metadata": {"agent_id": "m1", "task_id": "k", "role": "critic", "priority": 0}},
-                             "t", "r")
+    ident = extract_identity(
+        {}, {"metadata": {"agent_id": "m1", "task_id": "k", "role": "critic", "priority": 0}}, "t", "r"
+    )
     assert (ident.agent_id, ident.task_id, ident.role, ident.priority) == ("m1", "k", "critic", PriorityClass.critical)
     assert extract_identity({}, {"user": "u7"}, "t", "r").agent_id == "u7"
 

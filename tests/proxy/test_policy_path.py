@@ -73,8 +73,9 @@ async def test_token_budget_exhaustion_has_retry_after_and_settles_from_usage(pr
 
 async def test_tenant_keys_and_anonymous_off(proxy_factory):
     digest = hashlib.sha256(b"sk-research").hexdigest()
-    async with proxy_factory(tenants=[{"name": "research", "key_sha256": [digest]}],
-                             auth={"allow_anonymous": False}) as h:
+    async with proxy_factory(
+        tenants=[{"name": "research", "key_sha256": [digest]}], auth={"allow_anonymous": False}
+    ) as h:
         ok = await h.post("/v1/chat/completions", CHAT, headers={"Authorization": "Bearer sk-research"})
         assert ok.status == 200
         assert h.listener.steps[-1].step.tenant == "research"
@@ -107,8 +108,7 @@ async def test_agent_waits_for_a_slot_and_gets_it_when_another_agent_finishes(pr
 
 
 async def test_queue_wait_is_bounded_then_503_with_retry_after(proxy_factory):
-    async with proxy_factory(admission={"controller": "static", "static": {"window": 1},
-                                        "max_queue_wait_s": 0.2}) as h:
+    async with proxy_factory(admission={"controller": "static", "static": {"window": 1}, "max_queue_wait_s": 0.2}) as h:
         assert (await h.post("/v1/chat/completions", CHAT, headers=hdr("A"))).status == 200
         r = await h.post("/v1/chat/completions", CHAT, headers=hdr("B"))
         assert r.status == 503 and int(r.headers["Retry-After"]) >= 1
@@ -175,6 +175,6 @@ async def test_metrics_exposition(proxy_factory):
     async with proxy_factory() as h:
         await h.post("/v1/chat/completions", CHAT, headers=hdr("A"))
         text = await (await h.session.get(h.url + "/metrics")).text()
-        assert 'concurproxy_requests_total{' in text
+        assert "concurproxy_requests_total{" in text
         assert "concurproxy_admission_window" in text
         assert "concurproxy_pressure_kv_usage" in text or "concurproxy_pressure" in text

@@ -8,7 +8,7 @@ DONE = b"data: [DONE]\n\n"
 def test_events_split_across_reads_are_reassembled():
     relay = SSERelay(strip_usage=False)
     stream = CONTENT + CONTENT + USAGE + DONE
-    out = b"".join(relay.feed(stream[i:i + 5]) for i in range(0, len(stream), 5))
+    out = b"".join(relay.feed(stream[i : i + 5]) for i in range(0, len(stream), 5))
     assert out == stream
     assert relay.usage is not None and relay.usage.completion_tokens == 7 and relay.done_seen
 

@@ -34,8 +34,9 @@ class _HeldTicket:
         self._ticket = ticket
         return ticket
 
-    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         ticket = self._ticket
         if ticket is None:
             return

@@ -26,8 +26,13 @@ class BudgetStage:
             retry = decision.retry_after_s
             headers.pop("Retry-After", None)  # ProxyError renders it from retry_after_s
             ctx.budget_denied = decision.reason.value
-            raise ProxyError(decision.http_status, decision.reason.value, decision.message,
-                             retry_after_s=retry, headers={**ctx.extra_headers, **headers})
+            raise ProxyError(
+                decision.http_status,
+                decision.reason.value,
+                decision.message,
+                retry_after_s=retry,
+                headers={**ctx.extra_headers, **headers},
+            )
         ctx.budget_reservation = decision.reservation
         ctx.extra_headers.update(headers)
         if decision.clamped_max_tokens is not None:

@@ -28,8 +28,13 @@ class StepMetrics:
         replica = ctx.replica.id if ctx.replica is not None else None
         usage = ctx.usage
         m.observe_step(
-            route=ctx.route, tenant=step.tenant, role=step.role, status=ctx.status or 499,
-            duration_s=time.perf_counter() - ctx.started, replica=replica, ttft_s=ctx.ttft_s,
+            route=ctx.route,
+            tenant=step.tenant,
+            role=step.role,
+            status=ctx.status or 499,
+            duration_s=time.perf_counter() - ctx.started,
+            replica=replica,
+            ttft_s=ctx.ttft_s,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
         )
@@ -37,8 +42,9 @@ class StepMetrics:
             m.observe_queue_wait(replica, step.role, ctx.queue_wait_s)
         d = ctx.route_decision
         if d is not None:
-            m.routing_decision(d.replica_id, d.reason.value, pin_hit=d.pinned,
-                               prefix_match_tokens=d.matched_blocks * self.block_tokens)
+            m.routing_decision(
+                d.replica_id, d.reason.value, pin_hit=d.pinned, prefix_match_tokens=d.matched_blocks * self.block_tokens
+            )
             if d.repinned_from is not None:
                 m.repinned(d.reason.value)
         if ctx.budget_denied:

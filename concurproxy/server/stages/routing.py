@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from concurproxy.control.types import PressureSnapshot
-from concurproxy.routing import PrefixAffinityRouter, ReplicaView, RouteRequest, hash_body
-from concurproxy.routing.types import RouteDecision, Router
+from concurproxy.routing import PrefixAffinityRouter, ReplicaView, RouteRequest
+from concurproxy.routing.prompt_cache import IncrementalPrefixHasher
+from concurproxy.routing.types import Router
 from concurproxy.server.hooks import StepContext
 from concurproxy.upstream.replica import Replica
 
@@ -22,21 +23,39 @@ WindowFn = Callable[[str], tuple[int, int] | None]
 
 
 class RoutingStage:
-    def __init__(self, router: Router, block_tokens: int, stale_after_s: float,
-                 snapshots: SnapshotFn | None = None, windows: WindowFn | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        block_tokens: int,
+        stale_after_s: float,
+        snapshots: SnapshotFn | None = None,
+        windows: WindowFn | None = None,
+    ) -> None:
         self.router = router
         self.block_tokens = block_tokens
         self.stale_after_s = stale_after_s
         self.snapshots = snapshots
         self.windows = windows
         self.uses_prefix = isinstance(router, PrefixAffinityRouter)
+        # Re-tokenizes only what an agent's prompt added since its last step (~10x cheaper than rehashing).
+        self.hasher = IncrementalPrefixHasher(block_tokens) if self.uses_prefix else None
+
+    def prompt_tokens(self, ctx: StepContext, text: str) -> int | None:
+        """Hash the prompt's blocks (when the policy uses them); returns its token count, or None."""
+        if self.hasher is None:
+            return None
+        ph = self.hasher.hashes(None if ctx.identity.one_shot else ctx.step.agent_id, text)
+        ctx.prompt_hashes = ph.keys
+        return ph.n_tokens
 
     def pick(self, ctx: StepContext, candidates: Sequence[Replica], now: float) -> Replica:
-        if self.uses_prefix and ctx.prompt_hashes is None:
-            ctx.prompt_hashes = hash_body(ctx.body, self.block_tokens)
         views = [self._view(r, now) for r in candidates]
-        request = RouteRequest(agent_id=ctx.step.agent_id, prefix_hashes=ctx.prompt_hashes or (),
-                               prompt_tokens=ctx.step.est_prompt_tokens, sticky=not ctx.identity.one_shot)
+        request = RouteRequest(
+            agent_id=ctx.step.agent_id,
+            prefix_hashes=ctx.prompt_hashes or (),
+            prompt_tokens=ctx.step.est_prompt_tokens,
+            sticky=not ctx.identity.one_shot,
+        )
         decision = self.router.route(request, views, now)
         ctx.route_decision = decision
         ctx.route_reason = decision.reason.value
@@ -49,8 +68,15 @@ class RoutingStage:
         snap = self.snapshots(r.id) if self.snapshots else None
         room = self.windows(r.id) if self.windows else None
         return ReplicaView.from_snapshot(
-            r.id, snap, now, self.stale_after_s, healthy=r.healthy, draining=r.draining,
-            window_room=room[0] if room else None, window_size=room[1] if room else None, load=r.in_flight,
+            r.id,
+            snap,
+            now,
+            self.stale_after_s,
+            healthy=r.healthy,
+            draining=r.draining,
+            window_room=room[0] if room else None,
+            window_size=room[1] if room else None,
+            load=r.in_flight,
         )
 
     def on_step_end(self, ctx: StepContext, now: float) -> None:
