@@ -83,9 +83,7 @@ async def test_malformed_response_is_a_protocol_error(answer: bytes, where: str)
 async def test_body_until_close_and_interim_1xx() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idx: int) -> None:
         await read_request(reader)
-        writer.write(
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst "
-        )
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst ")
         await writer.drain()
         writer.write(b"second")
         await writer.drain()
@@ -139,6 +137,33 @@ async def test_204_and_head_have_no_body_and_keep_the_connection() -> None:
                 assert resp.headers["content-length"] == "1000" and await resp.read() == b""
             async with await pool.request("GET", target, "/", None, b"") as resp:
                 assert await resp.read() == b"ok"
+            assert pool.stats()[f"{target[0]}:{target[1]}"] == (1, 1, 0)
+        finally:
+            await pool.close()
+
+
+async def test_reused_connection_already_closing_is_retried() -> None:
+    conns: list[int] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idx: int) -> None:
+        conns.append(idx)
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.Event().wait()
+
+    pool = UpstreamPool(max_per_host=4)
+    async with raw_server(script) as target:
+        try:
+            async with await pool.request("POST", target, "/", None, b"x") as resp:
+                assert await resp.read() == b"ok"
+            hp = next(iter(pool._hosts.values()))
+            stale = hp.idle[-1]
+            assert stale.transport is not None
+            stale.transport.close()  # closing, connection_lost not delivered yet; still on the idle stack
+            async with await pool.request("POST", target, "/", None, b"x") as resp:
+                assert await resp.read() == b"ok"
+            assert conns == [0, 1]
             assert pool.stats()[f"{target[0]}:{target[1]}"] == (1, 1, 0)
         finally:
             await pool.close()

@@ -21,6 +21,7 @@ SCENARIOS: list[Callable[[], Coroutine[Any, Any, None]]] = [
     test_streaming.test_server_closing_idle_connections_is_transparent,
     test_raw_server.test_stale_keepalive_is_retried_once_on_a_fresh_connection,
     test_raw_server.test_fresh_connection_closed_without_answer_is_an_error,
+    test_raw_server.test_reused_connection_already_closing_is_retried,
     test_raw_server.test_body_until_close_and_interim_1xx,
     test_raw_server.test_truncated_content_length_body_is_disconnected,
     test_raw_server.test_204_and_head_have_no_body_and_keep_the_connection,

@@ -73,9 +73,7 @@ class Result:
         )
 
 
-async def _drive(
-    one: Callable[[], Awaitable[None]], concurrency: int, seconds: float
-) -> tuple[int, float, float]:
+async def _drive(one: Callable[[], Awaitable[None]], concurrency: int, seconds: float) -> tuple[int, float, float]:
     for _ in range(50):
         await one()  # warm up: connections, caches
     stop = time.perf_counter() + seconds

@@ -115,7 +115,10 @@ class Http1Connection(asyncio.Protocol):
     # --- request side -----------------------------------------------------------
     async def send(self, payload: bytes, head_timeout_s: float | None, no_body: bool) -> ResponseHead:
         """Write the request; return the parsed head. Any failure leaves the connection unusable."""
-        if self.closed or self.transport is None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            # the server's FIN arrived but connection_lost has not run yet (uvloop would raise on write)
+            self.closed = True
+            self.keep_alive = False
             raise UpstreamDisconnected("connection already closed", got_bytes=False)
         self.state = HEAD
         self.got_bytes = False

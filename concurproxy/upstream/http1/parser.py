@@ -76,9 +76,7 @@ class ResponseHead:
     keep_alive: bool  # the server allows reusing the connection after this response
 
 
-def build_request(
-    method: str, path: str, host_header: str, headers: Mapping[str, str] | None, body: bytes
-) -> bytes:
+def build_request(method: str, path: str, host_header: str, headers: Mapping[str, str] | None, body: bytes) -> bytes:
     """Serialise one request. Caller headers named Host/Content-Length/Connection/Transfer-Encoding
     are dropped (the client owns framing), except that a caller ``Host`` replaces the default."""
     host = host_header

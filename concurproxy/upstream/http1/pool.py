@@ -219,9 +219,7 @@ class UpstreamPool:
         Raises UpstreamConnectError, UpstreamTimeout, UpstreamDisconnected, UpstreamProtocolError.
         """
         hp = self._host_pool(target)
-        payload = build_request(
-            method, hp.prefix + path if hp.prefix else path, hp.host_header, headers, body
-        )
+        payload = build_request(method, hp.prefix + path if hp.prefix else path, hp.host_header, headers, body)
         no_body = method == "HEAD"
         fresh = False
         while True:
@@ -242,9 +240,7 @@ class UpstreamPool:
 
     def stats(self) -> dict[str, tuple[int, int, int]]:
         """(open, idle, waiting) per host:port - for tests and debugging."""
-        return {
-            f"{hp.host}:{hp.port}": (hp.total, len(hp.idle), len(hp.waiters)) for hp in self._hosts.values()
-        }
+        return {f"{hp.host}:{hp.port}": (hp.total, len(hp.idle), len(hp.waiters)) for hp in self._hosts.values()}
 
     async def close(self) -> None:
         """Abort every connection (idle and leased) and fail queued waiters."""
