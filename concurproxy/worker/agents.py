@@ -41,11 +41,7 @@ class AgentSpec:
         )
 
     def mean_context(self) -> float:
-        return (
-            self.system_tokens
-            + self.task_tokens
-            + (self.steps - 1) * (self.output_tokens + self.tool_tokens) / 2
-        )
+        return self.system_tokens + self.task_tokens + (self.steps - 1) * (self.output_tokens + self.tool_tokens) / 2
 
 
 @dataclass(slots=True)

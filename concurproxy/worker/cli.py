@@ -244,9 +244,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--port", type=int, default=8000, help="first port; replica i listens on port+i")
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--time-scale", type=float, default=1.0, help="run the engine clock X times faster than wall"
-    )
+    p.add_argument("--time-scale", type=float, default=1.0, help="run the engine clock X times faster than wall")
     p.add_argument("--served-model-name", help="model name to serve (default: the profile's)")
     p.add_argument(
         "--output-lengths",

@@ -28,9 +28,7 @@ class EngineDead(RuntimeError):
 
 
 class EngineDriver:
-    def __init__(
-        self, engine: Engine, time_scale: float = 1.0, clock: Callable[[], float] | None = None
-    ) -> None:
+    def __init__(self, engine: Engine, time_scale: float = 1.0, clock: Callable[[], float] | None = None) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.engine = engine

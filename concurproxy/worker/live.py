@@ -99,9 +99,7 @@ async def run_live(
                 }
                 headers = {"X-Agent-Id": f"agent-{k}-task-{task_no}", "X-Task-Id": f"task-{task_no}"}
                 try:
-                    async with session.post(
-                        base_url.rstrip("/") + "/v1/completions", json=body, headers=headers
-                    ) as r:
+                    async with session.post(base_url.rstrip("/") + "/v1/completions", json=body, headers=headers) as r:
                         data = await r.json(content_type=None)
                         ok = r.status == 200
                 except (aiohttp.ClientError, ValueError):

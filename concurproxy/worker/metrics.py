@@ -60,15 +60,9 @@ class EngineCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         e, s, cfg = self.engine, self.engine.stats, self.engine.config
-        yield self._gauge(
-            "vllm:num_requests_running", "Number of requests in model execution batches.", e.num_running
-        )
-        yield self._gauge(
-            "vllm:num_requests_waiting", "Number of requests waiting to be processed.", e.num_waiting
-        )
-        yield self._gauge(
-            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", e.kv_usage()
-        )
+        yield self._gauge("vllm:num_requests_running", "Number of requests in model execution batches.", e.num_running)
+        yield self._gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", e.num_waiting)
+        yield self._gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", e.kv_usage())
         yield self._counter(
             "vllm:prefix_cache_queries",
             "Prefix cache queries, in terms of number of queried tokens.",
@@ -77,13 +71,9 @@ class EngineCollector(Collector):
         yield self._counter(
             "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", s.prefix_hits
         )
-        yield self._counter(
-            "vllm:num_preemptions", "Cumulative number of preemption from the engine.", s.preemptions
-        )
+        yield self._counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.", s.preemptions)
         yield self._counter("vllm:prompt_tokens", "Number of prefill tokens processed.", s.prompt_tokens)
-        yield self._counter(
-            "vllm:generation_tokens", "Number of generation tokens processed.", s.generation_tokens
-        )
+        yield self._counter("vllm:generation_tokens", "Number of generation tokens processed.", s.generation_tokens)
         success = CounterMetricFamily(
             "vllm:request_success",
             "Count of successfully processed requests.",
@@ -95,9 +85,7 @@ class EngineCollector(Collector):
         yield self._histogram(
             "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", s.ttft
         )
-        yield self._histogram(
-            "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", s.e2e
-        )
+        yield self._histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", s.e2e)
         yield self._histogram(
             "vllm:request_queue_time_seconds",
             "Histogram of time spent in WAITING phase for request.",
@@ -153,9 +141,7 @@ class EngineCollector(Collector):
             e.pool.evictions,
         )
         yield self._counter("concurworker_engine_steps", "Engine iterations run.", s.steps)
-        yield self._counter(
-            "concurworker_engine_busy_seconds", "Engine-clock seconds spent in steps.", s.busy_time
-        )
+        yield self._counter("concurworker_engine_busy_seconds", "Engine-clock seconds spent in steps.", s.busy_time)
         yield self._gauge("concurworker_kv_blocks_total", "KV cache blocks.", cfg.num_blocks)
         yield self._gauge(
             "concurworker_kv_blocks_cached", "Blocks holding a reusable cached prefix.", e.pool.num_cached
@@ -167,8 +153,6 @@ def make_registry(
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
-        EngineCollector(
-            engine, model_name, gpu_memory_utilization=gpu_memory_utilization, legacy_names=legacy_names
-        )
+        EngineCollector(engine, model_name, gpu_memory_utilization=gpu_memory_utilization, legacy_names=legacy_names)
     )
     return registry

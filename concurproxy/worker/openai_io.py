@@ -65,20 +65,14 @@ def parse_request(body: Any, chat: bool) -> ParsedRequest:
         prompt_ids = tokenize(prompt_text(body))
     else:
         prompt = body.get("prompt")
-        if (
-            isinstance(prompt, list)
-            and prompt
-            and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt)
-        ):
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             prompt_ids = list(prompt)  # token ids, as vLLM accepts
         elif isinstance(prompt, str) or (
             isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt)
         ):
             prompt_ids = tokenize(prompt_text(body))
         else:
-            raise BadRequest(
-                "'prompt' is required: a string, a list of strings or a list of token ids", "prompt"
-            )
+            raise BadRequest("'prompt' is required: a string, a list of strings or a list of token ids", "prompt")
     if not prompt_ids:
         raise BadRequest("the prompt is empty", "messages" if chat else "prompt")
     n = body.get("n", 1)
@@ -151,9 +145,7 @@ def chunk(
     return out
 
 
-def usage_chunk(
-    req_id: str, created: int, model: str, chat: bool, usage_obj: dict[str, Any]
-) -> dict[str, Any]:
+def usage_chunk(req_id: str, created: int, model: str, chat: bool, usage_obj: dict[str, Any]) -> dict[str, Any]:
     obj = "chat.completion.chunk" if chat else "text_completion"
     return {
         "id": req_id,

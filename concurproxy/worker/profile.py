@@ -79,11 +79,7 @@ class Profile(_Model):
     def blocks(self) -> int:
         if self.num_gpu_blocks is not None:
             return self.num_gpu_blocks
-        kv = (
-            self.gpu.memory_bytes * self.memory_utilization
-            - self.model.weight_bytes
-            - self.activation_reserve_bytes
-        )
+        kv = self.gpu.memory_bytes * self.memory_utilization - self.model.weight_bytes - self.activation_reserve_bytes
         n = int(kv // self.bytes_per_token // self.block_size)
         if n <= 0:
             raise ProfileError(f"profile {self.name}: the weights do not leave room for any KV block")

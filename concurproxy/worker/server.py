@@ -131,14 +131,10 @@ async def _stream(
             await send(chunk(req_id, created, model, chat, out.new_text, None, with_usage_field=inc))
         if out.finished:
             break
-    await send(
-        chunk(req_id, created, model, chat, None if chat else "", out.finish_reason, with_usage_field=inc)
-    )
+    await send(chunk(req_id, created, model, chat, None if chat else "", out.finish_reason, with_usage_field=inc))
     if inc:
         await send(
-            usage_chunk(
-                req_id, created, model, chat, usage(out.prompt_tokens, out.output_tokens, out.cached_tokens)
-            )
+            usage_chunk(req_id, created, model, chat, usage(out.prompt_tokens, out.output_tokens, out.cached_tokens))
         )
     await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()

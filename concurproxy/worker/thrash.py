@@ -66,9 +66,7 @@ def run_closed_loop(
             _, _, task = heapq.heappop(wake)
             req_id = f"t{task.task_no}s{task.step}r{n_req}"
             n_req += 1
-            engine.add_request(
-                req_id, task.prompt(), max_tokens=spec.output_tokens, arrival=now, ignore_eos=True
-            )
+            engine.add_request(req_id, task.prompt(), max_tokens=spec.output_tokens, arrival=now, ignore_eos=True)
             outputs[req_id] = []
             owner[req_id] = task
         if not engine.has_work():
@@ -110,32 +108,24 @@ def run_closed_loop(
 # histories (no shared system prompt), short outputs, short tool pauses — the agentic shape.
 PRESETS: dict[str, tuple[AgentSpec, tuple[int, ...], float]] = {
     "tiny": (
-        AgentSpec(
-            steps=10, system_tokens=0, task_tokens=96, tool_tokens=24, output_tokens=8, tool_pause_s=0.02
-        ),
+        AgentSpec(steps=10, system_tokens=0, task_tokens=96, tool_tokens=24, output_tokens=8, tool_pause_s=0.02),
         (1, 2, 3, 4, 6, 8, 12, 16),
         60.0,
     ),
     "qwen3-32b-h100": (
-        AgentSpec(
-            steps=20, system_tokens=0, task_tokens=3000, tool_tokens=1000, output_tokens=64, tool_pause_s=0.5
-        ),
+        AgentSpec(steps=20, system_tokens=0, task_tokens=3000, tool_tokens=1000, output_tokens=64, tool_pause_s=0.5),
         (1, 2, 3, 4, 6, 8, 12),
         600.0,
     ),
     "llama3-8b-h100": (
-        AgentSpec(
-            steps=16, system_tokens=0, task_tokens=2000, tool_tokens=300, output_tokens=32, tool_pause_s=0.5
-        ),
+        AgentSpec(steps=16, system_tokens=0, task_tokens=2000, tool_tokens=300, output_tokens=32, tool_pause_s=0.5),
         (32, 64, 96, 128, 192, 256),
         120.0,
     ),
 }
 
 
-def preset_for(
-    profile_name: str, capacity_tokens: int, max_model_len: int
-) -> tuple[AgentSpec, tuple[int, ...], float]:
+def preset_for(profile_name: str, capacity_tokens: int, max_model_len: int) -> tuple[AgentSpec, tuple[int, ...], float]:
     """The preset for a shipped profile, else a workload scaled to the KV capacity."""
     if profile_name in PRESETS:
         return PRESETS[profile_name]

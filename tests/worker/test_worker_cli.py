@@ -117,9 +117,7 @@ def test_serve_replicas_in_a_real_process() -> None:
     try:
         assert proc.stdout is not None
         banner = proc.stdout.readline()
-        assert "64 blocks x 16 tokens" in banner, banner + (
-            proc.stderr.read() if proc.poll() is not None else ""
-        )
+        assert "64 blocks x 16 tokens" in banner, banner + (proc.stderr.read() if proc.poll() is not None else "")
         urls = [proc.stdout.readline().split()[-1] for _ in range(2)]
         assert len(set(urls)) == 2
         for u in urls:

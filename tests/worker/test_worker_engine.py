@@ -9,14 +9,10 @@ import pytest
 from concurproxy.tokens import synth_text
 from concurproxy.worker.engine import Engine, EngineConfig, OutputLengths, RequestRejected, StepTimeModel
 
-TIMING = StepTimeModel(
-    fixed_s=0.01, prefill_s_per_token=1e-3, decode_s_per_token=2e-3, kv_read_s_per_token=1e-5
-)
+TIMING = StepTimeModel(fixed_s=0.01, prefill_s_per_token=1e-3, decode_s_per_token=2e-3, kv_read_s_per_token=1e-5)
 
 
-def make(
-    num_blocks: int = 16, bs: int = 4, budget: int = 64, max_len: int | None = None, **kw: object
-) -> Engine:
+def make(num_blocks: int = 16, bs: int = 4, budget: int = 64, max_len: int | None = None, **kw: object) -> Engine:
     return Engine(
         EngineConfig(
             num_blocks=num_blocks,

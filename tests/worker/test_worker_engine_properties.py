@@ -12,9 +12,7 @@ TIMING = StepTimeModel(0.01, 1e-3, 1e-3, 1e-5, 1e-7)
 
 requests = st.lists(
     st.tuples(
-        st.lists(
-            st.integers(0, 3), min_size=1, max_size=40
-        ),  # prompt over a tiny vocabulary: many shared prefixes
+        st.lists(st.integers(0, 3), min_size=1, max_size=40),  # prompt over a tiny vocabulary: many shared prefixes
         st.integers(1, 20),  # max_tokens
         st.integers(0, 3),  # steps to wait before the next arrival
     ),
@@ -24,9 +22,7 @@ requests = st.lists(
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    reqs=requests, num_blocks=st.integers(16, 40), budget=st.integers(4, 64), abort_every=st.integers(0, 7)
-)
+@given(reqs=requests, num_blocks=st.integers(16, 40), budget=st.integers(4, 64), abort_every=st.integers(0, 7))
 def test_engine_invariants_under_random_workloads(
     reqs: list[tuple[list[int], int, int]], num_blocks: int, budget: int, abort_every: int
 ) -> None:

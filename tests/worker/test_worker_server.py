@@ -120,13 +120,9 @@ async def test_models_and_health(worker: Worker, http: aiohttp.ClientSession) ->
     assert data[0]["id"] == "concurworker-tiny" and data[0]["max_model_len"] == 1024
 
 
-async def test_metrics_use_vllm_names_and_agree_with_the_engine(
-    worker: Worker, http: aiohttp.ClientSession
-) -> None:
+async def test_metrics_use_vllm_names_and_agree_with_the_engine(worker: Worker, http: aiohttp.ClientSession) -> None:
     for n in (3, 4):
-        async with http.post(
-            worker.url + "/v1/completions", json={"prompt": "a b c d e", "max_tokens": n}
-        ) as r:
+        async with http.post(worker.url + "/v1/completions", json={"prompt": "a b c d e", "max_tokens": n}) as r:
             assert r.status == 200
     async with http.get(worker.url + "/metrics") as r:
         text = await r.text()

@@ -109,9 +109,7 @@ class Engine:
                 f"requested {len(prompt_token_ids) + max_tokens} tokens ({len(prompt_token_ids)} in the "
                 f"messages, {max_tokens} in the completion)."
             )
-        target = (
-            output_len if output_len is not None else cfg.output_lengths.draw(req_id, max_tokens, ignore_eos)
-        )
+        target = output_len if output_len is not None else cfg.output_lengths.draw(req_id, max_tokens, ignore_eos)
         target = max(1, min(target, max_tokens))
         planned_pieces = pieces(synth_text(target, cfg.seed))
         planned_ids = [self._piece_id(p) for p in planned_pieces]
@@ -313,9 +311,7 @@ class Engine:
             cached_tokens=req.prefix_hit_tokens,
         )
 
-    def _finish(
-        self, req: EngineRequest, reason: str, end: float, new: tuple[tuple[int, str], ...]
-    ) -> RequestOutput:
+    def _finish(self, req: EngineRequest, reason: str, end: float, new: tuple[tuple[int, str], ...]) -> RequestOutput:
         self.pool.free(reversed(req.blocks))
         req.blocks = []
         req.status = Status.FINISHED
