@@ -94,12 +94,16 @@ def _summary_table(r: Results, out: Console) -> None:
     out.print(tab)
 
 
+def _cell(v: object) -> str:
+    return "–" if v is None else str(v)
+
+
 def _ab_print(a: Results, b: Results, out: Console) -> None:
     tab = Table(title="A/B (ratio = B / A)")
     for c in ("metric", "A", "B", "B/A"):
         tab.add_column(c, justify="right")
     for name, va, vb, ratio in ab_table(a, b):
-        tab.add_row(name, str(va), str(vb), "–" if ratio is None else f"{ratio:.2f}x")
+        tab.add_row(name, _cell(va), _cell(vb), "–" if ratio is None else f"{ratio:.2f}x")
     out.print(f"A = {a.meta.target}\nB = {b.meta.target}")
     out.print(tab)
 
