@@ -31,16 +31,10 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, help="seconds during which tasks start (overrides the scenario)")
     p.add_argument("--max-tasks", type=int, help="stop after this many tasks (overrides the scenario)")
     p.add_argument("--seed", type=int, help="workload seed (overrides the scenario)")
-    p.add_argument(
-        "--scrape", action="append", default=[], metavar="URL", help="Prometheus URL to sample each second"
-    )
-    p.add_argument(
-        "--series", action="append", metavar="GLOB", help="metric names to keep (default: a built-in set)"
-    )
+    p.add_argument("--scrape", action="append", default=[], metavar="URL", help="Prometheus URL to sample each second")
+    p.add_argument("--series", action="append", metavar="GLOB", help="metric names to keep (default: a built-in set)")
     p.add_argument("--model", help="`model` field to send (overrides the scenario)")
-    p.add_argument(
-        "--max-inflight", type=int, help="hard cap on concurrent requests (overrides the scenario)"
-    )
+    p.add_argument("--max-inflight", type=int, help="hard cap on concurrent requests (overrides the scenario)")
     p.add_argument("--run-tag", help="task id prefix (default: random per run)")
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress")
 

@@ -31,9 +31,7 @@ from loadgen.text import chat_tokens, words
 from loadgen.trace import iter_trace_tasks
 
 
-def arrival_times(
-    sc: Scenario, seed: int, duration_s: float | None, max_tasks: int | None
-) -> Iterator[float | None]:
+def arrival_times(sc: Scenario, seed: int, duration_s: float | None, max_tasks: int | None) -> Iterator[float | None]:
     """Task start offsets (s). Poisson: cumulative Exp(rate) gaps; bursts: ``size`` tasks at
     ``k * every_s`` (+ U(0, jitter)); closed loop: ``None`` (the runner starts them)."""
     rng = random.Random(f"{seed}:arrivals")
@@ -122,9 +120,7 @@ def _finish(chain: list[StepSpec]) -> Chain:
     out = []
     for j, s in enumerate(chain):
         same_next = j + 1 < len(chain) and chain[j + 1].agent_id == s.agent_id
-        out.append(
-            replace(s, agent_done=last[s.agent_id] == j, pause_after_s=s.pause_after_s if same_next else 0.0)
-        )
+        out.append(replace(s, agent_done=last[s.agent_id] == j, pause_after_s=s.pause_after_s if same_next else 0.0))
     return tuple(out)
 
 

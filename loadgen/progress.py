@@ -32,6 +32,10 @@ class Counters:
             del self.latencies[:-_WINDOW]
 
 
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f}"
+
+
 class Progress:
     def __init__(self, title: str, enabled: bool, total_tasks: int | None, duration_s: float | None):
         self.enabled = enabled and sys.stderr.isatty()
@@ -62,13 +66,12 @@ class Progress:
         phase = "draining " if self.duration and elapsed_s > self.duration else ""
         total = f"/{self.total}" if self.total else ""
         dur = f"/{self.duration:.0f}" if self.duration else ""
-        ms = lambda v: "-" if v is None else f"{v * 1000:.0f}"  # noqa: E731
         line = Text.assemble(
             (f"{self.title}  ", "bold"),
             f"{phase}{elapsed_s:.0f}{dur}s │ tasks {c.tasks_done}{total} done, ",
             f"{c.tasks_started - c.tasks_done - c.tasks_failed} running │ ",
             f"{c.steps_ok / elapsed_s if elapsed_s > 0 else 0:.1f} steps/s │ ",
-            f"step p50 {ms(p50)} ms p99 {ms(p99)} ms │ in flight {c.inflight} │ ",
+            f"step p50 {_ms(p50)} ms p99 {_ms(p99)} ms │ in flight {c.inflight} │ ",
             (f"errors {c.errors}", "red" if c.errors else ""),
             " │ ",
             (f"429s {c.http_429}", "yellow" if c.http_429 else ""),

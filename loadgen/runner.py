@@ -71,9 +71,7 @@ class Runner:
             async with self.sem:
                 self.c.inflight += 1
                 try:
-                    a = await send(
-                        self.client, self.url, body, headers, self.sc.request_timeout_s, self.clock
-                    )
+                    a = await send(self.client, self.url, body, headers, self.sc.request_timeout_s, self.clock)
                 finally:
                     self.c.inflight -= 1
             res = StepResult(

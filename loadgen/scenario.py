@@ -85,9 +85,7 @@ class TaskShape(Model):
     critic_reject_p: float = Field(default=0.3, ge=0, le=1)
     max_rounds: int = Field(default=3, ge=1)
     summary: bool = True
-    deadline_s: float | None = Field(
-        default=None, gt=0, description="a task counts for goodput if done in time"
-    )
+    deadline_s: float | None = Field(default=None, gt=0, description="a task counts for goodput if done in time")
     roles: Roles = Roles()
 
 
@@ -129,9 +127,7 @@ class Scenario(Model):
     request_timeout_s: float = Field(default=300.0, gt=0)
     stream: bool = True
     retry: Retry = Retry()
-    tenants: list[Tenant] = Field(
-        default_factory=lambda: [Tenant(name="default", api_key="sk-loadgen")], min_length=1
-    )
+    tenants: list[Tenant] = Field(default_factory=lambda: [Tenant(name="default", api_key="sk-loadgen")], min_length=1)
     task: TaskShape = TaskShape()
     trace: TraceSpec | None = None
 
@@ -174,9 +170,7 @@ def format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_scenario(
-    data: Mapping[str, Any], source: str = "<scenario>", base_dir: Path | None = None
-) -> Scenario:
+def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as e:

@@ -68,9 +68,7 @@ def goodput_per_min(tasks: Iterable[TaskResult], elapsed_s: float) -> float:
     return good / (elapsed_s / 60) if elapsed_s > 0 else 0.0
 
 
-def goodput_over_time(
-    tasks: Iterable[TaskResult], elapsed_s: float, bin_s: float = 10.0
-) -> list[tuple[float, float]]:
+def goodput_over_time(tasks: Iterable[TaskResult], elapsed_s: float, bin_s: float = 10.0) -> list[tuple[float, float]]:
     """[(bin start s, tasks in deadline per minute in that bin)], bins up to the run end
     (the last bin, when shorter than ``bin_s``, is scaled by its own width)."""
     n = max(1, math.ceil(elapsed_s / bin_s))

@@ -56,9 +56,7 @@ def mooncake_prompt(hash_ids: list[int], input_length: int, block_size: int, row
     return "".join(parts)
 
 
-def _one_step(
-    task_id: str, index: int, tenant: Tenant, arrival_s: float, text: str, n_in: int, n_out: int
-) -> TaskPlan:
+def _one_step(task_id: str, index: int, tenant: Tenant, arrival_s: float, text: str, n_in: int, n_out: int) -> TaskPlan:
     step = StepSpec(
         task_id=task_id,
         agent_id=task_id,

@@ -56,9 +56,7 @@ class OpenAIStub:
         self.state.seen.append(Seen(dict(request.headers), body))
         if self.state.fail_first > 0:
             self.state.fail_first -= 1
-            return web.json_response(
-                {"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0"}
-            )
+            return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0"})
         if self.delay_s:
             await asyncio.sleep(self.delay_s)  # a slow engine (used to test the hard end), not for sync
         n_out = int(body.get("max_tokens", 16))
@@ -71,9 +69,7 @@ class OpenAIStub:
             doc = {
                 "id": "x",
                 "object": "chat.completion",
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
-                ],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
                 "usage": usage,
             }
             return web.json_response(doc, headers=headers)

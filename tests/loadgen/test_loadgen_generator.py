@@ -22,11 +22,7 @@ BASE = {
 
 
 def _requests(plans: list[TaskPlan]) -> list[tuple]:
-    return [
-        (tuple(sorted(s.headers(p.api_key).items())), str(s.body("m", True)))
-        for p in plans
-        for s in p.steps()
-    ]
+    return [(tuple(sorted(s.headers(p.api_key).items())), str(s.body("m", True))) for p in plans for s in p.steps()]
 
 
 def test_same_seed_same_requests_in_same_order() -> None:
@@ -124,9 +120,7 @@ def test_poisson_arrivals_bounded_and_rate() -> None:
 
 
 def test_bursts_and_closed_loop_arrivals() -> None:
-    sc = parse_scenario(
-        {"arrivals": {"mode": "bursts", "every_s": 10, "size": 3, "jitter_s": 1}, "duration_s": 25}
-    )
+    sc = parse_scenario({"arrivals": {"mode": "bursts", "every_s": 10, "size": 3, "jitter_s": 1}, "duration_s": 25})
     ts = list(arrival_times(sc, 0, 25, None))
     assert [int(t // 10) for t in ts] == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # type: ignore[operator]
     closed = parse_scenario({"arrivals": {"mode": "closed", "concurrency": 2}, "max_tasks": 4})
@@ -153,6 +147,4 @@ def test_tenant_mix_follows_weights() -> None:
     mix = Counter(p.tenant for p in plans)
     assert 0.7 < mix["a"] / 2000 < 0.8
     assert all(p.n_steps == (1 if p.tenant == "a" else 2) for p in plans)  # per-tenant task shape
-    assert all(
-        s.headers(p.api_key)["Authorization"] == f"Bearer k{p.tenant}" for p in plans for s in p.steps()
-    )
+    assert all(s.headers(p.api_key)["Authorization"] == f"Bearer k{p.tenant}" for p in plans for s in p.steps())

@@ -28,13 +28,8 @@ SCENARIO = {
 async def test_run_through_proxy_to_bundled_worker() -> None:
     sc = parse_scenario(SCENARIO)
     async with run_workers("tiny", 1, time_scale=20.0) as urls:
-        tenants = [
-            {"name": t.name, "key_sha256": [hashlib.sha256(t.api_key.encode()).hexdigest()]}
-            for t in sc.tenants
-        ]
-        policy = load_policy(
-            overrides={"upstreams": [{"url": urls[0], "name": "r0"}], "tenants": tenants}, env={}
-        )
+        tenants = [{"name": t.name, "key_sha256": [hashlib.sha256(t.api_key.encode()).hexdigest()]} for t in sc.tenants]
+        policy = load_policy(overrides={"upstreams": [{"url": urls[0], "name": "r0"}], "tenants": tenants}, env={})
         async with running_proxy(policy) as proxy:
             res = await run_scenario(sc, proxy, scrape=[urls[0] + "/metrics"], scrape_interval_s=0.05)
     summ = res.summary()

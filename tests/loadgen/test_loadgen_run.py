@@ -55,9 +55,7 @@ def _free_port() -> int:
 
 async def test_run_against_stub(stub: OpenAIStub, tmp_path: Path) -> None:
     sc = parse_scenario(SMALL)
-    res = await run_scenario(
-        sc, stub.url, scrape=[stub.url + "/metrics"], scrape_interval_s=0.05, run_tag="r-"
-    )
+    res = await run_scenario(sc, stub.url, scrape=[stub.url + "/metrics"], scrape_interval_s=0.05, run_tag="r-")
     plans = list(iter_tasks(sc, tag="r-"))
     expected = [s for p in plans for s in p.steps()]
     assert len(stub.state.seen) == len(res.steps) == len(expected)
@@ -71,9 +69,7 @@ async def test_run_against_stub(stub: OpenAIStub, tmp_path: Path) -> None:
         assert seen.body["ignore_eos"] is True and seen.body["max_tokens"] >= 1
     done = Counter(s.headers["X-Agent-Id"] for s in stub.state.seen if s.headers.get("X-Agent-Done") == "1")
     assert set(done.values()) == {1} and len(done) == len({e.agent_id for e in expected})
-    assert all(
-        s.ok and s.ttft_s is not None and s.queue_wait_ms == 1.5 and s.replica == "stub-0" for s in res.steps
-    )
+    assert all(s.ok and s.ttft_s is not None and s.queue_wait_ms == 1.5 and s.replica == "stub-0" for s in res.steps)
     assert all(s.completion_tokens == s.max_tokens for s in res.steps)
     summ = res.summary()
     assert summ["tasks"]["completed"] == 4 and summ["tasks"]["in_deadline"] == 4
@@ -165,16 +161,11 @@ def thread_stub() -> Iterator[str]:
     t.join(10)
 
 
-def test_cli_run_report_validate(
-    thread_stub: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_run_report_validate(thread_stub: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scen = tmp_path / "s.yaml"
     scen.write_text(orjson.dumps({**SMALL, "max_tasks": 2}).decode())  # JSON is YAML
     out = tmp_path / "res.json"
-    assert (
-        main(["run", str(scen), "--target", thread_stub, "--out", str(out), "--quiet", "--max-tasks", "1"])
-        == 0
-    )
+    assert main(["run", str(scen), "--target", thread_stub, "--out", str(out), "--quiet", "--max-tasks", "1"]) == 0
     assert len(load_results(out).tasks) == 1
     html, png = tmp_path / "r.html", tmp_path / "r.png"
     assert main(["report", str(out), str(out), "--html", str(html), "--png", str(png)]) == 0

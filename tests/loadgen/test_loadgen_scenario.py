@@ -29,9 +29,7 @@ def test_number_is_constant_shorthand() -> None:
         (
             {
                 "max_tasks": 1,
-                "task": {
-                    "roles": {"executor": {"output_tokens": {"dist": "lognormal", "median": 1, "sigma": -1}}}
-                },
+                "task": {"roles": {"executor": {"output_tokens": {"dist": "lognormal", "median": 1, "sigma": -1}}}},
             },
             "task.roles.executor.output_tokens.sigma",
         ),
@@ -69,9 +67,7 @@ def test_file_errors(tmp_path: Path) -> None:
 
 def test_duplicate_tenants_and_trace_path_relative(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="unique"):
-        parse_scenario(
-            {"max_tasks": 1, "tenants": [{"name": "a", "api_key": "k"}, {"name": "a", "api_key": "j"}]}
-        )
+        parse_scenario({"max_tasks": 1, "tenants": [{"name": "a", "api_key": "k"}, {"name": "a", "api_key": "j"}]})
     p = tmp_path / "t.yaml"
     p.write_text("trace: {path: trace.jsonl}\n")
     sc = load_scenario(p)

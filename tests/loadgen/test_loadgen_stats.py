@@ -58,9 +58,7 @@ def test_goodput_counts_completed_in_deadline() -> None:
     assert series == [(0.0, 2.0), (30.0, 2.0)]  # one task per 30 s bin = 2/min
 
 
-def _step(
-    role: str, status: int, total: float, ttft: float | None = None, qw: float | None = None
-) -> StepResult:
+def _step(role: str, status: int, total: float, ttft: float | None = None, qw: float | None = None) -> StepResult:
     return StepResult("t", "a", role, "ten", 0, 1, 1.0, 1.0 + total, status, ttft, qw, None, 10, 5, 5)
 
 

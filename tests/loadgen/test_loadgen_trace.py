@@ -55,10 +55,7 @@ def test_mooncake_limits_and_errors(tmp_path: Path) -> None:
     p = tmp_path / "t.jsonl"
     _write_mooncake(
         p,
-        [
-            {"timestamp": i * 1000, "input_length": 4, "output_length": 1000, "hash_ids": [i]}
-            for i in range(10)
-        ],
+        [{"timestamp": i * 1000, "input_length": 4, "output_length": 1000, "hash_ids": [i]} for i in range(10)],
     )
     sc = parse_scenario({"trace": {"path": str(p), "block_size": 4, "max_output_tokens": 64}})
     assert len(list(iter_tasks(sc, max_tasks=3))) == 3
