@@ -1,6 +1,6 @@
 """Micro benchmark: this client vs ``aiohttp.ClientSession`` against one local aiohttp server.
 
-    python -m concurproxy.upstream.http1.bench [--seconds 2] [--concurrency 1,64] [--stream]
+    python -m concurproxy.upstream.http1.bench [--seconds 2] [--concurrency 1,64] [--stream] [--pin]
 
 The server runs in a child process (uvloop), so the client's ``process_time`` is
 the client's CPU alone. Each request POSTs a ~600 B chat-style JSON body and reads a
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -27,8 +28,11 @@ _RESP = (
 _EVENT = b'data: {"choices":[{"delta":{"content":"tok"}}]}\n\n'
 
 
-def _serve(sock: socket.socket) -> None:
+def _serve(sock: socket.socket, cpu: int | None) -> None:
     import uvloop
+
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     from aiohttp import web
 
     async def json_h(req: web.Request) -> web.Response:
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--concurrency", default="1,64")
     ap.add_argument("--stream", action="store_true", help="chunked SSE answers instead of JSON")
+    ap.add_argument("--pin", action="store_true", help="client on CPU 0, server on CPU 1 (Linux)")
     args = ap.parse_args(argv)
     import uvloop
 
@@ -142,8 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     port = sock.getsockname()[1]
-    server = mp.get_context("fork").Process(target=_serve, args=(sock,), daemon=True)
+    server = mp.get_context("fork").Process(target=_serve, args=(sock, 1 if args.pin else None), daemon=True)
     server.start()
+    if args.pin:
+        os.sched_setaffinity(0, {0})
     try:
         time.sleep(0.5)
         for c in (int(x) for x in args.concurrency.split(",")):

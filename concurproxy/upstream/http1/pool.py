@@ -47,21 +47,31 @@ class _HostPool:
         self.total = 0  # open + opening connections (slots taken)
         self.waiters: deque[asyncio.Future[Http1Connection | None]] = deque()
 
+    def take_idle(self) -> Http1Connection | None:
+        """Most recently used idle connection that is still fresh, or None (sync fast path)."""
+        idle = self.idle
+        if not idle:
+            return None
+        owner = self.owner
+        now = owner.loop.time()
+        limit = owner.idle_timeout_s
+        while idle:
+            conn = idle.pop()
+            conn.in_pool = False
+            if now - conn.idle_since <= limit and not conn.closed:
+                return conn
+            self._drop(conn, wake=False)
+        return None
+
     async def acquire(self, fresh: bool) -> tuple[Http1Connection, bool]:
-        """A connection and whether it was reused from the idle stack."""
+        """A connection and whether it was reused; ``fresh`` skips the idle stack."""
         owner = self.owner
         if owner.closed:
             raise UpstreamConnectError("pool is closed")
-        idle = self.idle
-        if idle and not fresh:
-            now = owner.loop.time()
-            limit = owner.idle_timeout_s
-            while idle:
-                conn = idle.pop()
-                conn.in_pool = False
-                if now - conn.idle_since <= limit and not conn.closed:
-                    return conn, True
-                self._drop(conn, wake=False)
+        if not fresh:
+            conn = self.take_idle()
+            if conn is not None:
+                return conn, True
         if self.total < owner.max_per_host:
             self.total += 1
             return await self._open(), False
@@ -223,7 +233,11 @@ class UpstreamPool:
         no_body = method == "HEAD"
         fresh = False
         while True:
-            conn, reused = await hp.acquire(fresh)
+            conn = None if fresh or self.closed else hp.take_idle()
+            if conn is not None:
+                reused = True
+            else:
+                conn, reused = await hp.acquire(fresh)
             try:
                 await conn.send(payload, read_timeout_s, no_body)
             except UpstreamDisconnected as exc:
