@@ -200,3 +200,18 @@ def test_write_report_with_window_series(tmp_path: Path) -> None:
     )
     write_report([r], html_path=tmp_path / "x.html")
     assert (tmp_path / "x.html").read_text().count("data:image/png") == 4  # + admission window
+
+
+async def test_session_trace_replay_run(stub: OpenAIStub, tmp_path: Path) -> None:
+    p = tmp_path / "s.csv"
+    p.write_text("session_id,timestamp,input_tokens,output_tokens\na,0,40,3\na,0.15,80,3\nb,0.05,20,2\n")
+    sc = parse_scenario({"trace": {"path": str(p), "format": "sessions"}})
+    res = await run_scenario(sc, stub.url, run_tag="")
+    assert [t.status for t in res.tasks] == ["ok", "ok"]
+    by = {(s.agent_id, s.step): s for s in res.steps}
+    assert by[("s00000", 1)].start_s >= 0.15 and by[("s00001", 0)].start_s >= 0.05
+    assert [s.headers.get("X-Agent-Done") for s in stub.state.seen if s.headers["X-Agent-Id"] == "s00000"] == [
+        None,
+        "1",
+    ]
+    assert by[("s00000", 1)].prompt_tokens == 80 + 2  # "<user>:" marker + final newline
