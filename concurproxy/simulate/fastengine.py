@@ -61,7 +61,7 @@ class ExactEngine(Engine):
     def planned(self) -> bool:
         return False
 
-    def advance(self, now: float) -> StepResult:
+    def advance(self, now: float, until: float | None = None) -> StepResult:
         res = self.step(now)
         if res.num_scheduled:
             self.iterations += 1
@@ -82,18 +82,22 @@ class FastEngine(ExactEngine):
     def planned(self) -> bool:
         return self._run is not None
 
-    def advance(self, now: float) -> StepResult:
-        """Next iteration(s) from ``now``: a planned decode run of ≥ 2 iterations, else one step."""
+    def advance(self, now: float, until: float | None = None) -> StepResult:
+        """Next iteration(s) from ``now``: a planned decode run of ≥ 2 iterations, else one step.
+
+        ``until``: plan no iteration that starts at or after it (the next pressure read, which
+        would cut the run there anyway).
+        """
         self.sync(now)
         start = max(now, self.busy_until)
-        run = self._plan(start)
+        run = self._plan(start, until)
         if run is None:
             return super().advance(now)
         self._run = run
         b = run.batch
         return StepResult(start, run.ends[-1] - start, (), 0, b * len(run.ends), b, ())
 
-    def _plan(self, start: float) -> _Run | None:
+    def _plan(self, start: float, until: float | None) -> _Run | None:
         cfg = self.config
         running = self.running
         b = len(running)
@@ -107,6 +111,21 @@ class FastEngine(ExactEngine):
                 return None
             k = min(k, req.target_len - req.num_output - 1)
             s0 += nc + 1
+        if k < 2:
+            return None
+        step_time = cfg.timing.step_time
+        t = start
+        ends: list[float] = []
+        durations: list[float] = []
+        horizon = until if until is not None and until > start else None
+        for j in range(k):
+            if horizon is not None and t >= horizon:
+                break
+            d = step_time(0, b, s0 + b * j, 0.0)
+            t = t + d
+            durations.append(d)
+            ends.append(t)
+        k = len(ends)
         if k < 2:
             return None
         bs = cfg.block_size
@@ -126,16 +145,7 @@ class FastEngine(ExactEngine):
                     break
         if k < 2:
             return None
-        step_time = cfg.timing.step_time
-        t = start
-        ends: list[float] = []
-        durations: list[float] = []
-        for j in range(k):
-            d = step_time(0, b, s0 + b * j, 0.0)
-            t = t + d
-            durations.append(d)
-            ends.append(t)
-        return _Run(start, ends, durations, b, allocs)
+        return _Run(start, ends[:k], durations[:k], b, allocs)
 
     def sync(self, t: float) -> bool:
         """Apply the planned iterations that started before ``t``; drop the rest. True if a plan existed."""

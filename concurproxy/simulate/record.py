@@ -46,6 +46,7 @@ class FleetFigures:
     sim_seconds: float
     wall_seconds: float
     sim_speed: float  # simulated seconds per wall-clock second
+    cpu_seconds: float  # process CPU time of the run (less sensitive to a shared machine than wall time)
     engine_steps: int  # engine iterations simulated (a fast-forwarded decode run counts its iterations)
     engine_calls: int  # engine.step() calls actually made
     decisions: int  # steps that went through budgets → routing → admission
@@ -111,6 +112,7 @@ def fleet_figures(
     *,
     seconds: float,
     wall: float,
+    cpu: float,
     engine_steps: int,
     engine_calls: int,
     decisions: int,
@@ -140,6 +142,7 @@ def fleet_figures(
         sim_seconds=seconds,
         wall_seconds=wall,
         sim_speed=seconds / wall if wall > 0 else 0.0,
+        cpu_seconds=cpu,
         engine_steps=engine_steps,
         engine_calls=engine_calls,
         decisions=decisions,

@@ -102,8 +102,10 @@ class Simulation:
         self.steps: list[StepResult] = []
         self.tasks: list[TaskResult] = []
         self.decisions = 0
+        self.cpu_seconds = 0.0
         self.engine_calls = 0
         self.now = 0.0
+        self._next_tick = 0.0
         self._want_window = any(s.type == "window-room" for s in policy.routing.scorers)
 
     # ---- event heap -------------------------------------------------------------------------
@@ -121,6 +123,7 @@ class Simulation:
     # ---- run --------------------------------------------------------------------------------
     def run(self) -> SimReport:
         wall0 = time.perf_counter()
+        cpu0 = time.process_time()
         if self.closed:
             assert isinstance(self.sc.arrivals, Closed)
             for _ in range(self.sc.arrivals.concurrency):
@@ -150,7 +153,8 @@ class Simulation:
                 if self.active_tasks == 0 and not self._more_arrivals():
                     continue  # nothing left: let the heap run dry
                 self._tick()
-                self._push(t + self.interval, Ev.tick, None)
+                self._next_tick = t + self.interval
+                self._push(self._next_tick, Ev.tick, None)
             else:
                 self._start_task(obj)
         end = self.now if not truncated else float(self.hard_end or self.now)
@@ -159,6 +163,7 @@ class Simulation:
         for task in list(self._running):
             self.tasks.append(TaskResult(task.plan.task_id, task.plan.tenant, "cancelled", task.start, None,
                                          task.plan.n_steps, task.plan.deadline_s, task.plan.arrival_s))
+        self.cpu_seconds = time.process_time() - cpu0
         return self._report(end, time.perf_counter() - wall0, truncated)
 
     def _more_arrivals(self) -> bool:
@@ -333,7 +338,7 @@ class Simulation:
         e = rep.engine
         e.sync(now)
         if e.has_work():
-            res = e.advance(now)
+            res = e.advance(now, self._next_tick)
             self.engine_calls += 1
             rep.pending = res.outputs
             if res.num_scheduled == 0:  # nothing fits right now: look again after one step floor
@@ -418,7 +423,8 @@ class Simulation:
                           "timeouts", "paused", "expired", "released", "window_increases", "window_decreases"):
                     totals[k] = totals.get(k, 0) + getattr(c, k)
         steps = sum(r.engine.iterations for r in self.replicas)
-        fleet = fleet_figures(results, reps, self.replicas, seconds=end, wall=wall, engine_steps=steps,
+        fleet = fleet_figures(results, reps, self.replicas, seconds=end, wall=wall, cpu=self.cpu_seconds,
+                              engine_steps=steps,
                               engine_calls=self.engine_calls, decisions=self.decisions, admission=totals)
         return SimReport(results, fleet)
 

@@ -24,11 +24,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import zlib
+
 from concurproxy.routing.prefix import hash_tokens
-from concurproxy.tokens import token_id, tokenize
+from concurproxy.tokens import _PIECE_RE, token_id
 from loadgen.plan import StepSpec
 
 NEWLINE_ID = token_id("\n")
+
+
+def fast_tokenize(text: str) -> list[int]:
+    """``concurproxy.tokens.tokenize`` with the per-piece call inlined (~2x faster; a test
+    checks it gives the same ids)."""
+    crc = zlib.crc32
+    return [crc(p.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF for p in _PIECE_RE.findall(text)]
 
 
 @dataclass(slots=True)
@@ -43,7 +52,7 @@ class TaskTokens:
         cache = self.shared if first else self.own
         ids = cache.get(key)
         if ids is None:
-            ids = cache[key] = tokenize(f"<{role}>: {content}" if first else f"\n<{role}>: {content}")
+            ids = cache[key] = fast_tokenize(f"<{role}>: {content}" if first else f"\n<{role}>: {content}")
         return ids
 
 

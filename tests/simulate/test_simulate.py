@@ -131,3 +131,21 @@ def test_fleet_files(tmp_path: Path) -> None:
         load_fleet(f)
     for p in Path("simulate/fleets").glob("*.yaml"):
         assert len(load_fleet(p)) >= 1
+
+
+def test_workload_tokens_match_the_proxy_tokenizer() -> None:
+    from concurproxy.simulate.workload import AgentTokens, TaskTokens, fast_tokenize
+    from concurproxy.tokens import render_chat, tokenize
+    from loadgen.generator import iter_tasks
+    from loadgen.scenario import load_scenario
+
+    sc = load_scenario("swe-swarm")
+    shared: dict[tuple[bool, str, str], list[int]] = {}
+    for plan in iter_tasks(sc, max_tasks=2):
+        tt = TaskTokens(shared)
+        agents: dict[str, AgentTokens] = {}
+        for spec in plan.steps():
+            ids = agents.setdefault(spec.agent_id, AgentTokens()).prompt(spec, tt, 16)
+            text = render_chat([{"role": r, "content": c} for r, c in spec.messages])
+            assert ids == tokenize(text) == fast_tokenize(text)
+            assert len(ids) == spec.est_prompt_tokens
