@@ -10,6 +10,7 @@ no colon and are unaffected; exporters of engine-style names should pass
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -24,12 +25,20 @@ def render(registry: CollectorRegistry, accept: str | None, text_only: bool = Fa
 
 
 def metrics_handler(
-    registry: CollectorRegistry, text_only: bool = False
+    registry: CollectorRegistry, text_only: bool = False, before: Callable[[], None] | None = None
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """An aiohttp handler serving ``registry``: ``app.router.add_get("/metrics", metrics_handler(reg))``."""
+    """An aiohttp handler serving ``registry``.
+
+    ``app.router.add_get("/metrics", metrics_handler(metrics.registry, before=metrics.refresh))``.
+    ``before`` runs on the event loop (it may read loop-owned state); the encoding, which costs
+    milliseconds for a large fleet, runs in a worker thread so streams are not stalled meanwhile
+    (prometheus_client's collectors are thread-safe).
+    """
 
     async def handle(request: web.Request) -> web.Response:
-        body, content_type = render(registry, request.headers.get("Accept"), text_only)
+        if before is not None:
+            before()
+        body, content_type = await asyncio.to_thread(render, registry, request.headers.get("Accept"), text_only)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     return handle

@@ -84,9 +84,7 @@ def configure_logging(
     if cfg.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     logger = logging.getLogger(logger_name)
     logger.setLevel(cfg.log_level)
     logger.addHandler(handler)

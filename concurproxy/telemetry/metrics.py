@@ -16,6 +16,7 @@ the label guards), so a scrape from another thread sees consistent values.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -52,10 +53,7 @@ class _Family:
     def child(self, *key: object) -> Any:
         c = self._cache.get(key)
         if c is None:
-            values = [
-                b.bound(v) if b is not None else label_value(v)
-                for b, v in zip(self._bounders, key, strict=True)
-            ]
+            values = [b.bound(v) if b is not None else label_value(v) for b, v in zip(self._bounders, key, strict=True)]
             c = self.metric.labels(*values) if values else self.metric
             if len(self._cache) < _MAX_CACHE:
                 self._cache[key] = c
@@ -63,17 +61,24 @@ class _Family:
 
 
 class _Refresh:
-    """A collector that exposes nothing: it runs the refreshers when the registry is collected."""
+    """A collector that exposes nothing: it runs the refreshers when the registry is collected.
+
+    Only on the thread that built the metrics (the event loop's): a collection from another
+    thread (``metrics_handler`` encodes in a worker thread) skips them, because refreshers read
+    loop-owned state; the handler calls :meth:`ProxyMetrics.refresh` on the loop first.
+    """
 
     def __init__(self, refreshers: list[Callable[[], None]]) -> None:
         self._refreshers = refreshers
+        self._owner = threading.get_ident()
 
     def describe(self) -> list[Any]:
         return []
 
     def collect(self) -> list[Any]:
-        for fn in self._refreshers:
-            fn()
+        if threading.get_ident() == self._owner:
+            for fn in self._refreshers:
+                fn()
         return []
 
 
@@ -128,10 +133,15 @@ class ProxyMetrics:
     def add_refresher(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` at every scrape, before the metrics are read (pull live state into gauges).
 
-        ``fn`` runs on the scraping thread (the event loop when served by aiohttp): it must be quick
-        and must not raise. Used for state that is cheaper to read than to track, e.g. windows.
+        ``fn`` runs on the thread that built this object (the event loop): it must be quick and
+        must not raise. Used for state that is cheaper to read than to track, e.g. windows.
         """
         self._refreshers.append(fn)
+
+    def refresh(self) -> None:
+        """Run the refreshers now (``metrics_handler(..., before=metrics.refresh)`` does, on the loop)."""
+        for fn in self._refreshers:
+            fn()
 
     def family(self, name: str) -> Any:
         """The underlying prometheus_client collector (tests, ad-hoc use)."""
@@ -168,9 +178,7 @@ class ProxyMetrics:
             self.set_replica_health(r, True)
         for spec in SPECS:
             if spec.kind == "counter" and all(lab in known or lab in spec.prime for lab in spec.labels):
-                for combo in _product(
-                    [known[lab] if lab in known else list(spec.prime[lab]) for lab in spec.labels]
-                ):
+                for combo in _product([known[lab] if lab in known else list(spec.prime[lab]) for lab in spec.labels]):
                     self._f[spec.name].child(*combo)
         for t in known["tenant"]:
             self._f["concurproxy_fairness_virtual_tokens"].child(t).set(0)
@@ -222,9 +230,7 @@ class ProxyMetrics:
 
     # --- admission ----------------------------------------------------------------------------------
     def admission_decision(self, replica: str | None, decision: object, reason: object) -> None:
-        self._f["concurproxy_admission_decisions_total"].child(
-            replica or NONE_REPLICA, decision, reason
-        ).inc()
+        self._f["concurproxy_admission_decisions_total"].child(replica or NONE_REPLICA, decision, reason).inc()
 
     def set_admission_state(self, replica: str, *, window: float, active: int, queued: int) -> None:
         self._f["concurproxy_admission_window"].child(replica).set(window)
@@ -270,9 +276,7 @@ class ProxyMetrics:
 
     def _install_age(self, replica: str) -> None:
         ts, clock = self._pressure_ts, self._clock
-        self._f["concurproxy_pressure_snapshot_age_seconds"].child(replica).set_function(
-            lambda: clock() - ts[replica]
-        )
+        self._f["concurproxy_pressure_snapshot_age_seconds"].child(replica).set_function(lambda: clock() - ts[replica])
 
     def pressure_poll_error(self, replica: str, kind: str) -> None:
         self._f["concurproxy_pressure_poll_errors_total"].child(replica, kind).inc()

@@ -74,9 +74,7 @@ class Phase:
     def __enter__(self) -> Phase:
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc is not None:
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -100,9 +98,7 @@ class StepTrace:
 
     def phase(self, name: str, **attributes: Any) -> Phase:
         kind = SpanKind.CLIENT if name == "upstream" else SpanKind.INTERNAL
-        return Phase(
-            self._tracer.start_span(name, context=self._ctx, kind=kind, attributes=attributes), self._prop
-        )
+        return Phase(self._tracer.start_span(name, context=self._ctx, kind=kind, attributes=attributes), self._prop)
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
         self._prop.inject(headers, context=self._ctx)
@@ -120,9 +116,7 @@ class StepTrace:
     def __enter__(self) -> StepTrace:
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.end(error=exc)
 
 
@@ -131,9 +125,7 @@ class Tracing:
 
     enabled = True
 
-    def __init__(
-        self, exporter: SpanExporter, *, service_name: str = "concurproxy", batch: bool = True
-    ) -> None:
+    def __init__(self, exporter: SpanExporter, *, service_name: str = "concurproxy", batch: bool = True) -> None:
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
         self.provider.add_span_processor(processor)

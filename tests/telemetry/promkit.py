@@ -83,9 +83,7 @@ def alert_queries() -> list[Query]:
 def metric_names(expr: str) -> set[str]:
     """Metric names referenced by a PromQL expression (ours and vLLM's)."""
     unquoted = re.sub(r'"[^"]*"', '""', expr)
-    return set(
-        re.findall(r"(?<![A-Za-z0-9_:])(concurproxy_[a-z_]+|vllm:[a-z_:]+|up)(?![A-Za-z0-9_:(])", unquoted)
-    )
+    return set(re.findall(r"(?<![A-Za-z0-9_:])(concurproxy_[a-z_]+|vllm:[a-z_:]+|up)(?![A-Za-z0-9_:(])", unquoted))
 
 
 def free_port() -> int:
@@ -108,9 +106,7 @@ async def running_prometheus(
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": hosts}]} for job, hosts in targets.items()
-        ],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": hosts}]} for job, hosts in targets.items()],
     }
     cfg = workdir / "prometheus.yml"
     cfg.write_text(yaml.safe_dump(config))
@@ -126,9 +122,7 @@ async def running_prometheus(
         async with aiohttp.ClientSession() as s:
             for _ in range(300):  # up to ~30 s on a loaded machine
                 if proc.returncode is not None:
-                    raise RuntimeError(
-                        f"prometheus exited: {(workdir / 'prometheus.log').read_text()[-2000:]}"
-                    )
+                    raise RuntimeError(f"prometheus exited: {(workdir / 'prometheus.log').read_text()[-2000:]}")
                 try:
                     async with s.get(url + "/-/ready") as r:
                         if r.status == 200:
@@ -186,16 +180,10 @@ async def rules_health(prom: str, expected: int, deadline_s: float = 15.0) -> li
         while True:
             async with s.get(prom + "/api/v1/rules") as r:
                 rules = [rule for g in (await r.json())["data"]["groups"] for rule in g["rules"]]
-            if (
-                len(rules) == expected and all(r.get("health") in ("ok", "err") for r in rules)
-            ) or loop.time() > end:
+            if (len(rules) == expected and all(r.get("health") in ("ok", "err") for r in rules)) or loop.time() > end:
                 break
             await asyncio.sleep(0.5)
-    bad = [
-        f"{r['name']}: health={r.get('health')} {r.get('lastError', '')}"
-        for r in rules
-        if r.get("health") != "ok"
-    ]
+    bad = [f"{r['name']}: health={r.get('health')} {r.get('lastError', '')}" for r in rules if r.get("health") != "ok"]
     if len(rules) != expected:
         bad.append(f"loaded {len(rules)} rules, expected {expected}")
     return bad

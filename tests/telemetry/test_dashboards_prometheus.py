@@ -10,29 +10,37 @@ Two sources of data:
   every recording method by a scripted fleet, plus an engine exporter with
   vLLM's metric names. Proves the queries match what ProxyMetrics emits.
 * ``test_dashboards_against_live_proxy_and_worker``: the real proxy
-  (concurproxy.server) in front of real bundled workers under a short load.
-  Skipped, with the reason, until the proxy serves /metrics and the worker
-  has a programmatic server to start.
+  (concurproxy.server, wired by ``build_components`` as ``concurproxy serve``
+  does) with AIMD admission and the pressure poller, in front of two simulated
+  vLLM workers (concurproxy.worker, ``tiny`` profile) under a short multi-agent
+  load, scraping the proxy's own ``/metrics``. Set ``CONCURPROXY_OVERVIEW_PNG=path`` to also render the
+  overview dashboard from that run into a PNG.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import math
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from promkit import (
     ALERTS,
+    DASHBOARDS,
     Query,
     alert_queries,
     alert_rules,
     check_queries,
     dashboard_queries,
+    metric_names,
     prometheus_binary,
     rules_health,
     running_prometheus,
@@ -178,10 +186,105 @@ async def test_dashboards_against_scripted_exporters(tmp_path: Path) -> None:
     assert len(caught) == 2 and "does not parse" in caught[0] and "no data" in caught[1], caught
 
 
+@asynccontextmanager
+async def live_fleet() -> AsyncIterator[tuple[str, list[str]]]:
+    """Two simulated workers (tiny profile: thrashes within seconds) behind the real proxy, wired as
+    ``concurproxy serve`` wires it (``build_components``). Yields ``(proxy_url, worker_host_ports)``."""
+    from concurproxy.config import load_policy
+    from concurproxy.server.app import build_components, running_proxy
+    from concurproxy.worker.fleet import run_fleet
+
+    async with run_fleet("tiny", 2, time_scale=4.0) as workers:
+        upstreams = [{"url": w.url, "name": f"r{i}"} for i, w in enumerate(workers)]
+        aimd = {"initial": 4, "interval_ms": 100, "stale_after_ms": 2000, "cooldown_intervals": 1}
+        doc = {"upstreams": upstreams, "admission": {"controller": "aimd", "aimd": aimd, "max_queue_wait_s": 30}}
+        policy = load_policy(overrides=doc, env={})
+        async with running_proxy(policy, build_components(policy)) as proxy, aiohttp.ClientSession() as s:
+            async with s.get(proxy + "/metrics") as r:
+                if r.status != 200 or "concurproxy_requests_total" not in await r.text():
+                    pytest.skip("the proxy does not serve ProxyMetrics at /metrics")
+            yield proxy, [w.url.removeprefix("http://") for w in workers]
+
+
+# Panels whose data depends on wiring outside concurproxy/telemetry that is not done yet (the
+# "Wiring" table of docs/observability.md says what to call). A failure on any *other* query fails; when
+# only these remain the test is xfailed with the list, so the gap stays visible without breaking CI.
+# Delete entries as the wiring lands.
+KNOWN_WIRING_GAPS = {
+    "concurproxy_admission_active_agents": "watch_admission(metrics, service) not called in assembly",
+    "concurproxy_admission_queued_agents": "watch_admission(metrics, service) not called in assembly",
+    "concurproxy_upstream_duration_seconds_bucket": "StepMetrics does not pass upstream_s",
+    "concurproxy_fairness_virtual_tokens": "set_fairness_counter never called; anonymous tenant not primed",
+    "concurproxy_budget_rejections_total": "anonymous tenant / default role not primed",
+}
+
+
+def split_known_gaps(errors: list[str]) -> tuple[list[str], list[str]]:
+    known = [e for e in errors if "returned no data" in e and metric_names(e) <= set(KNOWN_WIRING_GAPS)]
+    return [e for e in errors if e not in known], known
+
+
+async def agent_load(proxy: str, agents: int, steps: int, until: float | None = None) -> list[int]:
+    """``agents`` concurrent agents of ``steps`` steps each (repeated until loop time ``until``).
+
+    Each agent's history grows step by step (half the steps streamed), trimmed to the last
+    eight messages so a prompt stays inside the tiny profile's 1024-token context.
+    """
+    statuses: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    async def agent(i: int, session: aiohttp.ClientSession) -> None:
+        rnd = 0
+        while True:
+            system = {"role": "system", "content": f"agent {i}.{rnd} " + "context " * 40}
+            history: list[dict[str, str]] = []
+            for k in range(steps):
+                history.append({"role": "user", "content": f"step {k} " + "tool output " * 30})
+                headers = {"X-Agent-Id": f"a{i}.{rnd}", "X-Task-Id": f"t{rnd}", "X-Agent-Role": ROLES[i % 2]}
+                if k == steps - 1:
+                    headers["X-Agent-Done"] = "1"
+                body = {"model": "concurworker-tiny", "messages": [system, *history[-8:]], "max_tokens": 24,
+                        "stream": bool(k % 2)}  # fmt: skip
+                async with session.post(proxy + CHAT, json=body, headers=headers) as r:
+                    await r.read()
+                    statuses.append(r.status)
+                history.append({"role": "assistant", "content": "ok " * 24})
+            rnd += 1
+            if until is None or loop.time() > until:
+                return
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(agent(i, session) for i in range(agents)))
+    return statuses
+
+
 async def test_dashboards_against_live_proxy_and_worker(tmp_path: Path) -> None:
-    pytest.skip(
-        "waiting for the wiring: the proxy must serve /metrics from ProxyMetrics "
-        "(concurproxy.telemetry.exposition.metrics_handler + MetricsListener in concurproxy.server.app) "
-        "and the bundled worker needs a programmatic server (running_worker) exporting vllm: metrics; "
-        "then start both here, run a short multi-agent load and call check_queries() as above"
-    )
+    """The real request path: proxy + AIMD admission + pressure poller + simulated vLLM workers."""
+    async with live_fleet() as (proxy, workers):
+        targets = {"concurproxy": [proxy.removeprefix("http://")], "engines": workers}
+        async with running_prometheus(tmp_path, targets, [ALERTS]) as prom:
+            statuses = await agent_load(proxy, agents=12, steps=6)
+            assert statuses.count(200) == len(statuses), statuses
+            demo_s = float(os.environ.get("CONCURPROXY_DEMO_S", "0"))  # longer run for the docs picture
+            until = asyncio.get_running_loop().time() + max(demo_s, 60.0)
+            load = asyncio.ensure_future(agent_load(proxy, agents=24 if demo_s else 6, steps=12, until=until))
+            try:
+                if demo_s:
+                    await asyncio.sleep(demo_s)
+                errors = await check_queries(prom, dashboard_queries() + alert_queries(), deadline_s=10)
+                errors += await rules_health(prom, expected=len(alert_rules()))
+                png = os.environ.get("CONCURPROXY_OVERVIEW_PNG")
+                if png:  # a picture of the overview from this run (docs)
+                    from concurproxy.telemetry.grafana.snapshot import render
+
+                    board = json.loads((DASHBOARDS / "concurproxy-overview.json").read_text())
+                    minutes = max(demo_s, 30.0) / 60
+                    await asyncio.to_thread(render, prom, board, Path(png), minutes=minutes, rate_interval="10s")
+            finally:
+                load.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await load
+    unexpected, known = split_known_gaps(errors)
+    assert not unexpected, "\n".join(unexpected)
+    if known:
+        pytest.xfail("known wiring gaps (KNOWN_WIRING_GAPS):\n" + "\n".join(known))

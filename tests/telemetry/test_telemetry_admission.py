@@ -44,10 +44,7 @@ def test_event_mapping_table() -> None:
         (EventKind.double_end, "success", None),
     ]:
         listener.on_admission_event(AdmissionEvent(kind, "r0", 1.0, reason, value=v))
-    assert (
-        value(reg, "concurproxy_admission_decisions_total", replica="r0", decision="admitted", reason="new")
-        == 1
-    )
+    assert value(reg, "concurproxy_admission_decisions_total", replica="r0", decision="admitted", reason="new") == 1
     assert value(reg, "concurproxy_admission_decisions_total", replica="r0", decision="queued",
                  reason="window-full") == 1  # fmt: skip
     changes = "concurproxy_admission_window_changes_total"
@@ -99,3 +96,27 @@ def test_aimd_thrash_becomes_a_down_change() -> None:
                 )  # fmt: skip
     assert downs == 1
     assert (value(reg, "concurproxy_admission_window", replica="r0") or 99) < 8
+
+
+async def test_handler_refreshes_on_the_loop_and_encodes_in_a_thread() -> None:
+    import threading
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from concurproxy.telemetry.exposition import metrics_handler
+
+    metrics = ProxyMetrics(CollectorRegistry())
+    seen: list[int] = []
+
+    def refresher() -> None:
+        seen.append(threading.get_ident())
+        metrics.set_admission_state("r0", window=3, active=2, queued=1)
+
+    metrics.add_refresher(refresher)
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(metrics.registry, before=metrics.refresh))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+        text = await (await client.get("/metrics")).text()
+    assert 'concurproxy_admission_queued_agents{replica="r0"} 1.0' in text
+    assert seen == [threading.get_ident()]  # once, on the loop thread; the encoding thread skipped it

@@ -34,9 +34,7 @@ def test_committed_json_is_what_the_generator_writes() -> None:
     files = render()
     assert set(files) == set(dashboards())
     for name, text in files.items():
-        assert (DASHBOARDS / name).read_text() == text, (
-            f"{name} stale: run python -m concurproxy.telemetry.grafana"
-        )
+        assert (DASHBOARDS / name).read_text() == text, f"{name} stale: run python -m concurproxy.telemetry.grafana"
 
 
 def test_expected_dashboards_exist() -> None:
@@ -123,9 +121,7 @@ promtool = pytest.mark.skipif(
 @pytest.mark.prometheus
 @promtool
 def test_promtool_check_rules() -> None:
-    out = subprocess.run(
-        ["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -133,7 +129,5 @@ def test_promtool_check_rules() -> None:
 @promtool
 def test_promtool_alert_unit_tests() -> None:
     tests = ALERTS.parent / "alerts_test.yml"
-    out = subprocess.run(
-        ["promtool", "test", "rules", str(tests)], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

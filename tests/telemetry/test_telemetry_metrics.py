@@ -80,10 +80,7 @@ def test_observe_step_records_counters_histograms_and_tokens() -> None:
     assert value(reg, "concurproxy_step_duration_seconds_count", replica="r0", role="planner") == 1
     assert value(reg, "concurproxy_step_duration_seconds_count", replica="none", role="planner") == 1
     assert value(reg, "concurproxy_time_to_first_token_seconds_sum", replica="r0", role="planner") == 0.05
-    assert (
-        value(reg, "concurproxy_upstream_duration_seconds_bucket", replica="r0", role="planner", le="0.5")
-        == 1
-    )
+    assert value(reg, "concurproxy_upstream_duration_seconds_bucket", replica="r0", role="planner", le="0.5") == 1
     assert value(reg, "concurproxy_tokens_total", tenant="t", role="planner", direction="input") == 100
     assert value(reg, "concurproxy_tokens_total", tenant="t", role="planner", direction="output") == 7
 
@@ -100,10 +97,7 @@ def test_in_flight_and_admission_state() -> None:
     assert value(reg, "concurproxy_admission_window", replica="r0") == 8
     assert value(reg, "concurproxy_admission_queued_agents", replica="r0") == 3
     assert (
-        value(
-            reg, "concurproxy_admission_decisions_total", replica="r0", decision="queue", reason="window_full"
-        )
-        == 1
+        value(reg, "concurproxy_admission_decisions_total", replica="r0", decision="queue", reason="window_full") == 1
     )
     assert value(reg, "concurproxy_queue_wait_seconds_count", replica="r0", role="coder") == 1
 
@@ -113,17 +107,9 @@ def test_window_changes_count_direction_and_skip_no_change() -> None:
     m.window_changed("r0", 8, 9, "healthy")
     m.window_changed("r0", 9, 6.3, "thrash")
     m.window_changed("r0", 6.3, 6.3, "cooldown")
+    assert value(reg, "concurproxy_admission_window_changes_total", replica="r0", direction="up", reason="healthy") == 1
     assert (
-        value(
-            reg, "concurproxy_admission_window_changes_total", replica="r0", direction="up", reason="healthy"
-        )
-        == 1
-    )
-    assert (
-        value(
-            reg, "concurproxy_admission_window_changes_total", replica="r0", direction="down", reason="thrash"
-        )
-        == 1
+        value(reg, "concurproxy_admission_window_changes_total", replica="r0", direction="down", reason="thrash") == 1
     )
     assert value(reg, "concurproxy_admission_window", replica="r0") == 6.3
 
@@ -141,10 +127,7 @@ def test_enum_label_values_use_their_value() -> None:
     m.admission_decision("r0", "queue", Reason.full)
     m.ticket_ended(Outcome.ok)
     assert (
-        value(
-            reg, "concurproxy_admission_decisions_total", replica="r0", decision="queue", reason="window_full"
-        )
-        == 1
+        value(reg, "concurproxy_admission_decisions_total", replica="r0", decision="queue", reason="window_full") == 1
     )
     assert value(reg, "concurproxy_tickets_ended_total", outcome="success") == 1
 
@@ -154,9 +137,7 @@ def test_pressure_gauges_nan_for_unknown_and_age_computed_at_scrape() -> None:
     reg, m = make(clock)
     m.observe_pressure(
         "r0",
-        PressureSnapshot(
-            ts=99.0, kv_usage=0.93, running=12, waiting=4, preemptions_per_s=2.5, prefix_hit_rate=None
-        ),
+        PressureSnapshot(ts=99.0, kv_usage=0.93, running=12, waiting=4, preemptions_per_s=2.5, prefix_hit_rate=None),
     )
     assert value(reg, "concurproxy_pressure_kv_usage_ratio", replica="r0") == 0.93
     assert value(reg, "concurproxy_pressure_waiting_requests", replica="r0") == 4
@@ -182,15 +163,19 @@ def test_prime_creates_zero_series_and_age_counts_from_start() -> None:
         assert value(reg, "concurproxy_replica_healthy", replica=r) == 1
         assert value(reg, "concurproxy_step_duration_seconds_count", replica=r, role="planner") == 0
     assert (
-        value(reg, "concurproxy_budget_rejections_total", tenant="t", role="planner", reason="role_tokens_per_min")
+        value(
+            reg,
+            "concurproxy_budget_rejections_total",
+            tenant="t",
+            role="planner",
+            reason="role_tokens_per_min",
+        )
         == 0
     )
     assert value(reg, "concurproxy_requests_in_flight", route=CHAT) == 0
     clock.t = 60.0  # never got a snapshot: stale since start-up, so the alert can fire
     assert value(reg, "concurproxy_pressure_snapshot_age_seconds", replica="r0") == 10.0
-    m.observe_pressure(
-        "r0", PressureSnapshot(ts=40.0, kv_usage=0.1)
-    )  # first real one replaces the prime time
+    m.observe_pressure("r0", PressureSnapshot(ts=40.0, kv_usage=0.1))  # first real one replaces the prime time
     assert value(reg, "concurproxy_pressure_snapshot_age_seconds", replica="r0") == 20.0
 
 
@@ -207,10 +192,7 @@ def test_budgets_fairness_routing_upstream() -> None:
     m.set_replica_health("r1", False)
     m.ticket_error("double_release")
     assert value(reg, "concurproxy_budget_consumed_tokens_total", tenant="t", role="coder") == 300
-    assert (
-        value(reg, "concurproxy_budget_rejections_total", tenant="t", role="coder", reason="tokens_per_min")
-        == 1
-    )
+    assert value(reg, "concurproxy_budget_rejections_total", tenant="t", role="coder", reason="tokens_per_min") == 1
     assert value(reg, "concurproxy_fairness_virtual_tokens", tenant="t") == 1234.5
     assert value(reg, "concurproxy_routing_decisions_total", replica="r1", reason="prefix") == 1
     assert value(reg, "concurproxy_routing_pin_hits_total", replica="r1") == 1
@@ -289,3 +271,12 @@ def test_text_only_exposition_keeps_engine_style_colon_names() -> None:
     prometheus_accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
     body, ctype = render(reg, prometheus_accept, text_only=True)
     assert ctype.startswith("text/plain") and b"\nvllm:kv_cache_usage_perc 0.5" in body
+
+
+def test_docs_metrics_table_is_generated_from_the_catalog() -> None:
+    from pathlib import Path
+
+    from concurproxy.telemetry.docgen import splice
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    assert splice(doc) == doc, "run: python -m concurproxy.telemetry.docgen --write"

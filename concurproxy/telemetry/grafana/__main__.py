@@ -41,11 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     files = render()
     if args.check:
-        stale = [
-            n
-            for n, text in files.items()
-            if not (args.out / n).exists() or (args.out / n).read_text() != text
-        ]
+        stale = [n for n, text in files.items() if not (args.out / n).exists() or (args.out / n).read_text() != text]
         if stale:
             print("out of date (run python -m concurproxy.telemetry.grafana):", ", ".join(stale))
         return 1 if stale else 0

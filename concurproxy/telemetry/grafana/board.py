@@ -93,9 +93,7 @@ class Board:
     def stat(self, title: str, expr: str, **kw: Any) -> None:
         kw.setdefault("w", 4)
         kw.setdefault("h", 4)
-        self.add(
-            "stat", title, [(expr, "")], reduceOptions={"calcs": ["lastNotNull"]}, colorMode="value", **kw
-        )
+        self.add("stat", title, [(expr, "")], reduceOptions={"calcs": ["lastNotNull"]}, colorMode="value", **kw)
 
     def annotate(self, name: str, expr: str, color: str) -> None:
         self.annotations.append(
@@ -137,9 +135,7 @@ class Board:
             "annotations": {"list": [builtin, *self.annotations]},
             "templating": {"list": self.variables},
             "panels": self.panels,
-            "links": [
-                {"type": "dashboards", "tags": ["concurproxy"], "asDropdown": True, "title": "concurproxy"}
-            ],
+            "links": [{"type": "dashboards", "tags": ["concurproxy"], "asDropdown": True, "title": "concurproxy"}],
         }
 
 

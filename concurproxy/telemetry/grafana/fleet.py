@@ -24,9 +24,7 @@ def overview() -> Board:
     thrash_annotation(b)
     ok = 'status=~"2.."'
     b.stat("Goodput (steps/s)", f"sum(rate(concurproxy_requests_total{{{ok}}}[{RI}]))", unit="reqps")
-    b.stat(
-        "Output tokens/s", f'sum(rate(concurproxy_tokens_total{{direction="output"}}[{RI}]))', unit="short"
-    )
+    b.stat("Output tokens/s", f'sum(rate(concurproxy_tokens_total{{direction="output"}}[{RI}]))', unit="short")
     b.stat(
         "Error ratio (5xx)",
         f'(sum(rate(concurproxy_requests_total{{status=~"5.."}}[{RI}])) or vector(0)) / '
