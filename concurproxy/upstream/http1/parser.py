@@ -17,6 +17,7 @@ random chunkings and random stream splits (tests/upstream/test_parser_props.py).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -25,8 +26,10 @@ from concurproxy.upstream.http1.errors import UpstreamProtocolError
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 4096
 _SKIP_REQUEST_HEADERS = frozenset({"content-length", "connection", "transfer-encoding", "host"})
-_TCHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _HEXDIGITS = b"0123456789abcdefABCDEF"
+# header lines: token name, colon, value without CR/LF/NUL; lines joined by CRLF (no obs-fold)
+_LINE = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*"
+_HEADER_BLOCK = re.compile(_LINE + rb"(?:\r\n" + _LINE + rb")*")
 
 
 class Headers(Mapping[str, str]):
@@ -45,6 +48,14 @@ class Headers(Mapping[str, str]):
             prev = d.get(key)
             d[key] = value if prev is None else f"{prev}, {value}"
         self._d = d
+
+    @classmethod
+    def from_parsed(cls, raw: list[tuple[str, str]], folded: dict[str, str]) -> Headers:
+        """Build from ``raw`` and its already lower-cased/joined dict (no second pass)."""
+        h = cls.__new__(cls)
+        h.raw = raw
+        h._d = folded
+        return h
 
     def __getitem__(self, name: str) -> str:
         return self._d[name.lower()]
@@ -65,7 +76,7 @@ class Headers(Mapping[str, str]):
         return f"Headers({self.raw!r})"
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ResponseHead:
     version: str  # "1.1" / "1.0"
     status: int
@@ -96,57 +107,55 @@ def build_request(method: str, path: str, host_header: str, headers: Mapping[str
 
 
 def parse_head(block: bytes) -> ResponseHead:
-    """Parse ``block`` = status line + header lines, without the final blank line."""
-    lines = block.split(b"\r\n")
-    status_line = lines[0]
+    """Parse ``block`` = status line + header lines, without the final blank line.
+
+    The header block is validated by one regular expression (token names, no obs-fold,
+    no bare CR/LF), then decoded once and split - a single C pass plus a short loop.
+    """
+    status_line, _, rest = block.partition(b"\r\n")
     parts = status_line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[0]) != 8:
+    if len(parts) < 2 or len(parts[0]) != 8 or not parts[0].startswith(b"HTTP/1."):
         raise UpstreamProtocolError(f"bad status line {status_line[:80]!r}")
     code = parts[1]
     if len(code) != 3 or not code.isdigit():
         raise UpstreamProtocolError(f"bad status code in {status_line[:80]!r}")
     version = "1.1" if parts[0] == b"HTTP/1.1" else "1.0"
     raw: list[tuple[str, str]] = []
+    d: dict[str, str] = {}
+    if rest:
+        if _HEADER_BLOCK.fullmatch(rest) is None:
+            bad = next((ln for ln in rest.split(b"\r\n") if _HEADER_BLOCK.fullmatch(ln) is None), rest)
+            raise UpstreamProtocolError(f"bad header line {bad[:80]!r}")
+        for line in rest.decode("latin-1").split("\r\n"):
+            n, _, v = line.partition(":")
+            v = v.strip(" \t")
+            raw.append((n, v))
+            low = n.lower()
+            prev = d.get(low)
+            d[low] = v if prev is None else f"{prev}, {v}"
     content_length: int | None = None
-    te: str | None = None
-    conn_tokens = ""
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name.translate(None, _TCHARS):
-            raise UpstreamProtocolError(f"bad header line {line[:80]!r}")
-        n = name.decode("latin-1")
-        v = value.strip(b" \t").decode("latin-1")
-        raw.append((n, v))
-        low = n.lower()
-        if low == "content-length":
-            if not v.isdigit() or not v.isascii():
-                raise UpstreamProtocolError(f"bad Content-Length {v[:40]!r}")
-            cl = int(v)
-            if content_length is not None and cl != content_length:
-                raise UpstreamProtocolError("conflicting Content-Length headers")
-            content_length = cl
-        elif low == "transfer-encoding":
-            te = v.lower() if te is None else f"{te}, {v.lower()}"
-        elif low == "connection":
-            conn_tokens = f"{conn_tokens},{v.lower()}"
-    chunked = False
+    cl = d.get("content-length")
+    if cl is not None:
+        values = {x.strip() for x in cl.split(",")} if "," in cl else {cl}
+        if len(values) != 1:
+            raise UpstreamProtocolError("conflicting Content-Length headers")
+        cl = values.pop()
+        if not cl.isdigit() or not cl.isascii():
+            raise UpstreamProtocolError(f"bad Content-Length {cl[:40]!r}")
+        content_length = int(cl)
+    conn_tokens = d.get("connection", "").lower()
     keep_alive = "close" not in conn_tokens if version == "1.1" else "keep-alive" in conn_tokens
+    chunked = False
+    te = d.get("transfer-encoding")
     if te is not None:
-        chunked = te.rsplit(",", 1)[-1].strip() == "chunked"
+        chunked = te.rsplit(",", 1)[-1].strip().lower() == "chunked"
         if content_length is not None:
             keep_alive = False  # TE+CL: TE wins (RFC 9112 6.3), and the connection is suspect
         content_length = None
         if not chunked:
             keep_alive = False  # body delimited by close
-    return ResponseHead(
-        version,
-        int(code),
-        parts[2].decode("latin-1") if len(parts) > 2 else "",
-        Headers(raw),
-        content_length,
-        chunked,
-        keep_alive,
-    )
+    reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
+    return ResponseHead(version, int(code), reason, Headers.from_parsed(raw, d), content_length, chunked, keep_alive)
 
 
 _SIZE, _DATA, _DATA_CRLF, _TRAILER, _DONE = range(5)
