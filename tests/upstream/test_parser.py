@@ -61,6 +61,7 @@ def test_parse_head_basic_and_case_insensitive() -> None:
         (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 3", False, 3, True),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip", False, None, False),
         (b"HTTP/1.1 204", False, None, True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3", False, 3, True),
     ],
 )
 def test_parse_head_framing(head: bytes, chunked: bool, length: int | None, keep_alive: bool) -> None:
@@ -79,6 +80,8 @@ def test_parse_head_framing(head: bytes, chunked: bool, length: int | None, keep
         b"HTTP/1.1 200 OK\r\nBad Name: x",
         b"HTTP/1.1 200 OK\r\nContent-Length: -1",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2",
+        b"HTTP/1.1 200 OK\r\nX-A: a\x00b",
+        b"HTTP/1.1 200 OK\r\nX-A: a\rb",
     ],
 )
 def test_parse_head_rejects(head: bytes) -> None:
