@@ -13,6 +13,7 @@ import sys
 # Modules that add sub-commands. Order is the order in --help.
 COMMAND_MODULES = (
     "concurproxy.server.cli",  # serve
+    "concurproxy.demo",  # demo
     "concurproxy.config.cli",  # config validate | schema
     "concurproxy.nodeagent.cli",  # node-agent
     "concurproxy.worker.cli",  # worker
