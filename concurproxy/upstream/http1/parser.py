@@ -212,12 +212,15 @@ class ChunkedDecoder:
                     if not line:
                         self._state = _DONE
                     continue
-                size_s = line.split(b";", 1)[0].strip(b" \t")
+                size_s = line.split(b";", 1)[0].strip(b" \t") if b";" in line else line
                 if not size_s or len(size_s) > 16 or size_s.translate(None, _HEXDIGITS):
                     raise UpstreamProtocolError(f"bad chunk size line {line[:40]!r}")
                 size = int(size_s, 16)
                 if size == 0:
                     self._state = _TRAILER
+                elif pos + size + 2 <= end and data[pos + size : pos + size + 2] == b"\r\n":
+                    out.append(data[pos : pos + size])  # fast path: the whole chunk is here
+                    pos += size + 2
                 else:
                     self._left = size
                     self._state = _DATA
