@@ -101,3 +101,18 @@ async def test_base_url_prefix_and_host_header() -> None:
                 await pool.request("GET", "https://example.invalid", "/")
         finally:
             await pool.close()
+
+
+async def test_dropped_response_frees_its_slot() -> None:
+    pool = UpstreamPool(max_per_host=1)
+    async with raw_server(_serve_forever) as target:
+        key = f"{target[0]}:{target[1]}"
+        try:
+            resp = await pool.request("POST", target, "/", None, b"1")
+            assert pool.stats()[key] == (1, 0, 0)
+            del resp  # never released: the finaliser aborts the connection and frees the slot
+            assert pool.stats()[key] == (0, 0, 0)
+            async with await pool.request("POST", target, "/", None, b"2") as again:
+                assert await again.read() == b"2"
+        finally:
+            await pool.close()

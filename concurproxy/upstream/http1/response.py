@@ -89,6 +89,18 @@ class UpstreamResponse:
         if self._conn is not None:
             self._conn.abort()
 
+    def __del__(self) -> None:
+        # A response dropped without release()/close() must not leak its pool slot
+        # (aiohttp does the same). Runs on the loop thread in CPython's refcounting case.
+        conn = self._conn
+        if conn is not None:
+            self._conn = None
+            try:
+                conn.abort()
+                self._give_back(conn)
+            except RuntimeError:  # the loop is already closed: nothing left to free
+                pass
+
     async def __aenter__(self) -> UpstreamResponse:
         return self
 
