@@ -1,0 +1,208 @@
+"""Start and stop real vLLM CPU engines through ``concurproxy worker --engine vllm``.
+
+    with vllm_engine(model_dir, blocks=12, log_path=p) as eng:   # eng.url = http://127.0.0.1:PORT
+        ...
+
+Each engine is ``<this python> -m concurproxy worker --engine vllm --port P -- --model DIR
+--served-model-name tiny --dtype bfloat16 --enforce-eager --enable-prefix-caching
+--max-model-len 1024 --num-gpu-blocks-override N`` with ``VLLM_CPU_KVCACHE_SPACE=1
+HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 VLLM_SERVER_DEV_MODE=1`` (the last one enables
+``POST /reset_prefix_cache``). The vLLM interpreter comes from ``CONCURPROXY_VLLM_PYTHON``
+(see :func:`find_vllm_python`).
+
+Bounded and always stopped: the start waits at most ``start_timeout_s`` for ``/health`` (and
+fails at once, with the log's tail, if the worker exits); the stop sends SIGTERM to the worker
+(which forwards it to vLLM and kills vLLM's process group after its grace period), waits
+``stop_timeout_s``, then SIGKILLs. As a last resort every process that carries this engine's
+unique ``CONCURPROXY_TIER_ENGINE`` environment marker (the worker, vLLM and its engine-core
+children inherit it) is killed — so nothing this module started outlives the ``with`` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+MARKER = "CONCURPROXY_TIER_ENGINE"
+ENGINE_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "VLLM_SERVER_DEV_MODE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class EngineStartError(RuntimeError):
+    """The engine did not become healthy in time, or its worker exited."""
+
+
+def find_vllm_python() -> str | None:
+    """``$CONCURPROXY_VLLM_PYTHON``, else ``<repo>/.venv-vllm/bin/python``, if it exists."""
+    env = os.environ.get("CONCURPROXY_VLLM_PYTHON")
+    candidates = [env] if env else [str(REPO / ".venv-vllm" / "bin" / "python")]
+    for c in candidates:
+        if c and Path(c).is_file() and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def vllm_importable(python: str, timeout_s: float = 120.0) -> str | None:
+    """None when ``python`` can import vLLM's OpenAI server module, else the reason."""
+    code = (
+        "import importlib.util, sys; import vllm, torch; "
+        "sys.exit(0 if importlib.util.find_spec('vllm.entrypoints.openai.api_server') else 3)"
+    )
+    try:
+        r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{python}: {exc}"
+    if r.returncode != 0:
+        return f"{python} cannot import vllm: {r.stderr.strip().splitlines()[-1:] or r.returncode}"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def engine_args(model_dir: str | Path, blocks: int, max_model_len: int = 1024, model_name: str = "tiny") -> list[str]:
+    return [
+        "--model", str(model_dir), "--served-model-name", model_name, "--dtype", "bfloat16",
+        "--enforce-eager", "--enable-prefix-caching", "--max-model-len", str(max_model_len),
+        "--num-gpu-blocks-override", str(blocks),
+    ]  # fmt: skip
+
+
+@dataclass
+class Engine:
+    url: str
+    proc: subprocess.Popen[bytes]
+    marker: str
+    log_path: Path
+    started_s: float  # seconds from spawn to healthy
+    blocks: int = 0  # --num-gpu-blocks-override
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _marked_pids(marker: str) -> list[int]:
+    """Pids whose environment holds ``MARKER=marker`` (Linux /proc; empty elsewhere)."""
+    needle = f"{MARKER}={marker}".encode()
+    pids = []
+    for d in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if needle in (d / "environ").read_bytes().split(b"\0"):
+                pids.append(int(d.name))
+    return [p for p in pids if p != os.getpid()]
+
+
+def _wait_healthy(eng: Engine, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if eng.proc.poll() is not None:
+                raise EngineStartError(
+                    f"vLLM worker exited with code {eng.proc.returncode} before it was healthy:\n{eng.log_tail()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(eng.url + "/health").status_code == 200:
+                    return
+            time.sleep(0.5)
+    raise EngineStartError(f"vLLM not healthy within {timeout_s:g} s:\n{eng.log_tail()}")
+
+
+def stop_engine(eng: Engine, timeout_s: float = 30.0) -> None:
+    if eng.proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            eng.proc.send_signal(signal.SIGTERM)
+        try:
+            eng.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(eng.proc.pid, signal.SIGKILL)
+            eng.proc.wait(timeout=10)
+    for pid in _marked_pids(eng.marker):  # vLLM and its engine core, if the worker could not
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def vllm_engine(
+    model_dir: str | Path,
+    *,
+    blocks: int,
+    log_path: str | Path,
+    python: str | None = None,
+    max_model_len: int = 1024,
+    cpu_bind: str | None = None,
+    start_timeout_s: float = 240.0,
+    extra_args: Sequence[str] = (),
+) -> Iterator[Engine]:
+    """One engine, healthy inside the block, stopped (and reaped) on the way out."""
+    with spawn_engines(
+        [(model_dir, blocks, cpu_bind)], log_dir=Path(log_path).parent, python=python,
+        max_model_len=max_model_len, start_timeout_s=start_timeout_s, extra_args=extra_args,
+        log_names=[Path(log_path).name],
+    ) as engines:  # fmt: skip
+        yield engines[0]
+
+
+@contextlib.contextmanager
+def spawn_engines(
+    specs: Sequence[tuple[str | Path, int, str | None]],
+    *,
+    log_dir: str | Path,
+    python: str | None = None,
+    max_model_len: int = 1024,
+    start_timeout_s: float = 240.0,
+    extra_args: Sequence[str] = (),
+    log_names: Sequence[str] | None = None,
+) -> Iterator[list[Engine]]:
+    """Start engines ``(model_dir, blocks, cpu_bind)`` at once, wait until all are healthy."""
+    py = python or find_vllm_python()
+    if py is None:
+        raise EngineStartError("no vLLM interpreter: run scripts/vllm/install.sh or set CONCURPROXY_VLLM_PYTHON")
+    engines: list[Engine] = []
+    try:
+        for i, (model_dir, blocks, bind) in enumerate(specs):
+            port = free_port()
+            marker = uuid.uuid4().hex
+            env = {**os.environ, **ENGINE_ENV, "CONCURPROXY_VLLM_PYTHON": py, MARKER: marker}
+            if bind is not None:
+                env["VLLM_CPU_OMP_THREADS_BIND"] = bind
+            log_path = Path(log_dir) / (log_names[i] if log_names else f"vllm-{port}.log")
+            cmd = [
+                sys.executable, "-m", "concurproxy", "worker", "--engine", "vllm", "--host", "127.0.0.1",
+                "--port", str(port), "--", *engine_args(model_dir, blocks, max_model_len), *extra_args,
+            ]  # fmt: skip
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+                )
+            engines.append(Engine(f"http://127.0.0.1:{port}", proc, marker, log_path, time.monotonic(), blocks))
+        for eng in engines:
+            _wait_healthy(eng, start_timeout_s - (time.monotonic() - eng.started_s))
+            eng.started_s = time.monotonic() - eng.started_s
+        yield engines
+    finally:
+        for eng in engines:
+            stop_engine(eng)

@@ -1,0 +1,215 @@
+"""Shared by the real-vLLM test tier (tests/vllm) and the demo (scripts/vllm/demo.py).
+
+Runs one seeded loadgen workload against a target (an engine or the proxy) and measures what
+the engines themselves count, from their ``/metrics`` before and after the run (counter deltas,
+not wall time): preemptions, prefix-cache queries and hits (tokens, counted per full
+128-token block on the CPU build), generated tokens. Between arms each engine's prefix cache
+is emptied with ``POST /reset_prefix_cache`` (needs ``VLLM_SERVER_DEV_MODE=1`` on the engine),
+so the arms start from the same cold cache.
+
+Nothing here starts processes; :mod:`scripts.vllm.engines` does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from concurproxy.signals.engine_metrics import parse_engine_metrics
+from loadgen.results import Results
+from loadgen.runner import run_scenario
+from loadgen.scenario import Scenario, parse_scenario
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """Cumulative engine counters summed over engines (``None`` fields read as 0)."""
+
+    preemptions: float = 0.0
+    prefix_queries: float = 0.0
+    prefix_hits: float = 0.0
+    generation_tokens: float = 0.0
+    prompt_tokens: float = 0.0
+    computed_tokens: float = 0.0  # vllm:iteration_tokens_total_sum: prefill (recompute included) + decode
+
+    def __sub__(self, other: Counters) -> Counters:
+        return Counters(
+            self.preemptions - other.preemptions,
+            self.prefix_queries - other.prefix_queries,
+            self.prefix_hits - other.prefix_hits,
+            self.generation_tokens - other.generation_tokens,
+            self.prompt_tokens - other.prompt_tokens,
+            self.computed_tokens - other.computed_tokens,
+        )
+
+    def __add__(self, other: Counters) -> Counters:
+        return Counters(
+            self.preemptions + other.preemptions,
+            self.prefix_queries + other.prefix_queries,
+            self.prefix_hits + other.prefix_hits,
+            self.generation_tokens + other.generation_tokens,
+            self.prompt_tokens + other.prompt_tokens,
+            self.computed_tokens + other.computed_tokens,
+        )
+
+    @property
+    def hit_rate(self) -> float:
+        return self.prefix_hits / self.prefix_queries if self.prefix_queries else 0.0
+
+
+async def read_counters(client: httpx.AsyncClient, engine_url: str) -> Counters:
+    r = await client.get(engine_url + "/metrics", timeout=10.0)
+    r.raise_for_status()
+    s = parse_engine_metrics(r.text, time.monotonic())
+    return Counters(
+        s.preemptions_total or 0.0,
+        s.prefix_queries_total or 0.0,
+        s.prefix_hits_total or 0.0,
+        s.generation_tokens_total or 0.0,
+        s.prompt_tokens_total or 0.0,
+        _sum_of(r.text, "vllm:iteration_tokens_total_sum"),
+    )
+
+
+def _sum_of(text: str, name: str) -> float:
+    """Sum of the samples of one metric name (over engines); 0 when absent."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(None, 1)[-1])
+    return total
+
+
+async def total_counters(client: httpx.AsyncClient, engines: Sequence[str]) -> Counters:
+    total = Counters()
+    for url in engines:
+        total = total + await read_counters(client, url)
+    return total
+
+
+async def reset_prefix_cache(client: httpx.AsyncClient, engines: Sequence[str]) -> None:
+    """Empty every engine's prefix cache (the engine must be idle; dev-mode endpoint)."""
+    for url in engines:
+        r = await client.post(url + "/reset_prefix_cache", timeout=30.0)
+        r.raise_for_status()
+
+
+@dataclass
+class Arm:
+    """One run of the workload: the loadgen results and the engines' counter deltas."""
+
+    name: str
+    results: Results
+    delta: Counters
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> int:
+        return int(self.summary["tasks"]["completed"])
+
+    @property
+    def started(self) -> int:
+        return int(self.summary["tasks"]["started"])
+
+    @property
+    def in_deadline(self) -> int:
+        return int(self.summary["tasks"]["in_deadline"])
+
+    @property
+    def failed(self) -> int:
+        return int(self.summary["tasks"]["failed"]) + int(self.summary["tasks"]["cancelled"])
+
+    @property
+    def goodput_per_min(self) -> float:
+        return float(self.summary["tasks"]["goodput_per_min"])
+
+
+async def run_arm(
+    name: str, sc: Scenario, target: str, engines: Sequence[str], *, reset: bool = True, model: str | None = None
+) -> Arm:
+    """Run ``sc`` once against ``target``; counter deltas are summed over ``engines``."""
+    async with httpx.AsyncClient() as client:
+        if reset:
+            await reset_prefix_cache(client, engines)
+        before = await total_counters(client, engines)
+        res = await run_scenario(
+            sc,
+            target,
+            label=name,
+            model=model,
+            run_tag=f"{name}-",
+            scrape=[u + "/metrics" for u in engines],
+            scrape_interval_s=0.5,
+        )
+        after = await total_counters(client, engines)
+    return Arm(name, res, after - before, res.summary())
+
+
+def agent_swarm(
+    *,
+    agents: int = 16,
+    concurrency: int | None = None,
+    steps: int = 2,
+    system_words: int = 64,
+    task_words: int = 24,
+    growth_words: int = 16,
+    output_tokens: int = 96,
+    seed: int = 7,
+    model: str = "tiny",
+    request_timeout_s: float = 120.0,
+    deadline_s: float = 120.0,
+) -> Scenario:
+    """``agents`` single-agent tasks, ``concurrency`` (default: all) at once in a closed loop, each
+    ``steps`` growing steps; a task counts for goodput when done within ``deadline_s``.
+
+    Every request asks for exactly ``output_tokens`` (``ignore_eos``); the context grows by the
+    previous reply plus ``growth_words`` each step. One loadgen word is ~4 tokens of the tiny
+    model's tokenizer, so with the defaults a step's prompt is ~420 then ~900 tokens.
+    """
+    doc = {
+        "name": f"swarm-{agents}x{steps}",
+        "model": model,
+        "seed": seed,
+        "arrivals": {"mode": "closed", "concurrency": concurrency or agents},
+        "max_tasks": agents,
+        "drain_s": request_timeout_s,
+        "request_timeout_s": request_timeout_s,
+        "retry": {"max_attempts": 1},
+        "task": {
+            "system_prompt_tokens": system_words,
+            "task_prompt_tokens": task_words,
+            "planner_steps": 0,
+            "branches": 1,
+            "branch_steps": steps,
+            "critic": False,
+            "summary": False,
+            "deadline_s": deadline_s,
+            "roles": {"executor": {"growth_tokens": growth_words, "output_tokens": output_tokens}},
+        },
+    }
+    return parse_scenario(doc, "agent_swarm")
+
+
+def format_table(arms: Sequence[Arm]) -> str:
+    """Side-by-side table of the arms (engine counters + task outcome)."""
+    rows: list[tuple[str, list[str]]] = [
+        ("preemptions", [f"{a.delta.preemptions:.0f}" for a in arms]),
+        ("prefix-cache hits (tokens)", [f"{a.delta.prefix_hits:.0f}" for a in arms]),
+        ("prefix-cache hit rate", [f"{a.delta.hit_rate:.1%}" for a in arms]),
+        ("prompt tokens", [f"{a.delta.prompt_tokens:.0f}" for a in arms]),
+        ("tokens computed (recompute incl.)", [f"{a.delta.computed_tokens:.0f}" for a in arms]),
+        ("generated tokens", [f"{a.delta.generation_tokens:.0f}" for a in arms]),
+        ("tasks completed", [f"{a.completed}/{a.started}" for a in arms]),
+        ("goodput (tasks/min)", [f"{a.goodput_per_min:.1f}" for a in arms]),
+        ("elapsed (s)", [f"{a.results.meta.elapsed_s:.1f}" for a in arms]),
+    ]
+    w0 = max(len(r[0]) for r in rows)
+    ws = [max(len(a.name), *(len(r[1][i]) for r in rows)) for i, a in enumerate(arms)]
+    lines = ["  ".join([" " * w0, *(a.name.rjust(w) for a, w in zip(arms, ws, strict=True))])]
+    for label, vals in rows:
+        lines.append("  ".join([label.ljust(w0), *(v.rjust(w) for v, w in zip(vals, ws, strict=True))]))
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""Real-vLLM CPU tier: fixtures that make the tiny model and start two real engines once per session.
+
+Skipped (with the reason) only when the engine is not installed: no interpreter at
+``$CONCURPROXY_VLLM_PYTHON`` / ``.venv-vllm/bin/python``, or it cannot import vLLM. Install it
+with ``bash scripts/vllm/install.sh``. Everything else — the model failing to build, an engine
+that does not become healthy — is an error, not a skip.
+
+Engines: ``engines[0]`` and ``engines[1]``, each ``--num-gpu-blocks-override 12`` (12 × 128
+KV tokens), started together through ``concurproxy worker --engine vllm`` and pinned to one
+core each; always stopped at the end of the session (see scripts/vllm/engines.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from concurproxy.config import load_policy
+from concurproxy.config.models import Policy
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # scripts/vllm is a namespace package at the repo root
+    sys.path.insert(0, str(REPO))
+
+from scripts.vllm.engines import Engine, find_vllm_python, spawn_engines, vllm_importable  # noqa: E402
+
+BLOCKS = 12
+INSTALL_HINT = "run `bash scripts/vllm/install.sh` or set CONCURPROXY_VLLM_PYTHON"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(here):
+            item.add_marker(pytest.mark.vllm)
+            item.add_marker(pytest.mark.timeout(420))
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    py = find_vllm_python()
+    if py is None:
+        pytest.skip(f"vLLM CPU engine not installed ({INSTALL_HINT})")
+    why = vllm_importable(py)
+    if why is not None:
+        pytest.skip(f"vLLM CPU engine not usable: {why} ({INSTALL_HINT})")
+    return py
+
+
+@pytest.fixture(scope="session")
+def tiny_model(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-llama")
+    r = subprocess.run(
+        [vllm_python, str(REPO / "scripts" / "vllm" / "make_tiny_model.py"), str(out), "--size", "tiny"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, f"make_tiny_model failed:\n{r.stdout}\n{r.stderr}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def engines(vllm_python: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Engine]]:
+    logs = tmp_path_factory.mktemp("vllm-logs")
+    binds: list[str | None] = ["0", "1"] if (os.cpu_count() or 1) >= 2 else [None, None]
+    specs = [(tiny_model, BLOCKS, b) for b in binds]
+    with spawn_engines(specs, log_dir=logs, python=vllm_python, start_timeout_s=300) as engs:
+        print(f"\nvLLM engines healthy: {[(e.url, round(e.started_s, 1)) for e in engs]}", flush=True)
+        yield engs
+
+
+@pytest.fixture
+def engine(engines: list[Engine]) -> Engine:
+    return engines[0]
+
+
+def policy_for(urls: list[str], **sections: Any) -> Policy:
+    """A proxy policy over ``urls`` (replicas r0, r1, …) with the given top-level sections."""
+    doc: dict[str, Any] = {"upstreams": [{"url": u, "name": f"r{i}"} for i, u in enumerate(urls)]}
+    doc.update(sections)
+    return load_policy(overrides=doc, env={})
+
+
+@pytest.fixture
+def make_policy() -> Callable[..., Policy]:
+    return policy_for
