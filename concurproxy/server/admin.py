@@ -8,16 +8,17 @@ caller's tenant, so one tenant cannot release another's agent.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from concurproxy.errors import ProxyError
 from concurproxy.identity import _clean
 from concurproxy.server.components import COMPONENTS, Components
 from concurproxy.server.stages.admission import AdmissionStage
+from concurproxy.telemetry.exposition import render
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -37,8 +38,9 @@ async def metrics(request: web.Request) -> web.Response:
     c = request.app[COMPONENTS]
     if c.metrics is None:
         raise ProxyError(404, "not_found", "metrics are disabled")
-    body = generate_latest(c.metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    c.metrics.refresh()  # gauges read from loop-owned state (admission windows) at scrape time
+    body, content_type = await asyncio.to_thread(render, c.metrics.registry, request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def state(request: web.Request) -> web.Response:

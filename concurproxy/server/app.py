@@ -22,6 +22,7 @@ from concurproxy.server import admin, handlers
 from concurproxy.server.assembly import background_loops, build_components
 from concurproxy.server.components import COMPONENTS, Components
 from concurproxy.server.forward import Forwarder
+from concurproxy.telemetry.logging import install_request_id
 
 log = logging.getLogger("concurproxy.server")
 
@@ -57,6 +58,7 @@ def build_app(components: Components) -> web.Application:
     policy = components.policy
     app = web.Application(client_max_size=policy.listen.max_body_bytes, middlewares=[error_middleware])
     app[COMPONENTS] = components
+    install_request_id(app)  # X-Request-Id in, echoed out, and in every log line of the request
     completions = handlers.CompletionHandler(components)
     app.router.add_post(handlers.CHAT, completions.chat)
     app.router.add_post(handlers.COMPLETIONS, completions.completions)
@@ -90,6 +92,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         c.shutting_down = True
         await c.pool.stop()
         await session.close()
+        c.tracing.shutdown()
 
 
 @asynccontextmanager

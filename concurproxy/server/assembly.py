@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
+from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry
 
 from concurproxy.admission.service import AdmissionService
@@ -25,34 +26,47 @@ from concurproxy.server.components import Components
 from concurproxy.server.hooks import NoAdmission
 from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.server.stages.budgets import BudgetStage
-from concurproxy.server.stages.observe import AdmissionMetrics, StepMetrics, health_listener, observe_pressure
+from concurproxy.server.stages.observe import StepMetrics, health_listener
 from concurproxy.server.stages.routing import RoutingStage
 from concurproxy.signals.poller import PollTarget, PressurePoller
+from concurproxy.telemetry.admission import AdmissionMetricsListener, watch_admission
 from concurproxy.telemetry.metrics import ProxyMetrics
+from concurproxy.telemetry.pressure import pressure_hook
+from concurproxy.telemetry.tracing import build_tracing
 from concurproxy.tenancy.directory import TenantDirectory
 from concurproxy.upstream.pool import ReplicaPool
 from concurproxy.upstream.replica import Replica
 
 
-def build_components(policy: Policy, registry: CollectorRegistry | None = None) -> Components:
+def build_components(
+    policy: Policy, registry: CollectorRegistry | None = None, span_exporter: SpanExporter | None = None
+) -> Components:
+    """``span_exporter`` replaces the OTLP exporter (tests pass an in-memory one)."""
     pool = ReplicaPool((Replica.from_config(u) for u in policy.upstreams), policy.health)
     tenants = TenantResolver(TenantDirectory.from_policy(policy.tenants, policy.auth))
     metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
-    metrics.prime(replicas=[r.id for r in pool], tenants=[t.name for t in policy.tenants], roles=list(policy.roles))
+    tenant_names = [t.name for t in policy.tenants] + (["anonymous"] if policy.auth.allow_anonymous else [])
+    metrics.prime(
+        replicas=[r.id for r in pool],
+        tenants=tenant_names,
+        roles=[*policy.roles, "default"],
+        routes=["/v1/chat/completions", "/v1/completions"],
+    )
     pool.add_listener(health_listener(metrics))
 
     admission_stage: AdmissionStage | None = None
+    params = FairnessParams.from_policy(policy.fairness, policy.tenants)
     if policy.admission.controller == "none":
         admission: NoAdmission | AdmissionStage = NoAdmission()
     else:
         fair = fairness_registry()
-        params = FairnessParams.from_policy(policy.fairness, policy.tenants)
         fair.queue(policy.fairness.policy, params)  # fail fast on an unknown policy name
         service = AdmissionService(
             policy.admission,
             queue_maker=lambda _replica: fair.queue(policy.fairness.policy, params),
-            listeners=[AdmissionMetrics(metrics)],
+            listeners=[AdmissionMetricsListener(metrics)],
         )
+        watch_admission(metrics, service)
         admission = admission_stage = AdmissionStage(service)
 
     aimd = policy.admission.aimd
@@ -67,9 +81,10 @@ def build_components(policy: Policy, registry: CollectorRegistry | None = None) 
         policy=policy, pool=pool, tenants=tenants, router=routing, admission=admission, metrics=metrics
     )
     routing.snapshots = components.latest_pressure
+    components.tracing = build_tracing(policy.telemetry, span_exporter)
     budgets = BudgetStage(BudgetEngine(BudgetLimits.from_policy(policy.roles, policy.tenants, policy.fairness)))
     components.budgets = budgets
-    components.listeners.extend([budgets, routing, StepMetrics(metrics, policy.routing.block_tokens)])
+    components.listeners.extend([budgets, routing, StepMetrics(metrics, policy.routing.block_tokens, params)])
     return components
 
 
@@ -80,10 +95,10 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
     service = c.admission.service if isinstance(c.admission, AdmissionStage) else None
 
     def on_snapshot(replica: str, snap: PressureSnapshot) -> None:
-        if c.metrics is not None:
-            observe_pressure(c.metrics, replica, snap)
         if service is not None:
             service.on_pressure(replica, snap)
+
+    hook = pressure_hook(c.metrics, on_snapshot) if c.metrics is not None else on_snapshot
 
     targets = {r.id: PollTarget.from_url(r.pressure_url or r.metrics_url) for r in c.pool}
     poller = PressurePoller(
@@ -92,7 +107,7 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
         interval_s=aimd.interval_ms / 1000,
         stale_after_s=aimd.stale_after_ms / 1000,
         clock=c.clock,
-        on_snapshot=on_snapshot,
+        on_snapshot=hook,
     )
     c.poller = poller
     tick = asyncio.create_task(service.run(), name="admission-tick") if service is not None else None

@@ -52,7 +52,9 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(level=policy.telemetry.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from concurproxy.telemetry.logging import configure_logging
+
+    configure_logging(policy.telemetry, stream=sys.stderr)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency, but keep the proxy runnable without it

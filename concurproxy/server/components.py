@@ -16,6 +16,7 @@ from concurproxy.server.forward import Forwarder
 from concurproxy.server.hooks import AdmissionGate, BudgetGate, Router, StepContext, StepListener
 from concurproxy.signals.poller import PressurePoller
 from concurproxy.telemetry.metrics import ProxyMetrics
+from concurproxy.telemetry.tracing import NoopTracing, Tracing
 from concurproxy.upstream.pool import ReplicaPool
 
 
@@ -38,6 +39,7 @@ class Components:
     forwarder: Forwarder | None = None  # set on startup (needs the session)
     poller: PressurePoller | None = None  # set on startup
     metrics: ProxyMetrics | None = None
+    tracing: Tracing | NoopTracing = field(default_factory=NoopTracing)
     shutting_down: bool = False
 
     def role_priority(self, role: str) -> PriorityClass:

@@ -23,7 +23,10 @@ from concurproxy.identity import extract_identity
 from concurproxy.server.components import COMPONENTS, Components
 from concurproxy.server.forward import UpstreamAttemptFailed, choose_candidates, upstream_headers
 from concurproxy.server.hooks import StepContext
+from concurproxy.telemetry.logging import REQUEST_ID_KEY
+from concurproxy.telemetry.tracing import NoopStep, StepTrace
 from concurproxy.tokens import count_tokens, prompt_text
+from concurproxy.upstream.replica import Replica
 
 log = logging.getLogger("concurproxy.server")
 
@@ -94,7 +97,7 @@ class CompletionHandler:
     async def handle(self, request: web.Request, route: str) -> web.StreamResponse:
         started = time.perf_counter()
         c = self.c
-        request_id = self.ids.next(request.headers.get("X-Request-Id"))
+        request_id = request.get(REQUEST_ID_KEY) or self.ids.next(request.headers.get("X-Request-Id"))
         raw = await request.read()
         body = parse_body(raw, route)
         tenant = c.tenants.resolve(request.headers)
@@ -136,26 +139,33 @@ class CompletionHandler:
         n_tokens = c.router.prompt_tokens(ctx, text)
         ctx.step = replace(step, est_prompt_tokens=n_tokens if n_tokens is not None else count_tokens(text))
         ctx.extra_headers["X-Request-Id"] = request_id
+        trace = c.tracing.start_step(request.headers, route, ctx.step)
+        error: BaseException | None = None
         try:
             c.budgets.check(ctx, c.clock())
             # Forward the client's bytes untouched unless a stage edited the body.
             unchanged = not strip_usage and not ctx.body_modified
-            return await self._dispatch(request, ctx, raw if unchanged else None, strip_usage)
+            return await self._dispatch(request, ctx, raw if unchanged else None, strip_usage, trace)
         except ProxyError as err:
             ctx.status = err.status
             ctx.error_code = err.code
             ctx.outcome = "rejected" if err.status in (401, 413, 429) else "error"
             err.headers.update(ctx.extra_headers)
             raise
-        except BaseException:
+        except BaseException as exc:
             ctx.outcome = "cancelled"
+            error = exc
             raise
         finally:
             for listener in c.listeners:
                 listener.on_step_end(ctx, c.clock())
+            trace.set("concurproxy.outcome", ctx.outcome)
+            trace.set("concurproxy.replica", ctx.replica.id if ctx.replica else "")
+            trace.set("concurproxy.queue_wait_s", ctx.queue_wait_s)
+            trace.end(ctx.status or None, error)
 
     async def _dispatch(
-        self, request: web.Request, ctx: StepContext, raw: bytes | None, strip_usage: bool
+        self, request: web.Request, ctx: StepContext, raw: bytes | None, strip_usage: bool, trace: StepTrace | NoopStep
     ) -> web.StreamResponse:
         c = self.c
         assert c.forwarder is not None, "the app was not started"
@@ -166,46 +176,38 @@ class CompletionHandler:
             candidates = choose_candidates(c.pool, ctx.model, tried)
             if not candidates:
                 break
-            replica = c.router.pick(ctx, candidates, c.clock())
+            with trace.phase("routing") as phase:
+                replica = c.router.pick(ctx, candidates, c.clock())
+                phase.set("concurproxy.route_reason", ctx.route_reason)
             ctx.replica = replica
             ctx.attempts += 1
             tried.append(replica.id)
-            async with c.admission.acquire(ctx) as ticket:
-                ctx.queue_wait_s = ticket.queue_wait_s
-                headers = ctx.extra_headers
-                headers["x-concurproxy-replica"] = replica.id
-                headers["x-concurproxy-queue-wait-ms"] = f"{ticket.queue_wait_s * 1000:.1f}"
-                replica.in_flight += 1
-                try:
+            waiting = trace.phase("admission_wait")
+            try:
+                async with c.admission.acquire(ctx) as ticket:
+                    waiting.__exit__(None, None, None)
+                    waiting = None
+                    ctx.queue_wait_s = ticket.queue_wait_s
+                    headers = ctx.extra_headers
+                    headers["x-concurproxy-replica"] = replica.id
+                    headers["x-concurproxy-queue-wait-ms"] = f"{ticket.queue_wait_s * 1000:.1f}"
+                    replica.in_flight += 1
                     try:
-                        resp = await c.forwarder.open(
-                            ctx, replica, payload, upstream_headers(replica, request.headers, ctx.request_id)
-                        )
-                    except UpstreamAttemptFailed as exc:
-                        last_error = exc
-                        if exc.passive_failure:
-                            c.pool.mark_failure(replica, str(exc))
+                        result = await self._attempt(request, ctx, replica, payload, strip_usage, trace)
+                    except BaseException:
+                        ticket.set_outcome("cancelled")
+                        raise
+                    finally:
+                        replica.in_flight -= 1
+                    if isinstance(result, UpstreamAttemptFailed):
+                        last_error = result
                         ticket.set_outcome("error")
-                        log.info(
-                            "step %s: attempt on %s failed (%s), %s",
-                            ctx.request_id,
-                            replica.id,
-                            exc.kind,
-                            "retrying" if ctx.attempts < c.policy.retry.attempts else "giving up",
-                        )
                         continue
-                    async with resp:
-                        if ctx.stream:
-                            out = await c.forwarder.relay_stream(request, ctx, resp, strip_usage)
-                        else:
-                            out = await c.forwarder.relay_json(ctx, resp)
                     ticket.set_outcome(ctx.outcome)
-                    return out
-                except BaseException:
-                    ticket.set_outcome("cancelled")
-                    raise
-                finally:
-                    replica.in_flight -= 1
+                    return result
+            finally:
+                if waiting is not None:  # refused or cancelled while waiting
+                    waiting.__exit__(None, None, None)
         if last_error is None:
             raise ProxyError(
                 503, "no_healthy_replica", "no healthy model server is available for this model", retry_after_s=2
@@ -213,6 +215,44 @@ class CompletionHandler:
         if last_error.kind == "timeout":
             raise ProxyError(504, "upstream_timeout", "the model server did not answer in time", retry_after_s=5)
         raise ProxyError(502, "upstream_unavailable", f"the model servers failed: {last_error}", retry_after_s=1)
+
+    async def _attempt(
+        self,
+        request: web.Request,
+        ctx: StepContext,
+        replica: Replica,
+        payload: bytes,
+        strip_usage: bool,
+        trace: StepTrace | NoopStep,
+    ) -> web.StreamResponse | UpstreamAttemptFailed:
+        """One try on one replica; a failure before the first byte comes back as a value (retryable)."""
+        c = self.c
+        assert c.forwarder is not None
+        up_headers = upstream_headers(replica, request.headers, ctx.request_id)
+        sent_at = time.perf_counter()
+        with trace.phase("upstream", **{"concurproxy.replica": replica.id}) as phase:
+            phase.inject(up_headers)  # the W3C trace continues into the engine
+            try:
+                resp = await c.forwarder.open(ctx, replica, payload, up_headers)
+            except UpstreamAttemptFailed as exc:
+                if exc.passive_failure:
+                    c.pool.mark_failure(replica, str(exc))
+                retrying = ctx.attempts < c.policy.retry.attempts
+                log.info(
+                    "step %s: attempt on %s failed (%s)%s",
+                    ctx.request_id,
+                    replica.id,
+                    exc.kind,
+                    ", retrying" if retrying else "",
+                )
+                return exc
+            try:
+                async with resp:
+                    if ctx.stream:
+                        return await c.forwarder.relay_stream(request, ctx, resp, strip_usage)
+                    return await c.forwarder.relay_json(ctx, resp)
+            finally:
+                ctx.upstream_s = time.perf_counter() - sent_at
 
 
 async def models(request: web.Request) -> web.Response:

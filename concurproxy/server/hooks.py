@@ -43,6 +43,7 @@ class StepContext:
     outcome: str = "success"  # success | error | cancelled | timeout | rejected
     usage: Usage | None = None
     ttft_s: float | None = None
+    upstream_s: float | None = None  # from sending upstream to the last byte relayed
     extra_headers: dict[str, str] = field(default_factory=dict)
     streamed_chunks: int = 0  # SSE events relayed to the client
     body_modified: bool = False  # set by a stage that edited ``body`` (e.g. a max_tokens clamp)

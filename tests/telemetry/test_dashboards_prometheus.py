@@ -210,13 +210,7 @@ async def live_fleet() -> AsyncIterator[tuple[str, list[str]]]:
 # "Wiring" table of docs/observability.md says what to call). A failure on any *other* query fails; when
 # only these remain the test is xfailed with the list, so the gap stays visible without breaking CI.
 # Delete entries as the wiring lands.
-KNOWN_WIRING_GAPS = {
-    "concurproxy_admission_active_agents": "watch_admission(metrics, service) not called in assembly",
-    "concurproxy_admission_queued_agents": "watch_admission(metrics, service) not called in assembly",
-    "concurproxy_upstream_duration_seconds_bucket": "StepMetrics does not pass upstream_s",
-    "concurproxy_fairness_virtual_tokens": "set_fairness_counter never called; anonymous tenant not primed",
-    "concurproxy_budget_rejections_total": "anonymous tenant / default role not primed",
-}
+KNOWN_WIRING_GAPS: dict[str, str] = {}
 
 
 def split_known_gaps(errors: list[str]) -> tuple[list[str], list[str]]:

@@ -1,40 +1,46 @@
-"""Metrics at the seams: turn ended steps, admission events and pressure reads into Prometheus series.
+"""Metrics at the seams of the request path.
 
-The cores return decisions with reasons; this module is the one place that
-maps them onto `concurproxy.telemetry.metrics.ProxyMetrics` calls.
+The telemetry package owns the metric declarations and the generic adapters
+(`AdmissionMetricsListener` for admission events, `pressure_hook` for pressure
+reads); this stage records each ended step with what only the request path
+knows: routing decisions, budget outcomes, upstream time and per-tenant
+fairness charge.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 
-from concurproxy.control.admission.events import AdmissionEvent, EventKind
-from concurproxy.control.types import PressureSnapshot
+from concurproxy.control.fairness.base import FairnessParams
 from concurproxy.server.hooks import StepContext
 from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.upstream.replica import Replica
 
 
 class StepMetrics:
-    """StepListener: one call per ended step."""
+    """StepListener: one call per ended step (any outcome)."""
 
-    def __init__(self, metrics: ProxyMetrics, block_tokens: int) -> None:
+    __slots__ = ("_charged", "block_tokens", "fairness", "m")
+
+    def __init__(self, metrics: ProxyMetrics, block_tokens: int, fairness: FairnessParams) -> None:
         self.m = metrics
         self.block_tokens = block_tokens
+        self.fairness = fairness
+        self._charged: dict[str, float] = defaultdict(float)
 
     def on_step_end(self, ctx: StepContext, now: float) -> None:
-        m = self.m
-        step = ctx.step
+        m, step, usage = self.m, ctx.step, ctx.usage
         replica = ctx.replica.id if ctx.replica is not None else None
-        usage = ctx.usage
         m.observe_step(
             route=ctx.route,
             tenant=step.tenant,
             role=step.role,
-            status=ctx.status or 499,
-            duration_s=time.perf_counter() - ctx.started,
+            status=ctx.status or 499,  # 0: the client went away before a status was chosen
+            duration_s=max(0.0, time.perf_counter() - ctx.started),
             replica=replica,
             ttft_s=ctx.ttft_s,
+            upstream_s=ctx.upstream_s,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
         )
@@ -49,37 +55,17 @@ class StepMetrics:
                 m.repinned(d.reason.value)
         if ctx.budget_denied:
             m.budget_rejected(step.tenant, step.role, ctx.budget_denied)
-        elif usage is not None and ctx.budget_charged:
-            m.budget_consumed(step.tenant, step.role, usage.prompt_tokens + usage.completion_tokens)
+        if usage is not None:
+            if ctx.budget_charged:
+                m.budget_consumed(step.tenant, step.role, usage.prompt_tokens + usage.completion_tokens)
+            # The tenant's virtual-token counter as VTC charges it (cost / weight), fleet-wide.
+            charge = self.fairness.cost(usage.prompt_tokens, usage.completion_tokens) / self.fairness.weight(
+                step.tenant
+            )
+            self._charged[step.tenant] += charge
+            m.set_fairness_counter(step.tenant, self._charged[step.tenant])
         if ctx.outcome in ("error", "timeout") and replica is not None:
             m.upstream_error(replica, ctx.outcome)
-
-
-class AdmissionMetrics:
-    """AdmissionListener: decisions and window changes by reason."""
-
-    def __init__(self, metrics: ProxyMetrics) -> None:
-        self.m = metrics
-        self._window: dict[str, float] = {}
-
-    def on_admission_event(self, e: AdmissionEvent) -> None:
-        m = self.m
-        if e.kind is EventKind.window:
-            new = float(e.value or 0)
-            m.window_changed(e.replica, self._window.get(e.replica, new), new, e.reason or "controller")
-            self._window[e.replica] = new
-        elif e.kind is EventKind.ended:
-            m.ticket_ended(e.reason)
-        elif e.kind is EventKind.double_end:
-            m.ticket_error("double_release")
-        else:
-            m.admission_decision(e.replica, e.kind.value, e.reason or e.kind.value)
-
-
-def observe_pressure(metrics: ProxyMetrics, replica: str, snapshot: PressureSnapshot) -> None:
-    metrics.observe_pressure(replica, snapshot)
-    if not snapshot.ok:
-        metrics.pressure_poll_error(replica, "stale" if snapshot.error and "stale" in snapshot.error else "failed")
 
 
 def health_listener(metrics: ProxyMetrics):  # type: ignore[no-untyped-def]
