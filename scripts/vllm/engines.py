@@ -50,13 +50,15 @@ class EngineStartError(RuntimeError):
 
 
 def find_vllm_python() -> str | None:
-    """``$CONCURPROXY_VLLM_PYTHON``, else ``<repo>/.venv-vllm/bin/python``, if it exists."""
+    """``$CONCURPROXY_VLLM_PYTHON``, else ``<repo>/.venv-vllm/bin/python``, if it is executable."""
+    c = os.environ.get("CONCURPROXY_VLLM_PYTHON") or str(REPO / ".venv-vllm" / "bin" / "python")
+    return c if Path(c).is_file() and os.access(c, os.X_OK) else None
+
+
+def where_vllm_python() -> str:
+    """Where :func:`find_vllm_python` looks, for messages."""
     env = os.environ.get("CONCURPROXY_VLLM_PYTHON")
-    candidates = [env] if env else [str(REPO / ".venv-vllm" / "bin" / "python")]
-    for c in candidates:
-        if c and Path(c).is_file() and os.access(c, os.X_OK):
-            return c
-    return None
+    return f"CONCURPROXY_VLLM_PYTHON={env}" if env else str(REPO / ".venv-vllm" / "bin" / "python")
 
 
 def vllm_importable(python: str, timeout_s: float = 120.0) -> str | None:

@@ -24,6 +24,19 @@ from loadgen.results import Results
 from loadgen.runner import run_scenario
 from loadgen.scenario import Scenario, parse_scenario
 
+# The overload the tier and the demo use (12-block engine): 24 agents x 2 growing steps.
+SWARM: dict[str, Any] = {
+    "agents": 24, "steps": 2, "system_words": 32, "task_words": 8, "growth_words": 8, "output_tokens": 120,
+}  # fmt: skip
+# AIMD for an engine whose steps last well under a second: start at one agent, read the engine
+# every 50 ms, grow 0.1 agent per healthy read only while KV usage < 50%, hold 10 reads after a cut.
+AIMD: dict[str, Any] = {"initial": 1, "interval_ms": 50, "increase": 0.1, "kv_target": 0.5, "cooldown_intervals": 10}
+# Routing: 4 agents one after another, 3 steps each, the prompt growing ~2 blocks per step.
+ROUTE: dict[str, Any] = {
+    "agents": 4, "concurrency": 1, "steps": 3, "system_words": 32, "task_words": 8, "growth_words": 32,
+    "output_tokens": 32,
+}  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class Counters:

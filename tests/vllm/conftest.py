@@ -28,7 +28,13 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # scripts/vllm is a namespace package at the repo root
     sys.path.insert(0, str(REPO))
 
-from scripts.vllm.engines import Engine, find_vllm_python, spawn_engines, vllm_importable  # noqa: E402
+from scripts.vllm.engines import (  # noqa: E402
+    Engine,
+    find_vllm_python,
+    spawn_engines,
+    vllm_importable,
+    where_vllm_python,
+)
 
 BLOCKS = 12
 INSTALL_HINT = "run `bash scripts/vllm/install.sh` or set CONCURPROXY_VLLM_PYTHON"
@@ -46,7 +52,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def vllm_python() -> str:
     py = find_vllm_python()
     if py is None:
-        pytest.skip(f"vLLM CPU engine not installed ({INSTALL_HINT})")
+        pytest.skip(f"vLLM CPU engine not installed: no interpreter at {where_vllm_python()} ({INSTALL_HINT})")
     why = vllm_importable(py)
     if why is not None:
         pytest.skip(f"vLLM CPU engine not usable: {why} ({INSTALL_HINT})")

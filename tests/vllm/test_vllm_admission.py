@@ -24,10 +24,7 @@ from typing import Any
 
 from concurproxy.server.app import running_proxy
 from scripts.vllm.engines import Engine
-from scripts.vllm.harness import Arm, agent_swarm, format_table, run_arm
-
-SWARM = {"agents": 24, "steps": 2, "system_words": 32, "task_words": 8, "growth_words": 8, "output_tokens": 120}
-AIMD = {"initial": 1, "interval_ms": 50, "increase": 0.1, "kv_target": 0.5, "cooldown_intervals": 10}
+from scripts.vllm.harness import AIMD, SWARM, Arm, agent_swarm, format_table, run_arm
 
 
 async def _arm(name: str, engine: Engine, policy: Any) -> Arm:

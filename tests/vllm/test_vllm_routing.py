@@ -15,10 +15,7 @@ from typing import Any
 
 from concurproxy.server.app import running_proxy
 from scripts.vllm.engines import Engine
-from scripts.vllm.harness import agent_swarm, format_table, run_arm
-
-ROUTE = {"agents": 4, "concurrency": 1, "steps": 3, "system_words": 32, "task_words": 8, "growth_words": 32,
-         "output_tokens": 32}  # fmt: skip
+from scripts.vllm.harness import ROUTE, agent_swarm, format_table, run_arm
 
 
 async def test_prefix_affinity_raises_prefix_hits(engines: list[Engine], make_policy: Callable[..., Any]) -> None:

@@ -1,0 +1,128 @@
+"""Demo: the proxy in front of real vLLM CPU engines, side by side with the bare engine.
+
+    python -m scripts.vllm.demo [--size small] [--blocks 12] [--out results/vllm-demo]
+    bash scripts/vllm/demo.sh …                # installs the vLLM venv first if needed
+
+1. finds the vLLM interpreter (``$CONCURPROXY_VLLM_PYTHON`` or ``.venv-vllm/``; see install.sh);
+2. makes a random Llama + BPE tokenizer locally (``--size small``: 4 layers, hidden 512; its
+   text is random — the model exists to load the engine, not to say anything);
+3. starts two engines through ``concurproxy worker --engine vllm`` with ``--blocks`` KV blocks;
+4. admission: the same seeded 24-agent workload through the proxy with ``admission: none``
+   then ``aimd`` against engine 0 (cold prefix cache each time);
+5. routing: a 4-agent workload over both engines with ``round-robin`` then ``prefix-affinity``;
+6. prints both tables (engine counters from /metrics + task outcomes) and writes loadgen
+   reports (HTML + PNG) and each run's results JSON into ``--out``.
+
+Engines are always stopped, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from concurproxy.config import load_policy
+from concurproxy.server.app import running_proxy
+from loadgen.report import write_report
+from scripts.vllm.engines import REPO, find_vllm_python, spawn_engines, vllm_importable, where_vllm_python
+from scripts.vllm.harness import AIMD, ROUTE, SWARM, Arm, agent_swarm, format_table, run_arm
+
+
+def _policy(urls: list[str], **sections: Any) -> Any:
+    doc: dict[str, Any] = {"upstreams": [{"url": u, "name": f"r{i}"} for i, u in enumerate(urls)], **sections}
+    return load_policy(overrides=doc, env={})
+
+
+def _binds(n_engines: int) -> list[str | None]:
+    """Split the cores: engine i gets its own k cores (vLLM pins its worker threads)."""
+    cores = os.cpu_count() or 1
+    if cores < n_engines:
+        return [None] * n_engines
+    k = max(1, min(4, (cores - 2) // n_engines))
+    return [f"{i * k}" if k == 1 else f"{i * k}-{i * k + k - 1}" for i in range(n_engines)]
+
+
+def _model(py: str, out: Path, size: str) -> Path:
+    d = out / f"model-{size}"
+    if not (d / "model.safetensors").exists():
+        script = REPO / "scripts" / "vllm" / "make_tiny_model.py"
+        subprocess.run([py, str(script), str(d), "--size", size], check=True, timeout=600)
+    return d
+
+
+async def _admission(url: str, agents: int) -> list[Arm]:
+    sc = agent_swarm(**{**SWARM, "agents": agents})
+    arms = []
+    for name, section in (("none", {"controller": "none"}), ("aimd", {"controller": "aimd", "aimd": AIMD})):
+        async with running_proxy(_policy([url], admission=section)) as proxy:
+            arms.append(await run_arm(name, sc, proxy, [url]))
+    return arms
+
+
+async def _routing(urls: list[str]) -> list[Arm]:
+    arms = []
+    for name in ("round-robin", "prefix-affinity"):
+        policy = _policy(urls, admission={"controller": "none"}, routing={"policy": name})
+        async with running_proxy(policy) as proxy:
+            arms.append(await run_arm(name, agent_swarm(**ROUTE), proxy, urls))
+    return arms
+
+
+def _save(arms: list[Arm], out: Path, stem: str, title: str) -> None:
+    for a in arms:
+        a.results.save(out / f"{stem}-{a.name}.results.json")
+    write_report([a.results for a in arms], out / f"{stem}.html", out / f"{stem}.png")
+    summary = {a.name: {"counters": _counters(a), "tasks": a.summary["tasks"]} for a in arms}
+    (out / f"{stem}.json").write_text(json.dumps({"title": title, "arms": summary}, indent=2) + "\n")
+
+
+def _counters(a: Arm) -> dict[str, float]:
+    d = a.delta
+    return {"preemptions": d.preemptions, "prefix_queries": d.prefix_queries, "prefix_hits": d.prefix_hits,
+            "prompt_tokens": d.prompt_tokens, "generation_tokens": d.generation_tokens,
+            "computed_tokens": d.computed_tokens}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scripts.vllm.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", choices=("tiny", "small"), default="small", help="locally made model (default small)")
+    p.add_argument("--blocks", type=int, default=12, help="KV blocks of 128 tokens per engine (default 12)")
+    p.add_argument("--agents", type=int, default=SWARM["agents"], help="agents in the admission workload")
+    p.add_argument("--out", type=Path, default=REPO / "results" / "vllm-demo")
+    p.add_argument("--no-routing", action="store_true", help="one engine, admission comparison only")
+    a = p.parse_args(argv)
+
+    py = find_vllm_python()
+    why = "no interpreter at " + where_vllm_python() if py is None else vllm_importable(py)
+    if py is None or why:
+        print(f"vLLM is not usable ({why}); run: bash scripts/vllm/install.sh", file=sys.stderr)
+        return 2
+    a.out.mkdir(parents=True, exist_ok=True)
+    model = _model(py, a.out, a.size)
+    n = 1 if a.no_routing else 2
+    print(f"starting {n} vLLM engine(s): model {model.name}, {a.blocks} blocks x 128 tokens", flush=True)
+    specs = [(model, a.blocks, b) for b in _binds(n)]
+    with spawn_engines(specs, log_dir=a.out, python=py, start_timeout_s=600) as engines:
+        urls = [e.url for e in engines]
+        print(f"engines healthy in {max(e.started_s for e in engines):.0f} s: {', '.join(urls)}", flush=True)
+        adm = asyncio.run(_admission(urls[0], a.agents))
+        print(f"\nadmission — {a.agents} agents x {SWARM['steps']} steps on one {a.blocks}-block engine\n")
+        print(format_table(adm))
+        _save(adm, a.out, "admission", "admission: none vs aimd")
+        if not a.no_routing:
+            rt = asyncio.run(_routing(urls))
+            print(f"\nrouting — {ROUTE['agents']} agents x {ROUTE['steps']} steps over two engines\n")
+            print(format_table(rt))
+            _save(rt, a.out, "routing", "routing: round-robin vs prefix-affinity")
+    print(f"\nreports: {a.out}/admission.html" + ("" if a.no_routing else f", {a.out}/routing.html"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
