@@ -10,6 +10,7 @@ from concurproxy.config.budgets import AuthConfig, FairnessConfig, RoleConfig, T
 from concurproxy.config.routing import RoutingConfig
 from concurproxy.config.server import (
     HealthCheckConfig,
+    LimitsConfig,
     ListenConfig,
     RetryConfig,
     TimeoutsConfig,
@@ -33,6 +34,7 @@ class Policy(Model):
     """Everything a concurproxy instance needs to run. See policies/default.yaml for a commented example."""
 
     listen: ListenConfig = ListenConfig()
+    limits: LimitsConfig = LimitsConfig()
     upstreams: list[UpstreamConfig] = Field(default_factory=list, description="Replica pool (one entry per replica).")
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthCheckConfig = HealthCheckConfig()

@@ -14,6 +14,26 @@ class ListenConfig(Model):
     shutdown_grace_s: float = Field(
         30.0, ge=0, description="On SIGTERM: how long in-flight streams may finish before they are cut."
     )
+    admin_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve /admin/* and /metrics on this port only (same host); None = main port."
+    )
+    admin_host: str | None = Field(None, description="Address of the admin listener (default: listen.host).")
+
+
+class LimitsConfig(Model):
+    """Front-door limits, applied before any policy stage."""
+
+    max_messages: int = Field(4096, ge=1, description="Most chat messages in one request (400 beyond).")
+    max_header_bytes: int = Field(16384, ge=1024, description="Longest request line / header field (431/400 beyond).")
+    body_read_timeout_s: float = Field(
+        30.0, gt=0, description="A client must send its whole body within this (slow loris)."
+    )
+    requests_per_s: float | None = Field(
+        None,
+        gt=0,
+        description="Per API key (or per client address when anonymous): steady request rate before admission.",
+    )
+    burst: int = Field(100, ge=1, description="Requests a key may send at once above requests_per_s.")
 
 
 class TimeoutsConfig(Model):

@@ -17,6 +17,7 @@ from aiohttp import web
 from concurproxy.errors import ProxyError
 from concurproxy.identity import _clean
 from concurproxy.server.components import COMPONENTS, Components
+from concurproxy.server.reload import reload_from_file
 from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.telemetry.exposition import render
 
@@ -75,7 +76,32 @@ async def state(request: web.Request) -> web.Response:
     admission = (
         c.admission.service.snapshot_state() if isinstance(c.admission, AdmissionStage) else {"controller": "none"}
     )
-    return _json({"replicas": replicas, "admission": admission, "shutting_down": c.shutting_down})
+    rs = c.reload_status
+    return _json(
+        {
+            "policy": {
+                "fingerprint": rs.fingerprint,
+                "path": c.policy_path,
+                "reloads": rs.reloads,
+                "failed_reloads": rs.failures,
+                "last_reload_error": rs.last_error,
+            },
+            "replicas": replicas,
+            "admission": admission,
+            "shutting_down": c.shutting_down,
+        }
+    )
+
+
+async def reload(request: web.Request) -> web.Response:
+    c = _require_admin(request)
+    if c.policy_path is None:
+        raise ProxyError(409, "no_policy_file", "this proxy was started without --config: nothing to reload")
+    ok = reload_from_file(c, c.policy_path, c.policy_overrides)
+    rs = c.reload_status
+    if not ok:
+        return _json(ProxyError(400, "invalid_policy", rs.last_error or "invalid policy").body(), status=400)
+    return _json({"reloaded": True, "fingerprint": rs.fingerprint})
 
 
 async def _set_drain(request: web.Request, draining: bool) -> web.Response:

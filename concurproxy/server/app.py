@@ -54,24 +54,48 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return ProxyError(500, "internal_error", "the proxy failed on this request; it was logged").to_response()
 
 
-def build_app(components: Components) -> web.Application:
+def build_app(components: Components, admin_routes: bool = True, api_routes: bool = True) -> web.Application:
+    """The proxy's app. With ``listen.admin_port`` set, the API and the admin routes
+    (/admin/*, /metrics) are two apps on two listeners sharing the same components;
+    the API app owns the start-up/shutdown context."""
     policy = components.policy
     app = web.Application(client_max_size=policy.listen.max_body_bytes, middlewares=[error_middleware])
     app[COMPONENTS] = components
     install_request_id(app)  # X-Request-Id in, echoed out, and in every log line of the request
-    completions = handlers.CompletionHandler(components)
-    app.router.add_post(handlers.CHAT, completions.chat)
-    app.router.add_post(handlers.COMPLETIONS, completions.completions)
-    app.router.add_get("/v1/models", handlers.models)
     app.router.add_get("/health", handlers.health)
-    app.router.add_get("/ready", handlers.ready)
-    app.router.add_get("/metrics", admin.metrics)
-    app.router.add_delete("/v1/agents/{agent_id}", admin.release_agent)
-    app.router.add_get("/admin/state", admin.state)
-    app.router.add_post("/admin/replicas/{replica_id}/drain", admin.drain)
-    app.router.add_post("/admin/replicas/{replica_id}/undrain", admin.undrain)
-    app.cleanup_ctx.append(_upstream_session)
+    if api_routes:
+        completions = handlers.CompletionHandler(components)
+        app.router.add_post(handlers.CHAT, completions.chat)
+        app.router.add_post(handlers.COMPLETIONS, completions.completions)
+        app.router.add_get("/v1/models", handlers.models)
+        app.router.add_get("/ready", handlers.ready)
+        app.router.add_delete("/v1/agents/{agent_id}", admin.release_agent)
+        app.cleanup_ctx.append(_upstream_session)
+    if admin_routes:
+        app.router.add_get("/metrics", admin.metrics)
+        app.router.add_get("/admin/state", admin.state)
+        app.router.add_post("/admin/reload", admin.reload)
+        app.router.add_post("/admin/replicas/{replica_id}/drain", admin.drain)
+        app.router.add_post("/admin/replicas/{replica_id}/undrain", admin.undrain)
     return app
+
+
+def runner_options(policy: Policy) -> dict[str, object]:
+    """Server options shared by every listener: cancel handlers of clients that left, header limits."""
+    return {
+        "handler_cancellation": True,
+        "access_log": None,
+        "shutdown_timeout": policy.listen.shutdown_grace_s,
+        "max_line_size": policy.limits.max_header_bytes,
+        "max_field_size": policy.limits.max_header_bytes,
+    }
+
+
+def split_apps(components: Components) -> tuple[web.Application, web.Application | None]:
+    """(API app, admin app or None when admin routes share the main listener)."""
+    if components.policy.listen.admin_port is None:
+        return build_app(components), None
+    return build_app(components, admin_routes=False), build_app(components, api_routes=False)
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -99,15 +123,30 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 async def running_proxy(
     policy: Policy, components: Components | None = None, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[str]:
-    """Start a proxy on ``host:port`` (0 = a free port); yields its base URL."""
+    """Start a proxy on ``host:port`` (0 = a free port); yields its base URL.
+
+    With ``listen.admin_port`` set, the admin listener starts too; its URL is
+    ``components.admin_url``."""
     comps = components or build_components(policy)
-    runner = web.AppRunner(build_app(comps), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
-    bound = sockets[0].getsockname()[1] if sockets else port
+    api, admin_app = split_apps(comps)
+    runners = []
     try:
-        yield f"http://{host}:{bound}"
+        url = await _start(api, policy, host, port, runners)
+        if admin_app is not None:
+            comps.admin_url = await _start(
+                admin_app, policy, policy.listen.admin_host or host, policy.listen.admin_port or 0, runners
+            )
+        yield url
     finally:
-        await runner.cleanup()
+        for r in reversed(runners):
+            await r.cleanup()
+
+
+async def _start(app: web.Application, policy: Policy, host: str, port: int, runners: list[web.AppRunner]) -> str:
+    runner = web.AppRunner(app, **runner_options(policy))  # type: ignore[arg-type]
+    await runner.setup()
+    runners.append(runner)
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return f"http://{host}:{bound}"

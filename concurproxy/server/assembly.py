@@ -24,6 +24,7 @@ from concurproxy.routing import build_router
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.components import Components
 from concurproxy.server.hooks import NoAdmission
+from concurproxy.server.reload import fingerprint
 from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.server.stages.budgets import BudgetStage
 from concurproxy.server.stages.observe import StepMetrics, health_listener
@@ -82,6 +83,8 @@ def build_components(
     )
     routing.snapshots = components.latest_pressure
     components.tracing = build_tracing(policy.telemetry, span_exporter)
+    components.rate_limiter = components.make_rate_limiter(policy)
+    components.reload_status.fingerprint = fingerprint(policy)
     budgets = BudgetStage(BudgetEngine(BudgetLimits.from_policy(policy.roles, policy.tenants, policy.fairness)))
     components.budgets = budgets
     components.listeners.extend([budgets, routing, StepMetrics(metrics, policy.routing.block_tokens, params)])

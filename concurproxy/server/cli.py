@@ -41,8 +41,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, object]:
 def _run(args: argparse.Namespace) -> int:
     from concurproxy.config.load import ConfigError, load_policy
 
+    overrides = overrides_from_args(args)
     try:
-        policy = load_policy(args.config, overrides_from_args(args))
+        policy = load_policy(args.config, overrides)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -58,36 +59,62 @@ def _run(args: argparse.Namespace) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency, but keep the proxy runnable without it
-        return asyncio.run(serve_forever(policy))
-    return uvloop.run(serve_forever(policy))
+        return asyncio.run(serve_forever(policy, args.config, overrides))
+    return uvloop.run(serve_forever(policy, args.config, overrides))
 
 
-async def serve_forever(policy) -> int:  # type: ignore[no-untyped-def]
-    """Serve until SIGINT/SIGTERM, then drain: /ready turns 503, in-flight steps get the grace period."""
-    from aiohttp import web
+async def serve_forever(policy, path: str | None = None, overrides: dict | None = None) -> int:  # type: ignore[no-untyped-def,type-arg]
+    """Serve until SIGINT/SIGTERM, then drain: /ready and new steps get 503, in-flight steps get the grace
+    period. SIGHUP (or a change of the policy file's mtime) reloads the policy."""
+    from concurproxy.server.app import running_proxy
+    from concurproxy.server.assembly import build_components
+    from concurproxy.server.reload import reload_from_file
 
-    from concurproxy.server.app import build_app, build_components
-
-    components = build_components(policy)
-    app = build_app(components)
-    grace = policy.listen.shutdown_grace_s
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
-    await runner.setup()
-    site = web.TCPSite(runner, policy.listen.host, policy.listen.port, shutdown_timeout=grace, backlog=1024)
-    await site.start()
     log = logging.getLogger("concurproxy")
-    log.info(
-        "concurproxy listening on http://%s:%s with %d upstream(s)",
-        policy.listen.host,
-        policy.listen.port,
-        len(policy.upstreams),
-    )
+    components = build_components(policy)
+    components.policy_path = path
+    components.policy_overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down: draining in-flight steps for up to %.0fs", grace)
-    components.shutting_down = True
-    await runner.cleanup()
+
+    def reload() -> None:
+        if path is not None:
+            reload_from_file(components, path, components.policy_overrides)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    host, port = policy.listen.host, policy.listen.port
+    async with running_proxy(policy, components, host=host, port=port) as url:
+        log.info(
+            "concurproxy listening on %s (admin: %s) with %d upstream(s)",
+            url,
+            components.admin_url or url,
+            len(policy.upstreams),
+        )
+        watcher = asyncio.create_task(_watch_file(path, reload, stop)) if path else None
+        await stop.wait()
+        log.info("shutting down: draining in-flight steps for up to %.0fs", policy.listen.shutdown_grace_s)
+        components.shutting_down = True
+        if watcher is not None:
+            watcher.cancel()
     return 0
+
+
+async def _watch_file(path: str, reload, stop: asyncio.Event, interval_s: float = 2.0) -> None:  # type: ignore[no-untyped-def]
+    """Reload when the policy file's mtime changes (editors, ConfigMap updates)."""
+    import os
+
+    def mtime() -> float | None:
+        try:
+            return os.stat(path).st_mtime
+        except OSError:
+            return None
+
+    last = mtime()
+    while not stop.is_set():
+        await asyncio.sleep(interval_s)
+        now = mtime()
+        if now is not None and now != last:
+            last = now
+            reload()

@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from concurproxy.config.models import Policy
+from concurproxy.control.ratelimit import KeyedRateLimiter
 from concurproxy.control.types import PressureSnapshot, PriorityClass
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.forward import Forwarder
@@ -23,6 +24,23 @@ from concurproxy.upstream.pool import ReplicaPool
 class NoBudgets:
     def check(self, ctx: StepContext, now: float) -> None:
         return None
+
+
+@dataclass
+class ReloadStatus:
+    fingerprint: str = ""
+    reloads: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+    def record_ok(self, fingerprint: str) -> None:
+        self.fingerprint = fingerprint
+        self.reloads += 1
+        self.last_error = None
+
+    def record_error(self, error: str) -> None:
+        self.failures += 1
+        self.last_error = error
 
 
 @dataclass
@@ -41,6 +59,16 @@ class Components:
     metrics: ProxyMetrics | None = None
     tracing: Tracing | NoopTracing = field(default_factory=NoopTracing)
     shutting_down: bool = False
+    rate_limiter: KeyedRateLimiter | None = None
+    admin_url: str | None = None  # the admin listener's URL, when it has its own
+    policy_path: str | None = None  # where the policy came from (reloads read it again)
+    policy_overrides: dict[str, object] = field(default_factory=dict)  # command-line flags, re-applied on reload
+    reload_status: ReloadStatus = field(default_factory=ReloadStatus)
+
+    @staticmethod
+    def make_rate_limiter(policy: Policy) -> KeyedRateLimiter | None:
+        lim = policy.limits
+        return KeyedRateLimiter(lim.requests_per_s, lim.burst) if lim.requests_per_s else None
 
     def role_priority(self, role: str) -> PriorityClass:
         cfg = self.policy.roles.get(role)

@@ -59,6 +59,9 @@ class Forwarder:
     def __init__(self, session: aiohttp.ClientSession, pool: ReplicaPool, timeouts: TimeoutsConfig) -> None:
         self.session = session
         self.pool = pool
+        self.set_timeouts(timeouts)
+
+    def set_timeouts(self, timeouts: TimeoutsConfig) -> None:
         self.timeouts = timeouts
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.first_byte_s

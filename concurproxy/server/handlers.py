@@ -6,6 +6,7 @@ order of the stages. Everything that can fail turns into a `ProxyError`.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -48,7 +49,7 @@ class RequestIds:
         return f"{self._prefix}-{next(self._n):x}"
 
 
-def parse_body(raw: bytes, route: str) -> dict[str, Any]:
+def parse_body(raw: bytes, route: str, max_messages: int = 4096) -> dict[str, Any]:
     if not raw:
         raise bad_request("the request body is empty; send a JSON object", code="invalid_json")
     try:
@@ -64,6 +65,8 @@ def parse_body(raw: bytes, route: str) -> dict[str, Any]:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise bad_request("'messages' is required and must be a non-empty list", param="messages")
+        if len(messages) > max_messages:
+            raise bad_request(f"'messages' has {len(messages)} entries; the limit is {max_messages}", param="messages")
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                 raise bad_request(f"messages[{i}] must be an object with a string 'role'", param=f"messages[{i}]")
@@ -98,9 +101,21 @@ class CompletionHandler:
         started = time.perf_counter()
         c = self.c
         request_id = request.get(REQUEST_ID_KEY) or self.ids.next(request.headers.get("X-Request-Id"))
-        raw = await request.read()
-        body = parse_body(raw, route)
+        if c.shutting_down:
+            raise ProxyError(503, "shutting_down", "this proxy instance is shutting down; retry", retry_after_s=1)
+        limits = c.policy.limits
+        try:
+            async with asyncio.timeout(limits.body_read_timeout_s):
+                raw = await request.read()
+        except TimeoutError:
+            raise ProxyError(408, "body_timeout", "the request body did not arrive in time") from None
+        body = parse_body(raw, route, limits.max_messages)
         tenant = c.tenants.resolve(request.headers)
+        if c.rate_limiter is not None:
+            key = tenant if tenant != "anonymous" else f"ip:{request.remote}"
+            wait = c.rate_limiter.allow(key, c.clock())
+            if wait:
+                raise ProxyError(429, "rate_limited", "too many requests for this API key", retry_after_s=wait)
         ident = extract_identity(request.headers, body, tenant, request_id)
         stream = bool(body.get("stream"))
         strip_usage = False

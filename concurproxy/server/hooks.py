@@ -77,6 +77,10 @@ class Router(Protocol):
         """Choose among ``candidates`` (non-empty, healthy, serving the model)."""
         ...
 
+    def forget_replica(self, replica_id: str) -> None:
+        """The replica left the pool: drop what is known about its cache."""
+        ...
+
 
 class BudgetGate(Protocol):
     def check(self, ctx: StepContext, now: float) -> None:

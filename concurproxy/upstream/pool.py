@@ -74,6 +74,15 @@ class ReplicaPool:
             self._models_set = None if any(not m for m in key) else frozenset(x for m in key for x in m)
         return self._models_set
 
+    def add(self, replica: Replica) -> None:
+        if replica.id in self._replicas:
+            raise ValueError(f"replica {replica.id!r} already in the pool")
+        self._replicas[replica.id] = replica
+
+    def remove(self, replica_id: str) -> Replica | None:
+        """Take a replica out of the pool; steps already on it keep their reference and finish."""
+        return self._replicas.pop(replica_id, None)
+
     def add_listener(self, fn: HealthListener) -> None:
         self._listeners.append(fn)
 

@@ -79,6 +79,9 @@ class RoutingStage:
             load=r.in_flight,
         )
 
+    def forget_replica(self, replica_id: str) -> None:
+        self.router.forget_replica(replica_id)
+
     def on_step_end(self, ctx: StepContext, now: float) -> None:
         decision = ctx.route_decision
         if decision is None:

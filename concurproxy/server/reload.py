@@ -1,0 +1,89 @@
+"""Apply a new policy to a running proxy (SIGHUP, a changed policy file, or POST /admin/reload).
+
+What changes live: tenants and keys, auth, roles and budgets (bucket levels
+kept), limits, timeouts, retries, and the replica pool (new upstreams join the
+pool, the poller and the router — they start empty, so new agents go there
+first; removed ones leave at once, their in-flight steps finish). What needs a
+restart: the listen address, the admission controller kind and its AIMD
+parameters, the fairness policy, routing policy and scorers, the state
+backend. A new file that does not validate changes nothing: the old policy
+stays, and the error is logged and kept in /admin/state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import orjson
+
+from concurproxy.config.load import ConfigError, load_policy
+from concurproxy.config.models import Policy
+from concurproxy.control.budgets import BudgetLimits
+from concurproxy.server.components import Components
+from concurproxy.server.stages.budgets import BudgetStage
+from concurproxy.signals.poller import PollTarget
+from concurproxy.tenancy.directory import TenancyError, TenantDirectory
+from concurproxy.upstream.replica import Replica
+
+log = logging.getLogger("concurproxy.reload")
+
+RESTART_ONLY = ("listen", "admission", "fairness", "routing", "state", "telemetry")
+
+
+def fingerprint(policy: Policy) -> str:
+    return hashlib.sha256(orjson.dumps(policy.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def apply_policy(c: Components, new: Policy) -> list[str]:
+    """Swap in ``new``; returns what changed (for the log). Raises TenancyError before changing anything."""
+    old = c.policy
+    directory = TenantDirectory.from_policy(new.tenants, new.auth)  # may raise: nothing changed yet
+    changes: list[str] = []
+    c.tenants.directory = directory
+    if isinstance(c.budgets, BudgetStage):
+        c.budgets.engine.reconfigure(BudgetLimits.from_policy(new.roles, new.tenants, new.fairness))
+    changes += _apply_upstreams(c, new)
+    for section in RESTART_ONLY:
+        if getattr(old, section) != getattr(new, section):
+            changes.append(f"{section}: changed, takes effect on restart")
+    if c.forwarder is not None and old.timeouts != new.timeouts:
+        c.forwarder.set_timeouts(new.timeouts)
+    c.policy = new
+    c.rate_limiter = c.make_rate_limiter(new)
+    return changes
+
+
+def _apply_upstreams(c: Components, new: Policy) -> list[str]:
+    wanted = {r.id: r for r in (Replica.from_config(u) for u in new.upstreams)}
+    changes = []
+    for rid in [r.id for r in c.pool if r.id not in wanted]:
+        c.pool.remove(rid)
+        if c.poller is not None:
+            c.poller.remove_target(rid)
+        c.router.forget_replica(rid)
+        changes.append(f"replica {rid} removed")
+    for rid, replica in wanted.items():
+        if c.pool.get(rid) is None:
+            c.pool.add(replica)
+            if c.poller is not None:
+                c.poller.add_target(rid, PollTarget.from_url(replica.pressure_url or replica.metrics_url))
+            if c.metrics is not None:
+                c.metrics.prime(replicas=[rid])
+            changes.append(f"replica {rid} added")
+    return changes
+
+
+def reload_from_file(c: Components, path: str | Path, overrides: dict[str, object] | None = None) -> bool:
+    """Load, validate and apply; on any error keep the running policy and remember why."""
+    try:
+        new = load_policy(path, overrides)
+        changes = apply_policy(c, new)
+    except (ConfigError, TenancyError) as exc:
+        c.reload_status.record_error(str(exc))
+        log.error("policy reload from %s rejected, keeping the running policy: %s", path, exc)
+        return False
+    c.reload_status.record_ok(fingerprint(new))
+    log.info("policy reloaded from %s (%s): %s", path, fingerprint(new), "; ".join(changes) or "no pool changes")
+    return True
