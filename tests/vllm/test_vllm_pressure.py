@@ -1,9 +1,13 @@
 """The pressure poller and the metrics parser read the real engine's /metrics.
 
-Load: 8 concurrent long requests (``ignore_eos``) sent straight to the engine while the poller
-runs; the snapshots must show the engine busy (KV usage above 0, requests running) and the
-capacity read from ``vllm:cache_config_info``; the parsed counters must show prefix-cache
-queries and hits (the requests share a 2-block prefix) and generated tokens.
+Load: 8 concurrent streamed requests of 500 tokens (``ignore_eos``) sharing a 3-block prompt
+prefix, sent straight to the engine (5 blocks each: more than the 12-block cache holds). Once
+every stream has sent its first token all 8 have been scheduled, and the last one still has
+~500 tokens to go, so a poll taken right then must see the engine busy: KV usage above 0,
+requests running. No sleeps: the poll is ordered after the first tokens, not timed. The poller
+also runs in the background the whole time, and its snapshots must all be good readings. The
+parsed counters must show exactly the generated tokens, prefix-cache queries and hits (whole
+128-token blocks), and the capacity from ``vllm:cache_config_info``.
 """
 
 from __future__ import annotations
@@ -13,57 +17,69 @@ import time
 
 import aiohttp
 import httpx
+import orjson
 
 from concurproxy.control.types import PressureSnapshot
-from concurproxy.signals.engine_metrics import parse_engine_metrics
+from concurproxy.signals.engine_metrics import EngineSample, parse_engine_metrics
 from concurproxy.signals.poller import PressurePoller
 from scripts.vllm.engines import Engine
 
-SHARED = " ".join(f"word{i}" for i in range(100))  # > 2 blocks of 128 tokens
+N_REQ, MAX_TOKENS = 8, 500
+SHARED = " ".join(f"word{i}" for i in range(100))  # ~400 tokens: 3 full blocks of 128
 
 
-async def _load(url: str, n: int, max_tokens: int) -> list[int]:
-    async with httpx.AsyncClient(timeout=120) as c:
+async def _stream(c: httpx.AsyncClient, url: str, i: int, first: asyncio.Event) -> int:
+    body = {"model": "tiny", "prompt": f"{SHARED} request {i}", "max_tokens": MAX_TOKENS, "ignore_eos": True,
+            "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    tokens = 0
+    async with c.stream("POST", url + "/v1/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            first.set()
+            doc = orjson.loads(line[6:])
+            if doc.get("usage"):
+                tokens = int(doc["usage"]["completion_tokens"])
+    return tokens
 
-        async def one(i: int) -> int:
-            body = {"model": "tiny", "prompt": f"{SHARED} request {i}", "max_tokens": max_tokens,
-                    "ignore_eos": True}  # fmt: skip
-            r = await c.post(url + "/v1/completions", json=body)
-            r.raise_for_status()
-            return int(r.json()["usage"]["completion_tokens"])
 
-        return await asyncio.gather(*(one(i) for i in range(n)))
+async def _metrics(url: str) -> EngineSample:
+    async with httpx.AsyncClient() as c:
+        return parse_engine_metrics((await c.get(url + "/metrics")).text, time.monotonic())
 
 
 async def test_poller_reads_real_metrics(engine: Engine) -> None:
     seen: list[PressureSnapshot] = []
-    async with httpx.AsyncClient() as c:
-        before = parse_engine_metrics((await c.get(engine.url + "/metrics")).text, time.monotonic())
-    async with aiohttp.ClientSession() as session:
+    before = await _metrics(engine.url)
+    firsts = [asyncio.Event() for _ in range(N_REQ)]
+    async with aiohttp.ClientSession() as session, httpx.AsyncClient(timeout=120) as c:
         poller = PressurePoller(
-            session, {"r0": engine.url + "/metrics"}, interval_s=0.05, stale_after_s=5.0,
+            session, {"r0": engine.url + "/metrics"}, interval_s=0.1, stale_after_s=5.0,
             on_snapshot=lambda _rid, snap: seen.append(snap),
         )  # fmt: skip
         async with poller:
-            done = await asyncio.wait_for(_load(engine.url, 8, 200), timeout=180)
+            streams = [asyncio.create_task(_stream(c, engine.url, i, firsts[i])) for i in range(N_REQ)]
+            await asyncio.wait_for(asyncio.gather(*(f.wait() for f in firsts)), timeout=120)
+            busy = await poller.poll_replica("r0")
+            done = await asyncio.wait_for(asyncio.gather(*streams), timeout=180)
         latest = poller.latest("r0")
-    assert done == [200] * 8
-    assert latest is not None and latest.ok, latest
-    assert latest.kv_capacity_tokens == engine.blocks * 128
-    ok = [s for s in seen if s.ok]
-    assert ok and all(s.source == "engine-metrics" for s in ok)
-    assert max(s.kv_usage or 0.0 for s in ok) > 0.0
-    assert max(s.running or 0 for s in ok) >= 1
-    assert all(s.waiting is not None for s in ok)
-    assert any(s.prefix_hit_rate is not None for s in ok)
+    assert done == [MAX_TOKENS] * N_REQ
+    assert busy.ok and busy.source == "engine-metrics", busy
+    assert busy.kv_usage is not None and 0.0 < busy.kv_usage <= 1.0
+    assert busy.running is not None and busy.running >= 1
+    assert busy.waiting is not None and busy.waiting >= 0
+    assert busy.kv_capacity_tokens == engine.blocks * 128
+    assert latest is not None and latest.ok
+    assert seen and all(s.ok for s in seen), [s.error for s in seen if not s.ok]
+    assert any(s.prefix_hit_rate is not None for s in seen)
 
-    async with httpx.AsyncClient() as c:
-        after = parse_engine_metrics((await c.get(engine.url + "/metrics")).text, time.monotonic())
+    after = await _metrics(engine.url)
     assert after.flavour == "vllm"
     assert after.num_gpu_blocks == engine.blocks and after.block_size == 128
     assert after.preemptions_total is not None
-    assert (after.generation_tokens_total or 0) - (before.generation_tokens_total or 0) == 8 * 200
+    assert (after.generation_tokens_total or 0) - (before.generation_tokens_total or 0) == N_REQ * MAX_TOKENS
     queries = (after.prefix_queries_total or 0) - (before.prefix_queries_total or 0)
     hits = (after.prefix_hits_total or 0) - (before.prefix_hits_total or 0)
-    assert queries > 8 * 256
+    assert queries >= N_REQ * 3 * 128
     assert hits >= 128 and hits % 128 == 0  # counted per full 128-token block
