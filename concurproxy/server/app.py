@@ -23,6 +23,7 @@ from concurproxy.server.assembly import background_loops, build_components
 from concurproxy.server.components import COMPONENTS, Components
 from concurproxy.server.forward import Forwarder
 from concurproxy.telemetry.logging import install_request_id
+from concurproxy.upstream.http1 import UpstreamPool
 
 log = logging.getLogger("concurproxy.server")
 
@@ -100,13 +101,13 @@ def split_apps(components: Components) -> tuple[web.Application, web.Application
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     c = app[COMPONENTS]
-    limit = sum(1024 for _ in c.pool) or 1024
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=60, keepalive_timeout=60)
-    # auto_decompress stays on: we never forward Content-Encoding, so bodies leave as plain bytes.
-    # No auto headers: each one costs per request and the engine ignores them.
+    connector = aiohttp.TCPConnector(limit=64, ttl_dns_cache=60, keepalive_timeout=60)
     session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
-    c.session = session
-    c.forwarder = Forwarder(session, c.pool, c.policy.timeouts)
+    c.session = session  # health checks, pressure polling: aiohttp; the hot path: our own client
+    per_host = max((u.max_connections for u in c.policy.upstreams), default=1024)
+    # No Accept-Encoding is sent upstream, so bodies come back (and leave) uncompressed.
+    http = UpstreamPool(max_per_host=per_host, connect_timeout_s=c.policy.timeouts.connect_s, idle_timeout_s=60)
+    c.forwarder = Forwarder(http, c.pool, c.policy.timeouts)
     await c.pool.check_once(session)
     c.pool.start(session)
     try:
@@ -116,6 +117,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         c.shutting_down = True
         await c.pool.stop()
         await session.close()
+        await http.close()
         c.tracing.shutdown()
 
 

@@ -29,6 +29,7 @@ from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.server.stages.budgets import BudgetStage
 from concurproxy.server.stages.observe import StepMetrics, health_listener
 from concurproxy.server.stages.routing import RoutingStage
+from concurproxy.server.stages import shared as shared_stage
 from concurproxy.signals.poller import PollTarget, PressurePoller
 from concurproxy.telemetry.admission import AdmissionMetricsListener, watch_admission
 from concurproxy.telemetry.metrics import ProxyMetrics
@@ -62,13 +63,18 @@ def build_components(
     else:
         fair = fairness_registry()
         fair.queue(policy.fairness.policy, params)  # fail fast on an unknown policy name
+        queue_maker = lambda _replica: fair.queue(policy.fairness.policy, params)  # noqa: E731
+        shared = shared_stage.redis_state(policy) if policy.state.backend == "redis" else None
         service = AdmissionService(
             policy.admission,
-            queue_maker=lambda _replica: fair.queue(policy.fairness.policy, params),
+            queue_maker=queue_maker,
             listeners=[AdmissionMetricsListener(metrics)],
+            core=shared_stage.shared_admission_core(policy.admission, shared, queue_maker) if shared else None,
         )
         watch_admission(metrics, service)
-        admission = admission_stage = AdmissionStage(service)
+        admission = admission_stage = (
+            AdmissionStage(service) if shared is None else shared_stage.SharedAdmissionStage(service, shared)
+        )
 
     aimd = policy.admission.aimd
     routing = RoutingStage(
@@ -88,6 +94,9 @@ def build_components(
     budgets = BudgetStage(BudgetEngine(BudgetLimits.from_policy(policy.roles, policy.tenants, policy.fairness)))
     components.budgets = budgets
     components.listeners.extend([budgets, routing, StepMetrics(metrics, policy.routing.block_tokens, params)])
+    if isinstance(admission_stage, shared_stage.SharedAdmissionStage):  # state.backend: redis
+        components.shared_state = shared_stage.attach(admission_stage, routing, metrics)
+        components.listeners.append(shared_stage.SharedStateListener(admission_stage))
     return components
 
 
@@ -115,10 +124,14 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
     c.poller = poller
     tick = asyncio.create_task(service.run(), name="admission-tick") if service is not None else None
     await poller.poll_once()  # first pressure before the first request: no needless queueing at start
+    if c.shared_state is not None:
+        await c.shared_state.start()  # first sync with the other instances before the first request
     async with poller:
         try:
             yield
         finally:
+            if c.shared_state is not None:
+                await c.shared_state.stop()
             if tick is not None:
                 tick.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

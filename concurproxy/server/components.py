@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -64,6 +65,7 @@ class Components:
     policy_path: str | None = None  # where the policy came from (reloads read it again)
     policy_overrides: dict[str, object] = field(default_factory=dict)  # command-line flags, re-applied on reload
     reload_status: ReloadStatus = field(default_factory=ReloadStatus)
+    shared_state: Any = None  # concurproxy.state.redis_state.RedisState with state.backend: redis
 
     @staticmethod
     def make_rate_limiter(policy: Policy) -> KeyedRateLimiter | None:
