@@ -24,9 +24,9 @@ from loadgen.results import Results
 from loadgen.runner import run_scenario
 from loadgen.scenario import Scenario, parse_scenario
 
-# The overload the tier and the demo use (12-block engine): 24 agents x 2 growing steps.
+# The overload the tier and the demo use (12-block engine): 32 agents x 2 growing steps.
 SWARM: dict[str, Any] = {
-    "agents": 24, "steps": 2, "system_words": 32, "task_words": 8, "growth_words": 8, "output_tokens": 120,
+    "agents": 32, "steps": 2, "system_words": 32, "task_words": 8, "growth_words": 8, "output_tokens": 120,
 }  # fmt: skip
 # AIMD for an engine whose steps last well under a second: start at one agent, read the engine
 # every 50 ms, grow 0.1 agent per healthy read only while KV usage < 50%, hold 10 reads after a cut.

@@ -7,11 +7,13 @@ that does not become healthy — is an error, not a skip.
 
 Engines: ``engines[0]`` and ``engines[1]``, each ``--num-gpu-blocks-override 12`` (12 × 128
 KV tokens), started together through ``concurproxy worker --engine vllm`` and pinned to one
-core each; always stopped at the end of the session (see scripts/vllm/engines.py).
+core each; stopped right after the tier's last test (so they do not idle through the rest of
+a whole-suite run), and in any case at the end of the session (see scripts/vllm/engines.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -37,13 +39,13 @@ from scripts.vllm.engines import (  # noqa: E402
 )
 
 BLOCKS = 12
+_ENGINES = pytest.StashKey[contextlib.ExitStack]()
 INSTALL_HINT = "run `bash scripts/vllm/install.sh` or set CONCURPROXY_VLLM_PYTHON"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
     for item in items:
-        if Path(str(item.fspath)).is_relative_to(here):
+        if _in_tier(item):
             item.add_marker(pytest.mark.vllm)
             item.add_marker(pytest.mark.timeout(420))
 
@@ -71,13 +73,29 @@ def tiny_model(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture(scope="session")
-def engines(vllm_python: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Engine]]:
+def engines(
+    request: pytest.FixtureRequest, vllm_python: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[Engine]]:
     logs = tmp_path_factory.mktemp("vllm-logs")
     binds: list[str | None] = ["0", "1"] if (os.cpu_count() or 1) >= 2 else [None, None]
     specs = [(tiny_model, BLOCKS, b) for b in binds]
-    with spawn_engines(specs, log_dir=logs, python=vllm_python, start_timeout_s=300) as engs:
+    with contextlib.ExitStack() as stack:
+        request.config.stash[_ENGINES] = stack  # closed early by pytest_runtest_teardown below
+        engs = stack.enter_context(spawn_engines(specs, log_dir=logs, python=vllm_python, start_timeout_s=300))
         print(f"\nvLLM engines healthy: {[(e.url, round(e.started_s, 1)) for e in engs]}", flush=True)
         yield engs
+
+
+def _in_tier(item: pytest.Item | None) -> bool:
+    return item is not None and Path(str(item.fspath)).is_relative_to(Path(__file__).parent)
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the engines after the tier's last test, not at the end of the whole session."""
+    if _in_tier(item) and not _in_tier(nextitem):
+        stack = item.config.stash.get(_ENGINES, None)
+        if stack is not None:
+            stack.close()
 
 
 @pytest.fixture

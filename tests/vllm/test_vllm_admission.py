@@ -1,6 +1,6 @@
 """AIMD admission in front of a real, overloaded vLLM engine: far fewer preemptions, same work done.
 
-One engine with 12 KV blocks (1536 tokens); 24 agents start at once, each 2 growing steps
+One engine with 12 KV blocks (1536 tokens); 32 agents start at once, each 2 growing steps
 (~180 then ~700 prompt tokens, 120 generated tokens per step, ``ignore_eos``). Straight through
 (``admission.controller: none``) the engine runs them all and preempts tens of times; through
 AIMD it is kept near what fits. Same seed, same prompts, a cold prefix cache for each arm.

@@ -1,13 +1,14 @@
 """The pressure poller and the metrics parser read the real engine's /metrics.
 
-Load: 8 concurrent streamed requests of 500 tokens (``ignore_eos``) sharing a 3-block prompt
-prefix, sent straight to the engine (5 blocks each: more than the 12-block cache holds). Once
-every stream has sent its first token all 8 have been scheduled, and the last one still has
-~500 tokens to go, so a poll taken right then must see the engine busy: KV usage above 0,
-requests running. No sleeps: the poll is ordered after the first tokens, not timed. The poller
-also runs in the background the whole time, and its snapshots must all be good readings. The
-parsed counters must show exactly the generated tokens, prefix-cache queries and hits (whole
-128-token blocks), and the capacity from ``vllm:cache_config_info``.
+Load: rounds of 8 concurrent streamed requests of 500 tokens (``ignore_eos``) sharing a 3-block
+prompt prefix, sent straight to the engine (5 blocks each: more than the 12-block cache holds),
+while the poller reads ``/metrics`` every 50 ms; one more read is taken as soon as every stream
+has sent its first token. A round lasts ~1-3 s, but vLLM's API server can deliver tokens after
+the engine core has already finished, so instead of trusting timing the test repeats the round
+(at most 5 times) until a snapshot has seen the engine busy: KV usage above 0 and requests
+running. Every snapshot must be a good reading. The parsed counters must show exactly the
+generated tokens, prefix-cache queries and hits (whole 128-token blocks), and the capacity from
+``vllm:cache_config_info``.
 """
 
 from __future__ import annotations
@@ -49,37 +50,49 @@ async def _metrics(url: str) -> EngineSample:
         return parse_engine_metrics((await c.get(url + "/metrics")).text, time.monotonic())
 
 
+async def _round(c: httpx.AsyncClient, poller: PressurePoller, url: str) -> tuple[list[int], PressureSnapshot]:
+    firsts = [asyncio.Event() for _ in range(N_REQ)]
+    streams = [asyncio.create_task(_stream(c, url, i, firsts[i])) for i in range(N_REQ)]
+    await asyncio.wait_for(asyncio.gather(*(f.wait() for f in firsts)), timeout=120)
+    snap = await poller.poll_replica("r0")
+    return await asyncio.wait_for(asyncio.gather(*streams), timeout=180), snap
+
+
+def _busy(s: PressureSnapshot) -> bool:
+    return s.ok and (s.kv_usage or 0.0) > 0.0 and (s.running or 0) >= 1
+
+
 async def test_poller_reads_real_metrics(engine: Engine) -> None:
     seen: list[PressureSnapshot] = []
     before = await _metrics(engine.url)
-    firsts = [asyncio.Event() for _ in range(N_REQ)]
+    rounds = 0
     async with aiohttp.ClientSession() as session, httpx.AsyncClient(timeout=120) as c:
         poller = PressurePoller(
-            session, {"r0": engine.url + "/metrics"}, interval_s=0.1, stale_after_s=5.0,
+            session, {"r0": engine.url + "/metrics"}, interval_s=0.05, stale_after_s=5.0,
             on_snapshot=lambda _rid, snap: seen.append(snap),
         )  # fmt: skip
         async with poller:
-            streams = [asyncio.create_task(_stream(c, engine.url, i, firsts[i])) for i in range(N_REQ)]
-            await asyncio.wait_for(asyncio.gather(*(f.wait() for f in firsts)), timeout=120)
-            busy = await poller.poll_replica("r0")
-            done = await asyncio.wait_for(asyncio.gather(*streams), timeout=180)
+            while rounds < 5 and not any(_busy(s) for s in seen):
+                done, _ = await _round(c, poller, engine.url)
+                rounds += 1
+                assert done == [MAX_TOKENS] * N_REQ
         latest = poller.latest("r0")
-    assert done == [MAX_TOKENS] * N_REQ
-    assert busy.ok and busy.source == "engine-metrics", busy
-    assert busy.kv_usage is not None and 0.0 < busy.kv_usage <= 1.0
-    assert busy.running is not None and busy.running >= 1
-    assert busy.waiting is not None and busy.waiting >= 0
-    assert busy.kv_capacity_tokens == engine.blocks * 128
+    busy = [s for s in seen if _busy(s)]
+    assert busy, f"no poll saw the engine busy in {rounds} rounds"
+    assert all(0.0 < s.kv_usage <= 1.0 for s in busy if s.kv_usage is not None)
+    assert all(s.kv_capacity_tokens == engine.blocks * 128 for s in busy)
+    assert all(s.source == "engine-metrics" and s.waiting is not None for s in busy)
     assert latest is not None and latest.ok
-    assert seen and all(s.ok for s in seen), [s.error for s in seen if not s.ok]
+    assert all(s.ok for s in seen), [s.error for s in seen if not s.ok]
     assert any(s.prefix_hit_rate is not None for s in seen)
 
     after = await _metrics(engine.url)
     assert after.flavour == "vllm"
     assert after.num_gpu_blocks == engine.blocks and after.block_size == 128
     assert after.preemptions_total is not None
-    assert (after.generation_tokens_total or 0) - (before.generation_tokens_total or 0) == N_REQ * MAX_TOKENS
+    generated = (after.generation_tokens_total or 0) - (before.generation_tokens_total or 0)
+    assert generated == rounds * N_REQ * MAX_TOKENS
     queries = (after.prefix_queries_total or 0) - (before.prefix_queries_total or 0)
     hits = (after.prefix_hits_total or 0) - (before.prefix_hits_total or 0)
-    assert queries >= N_REQ * 3 * 128
+    assert queries >= rounds * N_REQ * 3 * 128
     assert hits >= 128 and hits % 128 == 0  # counted per full 128-token block
