@@ -30,12 +30,14 @@ from concurproxy.admission.errors import AdmissionTimeout
 from concurproxy.admission.service import AdmissionService
 from concurproxy.admission.ticket import StepTicket
 from concurproxy.config.admission import AdmissionConfig
+from concurproxy.config.models import Policy
 from concurproxy.control.admission.core import AdmissionCore, QueueMaker
 from concurproxy.control.admission.tickets import Outcome
 from concurproxy.control.limits.registry import ControllerRegistry
 from concurproxy.server.hooks import StepContext
 from concurproxy.server.stages.admission import AdmissionStage, _HeldTicket
 from concurproxy.server.stages.routing import RoutingStage
+from concurproxy.state.config import SharedStateSettings
 from concurproxy.state.redis_state import RedisState
 from concurproxy.telemetry.metrics import ProxyMetrics
 
@@ -65,6 +67,7 @@ class _SharedTicket:
         replica, agent = ctx.replica.id, ctx.step.agent_id
         stage.publish_pin(ctx)
         clock, state = stage.service.clock, stage.state
+        state.share(replica).adopt(agent)
         started = clock()
         limit = stage.service.config.max_queue_wait_s
         while True:
@@ -75,8 +78,8 @@ class _SharedTicket:
                 ticket.queue_wait_s = clock() - started if ticket.queue_wait_s else 0.0
                 return ticket
             # Lost the last slot to another instance: give ours back, queue again (our cap just shrank).
-            stage.service.end_ticket(ticket.ticket, Outcome.cancelled, release=True)
-            ticket._ended = True  # noqa: SLF001 - ended above, never again
+            ticket.finish_agent()
+            ticket.end(Outcome.cancelled)
             waited = clock() - started
             if waited >= limit:
                 raise AdmissionTimeout(1.0, replica=replica, waited_s=waited)
@@ -139,35 +142,48 @@ class SharedStateListener:
             self.stage.forget_pin(ctx.step.agent_id)
 
 
-def pin_applier(routing: RoutingStage, clock: Callable[[], float]) -> Callable[[str, str | None], None]:
-    """Apply another instance's pin change to this instance's router (no-op for pinless routers)."""
+def pin_applier(routing: RoutingStage, service: AdmissionService) -> Callable[[str, str | None], None]:
+    """Apply another instance's pin change here. A release (the agent finished there) also frees
+    the slot the agent may still hold here, so its lease is not renewed by this instance."""
     pins = getattr(routing.router, "pins", None)
 
     def apply(agent: str, replica: str | None) -> None:
-        if pins is None:
-            return
         if replica is None:
-            pins.release(agent)
-        else:
-            pins.set(agent, replica, clock())
+            service.release_agent(agent)
+            if pins is not None:
+                pins.release(agent)
+        elif pins is not None:
+            pins.set(agent, replica, service.clock())
 
     return apply
 
 
-def attach(state: RedisState, stage: SharedAdmissionStage, routing: RoutingStage, metrics: ProxyMetrics | None) -> None:
-    service = stage.service
+def redis_state(policy: Policy) -> RedisState:
+    """The Redis backend for ``policy.state`` (settings: ``SharedStateSettings.from_policy``)."""
+    if not policy.state.redis_url:
+        raise ValueError("state.backend is redis but state.redis_url is not set (--redis-url)")
+    return RedisState(policy.state.redis_url, SharedStateSettings.from_policy(policy.state))
+
+
+def attach(stage: SharedAdmissionStage, routing: RoutingStage, metrics: ProxyMetrics | None) -> RedisState:
+    """Wire the backend to the admission core, the router's pins and the metrics; returns it."""
+    service, state = stage.service, stage.state
+    pins = getattr(routing.router, "pins", None)
+    if pins is not None:
+        stage.pin_refresh_s = pins.ttl_s / 4
     state.held = stage.held_agents
     state.on_sync = service.tick
-    state.pins.apply = pin_applier(routing, service.clock)
+    state.pins.apply = pin_applier(routing, service)
+    state.pins.release_here = service.release_agent
     if metrics is None:
-        return
+        return state
     try:
         up = Gauge("concurproxy_shared_state_connected", "1 while the shared state (Redis) is reachable, "
                    "0 while this instance serves from local state", registry=metrics.registry)
         outages = Counter("concurproxy_shared_state_outages", "Times this instance lost the shared state "
                           "and fell back to local state", registry=metrics.registry)
     except ValueError:  # already registered in this registry (a second instance sharing it)
-        return
+        return state
     up.set(0)
 
     def on_connected(connected: bool) -> None:
@@ -176,3 +192,4 @@ def attach(state: RedisState, stage: SharedAdmissionStage, routing: RoutingStage
             outages.inc()
 
     state.on_connected.append(on_connected)
+    return state

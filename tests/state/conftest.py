@@ -1,0 +1,121 @@
+"""A real redis-server on a free loopback port (no persistence), always stopped; proxy instances sharing it."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from concurproxy.server.app import running_proxy
+from concurproxy.server.assembly import build_components
+from concurproxy.server.components import Components
+from concurproxy.state.config import SharedStateSettings
+from concurproxy.state.redis_state import RedisState
+from concurproxy.testing.stub_upstream import StubBehaviour, running_stub
+from tests.conftest import make_policy
+
+REDIS = shutil.which("redis-server")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """``start``/``stop`` may be called again mid-test (outage); the port stays the same."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS is not None
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):  # bounded wait for a cross-process effect: the port accepts
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.05):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("redis-server exited at start") from None
+                import time
+
+                time.sleep(0.01)
+        raise RuntimeError("redis-server did not listen within 2 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    if REDIS is None:
+        pytest.skip("no redis-server binary (apt-get install redis-server; .ci/run installs it)")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+FAST = {"lease_s": 1.0, "socket_timeout_s": 1.0, "sync_interval_s": 0.05, "leader_ttl_s": 0.5, "window_ttl_s": 1.0, "retry_after_s": 0.2}
+
+
+@dataclass
+class Instance:
+    url: str
+    components: Components
+
+    @property
+    def state(self) -> RedisState:
+        return self.components.shared_state  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def fleet(
+    redis_url: str, n_instances: int, stubs: list[StubBehaviour], settings: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[tuple[list[Instance], AsyncExitStack, aiohttp.ClientSession]]:
+    """``n_instances`` proxies in this process sharing ``redis_url``, in front of the same stubs."""
+    async with AsyncExitStack() as stack:
+        urls = [await stack.enter_async_context(running_stub(b)) for b in stubs]
+        overrides.setdefault("state", {"backend": "redis", "redis_url": redis_url})
+        instances = []
+        for i in range(n_instances):
+            policy = make_policy(urls, **overrides)
+            comps = build_components(policy)
+            state: RedisState = comps.shared_state
+            state.configure(SharedStateSettings(**{**FAST, **(settings or {}), "instance_id": f"proxy-{i}"}))
+            url = await stack.enter_async_context(running_proxy(policy, comps))
+            instances.append(Instance(url, comps))
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        yield instances, stack, session
+
+
+async def eventually(pred: Any, timeout_s: float = 5.0) -> None:
+    """Bounded wait for a cross-process effect (Redis, pub/sub); fails the test past ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while not pred():
+            await asyncio.sleep(0.01)
