@@ -25,11 +25,11 @@ from concurproxy.server.auth import TenantResolver
 from concurproxy.server.components import Components
 from concurproxy.server.hooks import NoAdmission
 from concurproxy.server.reload import fingerprint
+from concurproxy.server.stages import shared as shared_stage
 from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.server.stages.budgets import BudgetStage
 from concurproxy.server.stages.observe import StepMetrics, health_listener
 from concurproxy.server.stages.routing import RoutingStage
-from concurproxy.server.stages import shared as shared_stage
 from concurproxy.signals.poller import PollTarget, PressurePoller
 from concurproxy.telemetry.admission import AdmissionMetricsListener, watch_admission
 from concurproxy.telemetry.metrics import ProxyMetrics
