@@ -66,6 +66,7 @@ class RedisState:
         self._controllers: dict[str, SharedWindowController] = {}
         self._renewed: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
         self._register()
         self.pins = PinSync(self)
 
@@ -218,7 +219,11 @@ class RedisState:
         ]
 
     async def stop(self, release: bool = True) -> None:
-        """Stop the loops; with ``release`` give back leases and leadership (graceful shutdown)."""
+        """Stop the loops; with ``release`` give back leases and leadership (graceful shutdown).
+        Idempotent: ``stop(release=False)`` simulates a crash in tests, the later stop is a no-op."""
+        if self._stopped:
+            return
+        self._stopped = True
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

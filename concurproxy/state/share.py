@@ -39,13 +39,6 @@ class ReplicaShare:
     members: set[str] = field(default_factory=set)  # live leases at the last sync
     mine: set[str] = field(default_factory=set)  # of those, agents held here
 
-    def adopt(self, agent: str) -> None:
-        """An agent leased through another instance takes a step here: its fleet slot moves
-        with it, so it counts as ours, not as one more "other" (no double count, no wait)."""
-        if agent in self.members and agent not in self.mine:
-            self.mine.add(agent)
-            self.others = max(0, self.others - 1)
-
     def cap(self, own_window: int) -> int:
         """Local window for this instance given its own controller's window."""
         w = self.global_window if self.global_window is not None else own_window

@@ -66,8 +66,19 @@ class _SharedTicket:
         assert ctx.replica is not None
         replica, agent = ctx.replica.id, ctx.step.agent_id
         stage.publish_pin(ctx)
+        arriving = stage.arriving.setdefault(replica, {})
+        arriving[agent] = arriving.get(agent, 0) + 1
+        try:
+            stage.claim_moved(replica, agent)
+            return await self._enter(replica, agent)
+        finally:
+            arriving[agent] -= 1
+            if not arriving[agent]:
+                del arriving[agent]
+
+    async def _enter(self, replica: str, agent: str) -> StepTicket:
+        stage, ctx = self._stage, self._ctx
         clock, state = stage.service.clock, stage.state
-        state.share(replica).adopt(agent)
         started = clock()
         limit = stage.service.config.max_queue_wait_s
         while True:
@@ -97,6 +108,20 @@ class SharedAdmissionStage(AdmissionStage):
         self.state = state
         self.pin_refresh_s = pin_ttl_s / 4
         self._published: dict[str, tuple[str, float]] = {}
+        self.arriving: dict[str, dict[str, int]] = {}  # replica -> agents in acquire (waiting included)
+
+    def claim_moved(self, replica: str, agent: str) -> None:
+        """An agent leased through another instance takes a step here: ask that instance to let go
+        of its local slot (its lease then leaves with its next sync, and our cap grows)."""
+        share = self.state.share(replica)
+        if agent in share.members and agent not in share.mine:
+            self.state.pins.moved(agent)
+
+    def after_sync(self) -> None:
+        for replica, agents in self.arriving.items():
+            for agent in agents:
+                self.claim_moved(replica, agent)
+        self.service.tick()
 
     def acquire(self, ctx: StepContext) -> _SharedTicket:  # type: ignore[override]
         return _SharedTicket(self, ctx)
@@ -172,7 +197,7 @@ def attach(stage: SharedAdmissionStage, routing: RoutingStage, metrics: ProxyMet
     if pins is not None:
         stage.pin_refresh_s = pins.ttl_s / 4
     state.held = stage.held_agents
-    state.on_sync = service.tick
+    state.on_sync = stage.after_sync
     state.pins.apply = pin_applier(routing, service)
     state.pins.release_here = service.release_agent
     if metrics is None:
