@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ async def run_demo(args: argparse.Namespace) -> list[DemoRow]:
 
 
 def format_table(rows: list[DemoRow]) -> str:
-    cols = [
+    cols: list[tuple[str, Callable[[DemoRow], str]]] = [
         ("tasks done", lambda r: f"{r.tasks_done}"),
         ("failed", lambda r: f"{r.tasks_failed}"),
         ("goodput/min", lambda r: f"{r.goodput_per_min:.1f}"),

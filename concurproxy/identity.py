@@ -38,13 +38,12 @@ class Identity:
 def _clean(value: Any, name: str) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str):
-        value = str(value)
-    if not _ID_RE.match(value):
+    text = value if isinstance(value, str) else str(value)
+    if not _ID_RE.match(text):
         raise bad_request(
             f"{name} must be 1-{MAX_ID_LEN} characters of [A-Za-z0-9._:@/+=-]", param=name, code="invalid_identity"
         )
-    return value
+    return text
 
 
 def _priority(value: str | None) -> PriorityClass | None:

@@ -131,7 +131,7 @@ async def running_proxy(
     ``components.admin_url``."""
     comps = components or build_components(policy)
     api, admin_app = split_apps(comps)
-    runners = []
+    runners: list[web.AppRunner] = []
     try:
         url = await _start(api, policy, host, port, runners)
         if admin_app is not None:

@@ -71,7 +71,7 @@ def build_components(
             listeners=[AdmissionMetricsListener(metrics)],
             core=shared_stage.shared_admission_core(policy.admission, shared, queue_maker) if shared else None,
         )
-        watch_admission(metrics, service)
+        watch_admission(metrics, service)  # type: ignore[arg-type]  # structural: core.state(now)
         admission = admission_stage = (
             AdmissionStage(service) if shared is None else shared_stage.SharedAdmissionStage(service, shared)
         )
@@ -119,7 +119,7 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
         interval_s=aimd.interval_ms / 1000,
         stale_after_s=aimd.stale_after_ms / 1000,
         clock=c.clock,
-        on_snapshot=hook,
+        on_snapshot=hook,  # type: ignore[arg-type]  # returns the downstream's None
     )
     c.poller = poller
     tick = asyncio.create_task(service.run(), name="admission-tick") if service is not None else None

@@ -25,7 +25,7 @@ from concurproxy.server.components import COMPONENTS, Components
 from concurproxy.server.forward import UpstreamAttemptFailed, choose_candidates, upstream_headers
 from concurproxy.server.hooks import StepContext
 from concurproxy.telemetry.logging import REQUEST_ID_KEY
-from concurproxy.telemetry.tracing import NoopStep, StepTrace
+from concurproxy.telemetry.tracing import NoopPhase, NoopStep, Phase, StepTrace
 from concurproxy.tokens import count_tokens, prompt_text
 from concurproxy.upstream.replica import Replica
 
@@ -197,11 +197,12 @@ class CompletionHandler:
             ctx.replica = replica
             ctx.attempts += 1
             tried.append(replica.id)
-            waiting = trace.phase("admission_wait")
+            waiting: Phase | NoopPhase | None = trace.phase("admission_wait")
             try:
                 async with c.admission.acquire(ctx) as ticket:
-                    waiting.__exit__(None, None, None)
-                    waiting = None
+                    if waiting is not None:
+                        waiting.__exit__(None, None, None)
+                        waiting = None
                     ctx.queue_wait_s = ticket.queue_wait_s
                     headers = ctx.extra_headers
                     headers["x-concurproxy-replica"] = replica.id

@@ -48,9 +48,7 @@ def shared_admission_core(config: AdmissionConfig, state: RedisState, queue_make
     """An ``AdmissionCore`` whose per-replica controllers are capped at this instance's share."""
     reg = ControllerRegistry()
     reg.factory(config.controller)  # fail fast on an unknown name
-    return AdmissionCore(
-        config, controller_maker=lambda r: state.wrap(r, reg.create(config)), queue_maker=queue_maker
-    )
+    return AdmissionCore(config, controller_maker=lambda r: state.wrap(r, reg.create(config)), queue_maker=queue_maker)
 
 
 class _SharedTicket:
@@ -203,10 +201,16 @@ def attach(stage: SharedAdmissionStage, routing: RoutingStage, metrics: ProxyMet
     if metrics is None:
         return state
     try:
-        up = Gauge("concurproxy_shared_state_connected", "1 while the shared state (Redis) is reachable, "
-                   "0 while this instance serves from local state", registry=metrics.registry)
-        outages = Counter("concurproxy_shared_state_outages", "Times this instance lost the shared state "
-                          "and fell back to local state", registry=metrics.registry)
+        up = Gauge(
+            "concurproxy_shared_state_connected",
+            "1 while the shared state (Redis) is reachable, 0 while this instance serves from local state",
+            registry=metrics.registry,
+        )
+        outages = Counter(
+            "concurproxy_shared_state_outages",
+            "Times this instance lost the shared state and fell back to local state",
+            registry=metrics.registry,
+        )
     except ValueError:  # already registered in this registry (a second instance sharing it)
         return state
     up.set(0)
