@@ -144,7 +144,11 @@ class Arm:
 async def run_arm(
     name: str, sc: Scenario, target: str, engines: Sequence[str], *, reset: bool = True, model: str | None = None
 ) -> Arm:
-    """Run ``sc`` once against ``target``; counter deltas are summed over ``engines``."""
+    """Run ``sc`` once against ``target``; counter deltas are summed over ``engines``.
+
+    The engines' ``/metrics`` (and the proxy's, when ``target`` is a proxy: its admission
+    window) are scraped every 0.5 s into the results for the report's time series.
+    """
     async with httpx.AsyncClient() as client:
         if reset:
             await reset_prefix_cache(client, engines)
@@ -155,7 +159,7 @@ async def run_arm(
             label=name,
             model=model,
             run_tag=f"{name}-",
-            scrape=[u + "/metrics" for u in engines],
+            scrape=[u + "/metrics" for u in engines] + ([] if target in engines else [target + "/metrics"]),
             scrape_interval_s=0.5,
         )
         after = await total_counters(client, engines)

@@ -5,6 +5,12 @@ One engine with 12 KV blocks (1536 tokens); 32 agents start at once, each 2 grow
 (``admission.controller: none``) the engine runs them all and preempts tens of times; through
 AIMD it is kept near what fits. Same seed, same prompts, a cold prefix cache for each arm.
 
+How hard the bare engine thrashes depends on how fast requests reach it: on a loaded 2-core
+machine vLLM's API server (not the engine core) is the bottleneck, and the same workload has
+preempted anywhere from 9 to 54 times. The comparison is only meaningful under overload, so the
+pair of arms (both, never one alone) is run again, at most 3 times, until the bare engine
+preempted at least 20 times; the asserts then hold for that pair.
+
 Asserted on counters only (the engine's ``vllm:num_preemptions_total`` and generated tokens,
 the load generator's task outcomes), never on wall time: every task completes within its
 deadline in both arms, both arms generate exactly the same tokens, and AIMD preempts at least
@@ -26,6 +32,9 @@ from concurproxy.server.app import running_proxy
 from scripts.vllm.engines import Engine
 from scripts.vllm.harness import AIMD, SWARM, Arm, agent_swarm, format_table, run_arm
 
+OVERLOAD = 20  # preemptions of the bare engine that make the comparison meaningful
+ATTEMPTS = 3
+
 
 async def _arm(name: str, engine: Engine, policy: Any) -> Arm:
     async with running_proxy(policy) as url:
@@ -33,14 +42,16 @@ async def _arm(name: str, engine: Engine, policy: Any) -> Arm:
 
 
 async def test_aimd_cuts_preemptions_on_real_engine(engine: Engine, make_policy: Callable[..., Any]) -> None:
-    none = await _arm("none", engine, make_policy([engine.url], admission={"controller": "none"}))
-    aimd = await _arm("aimd", engine, make_policy([engine.url], admission={"controller": "aimd", "aimd": AIMD}))
-    print("\n" + format_table([none, aimd]))
-
     agents, tokens = SWARM["agents"], SWARM["agents"] * SWARM["steps"] * SWARM["output_tokens"]
-    for arm in (none, aimd):
-        assert arm.completed == arm.started == agents and arm.failed == 0, (arm.name, arm.summary["tasks"])
-        assert arm.delta.generation_tokens == tokens, arm.name
-    assert none.delta.preemptions >= 10, "the workload no longer overloads the bare engine"
+    for _attempt in range(ATTEMPTS):
+        none = await _arm("none", engine, make_policy([engine.url], admission={"controller": "none"}))
+        aimd = await _arm("aimd", engine, make_policy([engine.url], admission={"controller": "aimd", "aimd": AIMD}))
+        print("\n" + format_table([none, aimd]))
+        for arm in (none, aimd):
+            assert arm.completed == arm.started == agents and arm.failed == 0, (arm.name, arm.summary["tasks"])
+            assert arm.delta.generation_tokens == tokens, arm.name
+        if none.delta.preemptions >= OVERLOAD:
+            break
+    assert none.delta.preemptions >= OVERLOAD, f"the bare engine never preempted {OVERLOAD} times in {ATTEMPTS} tries"
     assert aimd.delta.preemptions <= 0.2 * none.delta.preemptions
     assert aimd.in_deadline >= none.in_deadline == agents
