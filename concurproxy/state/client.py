@@ -74,7 +74,9 @@ def connect(url: str, socket_timeout_s: float) -> Any:
         return Redis.from_url(t.url, **opts)
     if t.kind == "cluster":
         return RedisCluster.from_url(t.url, socket_timeout=socket_timeout_s, decode_responses=True)
-    sentinel = Sentinel(list(t.hosts), sentinel_kwargs={"socket_timeout": socket_timeout_s}, ssl=t.tls, **opts)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(t.hosts), sentinel_kwargs={"socket_timeout": socket_timeout_s}, ssl=t.tls, **opts
+    )
     return sentinel.master_for(t.service or "mymaster", db=t.db, password=t.password)
 
 

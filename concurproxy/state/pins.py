@@ -43,7 +43,7 @@ class PinSync:
         self.received = 0
         self._outbox: dict[str, str | None] = {}
         self._moved: set[str] = set()
-        self.release_here: Callable[[str], None] | None = None  # free an agent's local slot
+        self.release_here: Callable[[str], object] | None = None  # free an agent's local slot
         self._wake = asyncio.Event()
 
     def key(self, agent: str) -> str:
@@ -122,7 +122,7 @@ class PinSync:
             values = await client.mget(batch)
             for k, v in zip(batch, values, strict=True):
                 if v is not None and self.apply is not None:
-                    self.apply(k[len(prefix):], v)
+                    self.apply(k[len(prefix) :], v)
 
     async def _subscriber(self) -> None:
         st = self.state
@@ -143,7 +143,6 @@ class PinSync:
                 await asyncio.sleep(st.settings.retry_after_s)
             finally:
                 await ps.aclose()
-
 
 
 async def _scan_batches(client, match: str, count: int = 1000):  # type: ignore[no-untyped-def]

@@ -121,8 +121,9 @@ class RedisState:
             return True
         lease_ms = int(self.settings.lease_s * 1000)
         try:
-            ok = await self._claim(keys=[self.k_leases(replica), self.k_owners(replica)],
-                                   args=[agent, window, lease_ms, self.instance_id])
+            ok = await self._claim(
+                keys=[self.k_leases(replica), self.k_owners(replica)], args=[agent, window, lease_ms, self.instance_id]
+            )
         except FAILURES as exc:
             self.failed(exc)
             return True
@@ -143,8 +144,12 @@ class RedisState:
     # ---- health --------------------------------------------------------------------------
     def failed(self, exc: BaseException) -> None:
         if self.breaker.failed(self.clock()):
-            log.warning("shared state: redis unreachable (%s: %s); serving from local state, "
-                        "each instance capped at its share of the window", type(exc).__name__, exc)
+            log.warning(
+                "shared state: redis unreachable (%s: %s); serving from local state, "
+                "each instance capped at its share of the window",
+                type(exc).__name__,
+                exc,
+            )
         self._set_connected(False)
 
     def succeeded(self) -> None:
@@ -171,15 +176,23 @@ class RedisState:
         lease_ms, alive_ms = int(st.lease_s * 1000), int(st.leader_ttl_s * 1000)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                await self._beat(keys=[self.k_instances, self.k_leader],
-                                 args=[self.instance_id, alive_ms, alive_ms], client=pipe)
+                await self._beat(
+                    keys=[self.k_instances, self.k_leader], args=[self.instance_id, alive_ms, alive_ms], client=pipe
+                )
                 for r in replicas:
                     mine = held.get(r, set())
                     gone = sorted(self._renewed.get(r, set()) - mine)
                     c = self._controllers.get(r)
                     publish = c.own_window if (self.is_leader and c is not None) else -1
-                    args = [lease_ms, publish, int(st.window_ttl_s * 1000), self.instance_id, len(gone), *gone,
-                            *sorted(mine)]
+                    args = [
+                        lease_ms,
+                        publish,
+                        int(st.window_ttl_s * 1000),
+                        self.instance_id,
+                        len(gone),
+                        *gone,
+                        *sorted(mine),
+                    ]
                     keys = [self.k_leases(r), self.k_window(r), self.k_owners(r)]
                     await self._sync(keys=keys, args=args, client=pipe)
                 results = await pipe.execute()
@@ -231,7 +244,7 @@ class RedisState:
                 await t
         self._tasks = []
         if release and self.breaker.allow(self.clock()):
-            keys, args = [self.k_instances, self.k_leader], [self.instance_id]
+            keys, args = [self.k_instances, self.k_leader], [self.instance_id]  # type: list[str], list[str | int]
             for r, agents in self._renewed.items():
                 keys.append(self.k_leases(r))
                 args += [len(agents), *sorted(agents)]

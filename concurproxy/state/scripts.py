@@ -16,7 +16,9 @@ from __future__ import annotations
 _NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
 #: KEYS: leases, owners. ARGV: agent, W, lease_ms, me. → 1 claimed/renewed, 0 window full.
-CLAIM = _NOW + """
+CLAIM = (
+    _NOW
+    + """
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do redis.call('HDEL', KEYS[2], m) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local expiry = now + tonumber(ARGV[3])
@@ -29,11 +31,14 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonu
 end
 return 0
 """
+)
 
 #: KEYS: leases, window, owners. ARGV: lease_ms, publish_W (-1: not leader), window_ttl_ms, me, n_gone,
 #: gone agents..., held agents... → {W or -1, live lease members...}. A gone agent's lease is dropped
 #: only if this instance claimed it last (it may have moved to another instance, which renews it).
-SYNC_REPLICA = _NOW + """
+SYNC_REPLICA = (
+    _NOW
+    + """
 local lease = tonumber(ARGV[1])
 if tonumber(ARGV[2]) >= 0 then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
 local ngone = tonumber(ARGV[5])
@@ -54,9 +59,12 @@ local out = {redis.call('GET', KEYS[2]) or '-1'}
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do out[#out + 1] = m end
 return out
 """
+)
 
 #: KEYS: instances, leader. ARGV: me, alive_ms, leader_ttl_ms → {live instances, leader id}
-HEARTBEAT = _NOW + """
+HEARTBEAT = (
+    _NOW
+    + """
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local leader = redis.call('GET', KEYS[2])
@@ -68,6 +76,7 @@ elseif not leader then
 end
 return {redis.call('ZCARD', KEYS[1]), leader}
 """
+)
 
 #: KEYS: instances, leader, leases... ARGV: me, agents held on each lease key (n, agents...)...
 #: A graceful stop: leave the instance set, give up leadership, drop our leases.

@@ -80,7 +80,14 @@ def redis_server() -> Iterator[RedisServer]:
         server.stop()
 
 
-FAST = {"lease_s": 1.0, "socket_timeout_s": 1.0, "sync_interval_s": 0.05, "leader_ttl_s": 0.5, "window_ttl_s": 1.0, "retry_after_s": 0.2}
+FAST = {
+    "lease_s": 1.0,
+    "socket_timeout_s": 1.0,
+    "sync_interval_s": 0.05,
+    "leader_ttl_s": 0.5,
+    "window_ttl_s": 1.0,
+    "retry_after_s": 0.2,
+}
 
 
 @dataclass
@@ -95,7 +102,10 @@ class Instance:
 
 @asynccontextmanager
 async def fleet(
-    redis_url: str, n_instances: int, stubs: list[StubBehaviour], settings: dict[str, Any] | None = None,
+    redis_url: str,
+    n_instances: int,
+    stubs: list[StubBehaviour],
+    settings: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[tuple[list[Instance], AsyncExitStack, aiohttp.ClientSession]]:
     """``n_instances`` proxies in this process sharing ``redis_url``, in front of the same stubs."""
@@ -117,5 +127,5 @@ async def fleet(
 async def eventually(pred: Any, timeout_s: float = 5.0) -> None:
     """Bounded wait for a cross-process effect (Redis, pub/sub); fails the test past ``timeout_s``."""
     async with asyncio.timeout(timeout_s):
-        while not pred():
+        while not pred():  # noqa: ASYNC110 - polls state that another process (Redis) changes
             await asyncio.sleep(0.01)

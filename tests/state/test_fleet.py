@@ -37,7 +37,7 @@ async def test_steps_of_one_agent_through_three_instances_land_on_one_replica(re
             status, first = await step(s, insts[k % 3], agent)
             assert status == 200
             for inst in insts:  # the pin reaches every instance (pub/sub): bounded wait
-                await eventually(lambda inst=inst, agent=agent: pinned(inst, agent) == first)
+                await eventually(lambda inst=inst, agent=agent, first=first: pinned(inst, agent) == first)
             for i in range(1, 4):
                 status, replica = await step(s, insts[(k + i) % 3], agent)
                 assert (status, replica) == (200, first)
