@@ -33,6 +33,7 @@ class TracePoint:
     kv_usage: float
     active: int
     waiting: int
+    prefix_hit_rate: float | None = None  # over the last interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,7 @@ def run_vtime(
         core.expire(now)
         grant()
         w = core.window(REPLICA)
-        trace.append(TracePoint(now, w.window, engine.kv_usage(), w.active, len(waiting)))
+        trace.append(TracePoint(now, w.window, engine.kv_usage(), w.active, len(waiting), snap.prefix_hit_rate))
 
     while now < duration_s:
         if now >= next_tick:

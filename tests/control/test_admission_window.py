@@ -187,14 +187,14 @@ def test_stale_pressure_admits_nothing_new_but_admitted_agents_pass() -> None:
 
 
 def test_footprint_budget_blocks_new_agents_when_capacity_known() -> None:
-    w = aimd(initial=64)
-    w.on_pressure(PressureSnapshot(ts=0, kv_usage=0.1, kv_capacity_tokens=1000), 0)  # budget 950
-    admitted(w.try_admit(step("a", prompt=300), 0))  # footprint 300 + min(100, 512) = 400
-    admitted(w.try_admit(step("b", prompt=400), 0))  # 400 + 500 = 900
-    q = w.try_admit(step("c", prompt=1), 0)  # 900 + 101 > 950
+    w = aimd(initial=64)  # footprint = context + 4 steps of growth
+    w.on_pressure(PressureSnapshot(ts=0, kv_usage=0.1, kv_capacity_tokens=4000), 0)  # budget 3800
+    admitted(w.try_admit(step("a", prompt=300), 0))  # 300 + 4 * min(max_tokens 100, 512) = 700
+    admitted(w.try_admit(step("b", prompt=400), 0))  # 400 + 400 = 800
+    q = w.try_admit(step("c", prompt=2000), 0)  # 1500 + 2400 > 3800
     assert isinstance(q, Queued)
     st = w.state(0)
-    assert (st.footprint_tokens, st.footprint_budget_tokens) == (900, 950)
+    assert (st.footprint_tokens, st.footprint_budget_tokens) == (1500, 3800)
     assert w.drain_events()[-1].reason == "footprint"
 
 
@@ -203,9 +203,9 @@ def test_footprint_grows_with_observed_steps_and_usage() -> None:
     w.on_pressure(PressureSnapshot(ts=0, kv_usage=0.1), 0)
     t = admitted(w.try_admit(step("a", prompt=100), 0))
     w.end(t, Outcome.success, 1, prompt_tokens=120, output_tokens=80)
-    assert w.state(1).agents[0].footprint_tokens == 200 + 100
+    assert w.state(1).agents[0].footprint_tokens == 200 + 4 * 100
     admitted(w.try_admit(step("a", prompt=400), 2))  # grew by 280 since last prompt 120
-    assert w.state(2).agents[0].footprint_tokens == 400 + 190  # growth ewma (100 + 280) / 2
+    assert w.state(2).agents[0].footprint_tokens == 400 + 4 * 190  # growth ewma (100 + 280) / 2
 
 
 def test_none_controller_admits_everything() -> None:

@@ -90,6 +90,7 @@ class ReplicaWindow:
         *,
         ids: Iterator[int] | None = None,
         initial_growth_tokens: int = 512,
+        growth_lookahead_steps: int = 4,
     ) -> None:
         self.replica = replica
         self.controller = controller
@@ -97,6 +98,7 @@ class ReplicaWindow:
         self._waiters = WaiterSet(queue)
         self._ids = ids if ids is not None else itertools.count(1)
         self._initial_growth = initial_growth_tokens
+        self._lookahead = growth_lookahead_steps
         self._agents: dict[str, _Agent] = {}  # insertion order = admission order
         self._tickets: dict[int, Ticket] = {}
         self._paused: dict[str, float] = {}
@@ -147,7 +149,7 @@ class ReplicaWindow:
         return int(self._cfg.aimd.footprint_headroom * s.kv_capacity_tokens)
 
     def _new_footprint(self, step: StepInfo) -> Footprint:
-        return Footprint.new(step.est_prompt_tokens, step.max_tokens, self._initial_growth)
+        return Footprint.new(step.est_prompt_tokens, step.max_tokens, self._initial_growth, self._lookahead)
 
     def _block_reason(self, step: StepInfo, now: float) -> str | None:
         sat = self.saturation(now)
