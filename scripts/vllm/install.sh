@@ -36,9 +36,11 @@ if [[ -x "$VENV/bin/python" ]] && check; then
 fi
 
 [[ -x "$VENV/bin/python" ]] || "$BASE_PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
+# pip's configured extra index directories may not exist on every machine: drop that noise
+quiet_pip() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+quiet_pip install --quiet --upgrade pip
 t0=$(date +%s)
-"$VENV/bin/python" -m pip install --quiet "$VLLM_SPEC"
+quiet_pip install --quiet "$VLLM_SPEC"
 echo "pip install $VLLM_SPEC: $(( $(date +%s) - t0 )) s"
 "$VENV/bin/python" -m pip uninstall -y --quiet torchvision torchaudio torchcodec 2>/dev/null || true
 if ! check; then
