@@ -260,3 +260,29 @@ async def test_idle_agent_expires_and_its_slot_goes_to_the_waiter() -> None:
     svc.tick()
     (await asyncio.wait_for(waiter, 1)).end()
     assert counters(svc).expired == 1
+
+
+async def test_gate_adapter_records_usage_releases_done_agents_and_keeps_outcome() -> None:
+    from types import SimpleNamespace
+
+    from concurproxy.admission import AdmissionGateAdapter
+
+    svc = service(window=1)
+    gate = AdmissionGateAdapter(svc)
+
+    def ctx(agent: str, done: bool) -> Any:
+        return SimpleNamespace(step=step(agent), replica=SimpleNamespace(id="r0"), usage=None,
+                               identity=SimpleNamespace(done=done))
+
+    c1 = ctx("a", done=False)
+    async with gate.acquire(c1) as t:
+        c1.usage = SimpleNamespace(prompt_tokens=300, completion_tokens=50)
+        t.set_outcome("error")
+    st = svc.core.window("r0").state(svc.clock())
+    assert st.agents[0].footprint_tokens == 350 + 4 * 512  # context + 4 steps of default growth
+    assert counters(svc).ended == {"error": 1}
+    async with gate.acquire(ctx("a", done=True)):
+        pass
+    assert svc.core.window("r0").active == 0  # X-Agent-Done freed the slot
+    async with gate.acquire(ctx("b", done=True)) as tb:
+        assert tb.queue_wait_s == 0
