@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from concurproxy.control.types import PressureSnapshot
-from concurproxy.simulate.fleet import ReplicaSpec
 from concurproxy.simulate.fastengine import ExactEngine
+from concurproxy.simulate.fleet import ReplicaSpec
 from concurproxy.worker.engine import RequestOutput
 
 KV_BINS = 20  # KV usage histogram: 20 bins of 5 %

@@ -89,8 +89,11 @@ class Simulation:
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
         self._plans: Iterator[TaskPlan] = iter_tasks(
-            scenario, self.seed, duration_s=None if self.closed else self.duration,
-            max_tasks=opt.max_tasks if opt.max_tasks is not None else scenario.max_tasks)
+            scenario,
+            self.seed,
+            duration_s=None if self.closed else self.duration,
+            max_tasks=opt.max_tasks if opt.max_tasks is not None else scenario.max_tasks,
+        )
         self._plans_done = False
         self._think = random.Random(f"{self.seed}:think")
         self._shared: dict[tuple[bool, str, str], list[int]] = {}
@@ -161,8 +164,18 @@ class Simulation:
         for r in self.replicas:
             r.engine.sync(end)
         for task in list(self._running):
-            self.tasks.append(TaskResult(task.plan.task_id, task.plan.tenant, "cancelled", task.start, None,
-                                         task.plan.n_steps, task.plan.deadline_s, task.plan.arrival_s))
+            self.tasks.append(
+                TaskResult(
+                    task.plan.task_id,
+                    task.plan.tenant,
+                    "cancelled",
+                    task.start,
+                    None,
+                    task.plan.n_steps,
+                    task.plan.deadline_s,
+                    task.plan.arrival_s,
+                )
+            )
         self.cpu_seconds = time.process_time() - cpu0
         return self._report(end, time.perf_counter() - wall0, truncated)
 
@@ -202,9 +215,15 @@ class Simulation:
 
             agent = task.agents[spec.agent_id] = AgentTokens()
         prompt = agent.prompt(spec, task.tokens, self.core.block_tokens)
-        info = StepInfo(tenant=tenant, role=spec.role, agent_id=f"{tenant}/{spec.agent_id}",
-                        task_id=f"{tenant}/{spec.task_id}", priority=priority_of(spec.priority),
-                        est_prompt_tokens=spec.est_prompt_tokens, max_tokens=spec.max_tokens)
+        info = StepInfo(
+            tenant=tenant,
+            role=spec.role,
+            agent_id=f"{tenant}/{spec.agent_id}",
+            task_id=f"{tenant}/{spec.task_id}",
+            priority=priority_of(spec.priority),
+            est_prompt_tokens=spec.est_prompt_tokens,
+            max_tokens=spec.max_tokens,
+        )
         return StepRun(task, chain, pos, info, prompt, list(agent.route_hashes))
 
     def _end_task(self, task: SimTask, status: str) -> None:
@@ -214,8 +233,9 @@ class Simulation:
         self.active_tasks -= 1
         self._task_set.pop(task.plan.task_id, None)
         p = task.plan
-        self.tasks.append(TaskResult(p.task_id, p.tenant, status, task.start, self.now, p.n_steps,
-                                     p.deadline_s, p.arrival_s))
+        self.tasks.append(
+            TaskResult(p.task_id, p.tenant, status, task.start, self.now, p.n_steps, p.deadline_s, p.arrival_s)
+        )
         task.agents.clear()
         task.tokens.own.clear()
         if self.closed and (self.duration is None or self.now < self.duration):
@@ -237,14 +257,20 @@ class Simulation:
         self.decisions += 1
         bud = core.budgets.check(run.info, now)
         if isinstance(bud, Deny):
-            self._answer(run, bud.http_status, bud.reason.value,
-                         retry=bud.retry_after_s if bud.http_status == 429 else None, retryable=bud.http_status == 429)
+            self._answer(
+                run,
+                bud.http_status,
+                bud.reason.value,
+                retry=bud.retry_after_s if bud.http_status == 429 else None,
+                retryable=bud.http_status == 429,
+            )
             return
         run.reservation = bud.reservation
         run.max_tokens = bud.clamped_max_tokens or run.spec.max_tokens
         try:
-            dec = core.router.route(RouteRequest(run.info.agent_id, run.hashes, run.info.est_prompt_tokens),
-                                    self._views(now), now)
+            dec = core.router.route(
+                RouteRequest(run.info.agent_id, run.hashes, run.info.est_prompt_tokens), self._views(now), now
+            )
         except NoHealthyReplica:
             core.budgets.refund(run.reservation, now)
             self._answer(run, 503, "no_healthy_replica", retry=2.0)
@@ -272,8 +298,18 @@ class Simulation:
             if self._want_window:
                 w = adm.window(r.id)
                 size, room = w.window, max(0, w.window - w.active)
-            out.append(ReplicaView(r.id, True, False, s.kv_usage if fresh and s else None,
-                                   s.waiting if fresh and s else None, room, size, float(r.in_flight)))
+            out.append(
+                ReplicaView(
+                    r.id,
+                    True,
+                    False,
+                    s.kv_usage if fresh and s else None,
+                    s.waiting if fresh and s else None,
+                    room,
+                    size,
+                    float(r.in_flight),
+                )
+            )
         return out
 
     def _submit(self, run: StepRun) -> None:
@@ -281,8 +317,7 @@ class Simulation:
         req_id = f"r{next(self._req)}"
         self._interrupt(rep)
         try:
-            rep.engine.add_request(req_id, run.prompt, max_tokens=run.max_tokens, arrival=self.now,
-                                   ignore_eos=True)
+            rep.engine.add_request(req_id, run.prompt, max_tokens=run.max_tokens, arrival=self.now, ignore_eos=True)
         except RequestRejected as exc:
             assert run.ticket is not None
             self.core.admission.end(run.ticket, Outcome.error, self.now)
@@ -298,9 +333,26 @@ class Simulation:
     def _answer(self, run: StepRun, status: int, error: str, retry: float | None, retryable: bool = True) -> None:
         """An error answer to the client; the load generator retries 429/503 while it has attempts."""
         spec = run.spec
-        self.steps.append(StepResult(spec.task_id, spec.agent_id, spec.role, run.task.plan.tenant, spec.index,
-                                     run.attempt, run.start, self.now, status, None, run.wait_s * 1000.0,
-                                     None, 0, 0, spec.max_tokens, error))
+        self.steps.append(
+            StepResult(
+                spec.task_id,
+                spec.agent_id,
+                spec.role,
+                run.task.plan.tenant,
+                spec.index,
+                run.attempt,
+                run.start,
+                self.now,
+                status,
+                None,
+                run.wait_s * 1000.0,
+                None,
+                0,
+                0,
+                spec.max_tokens,
+                error,
+            )
+        )
         r = self.sc.retry
         if status in (429, 503) and retryable and run.attempt < r.max_attempts:
             wait = retry if retry is not None else r.backoff_s * 2 ** (run.attempt - 1)
@@ -352,15 +404,38 @@ class Simulation:
         now, core, rep, spec = self.now, self.core, run.replica, run.spec
         rep.in_flight -= 1
         assert run.ticket is not None
-        core.admission.end(run.ticket, Outcome.success, now, prompt_tokens=prompt_tokens,
-                           output_tokens=output_tokens, release=spec.agent_done)
+        core.admission.end(
+            run.ticket,
+            Outcome.success,
+            now,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            release=spec.agent_done,
+        )
         core.budgets.settle(run.reservation, prompt_tokens, output_tokens, now)
         core.router.observe_served(run.decision, run.hashes, now)
         if spec.agent_done:
             core.router.release(run.info.agent_id)
-        self.steps.append(StepResult(spec.task_id, spec.agent_id, spec.role, run.task.plan.tenant, spec.index,
-                                     run.attempt, run.start, now, 200, run.ttft, run.wait_s * 1000.0, rep.id,
-                                     prompt_tokens, output_tokens, run.max_tokens, None))
+        self.steps.append(
+            StepResult(
+                spec.task_id,
+                spec.agent_id,
+                spec.role,
+                run.task.plan.tenant,
+                spec.index,
+                run.attempt,
+                run.start,
+                now,
+                200,
+                run.ttft,
+                run.wait_s * 1000.0,
+                rep.id,
+                prompt_tokens,
+                output_tokens,
+                run.max_tokens,
+                None,
+            )
+        )
         self._grant(rep.id)
         task = run.task
         if task.status != "running":
@@ -407,9 +482,15 @@ class Simulation:
 
     # ---- report -----------------------------------------------------------------------------
     def _report(self, end: float, wall: float, truncated: bool) -> SimReport:
-        meta = Meta(scenario=self.sc.name, target=f"simulate:{self.fleet.name}", seed=self.seed,
-                    started_at=datetime.now(UTC).isoformat(timespec="seconds"), elapsed_s=end,
-                    label=self.opt.label or f"sim {self.fleet.name}", truncated=truncated)
+        meta = Meta(
+            scenario=self.sc.name,
+            target=f"simulate:{self.fleet.name}",
+            seed=self.seed,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            elapsed_s=end,
+            label=self.opt.label or f"sim {self.fleet.name}",
+            truncated=truncated,
+        )
         results = Results(meta, self.steps, self.tasks)
         states = self.core.admission.state(end)
         reps = []
@@ -419,13 +500,33 @@ class Simulation:
             c = st.counters if st is not None else None
             reps.append(replica_figures(r, end, c, st.window if st is not None else 0))
             if c is not None:
-                for k in ("admitted_new", "admitted_steps", "admitted_starvation", "queued", "rejected",
-                          "timeouts", "paused", "expired", "released", "window_increases", "window_decreases"):
+                for k in (
+                    "admitted_new",
+                    "admitted_steps",
+                    "admitted_starvation",
+                    "queued",
+                    "rejected",
+                    "timeouts",
+                    "paused",
+                    "expired",
+                    "released",
+                    "window_increases",
+                    "window_decreases",
+                ):
                     totals[k] = totals.get(k, 0) + getattr(c, k)
         steps = sum(r.engine.iterations for r in self.replicas)
-        fleet = fleet_figures(results, reps, self.replicas, seconds=end, wall=wall, cpu=self.cpu_seconds,
-                              engine_steps=steps,
-                              engine_calls=self.engine_calls, decisions=self.decisions, admission=totals)
+        fleet = fleet_figures(
+            results,
+            reps,
+            self.replicas,
+            seconds=end,
+            wall=wall,
+            cpu=self.cpu_seconds,
+            engine_steps=steps,
+            engine_calls=self.engine_calls,
+            decisions=self.decisions,
+            admission=totals,
+        )
         return SimReport(results, fleet)
 
 

@@ -51,35 +51,68 @@ def run_sweep(
     replicas: Sequence[int],
     loads: Sequence[float | None] = (None,),
     options: SimOptions | None = None,
+    controllers: Sequence[str | None] = (None,),
 ) -> list[SweepCell]:
+    """One run per (load, policy file, controller override, replica count)."""
     opt = options or SimOptions()
     cells = []
+    runs = [(p, c) for p in policies for c in controllers]
     for load in loads:
         sc = with_load(scenario, load)
-        for pol_path in policies:
-            policy = load_policy(pol_path)
+        for pol_path, ctl in runs:
+            over = {"admission.controller": ctl} if ctl else None
+            policy = load_policy(pol_path, overrides=over, env={})
+            name = Path(pol_path).stem + (f"/{ctl}" if ctl else "")
             for n in replicas:
                 rep = simulate(fleet.scaled(n), policy, sc, opt)
                 f = rep.fleet
                 lat = [s.end_s - s.start_s for s in rep.results.steps if s.ok]
-                cells.append(SweepCell(
-                    replicas=n, policy=Path(pol_path).stem, load=load, goodput_per_min=f.goodput_per_min,
-                    p99_step_s=percentile(lat, 99), out_tok_s_per_replica=f.output_tok_s_per_replica["mean"],
-                    preemptions=f.preemptions, kv_mean=f.kv_usage["mean"], failed=f.tasks["failed"],
-                    sim_speed=f.sim_speed))
+                cells.append(
+                    SweepCell(
+                        replicas=n,
+                        policy=name,
+                        load=load,
+                        goodput_per_min=f.goodput_per_min,
+                        p99_step_s=percentile(lat, 99),
+                        out_tok_s_per_replica=f.output_tok_s_per_replica["mean"],
+                        preemptions=f.preemptions,
+                        kv_mean=f.kv_usage["mean"],
+                        failed=f.tasks["failed"],
+                        sim_speed=f.sim_speed,
+                    )
+                )
     return cells
 
 
 def format_table(cells: Sequence[SweepCell], target_p99_s: float | None = None) -> str:
-    head = ["load", "policy", "replicas", "goodput/min", "p99 step s", "tok/s/replica", "preempt",
-            "kv mean", "failed", "sim x"]
+    head = [
+        "load",
+        "policy",
+        "replicas",
+        "goodput/min",
+        "p99 step s",
+        "tok/s/replica",
+        "preempt",
+        "kv mean",
+        "failed",
+        "sim x",
+    ]
     if target_p99_s is not None:
         head.append(f"p99<={target_p99_s:g}s")
     rows = [head]
     for c in cells:
-        row = ["-" if c.load is None else f"{c.load:g}", c.policy, str(c.replicas), f"{c.goodput_per_min:.1f}",
-               "-" if c.p99_step_s is None else f"{c.p99_step_s:.2f}", f"{c.out_tok_s_per_replica:.0f}",
-               str(c.preemptions), f"{c.kv_mean:.0%}", str(c.failed), f"{c.sim_speed:.0f}"]
+        row = [
+            "-" if c.load is None else f"{c.load:g}",
+            c.policy,
+            str(c.replicas),
+            f"{c.goodput_per_min:.1f}",
+            "-" if c.p99_step_s is None else f"{c.p99_step_s:.2f}",
+            f"{c.out_tok_s_per_replica:.0f}",
+            str(c.preemptions),
+            f"{c.kv_mean:.0%}",
+            str(c.failed),
+            f"{c.sim_speed:.0f}",
+        ]
         if target_p99_s is not None:
             row.append("yes" if c.p99_step_s is not None and c.p99_step_s <= target_p99_s else "no")
         rows.append(row)

@@ -22,9 +22,8 @@ extended incrementally the same way, over the stable part of the prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import zlib
+from dataclasses import dataclass, field
 
 from concurproxy.routing.prefix import hash_tokens
 from concurproxy.tokens import _PIECE_RE, token_id

@@ -49,14 +49,22 @@ def _busy_minutes(res: object) -> float:
 @pytest.mark.parametrize("controller", ["none", "aimd"])
 async def test_simulation_agrees_with_real_time_run(controller: str) -> None:
     if controller != "none":
-        pytest.skip("the proxy's build_components still wires NoAdmission (admission service not yet "
-                    "plugged into the app); re-enable when it is")
+        pytest.skip(
+            "the proxy's build_components still wires NoAdmission (admission service not yet "
+            "plugged into the app); re-enable when it is"
+        )
     sc = parse_scenario(SCENARIO)
     tenants = [{"name": "alpha", "key_sha256": [hashlib.sha256(b"sk-alpha").hexdigest()]}]
     async with run_fleet("tiny", 1, time_scale=1.0, seed=sc.seed) as workers:
-        policy = load_policy(overrides={"upstreams": [{"url": workers[0].url, "name": "tiny-0"}],
-                                        "tenants": tenants, "admission.controller": controller,
-                                        "routing.policy": "round-robin"}, env={})
+        policy = load_policy(
+            overrides={
+                "upstreams": [{"url": workers[0].url, "name": "tiny-0"}],
+                "tenants": tenants,
+                "admission.controller": controller,
+                "routing.policy": "round-robin",
+            },
+            env={},
+        )
         async with running_proxy(policy) as proxy:
             real = await run_scenario(sc, proxy, run_tag="")
         real_preempt = workers[0].engine.stats.preemptions
@@ -68,4 +76,6 @@ async def test_simulation_agrees_with_real_time_run(controller: str) -> None:
     g_sim = 8 / _busy_minutes(sim.results)
     assert abs(g_real - g_sim) <= 0.4 * max(g_real, g_sim), (g_real, g_sim)
     assert abs(real_preempt - sim.fleet.preemptions) <= max(8, 0.5 * max(real_preempt, sim.fleet.preemptions)), (
-        real_preempt, sim.fleet.preemptions)
+        real_preempt,
+        sim.fleet.preemptions,
+    )

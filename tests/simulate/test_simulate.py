@@ -18,8 +18,21 @@ from .conftest import policy, scenario
 
 
 def _key(rep: object) -> list[tuple[object, ...]]:
-    return [(s.task_id, s.agent_id, s.step, s.attempt, s.start_s, s.end_s, s.status, s.replica,
-             s.prompt_tokens, s.completion_tokens) for s in rep.results.steps]  # type: ignore[attr-defined]
+    return [
+        (
+            s.task_id,
+            s.agent_id,
+            s.step,
+            s.attempt,
+            s.start_s,
+            s.end_s,
+            s.status,
+            s.replica,
+            s.prompt_tokens,
+            s.completion_tokens,
+        )
+        for s in rep.results.steps
+    ]  # type: ignore[attr-defined]
 
 
 def test_same_seed_same_run_other_seed_differs(thrash: Scenario) -> None:
@@ -37,10 +50,16 @@ def test_same_seed_same_run_other_seed_differs(thrash: Scenario) -> None:
 
 def test_fast_engine_is_exact(thrash: Scenario) -> None:
     """Fast-forwarded decode runs give the same run as stepping every iteration."""
-    sc = scenario(task={**thrash.task.model_dump(), "roles": {
-        "planner": {"growth_tokens": 8, "output_tokens": 40},
-        "executor": {"growth_tokens": 40, "output_tokens": 30, "tool_pause_s": 0.02},
-        "summary": {"growth_tokens": 8, "output_tokens": 40}}})
+    sc = scenario(
+        task={
+            **thrash.task.model_dump(),
+            "roles": {
+                "planner": {"growth_tokens": 8, "output_tokens": 40},
+                "executor": {"growth_tokens": 40, "output_tokens": 30, "tool_pause_s": 0.02},
+                "summary": {"growth_tokens": 8, "output_tokens": 40},
+            },
+        }
+    )
     for ctl in ("none", "aimd"):
         fast = simulate(uniform_fleet("tiny", 2), policy(ctl), sc, SimOptions(duration_s=8, engine="fast"))
         exact = simulate(uniform_fleet("tiny", 2), policy(ctl), sc, SimOptions(duration_s=8, engine="exact"))
@@ -106,12 +125,35 @@ def test_cli_run_and_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     pol = tmp_path / "p.yaml"
     pol.write_text("admission: {controller: aimd}\n")
     out = tmp_path / "r.json"
-    assert cli_main(["simulate", "--fleet", str(fleet), "--policy", str(pol), "--scenario", str(sc),
-                     "--out", str(out)]) == 0
+    assert (
+        cli_main(["simulate", "--fleet", str(fleet), "--policy", str(pol), "--scenario", str(sc), "--out", str(out)])
+        == 0
+    )
     assert "goodput" in capsys.readouterr().out and out.exists()
     png = tmp_path / "s.png"
-    assert cli_main(["simulate", "sweep", "--fleet", str(fleet), "--policy", str(pol), "--scenario", str(sc),
-                     "--replicas", "1,2", "--rate", "2,4", "--target-p99", "1", "--plot", str(png)]) == 0
+    assert (
+        cli_main(
+            [
+                "simulate",
+                "sweep",
+                "--fleet",
+                str(fleet),
+                "--policy",
+                str(pol),
+                "--scenario",
+                str(sc),
+                "--replicas",
+                "1,2",
+                "--rate",
+                "2,4",
+                "--target-p99",
+                "1",
+                "--plot",
+                str(png),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "goodput/min" in text and text.count("\n") >= 6
     assert png.read_bytes()[:4] == b"\x89PNG"
