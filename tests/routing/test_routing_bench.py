@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from concurproxy.routing import bench
+import loadgen.bench_routing as bench
 from concurproxy.worker.agents import AgentSpec
 from concurproxy.worker.profile import load_profile
 
