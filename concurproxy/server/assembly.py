@@ -93,7 +93,9 @@ def build_components(
     components.reload_status.fingerprint = fingerprint(policy)
     budgets = BudgetStage(BudgetEngine(BudgetLimits.from_policy(policy.roles, policy.tenants, policy.fairness)))
     components.budgets = budgets
-    components.listeners.extend([budgets, routing, StepMetrics(metrics, policy.routing.block_tokens, params)])
+    components.listeners.extend(
+        [components.calibration, budgets, routing, StepMetrics(metrics, policy.routing.block_tokens, params)]
+    )
     if isinstance(admission_stage, shared_stage.SharedAdmissionStage):  # state.backend: redis
         components.shared_state = shared_stage.attach(admission_stage, routing, metrics)
         components.listeners.append(shared_stage.SharedStateListener(admission_stage))

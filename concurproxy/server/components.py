@@ -15,6 +15,7 @@ from concurproxy.control.ratelimit import KeyedRateLimiter
 from concurproxy.control.types import PressureSnapshot, PriorityClass
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.forward import Forwarder
+from concurproxy.server.stages.calibration import TokenCalibration
 from concurproxy.server.hooks import AdmissionGate, BudgetGate, Router, StepContext, StepListener
 from concurproxy.signals.poller import PressurePoller
 from concurproxy.telemetry.metrics import ProxyMetrics
@@ -61,6 +62,7 @@ class Components:
     tracing: Tracing | NoopTracing = field(default_factory=NoopTracing)
     shutting_down: bool = False
     rate_limiter: KeyedRateLimiter | None = None
+    calibration: TokenCalibration = field(default_factory=TokenCalibration)
     admin_url: str | None = None  # the admin listener's URL, when it has its own
     policy_path: str | None = None  # where the policy came from (reloads read it again)
     policy_overrides: dict[str, object] = field(default_factory=dict)  # command-line flags, re-applied on reload

@@ -152,7 +152,9 @@ class CompletionHandler:
         # One tokenization per step: the router's prefix hasher counts tokens as it hashes.
         text = prompt_text(body)
         n_tokens = c.router.prompt_tokens(ctx, text)
-        ctx.step = replace(step, est_prompt_tokens=n_tokens if n_tokens is not None else count_tokens(text))
+        local = n_tokens if n_tokens is not None else count_tokens(text)
+        ctx.local_prompt_tokens = local
+        ctx.step = replace(step, est_prompt_tokens=c.calibration.estimate(model, local))
         ctx.extra_headers["X-Request-Id"] = request_id
         trace = c.tracing.start_step(request.headers, route, ctx.step)
         error: BaseException | None = None

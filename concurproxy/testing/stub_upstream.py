@@ -32,6 +32,7 @@ class StubBehaviour:
     hang_s: float = 0.0  # wait this long before answering (timeouts)
     cut_after_chunks: int | None = None  # close the connection mid-stream after N chunks
     healthy: bool = True
+    prompt_token_factor: float = 1.0  # reported prompt tokens = local count × this (a different tokenizer)
     kv_usage: float = 0.1  # what /metrics reports (vLLM names), so admission sees a healthy engine
     metrics_status: int = 200
     record: bool = True
@@ -41,9 +42,9 @@ class StubBehaviour:
     active: int = 0
 
 
-def _completion(body: dict[str, Any], chat: bool, n: int) -> dict[str, Any]:
+def _completion(body: dict[str, Any], chat: bool, n: int, factor: float = 1.0) -> dict[str, Any]:
     text = " tok" * n
-    prompt_tokens = estimate_prompt_tokens(body)
+    prompt_tokens = round(estimate_prompt_tokens(body) * factor)
     choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
     if chat:
         choice["message"] = {"role": "assistant", "content": text}
@@ -89,7 +90,9 @@ async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
         return web.Response(status=b.status, body=orjson.dumps(err), content_type="application/json")
     n = int(body.get("max_tokens") or b.chunks)
     if not body.get("stream"):
-        return web.Response(body=orjson.dumps(_completion(body, chat, n)), content_type="application/json")
+        return web.Response(
+            body=orjson.dumps(_completion(body, chat, n, b.prompt_token_factor)), content_type="application/json"
+        )
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
     b.active += 1

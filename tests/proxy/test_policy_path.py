@@ -178,3 +178,19 @@ async def test_metrics_exposition(proxy_factory):
         assert "concurproxy_requests_total{" in text
         assert "concurproxy_admission_window" in text
         assert "concurproxy_pressure_kv_usage" in text or "concurproxy_pressure" in text
+
+
+async def test_prompt_estimates_are_calibrated_to_the_engines_token_counts(proxy_factory):
+    """An engine whose tokenizer counts 3x more: after a few steps the proxy's estimate follows it."""
+    from concurproxy.server.stages.calibration import TokenCalibration
+
+    cal = TokenCalibration(alpha=0.5)
+    async with proxy_factory() as h:
+        h.components.calibration = cal
+        h.components.listeners.insert(0, cal)
+        body = {**CHAT, "messages": [{"role": "user", "content": "word " * 60}]}
+        h.stubs[0].prompt_token_factor = 3.0
+        for _ in range(8):
+            assert (await h.post("/v1/chat/completions", body, headers=hdr("cal"))).status == 200
+        last = h.listener.steps[-1]
+        assert last.step.est_prompt_tokens == pytest.approx(3 * last.local_prompt_tokens, rel=0.05)

@@ -1,0 +1,41 @@
+"""Token-count calibration: scale the proxy's local prompt estimate to the engine's tokenizer.
+
+The proxy counts prompt tokens with its own fast tokenizer (no extra upstream
+call). A real engine's tokenizer counts differently (a BPE may count 2–4×
+more on the same text), and the KV capacity, the admission footprint budget and
+the token budgets are all in *engine* tokens. So each model keeps a ratio
+``reported prompt tokens / local count``, an exponentially weighted mean over
+successful steps (weight ``alpha`` for the newest), and every new estimate is
+multiplied by it. Against the bundled worker the ratio stays 1.
+"""
+
+from __future__ import annotations
+
+from concurproxy.server.hooks import StepContext
+
+
+class TokenCalibration:
+    __slots__ = ("_ratio", "alpha", "max_models")
+
+    def __init__(self, alpha: float = 0.1, max_models: int = 256) -> None:
+        self.alpha = alpha
+        self.max_models = max_models
+        self._ratio: dict[str, float] = {}
+
+    def ratio(self, model: str | None) -> float:
+        return self._ratio.get(model or "", 1.0)
+
+    def estimate(self, model: str | None, local_tokens: int) -> int:
+        r = self._ratio.get(model or "")
+        return local_tokens if r is None else round(local_tokens * r)
+
+    def on_step_end(self, ctx: StepContext, now: float) -> None:
+        usage = ctx.usage
+        if usage is None or ctx.local_prompt_tokens <= 0 or usage.prompt_tokens <= 0 or ctx.status != 200:
+            return
+        sample = min(20.0, max(0.05, usage.prompt_tokens / ctx.local_prompt_tokens))
+        key = ctx.model or ""
+        old = self._ratio.get(key)
+        if old is None and len(self._ratio) >= self.max_models:
+            return  # bounded: models beyond the cap keep ratio 1
+        self._ratio[key] = sample if old is None else old + self.alpha * (sample - old)
