@@ -15,8 +15,8 @@ from concurproxy.control.ratelimit import KeyedRateLimiter
 from concurproxy.control.types import PressureSnapshot, PriorityClass
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.forward import Forwarder
-from concurproxy.server.stages.calibration import TokenCalibration
 from concurproxy.server.hooks import AdmissionGate, BudgetGate, Router, StepContext, StepListener
+from concurproxy.server.stages.calibration import TokenCalibration
 from concurproxy.signals.poller import PressurePoller
 from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.telemetry.tracing import NoopTracing, Tracing

@@ -43,8 +43,8 @@ class StepContext:
     outcome: str = "success"  # success | error | cancelled | timeout | rejected
     usage: Usage | None = None
     ttft_s: float | None = None
-    upstream_s: float | None = None
-    local_prompt_tokens: int = 0  # the proxy's own count, before calibration to the engine's tokenizer  # from sending upstream to the last byte relayed
+    upstream_s: float | None = None  # from sending upstream to the last byte relayed
+    local_prompt_tokens: int = 0  # the proxy's own count, before calibration to the engine's tokenizer
     extra_headers: dict[str, str] = field(default_factory=dict)
     streamed_chunks: int = 0  # SSE events relayed to the client
     body_modified: bool = False  # set by a stage that edited ``body`` (e.g. a max_tokens clamp)
