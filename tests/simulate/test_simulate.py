@@ -191,3 +191,13 @@ def test_workload_tokens_match_the_proxy_tokenizer() -> None:
             text = render_chat([{"role": r, "content": c} for r, c in spec.messages])
             assert ids == tokenize(text) == fast_tokenize(text)
             assert len(ids) == spec.est_prompt_tokens
+
+
+def test_heterogeneous_fleet(tmp_path: Path, thrash: Scenario) -> None:
+    f = tmp_path / "f.yaml"
+    f.write_text("replicas:\n  - {profile: tiny, count: 2}\n  - {profile: llama3-8b-h100, count: 1, name: big}\n")
+    rep = simulate(load_fleet(f), policy(), thrash, SimOptions(duration_s=4, drain_s=10))
+    figs = {r.id: r for r in rep.fleet.replica_figures}
+    assert rep.fleet.profiles == {"tiny": 2, "llama3-8b-h100": 1}
+    assert figs["big-0"].steps_served > 0 and figs["tiny-0"].steps_served > 0
+    assert rep.fleet.tasks["failed"] == 0
