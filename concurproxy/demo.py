@@ -32,6 +32,7 @@ class DemoRow:
     recomputed_tokens: int
     prefill_tokens: int
     prefix_hit_rate: float
+    ttft_p50_ms: float = 0.0
     results: Any = None
 
 
@@ -43,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--agents", type=int, help="concurrent agent tasks (closed loop); default: the scenario's")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of load per controller")
     p.add_argument("--controllers", default="none,aimd", help="comma-separated admission controllers")
+    p.add_argument(
+        "--routing",
+        default="prefix-affinity",
+        help="comma-separated routing policies (round-robin, least-loaded, prefix-affinity); "
+        "every controller runs with every policy",
+    )
     p.add_argument("--time-scale", type=float, default=1.0, help="run the simulated engine this much faster")
     p.add_argument("--report", type=Path, help="write an HTML report of all runs")
     p.set_defaults(run=_run)
@@ -64,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def run_one(controller: str, args: argparse.Namespace, progress: bool) -> DemoRow:
+async def run_one(controller: str, routing: str, args: argparse.Namespace, progress: bool) -> DemoRow:
     from concurproxy.config import load_policy
     from concurproxy.server.app import running_proxy
     from concurproxy.worker.fleet import run_fleet
@@ -80,6 +87,7 @@ async def run_one(controller: str, args: argparse.Namespace, progress: bool) -> 
             overrides={
                 "upstreams": [{"url": w.url, "name": f"worker-{i}"} for i, w in enumerate(workers)],
                 "admission.controller": controller,
+                "routing.policy": routing,
                 "telemetry.log_level": "WARNING",
             },
             env={},
@@ -91,9 +99,9 @@ async def run_one(controller: str, args: argparse.Namespace, progress: bool) -> 
                 url,
                 duration_s=args.duration,
                 progress=progress,
-                label=f"admission={controller}",
+                label=f"admission={controller} routing={routing}",
                 scrape=scrape,
-                run_tag=f"{controller}-",
+                run_tag=f"{controller}-{routing}-",
                 model=workers[0].served_model,
             )
         stats = [w.engine.stats for w in workers]
@@ -101,7 +109,8 @@ async def run_one(controller: str, args: argparse.Namespace, progress: bool) -> 
     tasks, steps = summary["tasks"], summary["steps"]
     queries = sum(s.prefix_queries for s in stats)
     return DemoRow(
-        controller=controller,
+        controller=controller if len(args.routing.split(",")) == 1 else f"{controller}/{routing}",
+        ttft_p50_ms=float(steps["ttft_ms"].get("p50") or 0.0),
         tasks_done=int(tasks["completed"]),
         tasks_failed=int(tasks["failed"]) + int(tasks["cancelled"]),
         goodput_per_min=float(tasks["goodput_per_min"]),
@@ -119,12 +128,13 @@ async def run_one(controller: str, args: argparse.Namespace, progress: bool) -> 
 async def run_demo(args: argparse.Namespace) -> list[DemoRow]:
     rows = []
     for controller in [c.strip() for c in args.controllers.split(",") if c.strip()]:
-        print(
-            f"running {args.duration:g}s of '{args.scenario}' through the proxy with admission={controller} "
-            f"against {args.replicas} fresh '{args.profile}' worker(s)…",
-            file=sys.stderr,
-        )
-        rows.append(await run_one(controller, args, progress=sys.stderr.isatty()))
+        for routing in [r.strip() for r in args.routing.split(",") if r.strip()]:
+            print(
+                f"running {args.duration:g}s of '{args.scenario}' through the proxy with admission={controller}, "
+                f"routing={routing} against {args.replicas} fresh '{args.profile}' worker(s)…",
+                file=sys.stderr,
+            )
+            rows.append(await run_one(controller, routing, args, progress=sys.stderr.isatty()))
     return rows
 
 
@@ -136,15 +146,17 @@ def format_table(rows: list[DemoRow]) -> str:
         ("steps", lambda r: f"{r.steps}"),
         ("step p50 ms", lambda r: f"{r.p50_ms:.0f}"),
         ("step p99 ms", lambda r: f"{r.p99_ms:.0f}"),
+        ("ttft p50 ms", lambda r: f"{r.ttft_p50_ms:.0f}"),
         ("preemptions", lambda r: f"{r.preemptions}"),
         ("recomputed tok", lambda r: f"{r.recomputed_tokens}"),
         ("recompute %", lambda r: f"{100 * r.recomputed_tokens / max(1, r.prefill_tokens):.1f}"),
         ("prefix hit %", lambda r: f"{100 * r.prefix_hit_rate:.1f}"),
     ]
     width = max(14, *(len(c[0]) for c in cols))
-    lines = [f"{'admission':<12}" + "".join(f"{c[0]:>{width + 1}}" for c in cols)]
+    first = max(12, *(len(r.controller) + 2 for r in rows))
+    lines = [f"{'run':<{first}}" + "".join(f"{c[0]:>{width + 1}}" for c in cols)]
     for r in rows:
-        lines.append(f"{r.controller:<12}" + "".join(f"{fn(r):>{width + 1}}" for _, fn in cols))
+        lines.append(f"{r.controller:<{first}}" + "".join(f"{fn(r):>{width + 1}}" for _, fn in cols))
     if len(rows) >= 2 and rows[0].goodput_per_min > 0:
         base, best = rows[0], rows[-1]
         lines.append(
