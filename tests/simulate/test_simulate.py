@@ -7,6 +7,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from concurproxy.cli import main as cli_main
 from concurproxy.simulate import SimOptions, simulate, uniform_fleet
@@ -201,3 +203,26 @@ def test_heterogeneous_fleet(tmp_path: Path, thrash: Scenario) -> None:
     assert rep.fleet.profiles == {"tiny": 2, "llama3-8b-h100": 1}
     assert figs["big-0"].steps_served > 0 and figs["tiny-0"].steps_served > 0
     assert rep.fleet.tasks["failed"] == 0
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    controller=st.sampled_from(["none", "aimd", "static"]),
+    conc=st.integers(1, 16),
+    drain=st.sampled_from([0.5, 5.0, 30.0]),
+)
+def test_property_conservation(seed: int, controller: str, conc: int, drain: float) -> None:
+    """Whatever the seed, controller and load: every task ends exactly once, every ok task has
+    exactly its steps served once, and nothing is left holding an admission ticket when all ended."""
+    sc = scenario(arrivals={"mode": "closed", "concurrency": conc})
+    rep = simulate(uniform_fleet("tiny", 2), policy(controller), sc, SimOptions(duration_s=3, drain_s=drain, seed=seed))
+    res = rep.results
+    assert len({t.task_id for t in res.tasks}) == len(res.tasks) == rep.fleet.tasks["started"]
+    ok = Counter((s.task_id, s.agent_id, s.step) for s in res.steps if s.ok)
+    assert all(n == 1 for n in ok.values())
+    done = {t.task_id: t for t in res.tasks if t.status == "ok"}
+    for tid, t in done.items():
+        assert sum(1 for k in ok if k[0] == tid) == t.n_steps
+    if not res.meta.truncated:
+        assert all(t.status != "cancelled" for t in res.tasks)
