@@ -9,12 +9,14 @@ admission decisions, and the simulator's own speed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from concurproxy.control.admission import ReplicaState
 from concurproxy.simulate.replica import KV_BINS, SimReplica
 from loadgen.results import Results
 from loadgen.stats import percentile
@@ -81,6 +83,21 @@ def hist_percentile(hist: list[int], q: float) -> float:
         if acc >= need and c:
             return (i + 1) / KV_BINS
     return 1.0
+
+
+ADMISSION_COUNTERS = (
+    "admitted_new", "admitted_steps", "admitted_starvation", "queued", "rejected", "timeouts",
+    "paused", "expired", "released", "window_increases", "window_decreases",
+)  # fmt: skip
+
+
+def admission_totals(states: Iterable[ReplicaState]) -> dict[str, int]:
+    """Admission decision counters summed over replicas."""
+    totals = dict.fromkeys(ADMISSION_COUNTERS, 0)
+    for st in states:
+        for k in ADMISSION_COUNTERS:
+            totals[k] += getattr(st.counters, k)
+    return totals
 
 
 def replica_figures(r: SimReplica, seconds: float, counters: Any, window: int) -> ReplicaFigures:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from concurproxy.control.admission import AdmissionCore
 from concurproxy.control.types import PressureSnapshot
+from concurproxy.routing import ReplicaView
 from concurproxy.simulate.fastengine import ExactEngine
 from concurproxy.simulate.fleet import ReplicaSpec
 from concurproxy.worker.engine import RequestOutput
@@ -72,3 +74,22 @@ class SimReplica:
         self.kv_n += 1
         self.snapshot = snap
         return snap
+
+
+def replica_views(
+    replicas: list[SimReplica], now: float, stale_after_s: float, admission: AdmissionCore | None = None
+) -> list[ReplicaView]:
+    """What the proxy's router sees: pressure from the latest snapshot when fresh (else unknown),
+    in-flight steps as load, and window room/size when ``admission`` is given (window-room scorer)."""
+    out = []
+    for r in replicas:
+        s = r.snapshot
+        fresh = s is not None and now - s.ts <= stale_after_s
+        room = size = None
+        if admission is not None:
+            w = admission.window(r.id)
+            size, room = w.window, max(0, w.window - w.active)
+        kv = s.kv_usage if fresh and s is not None else None
+        waiting = s.waiting if fresh and s is not None else None
+        out.append(ReplicaView(r.id, True, False, kv, waiting, room, size, float(r.in_flight)))
+    return out

@@ -50,8 +50,8 @@ from concurproxy.routing import NoHealthyReplica, ReplicaView, RouteRequest
 from concurproxy.simulate.decide import DecisionCore, priority_of
 from concurproxy.simulate.fastengine import make_engine
 from concurproxy.simulate.fleet import Fleet
-from concurproxy.simulate.record import SimReport, fleet_figures, replica_figures
-from concurproxy.simulate.replica import SimReplica
+from concurproxy.simulate.record import SimReport, admission_totals, fleet_figures, replica_figures
+from concurproxy.simulate.replica import SimReplica, replica_views
 from concurproxy.simulate.steps import Ev, SimTask, StepRun
 from concurproxy.simulate.workload import TaskTokens
 from concurproxy.worker.engine import RequestRejected
@@ -288,29 +288,8 @@ class Simulation:
             self._answer(run, 429, res.reason, retry=res.retry_after_s)
 
     def _views(self, now: float) -> list[ReplicaView]:
-        stale = self.core.stale_after_s
-        adm = self.core.admission
-        out = []
-        for r in self.replicas:
-            s = r.snapshot
-            fresh = s is not None and now - s.ts <= stale
-            room = size = None
-            if self._want_window:
-                w = adm.window(r.id)
-                size, room = w.window, max(0, w.window - w.active)
-            out.append(
-                ReplicaView(
-                    r.id,
-                    True,
-                    False,
-                    s.kv_usage if fresh and s else None,
-                    s.waiting if fresh and s else None,
-                    room,
-                    size,
-                    float(r.in_flight),
-                )
-            )
-        return out
+        adm = self.core.admission if self._want_window else None
+        return replica_views(self.replicas, now, self.core.stale_after_s, adm)
 
     def _submit(self, run: StepRun) -> None:
         rep = run.replica
@@ -493,27 +472,12 @@ class Simulation:
         )
         results = Results(meta, self.steps, self.tasks)
         states = self.core.admission.state(end)
-        reps = []
-        totals: dict[str, int] = {}
-        for r in self.replicas:
-            st = states.get(r.id)
-            c = st.counters if st is not None else None
-            reps.append(replica_figures(r, end, c, st.window if st is not None else 0))
-            if c is not None:
-                for k in (
-                    "admitted_new",
-                    "admitted_steps",
-                    "admitted_starvation",
-                    "queued",
-                    "rejected",
-                    "timeouts",
-                    "paused",
-                    "expired",
-                    "released",
-                    "window_increases",
-                    "window_decreases",
-                ):
-                    totals[k] = totals.get(k, 0) + getattr(c, k)
+        reps = [
+            replica_figures(r, end, st.counters if st else None, st.window if st else 0)
+            for r in self.replicas
+            for st in [states.get(r.id)]
+        ]
+        totals = admission_totals(states.values())
         steps = sum(r.engine.iterations for r in self.replicas)
         fleet = fleet_figures(
             results,
