@@ -53,7 +53,7 @@ from concurproxy.simulate.fleet import Fleet
 from concurproxy.simulate.record import SimReport, admission_totals, fleet_figures, replica_figures
 from concurproxy.simulate.replica import SimReplica, replica_views
 from concurproxy.simulate.steps import Ev, SimTask, StepRun
-from concurproxy.simulate.workload import TaskTokens
+from concurproxy.simulate.workload import AgentTokens, TaskTokens
 from concurproxy.worker.engine import RequestRejected
 from loadgen.generator import iter_tasks
 from loadgen.plan import TaskPlan
@@ -211,8 +211,6 @@ class Simulation:
         tenant = task.tenant or "anonymous"
         agent = task.agents.get(spec.agent_id)
         if agent is None:
-            from concurproxy.simulate.workload import AgentTokens
-
             agent = task.agents[spec.agent_id] = AgentTokens()
         prompt = agent.prompt(spec, task.tokens, self.core.block_tokens)
         info = StepInfo(
