@@ -48,11 +48,6 @@ def _busy_minutes(res: object) -> float:
 
 @pytest.mark.parametrize("controller", ["none", "aimd"])
 async def test_simulation_agrees_with_real_time_run(controller: str) -> None:
-    if controller != "none":
-        pytest.skip(
-            "the proxy's build_components still wires NoAdmission (admission service not yet "
-            "plugged into the app); re-enable when it is"
-        )
     sc = parse_scenario(SCENARIO)
     tenants = [{"name": "alpha", "key_sha256": [hashlib.sha256(b"sk-alpha").hexdigest()]}]
     async with run_fleet("tiny", 1, time_scale=1.0, seed=sc.seed) as workers:
