@@ -165,6 +165,15 @@ class SharedStateListener:
             self.stage.forget_pin(ctx.step.agent_id)
 
 
+def release_here(service: AdmissionService, agent: str) -> None:
+    """Free ``agent``'s local slot on whichever replica window holds it (at once if idle, else when
+    its running step ends). Per window rather than ``AdmissionService.release_agent``: the core's
+    agent→replica map may not know an agent that was granted from the queue after a release."""
+    now = service.clock()
+    if any([service.core.window(r).release_agent(agent, now) for r in service.core.replicas]):
+        service.tick(now)
+
+
 def pin_applier(routing: RoutingStage, service: AdmissionService) -> Callable[[str, str | None], None]:
     """Apply another instance's pin change here. A release (the agent finished there) also frees
     the slot the agent may still hold here, so its lease is not renewed by this instance."""
@@ -172,7 +181,7 @@ def pin_applier(routing: RoutingStage, service: AdmissionService) -> Callable[[s
 
     def apply(agent: str, replica: str | None) -> None:
         if replica is None:
-            service.release_agent(agent)
+            release_here(service, agent)
             if pins is not None:
                 pins.release(agent)
         elif pins is not None:
@@ -197,7 +206,7 @@ def attach(stage: SharedAdmissionStage, routing: RoutingStage, metrics: ProxyMet
     state.held = stage.held_agents
     state.on_sync = stage.after_sync
     state.pins.apply = pin_applier(routing, service)
-    state.pins.release_here = service.release_agent
+    state.pins.release_here = lambda agent: release_here(service, agent)
     if metrics is None:
         return state
     try:
