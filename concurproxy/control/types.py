@@ -27,6 +27,8 @@ class StepInfo:
     priority: PriorityClass = PriorityClass.normal
     est_prompt_tokens: int = 0
     max_tokens: int = 0
+    last_step: bool = False  # the client says the agent ends with this step (X-Agent-Done, or no identity)
+    resident_prefix_tokens: int = 0  # leading prompt tokens already cached on the chosen replica (shared prefix)
 
 
 @dataclass(frozen=True, slots=True)

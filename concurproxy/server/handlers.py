@@ -138,6 +138,7 @@ class CompletionHandler:
             priority=ident.priority if ident.priority is not None else c.role_priority(ident.role),
             est_prompt_tokens=0,
             max_tokens=int(max_tokens),
+            last_step=ident.done,
         )
         ctx = StepContext(
             request_id=request_id,

@@ -33,6 +33,7 @@ Deterministic for (fleet, policy, scenario, seed, options).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import random
@@ -221,6 +222,7 @@ class Simulation:
             priority=priority_of(spec.priority),
             est_prompt_tokens=spec.est_prompt_tokens,
             max_tokens=spec.max_tokens,
+            last_step=spec.agent_done,
         )
         return StepRun(task, chain, pos, info, prompt, list(agent.route_hashes))
 
@@ -274,6 +276,9 @@ class Simulation:
             self._answer(run, 503, "no_healthy_replica", retry=2.0)
             return
         run.decision = dec
+        if dec.matched_blocks:  # as the proxy's routing stage does: a resident shared prefix costs no new KV
+            resident = min(dec.matched_blocks * core.block_tokens, run.info.est_prompt_tokens)
+            run.info = dataclasses.replace(run.info, resident_prefix_tokens=resident)
         rep = run.replica = self.by_id[dec.replica_id]
         res = core.admission.try_admit(run.info, rep.id, now)
         if isinstance(res, Admitted):

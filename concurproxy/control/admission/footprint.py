@@ -29,7 +29,10 @@ class Footprint:
 
     The budget check is ``Σ footprint(admitted) + footprint(new) ≤ headroom ×
     kv_capacity_tokens``. Shared prefixes (a common system prompt) are counted
-    once per agent, so the sum over-estimates — the safe direction.
+    once per agent, so the sum over-estimates — the safe direction — except that a new
+    agent is charged only the part of its prompt not already resident on the replica
+    (``StepInfo.resident_prefix_tokens``, from the router's prefix index), and an agent
+    whose first step is also its last (``StepInfo.last_step``) reserves no growth.
     """
 
     context: int

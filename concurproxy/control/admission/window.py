@@ -149,7 +149,11 @@ class ReplicaWindow:
         return int(self._cfg.aimd.footprint_headroom * s.kv_capacity_tokens)
 
     def _new_footprint(self, step: StepInfo) -> Footprint:
-        return Footprint.new(step.est_prompt_tokens, step.max_tokens, self._initial_growth, self._lookahead)
+        # A prefix already resident on the replica (a shared system prompt) costs no new KV;
+        # an agent whose first step is its last will not grow.
+        private = max(0, step.est_prompt_tokens - step.resident_prefix_tokens)
+        lookahead = 0 if step.last_step else self._lookahead
+        return Footprint.new(private, step.max_tokens, self._initial_growth, lookahead)
 
     def _block_reason(self, step: StepInfo, now: float) -> str | None:
         sat = self.saturation(now)

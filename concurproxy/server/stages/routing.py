@@ -10,6 +10,7 @@ a served step tells the router the prefix is now resident there.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from concurproxy.control.types import PressureSnapshot
 from concurproxy.routing import PrefixAffinityRouter, ReplicaView, RouteRequest
@@ -59,6 +60,11 @@ class RoutingStage:
         decision = self.router.route(request, views, now)
         ctx.route_decision = decision
         ctx.route_reason = decision.reason.value
+        if decision.matched_blocks and ctx.local_prompt_tokens:
+            # in the engine's units, like est_prompt_tokens (see stages/calibration.py)
+            resident = decision.matched_blocks * self.block_tokens
+            scaled = resident * ctx.step.est_prompt_tokens // ctx.local_prompt_tokens
+            ctx.step = replace(ctx.step, resident_prefix_tokens=min(scaled, ctx.step.est_prompt_tokens))
         for r in candidates:
             if r.id == decision.replica_id:
                 return r
