@@ -56,6 +56,9 @@ def _run(args: argparse.Namespace) -> int:
     from concurproxy.telemetry.logging import configure_logging
 
     configure_logging(policy.telemetry, stream=sys.stderr)
+    from concurproxy.server.logfilter import install_parser_error_filter
+
+    install_parser_error_filter()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency, but keep the proxy runnable without it
@@ -94,11 +97,23 @@ async def serve_forever(policy, path: str | None = None, overrides: dict | None 
         )
         watcher = asyncio.create_task(_watch_file(path, reload, stop)) if path else None
         await stop.wait()
-        log.info("shutting down: draining in-flight steps for up to %.0fs", policy.listen.shutdown_grace_s)
-        components.shutting_down = True
+        grace = policy.listen.shutdown_grace_s
+        log.info("shutting down: draining %d in-flight step(s) for up to %.0fs", components.active_steps, grace)
+        components.shutting_down = True  # /ready and new steps answer 503 while we still listen
         if watcher is not None:
             watcher.cancel()
+        await _drain(components, grace)
     return 0
+
+
+async def _drain(components, grace_s: float, poll_s: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+    """Keep listening while steps are in flight (up to ``grace_s``), so load balancers see /ready turn
+    503 and new steps get 503 + Retry-After instead of refused connections; then the runner's cleanup
+    closes the sockets."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    while components.active_steps > 0 and loop.time() < deadline:  # noqa: ASYNC110 - shutdown only, 20 Hz
+        await asyncio.sleep(poll_s)
 
 
 async def _watch_file(path: str, reload, stop: asyncio.Event, interval_s: float = 2.0) -> None:  # type: ignore[no-untyped-def]

@@ -61,6 +61,7 @@ class Components:
     metrics: ProxyMetrics | None = None
     tracing: Tracing | NoopTracing = field(default_factory=NoopTracing)
     shutting_down: bool = False
+    active_steps: int = 0  # completions requests being handled (queued, upstream or streaming)
     rate_limiter: KeyedRateLimiter | None = None
     calibration: TokenCalibration = field(default_factory=TokenCalibration)
     admin_url: str | None = None  # the admin listener's URL, when it has its own

@@ -11,12 +11,14 @@ import itertools
 import logging
 import os
 import time
+import zlib
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from concurproxy.control.types import StepInfo
 from concurproxy.errors import ProxyError, bad_request
@@ -98,6 +100,13 @@ class CompletionHandler:
         return await self.handle(request, COMPLETIONS)
 
     async def handle(self, request: web.Request, route: str) -> web.StreamResponse:
+        self.c.active_steps += 1
+        try:
+            return await self._handle(request, route)
+        finally:
+            self.c.active_steps -= 1
+
+    async def _handle(self, request: web.Request, route: str) -> web.StreamResponse:
         started = time.perf_counter()
         c = self.c
         request_id = request.get(REQUEST_ID_KEY) or self.ids.next(request.headers.get("X-Request-Id"))
@@ -109,6 +118,11 @@ class CompletionHandler:
                 raw = await request.read()
         except TimeoutError:
             raise ProxyError(408, "body_timeout", "the request body did not arrive in time") from None
+        except (RequestPayloadError, zlib.error):  # a body that does not decode (Content-Encoding, chunking)
+            encoding = request.headers.get("Content-Encoding", "identity")
+            raise bad_request(
+                f"the request body could not be decoded (Content-Encoding: {encoding})", code="invalid_encoding"
+            ) from None
         body = parse_body(raw, route, limits.max_messages)
         tenant = c.tenants.resolve(request.headers)
         if c.rate_limiter is not None:

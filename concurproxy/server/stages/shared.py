@@ -79,13 +79,16 @@ class _SharedTicket:
         clock, state = stage.service.clock, stage.state
         started = clock()
         limit = stage.service.config.max_queue_wait_s
+        retried = False
         while True:
             held = _HeldTicket(stage.service, ctx)
             ticket = await held.__aenter__()
             if ticket.ticket.reason == "in-window" or await state.claim(replica, agent, stage.fleet_window(replica)):
                 self._held = held
-                ticket.queue_wait_s = clock() - started if ticket.queue_wait_s else 0.0
+                if retried:  # the wait spans every try
+                    ticket.queue_wait_s = clock() - started
                 return ticket
+            retried = True
             # Lost the last slot to another instance: give ours back, queue again (our cap just shrank).
             ticket.finish_agent()
             ticket.end(Outcome.cancelled)
