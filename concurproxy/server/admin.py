@@ -130,7 +130,5 @@ async def release_agent(request: web.Request) -> web.Response:
     released = False
     if isinstance(c.admission, AdmissionStage):
         released = c.admission.service.release_agent(scoped)
-    router = getattr(c.router, "router", None)
-    if router is not None:
-        router.release(scoped)
+    c.router.release(scoped)
     return _json({"id": agent, "object": "agent.released", "released": released})

@@ -89,6 +89,9 @@ def runner_options(policy: Policy) -> dict[str, object]:
         "shutdown_timeout": policy.listen.shutdown_grace_s,
         "max_line_size": policy.limits.max_header_bytes,
         "max_field_size": policy.limits.max_header_bytes,
+        # After an error answer (e.g. 408 to a slow client) do not keep reading its unread body for
+        # aiohttp's default 10 s: close after 1 s at most.
+        "lingering_time": 1.0,
     }
 
 

@@ -82,6 +82,10 @@ class Router(Protocol):
         """The replica left the pool: drop what is known about its cache."""
         ...
 
+    def release(self, agent_id: str) -> None:
+        """The agent finished: drop its pin and per-agent routing state."""
+        ...
+
 
 class BudgetGate(Protocol):
     def check(self, ctx: StepContext, now: float) -> None:

@@ -39,6 +39,8 @@ def fingerprint(policy: Policy) -> str:
 def apply_policy(c: Components, new: Policy) -> list[str]:
     """Swap in ``new``; returns what changed (for the log). Raises TenancyError before changing anything."""
     old = c.policy
+    if not new.upstreams:
+        raise ConfigError("upstreams: a reload may not empty the replica pool (the proxy would fail every step)")
     directory = TenantDirectory.from_policy(new.tenants, new.auth)  # may raise: nothing changed yet
     changes: list[str] = []
     c.tenants.directory = directory

@@ -182,12 +182,6 @@ async def test_clients_vanishing_at_any_point_leak_nothing(proxy_factory):
         assert r.status == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="slow loris: with limits.body_read_timeout_s=0.5 the handler raises 408 at 0.5 s, but the client "
-    "only receives it ~10.7 s later and the connection stays open that long: aiohttp's lingering_time (10 s) "
-    "reads the unread body first; the 408 path should force-close the connection (or lingering_time be 0)",
-)
 async def test_slow_loris_upload_gets_408_promptly(proxy_factory):
     async with proxy_factory(limits={"body_read_timeout_s": 0.5}) as h:
         host, port = h.url.removeprefix("http://").rsplit(":", 1)

@@ -95,4 +95,10 @@ class RoutingStage:
         if ctx.outcome == "success" and ctx.status == 200:
             self.router.observe_served(decision, ctx.prompt_hashes or (), now)
         if ctx.identity.done and not ctx.identity.one_shot:
-            self.router.release(ctx.step.agent_id)
+            self.release(ctx.step.agent_id)
+
+    def release(self, agent_id: str) -> None:
+        """The agent is finished: drop its pin and its cached prompt hashes."""
+        self.router.release(agent_id)
+        if self.hasher is not None:
+            self.hasher.forget(agent_id)
