@@ -13,9 +13,10 @@ One log line is one JSON object: ``ts`` (RFC 3339 UTC), ``level``, ``logger``,
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -35,11 +36,16 @@ request_id_var: ContextVar[str | None] = ContextVar("concurproxy_request_id", de
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
 
 
+# A random per-process prefix + a counter: unique across instances and restarts, cheap per request.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id(client_value: str | None = None) -> str:
     """The client's id when it is a safe token, else a new random one (never echo unsafe bytes)."""
     if client_value and _SAFE_ID.match(client_value):
         return client_value
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"  # 32 hex chars like a uuid, ~10x cheaper
 
 
 class RequestIdFilter(logging.Filter):

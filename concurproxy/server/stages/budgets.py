@@ -10,7 +10,7 @@ what was estimated as served, or a full refund when nothing was served.
 
 from __future__ import annotations
 
-from concurproxy.control.budgets import Allow, BudgetEngine, budget_headers
+from concurproxy.control.budgets import Allow, BudgetEngine, BudgetLimits, budget_headers
 from concurproxy.errors import ProxyError
 from concurproxy.server.hooks import StepContext
 
@@ -18,8 +18,33 @@ from concurproxy.server.hooks import StepContext
 class BudgetStage:
     def __init__(self, engine: BudgetEngine) -> None:
         self.engine = engine
+        self._free: dict[tuple[str, str], bool] = {}  # (tenant, role) -> no rule applies
+
+    def reconfigure(self, limits: BudgetLimits) -> None:
+        self.engine.reconfigure(limits)
+        self._free.clear()
+
+    def _unlimited(self, tenant: str, role: str) -> bool:
+        """True when no budget rule can apply to (tenant, role): the step skips the engine entirely."""
+        key = (tenant, role)
+        free = self._free.get(key)
+        if free is None:
+            lim = self.engine.limits
+            rl = lim.role(lim.effective_role(role))
+            free = (
+                rl.tokens_per_min is None
+                and rl.max_prompt_tokens is None
+                and rl.max_output_tokens is None
+                and rl.max_steps_per_task is None
+                and tenant not in lim.tenant_tokens_per_min
+            )
+            if len(self._free) < 100_000:
+                self._free[key] = free
+        return free
 
     def check(self, ctx: StepContext, now: float) -> None:
+        if self._unlimited(ctx.step.tenant, ctx.step.role):
+            return
         decision = self.engine.check(ctx.step, now)
         headers = budget_headers(decision)
         if not isinstance(decision, Allow):
