@@ -80,6 +80,16 @@ def connect(url: str, socket_timeout_s: float) -> Any:
     return sentinel.master_for(t.service or "mymaster", db=t.db, password=t.password)
 
 
+def cancelling() -> bool:
+    """True when the running task is being cancelled. redis-py may turn a cancellation that hits a
+    command mid-read into a ``ConnectionError``; callers re-raise ``CancelledError`` instead of
+    taking it for an outage."""
+    import asyncio
+
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class Breaker:
     """Open for ``retry_after_s`` after a failure; closed again by the next success.
 

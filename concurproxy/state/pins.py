@@ -94,7 +94,7 @@ class PinSync:
         return True
 
     async def _writer(self) -> None:
-        while True:
+        while not self.state.stopped:
             await self._wake.wait()
             self._wake.clear()
             if not await self.flush():
@@ -126,7 +126,7 @@ class PinSync:
 
     async def _subscriber(self) -> None:
         st = self.state
-        while True:
+        while not st.stopped:
             if not st.breaker.allow(st.clock()):
                 await asyncio.sleep(st.settings.sync_interval_s)
                 continue
@@ -134,7 +134,7 @@ class PinSync:
             try:
                 await ps.subscribe(self.channel)
                 await self._reload()
-                while True:
+                while not st.stopped:
                     msg = await ps.get_message(timeout=st.settings.sync_interval_s)
                     if msg is not None and msg.get("type") == "message":
                         self._on_message(msg["data"])

@@ -30,7 +30,7 @@ from typing import Any
 
 from concurproxy.control.limits.base import WindowController
 from concurproxy.state import scripts
-from concurproxy.state.client import FAILURES, Breaker, connect
+from concurproxy.state.client import FAILURES, Breaker, cancelling, connect
 from concurproxy.state.config import SharedStateSettings
 from concurproxy.state.pins import PinSync
 from concurproxy.state.share import ReplicaShare, SharedWindowController
@@ -93,6 +93,10 @@ class RedisState:
         return self._connected
 
     @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    @property
     def instance_id(self) -> str:
         return self.settings.instance_id
 
@@ -143,6 +147,9 @@ class RedisState:
 
     # ---- health --------------------------------------------------------------------------
     def failed(self, exc: BaseException) -> None:
+        """Record a Redis failure (opens the breaker); a cancellation disguised as one is re-raised."""
+        if cancelling():
+            raise asyncio.CancelledError from exc
         if self.breaker.failed(self.clock()):
             log.warning(
                 "shared state: redis unreachable (%s: %s); serving from local state, "
@@ -219,7 +226,7 @@ class RedisState:
         return True
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopped:
             await self.sync_once()
             await asyncio.sleep(self.settings.sync_interval_s)
 
@@ -236,12 +243,11 @@ class RedisState:
         Idempotent: ``stop(release=False)`` simulates a crash in tests, the later stop is a no-op."""
         if self._stopped:
             return
-        self._stopped = True
+        self._stopped = True  # the loops end at their next turn even if a cancel got swallowed
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=max(1.0, 2 * self.settings.socket_timeout_s))
         self._tasks = []
         if release and self.breaker.allow(self.clock()):
             keys, args = [self.k_instances, self.k_leader], [self.instance_id]  # type: list[str], list[str | int]

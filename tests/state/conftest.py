@@ -6,23 +6,30 @@ import asyncio
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 
+from concurproxy.config import load_policy
+from concurproxy.config.models import Policy
 from concurproxy.server.app import running_proxy
 from concurproxy.server.assembly import build_components
 from concurproxy.server.components import Components
 from concurproxy.state.config import SharedStateSettings
 from concurproxy.state.redis_state import RedisState
 from concurproxy.testing.stub_upstream import StubBehaviour, running_stub
-from tests.conftest import make_policy
 
 REDIS = shutil.which("redis-server")
+
+
+def make_policy(upstreams: list[str], **overrides: Any) -> Policy:
+    doc: dict[str, Any] = {"upstreams": [{"url": u, "name": f"r{i}"} for i, u in enumerate(upstreams)]}
+    doc.update(overrides)
+    return load_policy(overrides=doc, env={})
 
 
 def _free_port() -> int:
@@ -101,7 +108,7 @@ class Instance:
 
 
 @asynccontextmanager
-async def fleet(
+async def _fleet(
     redis_url: str,
     n_instances: int,
     stubs: list[StubBehaviour],
@@ -124,8 +131,24 @@ async def fleet(
         yield instances, stack, session
 
 
-async def eventually(pred: Any, timeout_s: float = 5.0) -> None:
+async def _eventually(pred: Any, timeout_s: float = 5.0) -> None:
     """Bounded wait for a cross-process effect (Redis, pub/sub); fails the test past ``timeout_s``."""
     async with asyncio.timeout(timeout_s):
         while not pred():  # noqa: ASYNC110 - polls state that another process (Redis) changes
             await asyncio.sleep(0.01)
+
+
+Fleet = Callable[..., AbstractAsyncContextManager[tuple[list[Instance], AsyncExitStack, aiohttp.ClientSession]]]
+Eventually = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def fleet() -> Fleet:
+    """``async with fleet(redis_url, n, stubs, **policy) as (instances, stack, session)``."""
+    return _fleet
+
+
+@pytest.fixture
+def eventually() -> Eventually:
+    """``await eventually(pred, timeout_s=5)``: bounded wait for a cross-process effect."""
+    return _eventually

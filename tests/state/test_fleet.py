@@ -10,7 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from concurproxy.testing.stub_upstream import StubBehaviour
-from tests.state.conftest import Instance, RedisServer, eventually, fleet
+
+Instance = Any  # tests/state/conftest.py: Instance
+RedisServer = Any
 
 pytestmark = pytest.mark.redis
 
@@ -30,7 +32,9 @@ def pinned(inst: Instance, agent: str) -> str | None:
     return pins.get(f"anonymous/{agent}", inst.components.clock())  # type: ignore[no-any-return]
 
 
-async def test_steps_of_one_agent_through_three_instances_land_on_one_replica(redis_server: RedisServer) -> None:
+async def test_steps_of_one_agent_through_three_instances_land_on_one_replica(
+    redis_server: RedisServer, fleet: Any, eventually: Any
+) -> None:
     async with fleet(redis_server.url, 3, [StubBehaviour(), StubBehaviour(), StubBehaviour()]) as (insts, _, s):
         for k in range(6):
             agent = f"a{k}"
@@ -43,7 +47,9 @@ async def test_steps_of_one_agent_through_three_instances_land_on_one_replica(re
                 assert (status, replica) == (200, first)
 
 
-async def test_three_instances_respect_one_static_window(redis_server: RedisServer) -> None:
+async def test_three_instances_respect_one_static_window(
+    redis_server: RedisServer, fleet: Any, eventually: Any
+) -> None:
     stub = StubBehaviour(chunks=3, chunk_delay_s=0.01)
     async with fleet(redis_server.url, 3, [stub], admission=STATIC2) as (insts, _, s):
         peak = 0
@@ -73,7 +79,9 @@ async def test_three_instances_respect_one_static_window(redis_server: RedisServ
         assert all(st["replicas"]["r0"]["window"] == 2 for st in states)
 
 
-async def test_a_killed_instance_leaks_no_slot_after_the_lease(redis_server: RedisServer) -> None:
+async def test_a_killed_instance_leaks_no_slot_after_the_lease(
+    redis_server: RedisServer, fleet: Any, eventually: Any
+) -> None:
     async with fleet(redis_server.url, 2, [StubBehaviour()], admission=STATIC2) as (insts, _, s):
         assert (await step(s, insts[0], "x"))[0] == 200
         assert (await step(s, insts[0], "y"))[0] == 200
@@ -85,13 +93,16 @@ async def test_a_killed_instance_leaks_no_slot_after_the_lease(redis_server: Red
             assert await redis.zcard("{cp}:leases:r0") == 2
             await eventually(lambda: insts[1].state.share("r0").others == 0, timeout_s=5)  # lease_s = 1
             assert await redis.zcard("{cp}:leases:r0") == 0
+            await eventually(lambda: insts[1].state.is_leader)  # the survivor leads (lock TTL 0.5 s)
         finally:
             await redis.aclose()
         results = await asyncio.gather(step(s, insts[1], "p"), step(s, insts[1], "q"))
         assert [r[0] for r in results] == [200, 200]
 
 
-async def test_redis_stopped_and_restarted_mid_run_loses_no_request(redis_server: RedisServer) -> None:
+async def test_redis_stopped_and_restarted_mid_run_loses_no_request(
+    redis_server: RedisServer, fleet: Any, eventually: Any
+) -> None:
     stub = StubBehaviour(chunks=2, chunk_delay_s=0.005)
     admission: dict[str, Any] = {**STATIC2, "static": {"window": 4}}
     async with fleet(redis_server.url, 2, [stub, StubBehaviour()], admission=admission) as (insts, _, s):

@@ -9,13 +9,19 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
+from concurproxy.config import load_policy
+from concurproxy.config.models import Policy
 from concurproxy.server.app import running_proxy
 from concurproxy.server.assembly import build_components
 from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.server.stages.shared import SharedAdmissionStage
 from concurproxy.state.config import SharedStateSettings
 from concurproxy.testing.stub_upstream import StubBehaviour, running_stub
-from tests.conftest import make_policy
+
+
+def make_policy(upstreams: list[str], **overrides: Any) -> Policy:
+    doc: dict[str, Any] = {"upstreams": [{"url": u, "name": f"r{i}"} for i, u in enumerate(upstreams)]}
+    return load_policy(overrides={**doc, **overrides}, env={})
 
 
 def test_memory_backend_builds_no_shared_state() -> None:
