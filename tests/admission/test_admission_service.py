@@ -265,10 +265,10 @@ async def test_idle_agent_expires_and_its_slot_goes_to_the_waiter() -> None:
 async def test_gate_adapter_records_usage_releases_done_agents_and_keeps_outcome() -> None:
     from types import SimpleNamespace
 
-    from concurproxy.admission import AdmissionGateAdapter
+    from concurproxy.server.stages.admission import AdmissionStage
 
     svc = service(window=1)
-    gate = AdmissionGateAdapter(svc)
+    gate = AdmissionStage(svc)
 
     def ctx(agent: str, done: bool) -> Any:
         return SimpleNamespace(step=step(agent), replica=SimpleNamespace(id="r0"), usage=None,
