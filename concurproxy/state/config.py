@@ -1,7 +1,7 @@
 """Tunables of the shared state (Redis backend).
 
-They are read from ``policy.state`` when that model has the field (the lead
-adds them to ``StateConfig``), else the defaults below apply.
+The documented fields live in the policy's ``state`` section (``StateConfig``);
+this model is the internal, validated copy the backend uses.
 """
 
 from __future__ import annotations
