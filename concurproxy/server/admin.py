@@ -88,6 +88,7 @@ async def state(request: web.Request) -> web.Response:
             },
             "replicas": replicas,
             "admission": admission,
+            "shared_state": c.shared_state.state() if c.shared_state is not None else {"backend": "memory"},
             "shutting_down": c.shutting_down,
         }
     )
