@@ -40,7 +40,6 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from concurproxy.config.models import Policy
@@ -51,14 +50,15 @@ from concurproxy.routing import NoHealthyReplica, ReplicaView, RouteRequest
 from concurproxy.simulate.decide import DecisionCore, priority_of
 from concurproxy.simulate.fastengine import make_engine
 from concurproxy.simulate.fleet import Fleet
-from concurproxy.simulate.record import SimReport, admission_totals, fleet_figures, replica_figures
+from concurproxy.simulate.record import SimReport
 from concurproxy.simulate.replica import SimReplica, replica_views
+from concurproxy.simulate.report import build_report
 from concurproxy.simulate.steps import Ev, SimTask, StepRun
 from concurproxy.simulate.workload import AgentTokens, TaskTokens
 from concurproxy.worker.engine import RequestRejected
 from loadgen.generator import iter_tasks
 from loadgen.plan import TaskPlan
-from loadgen.results import Meta, Results, StepResult, TaskResult
+from loadgen.results import StepResult, TaskResult
 from loadgen.scenario import Closed, Scenario
 
 
@@ -178,7 +178,7 @@ class Simulation:
                 )
             )
         self.cpu_seconds = time.process_time() - cpu0
-        return self._report(end, time.perf_counter() - wall0, truncated)
+        return build_report(self, end, time.perf_counter() - wall0, truncated)
 
     def _more_arrivals(self) -> bool:
         return any(k == Ev.arrival for _, _, k, _ in self._heap)
@@ -314,27 +314,7 @@ class Simulation:
 
     def _answer(self, run: StepRun, status: int, error: str, retry: float | None, retryable: bool = True) -> None:
         """An error answer to the client; the load generator retries 429/503 while it has attempts."""
-        spec = run.spec
-        self.steps.append(
-            StepResult(
-                spec.task_id,
-                spec.agent_id,
-                spec.role,
-                run.task.plan.tenant,
-                spec.index,
-                run.attempt,
-                run.start,
-                self.now,
-                status,
-                None,
-                run.wait_s * 1000.0,
-                None,
-                0,
-                0,
-                spec.max_tokens,
-                error,
-            )
-        )
+        self.steps.append(run.result(self.now, status, error=error))
         r = self.sc.retry
         if status in (429, 503) and retryable and run.attempt < r.max_attempts:
             wait = retry if retry is not None else r.backoff_s * 2 ** (run.attempt - 1)
@@ -399,25 +379,9 @@ class Simulation:
         if spec.agent_done:
             core.router.release(run.info.agent_id)
         self.steps.append(
-            StepResult(
-                spec.task_id,
-                spec.agent_id,
-                spec.role,
-                run.task.plan.tenant,
-                spec.index,
-                run.attempt,
-                run.start,
-                now,
-                200,
-                run.ttft,
-                run.wait_s * 1000.0,
-                rep.id,
-                prompt_tokens,
-                output_tokens,
-                run.max_tokens,
-                None,
-            )
-        )
+            run.result(now, 200, replica=rep.id, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
+                       max_tokens=run.max_tokens)
+        )  # fmt: skip
         self._grant(rep.id)
         task = run.task
         if task.status != "running":
@@ -463,38 +427,6 @@ class Simulation:
         adm.drain_events()
 
     # ---- report -----------------------------------------------------------------------------
-    def _report(self, end: float, wall: float, truncated: bool) -> SimReport:
-        meta = Meta(
-            scenario=self.sc.name,
-            target=f"simulate:{self.fleet.name}",
-            seed=self.seed,
-            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            elapsed_s=end,
-            label=self.opt.label or f"sim {self.fleet.name}",
-            truncated=truncated,
-        )
-        results = Results(meta, self.steps, self.tasks)
-        states = self.core.admission.state(end)
-        reps = [
-            replica_figures(r, end, st.counters if st else None, st.window if st else 0)
-            for r in self.replicas
-            for st in [states.get(r.id)]
-        ]
-        totals = admission_totals(states.values())
-        steps = sum(r.engine.iterations for r in self.replicas)
-        fleet = fleet_figures(
-            results,
-            reps,
-            self.replicas,
-            seconds=end,
-            wall=wall,
-            cpu=self.cpu_seconds,
-            engine_steps=steps,
-            engine_calls=self.engine_calls,
-            decisions=self.decisions,
-            admission=totals,
-        )
-        return SimReport(results, fleet)
 
 
 def simulate(fleet: Fleet, policy: Policy, scenario: Scenario, options: SimOptions | None = None) -> SimReport:

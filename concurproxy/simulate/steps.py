@@ -10,6 +10,7 @@ from concurproxy.control.admission import Ticket
 from concurproxy.control.types import StepInfo
 from concurproxy.simulate.workload import AgentTokens, TaskTokens
 from loadgen.plan import Chain, StepSpec, TaskPlan
+from loadgen.results import StepResult
 
 
 class Ev(IntEnum):
@@ -56,3 +57,22 @@ class StepRun:
     @property
     def spec(self) -> StepSpec:
         return self.chain[self.pos]
+
+    def result(
+        self,
+        now: float,
+        status: int,
+        *,
+        replica: str | None = None,
+        prompt_tokens: int = 0,
+        output_tokens: int = 0,
+        max_tokens: int | None = None,
+        error: str | None = None,
+    ) -> StepResult:
+        """This attempt as the load generator records a step (same format as a real run)."""
+        spec = self.spec
+        return StepResult(
+            spec.task_id, spec.agent_id, spec.role, self.task.plan.tenant, spec.index, self.attempt,
+            self.start, now, status, self.ttft if status == 200 else None, self.wait_s * 1000.0, replica,
+            prompt_tokens, output_tokens, spec.max_tokens if max_tokens is None else max_tokens, error,
+        )  # fmt: skip

@@ -1,0 +1,44 @@
+"""Turn a finished simulation into its report: loadgen results plus fleet-level figures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from concurproxy.simulate.record import SimReport, admission_totals, fleet_figures, replica_figures
+from loadgen.results import Meta, Results
+
+if TYPE_CHECKING:
+    from concurproxy.simulate.sim import Simulation
+
+
+def build_report(sim: Simulation, end: float, wall: float, truncated: bool) -> SimReport:
+    meta = Meta(
+        scenario=sim.sc.name,
+        target=f"simulate:{sim.fleet.name}",
+        seed=sim.seed,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        elapsed_s=end,
+        label=sim.opt.label or f"sim {sim.fleet.name}",
+        truncated=truncated,
+    )
+    results = Results(meta, sim.steps, sim.tasks)
+    states = sim.core.admission.state(end)
+    reps = [
+        replica_figures(r, end, st.counters if st else None, st.window if st else 0)
+        for r in sim.replicas
+        for st in [states.get(r.id)]
+    ]
+    fleet = fleet_figures(
+        results,
+        reps,
+        sim.replicas,
+        seconds=end,
+        wall=wall,
+        cpu=sim.cpu_seconds,
+        engine_steps=sum(r.engine.iterations for r in sim.replicas),
+        engine_calls=sim.engine_calls,
+        decisions=sim.decisions,
+        admission=admission_totals(states.values()),
+    )
+    return SimReport(results, fleet)
