@@ -18,9 +18,9 @@ from concurproxy.config.server import (
 )
 
 
-class StateConfig(Model):
-    backend: str = Field("memory", pattern="^(memory|redis)$")
-    redis_url: str | None = Field(None, description="redis://, rediss://, redis+sentinel:// or a cluster URL.")
+class SharedStateTunables(Model):
+    """Shared-state (Redis) tunables; the backend copies them into its own settings."""
+
     lease_s: float = Field(10.0, gt=0, description="An agent's slot lease; renewed every sync while it is active.")
     sync_interval_s: float = Field(0.5, gt=0, description="Lease renewal, window and peer-count sync period.")
     leader_ttl_s: float = Field(3.0, gt=0, description="Leader lock TTL (renewed every sync by the leader).")
@@ -30,6 +30,11 @@ class StateConfig(Model):
     retry_after_s: float = Field(1.0, gt=0, description="Circuit breaker: how long to stay local after a failure.")
     key_prefix: str = Field("{cp}:", description="Key prefix; the {hash tag} keeps all keys in one Cluster slot.")
     instance_id: str | None = Field(None, description="This instance's id in Redis (default: host-pid-random).")
+
+
+class StateConfig(SharedStateTunables):
+    backend: str = Field("memory", pattern="^(memory|redis)$")
+    redis_url: str | None = Field(None, description="redis://, rediss://, redis+sentinel:// or a cluster URL.")
 
 
 class TelemetryConfig(Model):
