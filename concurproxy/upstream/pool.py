@@ -33,8 +33,8 @@ class ReplicaPool:
         self.health_cfg = health
         self._listeners: list[HealthListener] = []
         self._task: asyncio.Task[None] | None = None
-        self._models_key: tuple[tuple[str, ...], ...] | None = None
         self._models_set: frozenset[str] | None = None
+        self._refresh_models()
 
     # --- membership -------------------------------------------------------------
     def __iter__(self):  # type: ignore[no-untyped-def]
@@ -61,27 +61,25 @@ class ReplicaPool:
 
     def knows_model(self, model: str) -> bool | None:
         """True/False when every replica has reported its models; None when unknown."""
-        known = self._known_models()
-        if known is None:
-            return None
-        return model in known
+        known = self._models_set
+        return None if known is None else model in known
 
-    def _known_models(self) -> frozenset[str] | None:
-        # Cached per (replica, models) state: checked on every step, changes only on health checks.
-        key = tuple(r.models for r in self._replicas.values())
-        if key != self._models_key:
-            self._models_key = key
-            self._models_set = None if any(not m for m in key) else frozenset(x for m in key for x in m)
-        return self._models_set
+    def _refresh_models(self) -> None:
+        # Read on every step, changed only by membership and model discovery: recompute there.
+        lists = [r.models for r in self._replicas.values()]
+        self._models_set = None if any(not m for m in lists) else frozenset(x for m in lists for x in m)
 
     def add(self, replica: Replica) -> None:
         if replica.id in self._replicas:
             raise ValueError(f"replica {replica.id!r} already in the pool")
         self._replicas[replica.id] = replica
+        self._refresh_models()
 
     def remove(self, replica_id: str) -> Replica | None:
         """Take a replica out of the pool; steps already on it keep their reference and finish."""
-        return self._replicas.pop(replica_id, None)
+        gone = self._replicas.pop(replica_id, None)
+        self._refresh_models()
+        return gone
 
     def add_listener(self, fn: HealthListener) -> None:
         self._listeners.append(fn)
@@ -116,8 +114,9 @@ class ReplicaPool:
                     if resp.status == 200:
                         data = orjson.loads(await resp.read())
                         ids = tuple(m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m)
-                        if ids:
+                        if ids and ids != r.models:
                             r.models = ids
+                            self._refresh_models()
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, OSError) as exc:
             self.mark_failure(r, f"health check: {type(exc).__name__}: {exc}"[:200])
             return
