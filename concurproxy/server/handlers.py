@@ -7,9 +7,7 @@ order of the stages. Everything that can fail turns into a `ProxyError`.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
 import time
 import zlib
 from dataclasses import replace
@@ -35,22 +33,6 @@ log = logging.getLogger("concurproxy.server")
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
-_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
-
-class RequestIds:
-    """Cheap unique ids: a random per-process prefix and a counter."""
-
-    def __init__(self) -> None:
-        self._prefix = os.urandom(4).hex()
-        self._n = itertools.count(1)
-
-    def next(self, client_value: str | None) -> str:
-        if client_value and len(client_value) <= 64 and set(client_value) <= _REQUEST_ID_OK:
-            return client_value
-        return f"{self._prefix}-{next(self._n):x}"
-
-
 def parse_body(raw: bytes, route: str, max_messages: int = 4096) -> dict[str, Any]:
     if not raw:
         raise bad_request("the request body is empty; send a JSON object", code="invalid_json")
@@ -91,7 +73,6 @@ def parse_body(raw: bytes, route: str, max_messages: int = 4096) -> dict[str, An
 class CompletionHandler:
     def __init__(self, components: Components) -> None:
         self.c = components
-        self.ids = RequestIds()
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         return await self.handle(request, CHAT)
@@ -109,7 +90,7 @@ class CompletionHandler:
     async def _handle(self, request: web.Request, route: str) -> web.StreamResponse:
         started = time.perf_counter()
         c = self.c
-        request_id = request.get(REQUEST_ID_KEY) or self.ids.next(request.headers.get("X-Request-Id"))
+        request_id = request[REQUEST_ID_KEY]  # set by the request-id middleware (client's id when safe)
         if c.shutting_down:
             raise ProxyError(503, "shutting_down", "this proxy instance is shutting down; retry", retry_after_s=1)
         limits = c.policy.limits
