@@ -42,6 +42,7 @@ class MetricsListener:
             duration_s=max(0.0, self._clock() - ctx.started),
             replica=replica,
             ttft_s=ctx.ttft_s,
+            upstream_s=ctx.upstream_s,
             prompt_tokens=usage.prompt_tokens if usage is not None else 0,
             completion_tokens=usage.completion_tokens if usage is not None else 0,
         )

@@ -9,11 +9,11 @@ fairness charge.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 
 from concurproxy.control.fairness.base import FairnessParams
 from concurproxy.server.hooks import StepContext
+from concurproxy.telemetry.listener import MetricsListener
 from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.upstream.replica import Replica
 
@@ -21,31 +21,19 @@ from concurproxy.upstream.replica import Replica
 class StepMetrics:
     """StepListener: one call per ended step (any outcome)."""
 
-    __slots__ = ("_charged", "block_tokens", "fairness", "m")
+    __slots__ = ("_charged", "_steps", "block_tokens", "fairness", "m")
 
     def __init__(self, metrics: ProxyMetrics, block_tokens: int, fairness: FairnessParams) -> None:
         self.m = metrics
+        self._steps = MetricsListener(metrics)
         self.block_tokens = block_tokens
         self.fairness = fairness
         self._charged: dict[str, float] = defaultdict(float)
 
     def on_step_end(self, ctx: StepContext, now: float) -> None:
+        self._steps.on_step_end(ctx, now)  # requests, latency, TTFT, upstream time, tokens, queue wait
         m, step, usage = self.m, ctx.step, ctx.usage
         replica = ctx.replica.id if ctx.replica is not None else None
-        m.observe_step(
-            route=ctx.route,
-            tenant=step.tenant,
-            role=step.role,
-            status=ctx.status or 499,  # 0: the client went away before a status was chosen
-            duration_s=max(0.0, time.perf_counter() - ctx.started),
-            replica=replica,
-            ttft_s=ctx.ttft_s,
-            upstream_s=ctx.upstream_s,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-        )
-        if replica is not None:
-            m.observe_queue_wait(replica, step.role, ctx.queue_wait_s)
         d = ctx.route_decision
         if d is not None:
             m.routing_decision(
