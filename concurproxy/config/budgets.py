@@ -55,6 +55,17 @@ class FairnessConfig(Model):
     max_bypass_s: float = Field(5.0, ge=0, description="A long step is never passed over for longer than this.")
 
 
+class BudgetsConfig(Model):
+    """Memory bounds of the stopping-discipline counters (``roles.*.max_steps_per_task``)."""
+
+    task_ttl_s: float = Field(
+        3600.0, gt=0, description="A task's step counters are forgotten this long after its last step."
+    )
+    max_tracked_tasks: int = Field(
+        100_000, ge=1, description="At most this many task counters are kept; the least recently used go first."
+    )
+
+
 class AuthConfig(Model):
     allow_anonymous: bool = Field(
         True, description="Serve requests without a known key as tenant 'anonymous' (local use; off in production)."

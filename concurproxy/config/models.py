@@ -6,7 +6,7 @@ from pydantic import Field
 
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.config.base import Model
-from concurproxy.config.budgets import AuthConfig, FairnessConfig, RoleConfig, TenantConfig
+from concurproxy.config.budgets import AuthConfig, BudgetsConfig, FairnessConfig, RoleConfig, TenantConfig
 from concurproxy.config.routing import RoutingConfig
 from concurproxy.config.server import (
     HealthCheckConfig,
@@ -57,6 +57,7 @@ class Policy(Model):
     admission: AdmissionConfig = AdmissionConfig()
     roles: dict[str, RoleConfig] = Field(default_factory=dict)
     tenants: list[TenantConfig] = Field(default_factory=list)
+    budgets: BudgetsConfig = BudgetsConfig()
     fairness: FairnessConfig = FairnessConfig()
     routing: RoutingConfig = RoutingConfig()
     state: StateConfig = StateConfig()

@@ -91,7 +91,7 @@ def build_components(
     components.tracing = build_tracing(policy.telemetry, span_exporter)
     components.rate_limiter = components.make_rate_limiter(policy)
     components.reload_status.fingerprint = fingerprint(policy)
-    budgets = BudgetStage(BudgetEngine(BudgetLimits.from_policy(policy.roles, policy.tenants, policy.fairness)))
+    budgets = BudgetStage(BudgetEngine(BudgetLimits.for_policy(policy)))
     components.budgets = budgets
     components.listeners.extend(
         [components.calibration, budgets, routing, StepMetrics(metrics, policy.routing.block_tokens, params)]

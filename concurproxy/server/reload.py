@@ -45,7 +45,7 @@ def apply_policy(c: Components, new: Policy) -> list[str]:
     changes: list[str] = []
     c.tenants.directory = directory
     if isinstance(c.budgets, BudgetStage):
-        c.budgets.reconfigure(BudgetLimits.from_policy(new.roles, new.tenants, new.fairness))
+        c.budgets.reconfigure(BudgetLimits.for_policy(new))
     changes += _apply_upstreams(c, new)
     for section in RESTART_ONLY:
         if getattr(old, section) != getattr(new, section):

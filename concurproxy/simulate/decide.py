@@ -42,7 +42,7 @@ class DecisionCore:
         )
         return cls(
             policy=policy,
-            budgets=BudgetEngine(BudgetLimits.from_policy(policy.roles, policy.tenants, policy.fairness)),
+            budgets=BudgetEngine(BudgetLimits.for_policy(policy)),
             router=build_router(policy.routing),
             admission=admission,
             tenants=TenantDirectory.from_policy(policy.tenants, policy.auth, env={}),

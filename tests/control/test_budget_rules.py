@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from concurproxy.config.budgets import FairnessConfig, RoleConfig, TenantConfig
+from concurproxy.config import load_policy
+from concurproxy.config.budgets import BudgetsConfig, FairnessConfig, RoleConfig, TenantConfig
 from concurproxy.control.budgets import (
     Allow,
     BudgetEngine,
@@ -16,12 +19,14 @@ from concurproxy.control.budgets import (
 )
 from concurproxy.control.types import StepInfo
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def engine(
-    roles: dict[str, RoleConfig], tenants: list[TenantConfig] | None = None, **kw: float
+    roles: dict[str, RoleConfig], tenants: list[TenantConfig] | None = None, budgets: BudgetsConfig | None = None
 ) -> BudgetEngine:
     fair = FairnessConfig(input_weight=1.0, output_weight=2.0)
-    return BudgetEngine(BudgetLimits.from_policy(roles, tenants or [], fair, **kw))  # type: ignore[arg-type]
+    return BudgetEngine(BudgetLimits.from_policy(roles, tenants or [], fair, budgets))
 
 
 def step(
@@ -165,7 +170,9 @@ def test_max_steps_per_task_counts_per_task_and_role() -> None:
 
 
 def test_step_counters_expire_after_ttl_and_stay_bounded() -> None:
-    e = engine({"critic": RoleConfig(max_steps_per_task=1)}, task_ttl_s=60.0, max_tracked_tasks=100)
+    e = engine(
+        {"critic": RoleConfig(max_steps_per_task=1)}, budgets=BudgetsConfig(task_ttl_s=60, max_tracked_tasks=100)
+    )
     assert isinstance(e.check(step(role="critic"), 0.0), Allow)
     assert isinstance(e.check(step(role="critic"), 59.0), Deny)
     assert isinstance(e.check(step(role="critic"), 60.0), Allow)  # forgotten after 60 s idle
@@ -193,10 +200,31 @@ def test_reconfigure_keeps_levels_and_caps_them() -> None:
     e = engine({"planner": RoleConfig(tokens_per_min=6000)})
     d = e.check(step(prompt=1000, max_tokens=0), 0.0)
     assert isinstance(d, Allow)
-    e.reconfigure(
-        BudgetLimits.from_policy({"planner": RoleConfig(tokens_per_min=3000)}, [], FairnessConfig())
-    )
+    e.reconfigure(BudgetLimits.from_policy({"planner": RoleConfig(tokens_per_min=3000)}, [], FairnessConfig()))
     assert e.bucket_level("acme", "planner", 0.0) == 3000  # 5000 capped to the new capacity
     e.reconfigure(BudgetLimits.from_policy({}, [], FairnessConfig()))
     assert e.bucket_level("acme", "planner", 0.0) is None
     assert e.settle(d.reservation, 10, 10, 0.0)  # settling against a removed budget is harmless
+
+
+def test_task_counter_bounds_come_from_the_policy_file(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text("roles: {critic: {max_steps_per_task: 1}}\nbudgets: {task_ttl_s: 30, max_tracked_tasks: 5}\n")
+    policy = load_policy(f, env={})
+    e = BudgetEngine(BudgetLimits.for_policy(policy))
+    assert (e.limits.task_ttl_s, e.limits.max_tracked_tasks) == (30.0, 5)
+    assert isinstance(e.check(step(role="critic"), 0.0), Allow)
+    assert isinstance(e.check(step(role="critic"), 29.0), Deny)
+    assert isinstance(e.check(step(role="critic"), 30.0), Allow)  # forgotten after 30 s idle
+    for i in range(50):
+        e.check(step(role="critic", task=f"x{i}"), 31.0)
+    assert e.tracked_tasks == 5
+    e.reconfigure(BudgetLimits.for_policy(load_policy(ROOT / "policies" / "default.yaml", env={})))
+    assert (e.limits.task_ttl_s, e.limits.max_tracked_tasks) == (3600.0, 100_000)  # what default.yaml documents
+
+
+def test_task_counter_bounds_are_validated() -> None:
+    with pytest.raises(ValueError, match="task_ttl_s"):
+        BudgetsConfig(task_ttl_s=0)
+    with pytest.raises(ValueError, match="max_tracked_tasks"):
+        BudgetsConfig(max_tracked_tasks=0)

@@ -1,6 +1,6 @@
 """Per-role / per-tenant token budgets and stopping discipline (pure core).
 
-Entry point: `BudgetEngine(BudgetLimits.from_policy(policy.roles, policy.tenants, policy.fairness))`,
+Entry point: `BudgetEngine(BudgetLimits.for_policy(policy))`,
 then per step ``check`` → (``settle`` | ``refund``). See `engine` for the exact rules.
 """
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from concurproxy.config.budgets import FairnessConfig, RoleConfig, TenantConfig
+from concurproxy.config.budgets import BudgetsConfig, FairnessConfig, RoleConfig, TenantConfig
+
+if TYPE_CHECKING:
+    from concurproxy.config.models import Policy
 
 DEFAULT_ROLE = "default"
 
@@ -50,8 +54,12 @@ class BudgetLimits:
     tenant_tokens_per_min: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     input_weight: float = 1.0
     output_weight: float = 2.0
-    task_ttl_s: float = 3600.0  # a task's step counters are forgotten this long after its last step
-    max_tracked_tasks: int = 100_000  # memory bound: oldest task counters dropped beyond this
+    task_ttl_s: float = BudgetsConfig().task_ttl_s  # step counters forgotten this long after a task's last step
+    max_tracked_tasks: int = BudgetsConfig().max_tracked_tasks  # memory bound: oldest counters dropped beyond
+
+    @classmethod
+    def for_policy(cls, policy: Policy) -> BudgetLimits:
+        return cls.from_policy(policy.roles, policy.tenants, policy.fairness, policy.budgets)
 
     @classmethod
     def from_policy(
@@ -59,10 +67,9 @@ class BudgetLimits:
         roles: Mapping[str, RoleConfig],
         tenants: Sequence[TenantConfig],
         fairness: FairnessConfig,
-        *,
-        task_ttl_s: float = 3600.0,
-        max_tracked_tasks: int = 100_000,
+        budgets: BudgetsConfig | None = None,
     ) -> BudgetLimits:
+        tunables = budgets or BudgetsConfig()
         return cls(
             roles=MappingProxyType({name: RoleLimits.from_config(r) for name, r in roles.items()}),
             tenant_tokens_per_min=MappingProxyType(
@@ -70,8 +77,8 @@ class BudgetLimits:
             ),
             input_weight=fairness.input_weight,
             output_weight=fairness.output_weight,
-            task_ttl_s=task_ttl_s,
-            max_tracked_tasks=max_tracked_tasks,
+            task_ttl_s=tunables.task_ttl_s,
+            max_tracked_tasks=tunables.max_tracked_tasks,
         )
 
     def effective_role(self, role: str) -> str:
