@@ -22,6 +22,7 @@ from concurproxy.server import admin, handlers
 from concurproxy.server.assembly import background_loops, build_components
 from concurproxy.server.components import COMPONENTS, Components
 from concurproxy.server.forward import Forwarder
+from concurproxy.server.parse_errors import ProxyAppRunner
 from concurproxy.telemetry.logging import install_request_id
 from concurproxy.upstream.http1 import UpstreamPool
 
@@ -148,7 +149,7 @@ async def running_proxy(
 
 
 async def _start(app: web.Application, policy: Policy, host: str, port: int, runners: list[web.AppRunner]) -> str:
-    runner = web.AppRunner(app, **runner_options(policy))  # type: ignore[arg-type]
+    runner = ProxyAppRunner(app, **runner_options(policy))  # type: ignore[arg-type]
     await runner.setup()
     runners.append(runner)
     site = web.TCPSite(runner, host, port, backlog=1024)

@@ -94,20 +94,42 @@ async def test_http_parser_errors_are_client_errors_without_echo(proxy_factory, 
         assert 400 <= status < 500 and b"Traceback" not in body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HTTP-parser-level errors (header > limits.max_header_bytes, duplicate Content-Type, control "
-    "characters, bad method, TE+CL) bypass error_middleware: aiohttp answers text/plain 400 that echoes the "
-    "offending bytes, not the OpenAI JSON error (and not 431 for long headers)",
-)
-@pytest.mark.parametrize("name", ["header_too_long", "duplicate_content_type"])
+EXPECTED_STATUS = {"header_too_long": 431}
+
+
+@pytest.mark.parametrize("name", list(PARSER_LEVEL))
 async def test_http_parser_errors_are_openai_json(proxy_factory, name):
+    """Refused by aiohttp's parser before any handler: still the OpenAI shape, the right status, no echo."""
     async with proxy_factory() as h:
         status, ctype, body = await _raw(h.url, PARSER_LEVEL[name] + b"Connection: close\r\n\r\n{}")
         assert ctype.startswith("application/json"), (status, ctype, body[:120])
-        assert orjson.loads(body)["error"]["code"]
-        if name == "header_too_long":
-            assert status == 431
+        err = orjson.loads(body)["error"]
+        assert err["code"] and err["type"] == "invalid_request_error"
+        assert status == EXPECTED_STATUS.get(name, 400)
+        assert b"aaaa" not in body and b"G@RBAGE" not in body  # the offending bytes are not echoed
+        # The proxy still serves the next client normally.
+        assert (await h.session.get(h.url + "/health")).status == 200
+
+
+async def test_overlong_request_line_is_414(proxy_factory):
+    async with proxy_factory() as h:
+        raw = b"GET /v1/models?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        status, ctype, body = await _raw(h.url, raw)
+        assert (status, ctype.split(";")[0]) == (414, "application/json"), body[:200]
+        assert orjson.loads(body)["error"]["code"] == "uri_too_long"
+
+
+def test_parse_error_classification_covers_aiohttp_server_errors():
+    from aiohttp.http_exceptions import BadStatusLine, LineTooLong
+
+    from concurproxy.server.parse_errors import classify_parse_error
+
+    assert classify_parse_error(400, LineTooLong(b"aaaa...", 8190)).status == 431
+    assert classify_parse_error(400, LineTooLong(b"/v1/models?q...", 8190)).status == 414
+    assert classify_parse_error(400, BadStatusLine(b"x")).status == 400
+    assert classify_parse_error(504, None).code == "timeout"
+    internal = classify_parse_error(500, RuntimeError("secret detail"))
+    assert internal.status == 500 and "secret" not in internal.message
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
