@@ -151,11 +151,11 @@ async def soak(duration_s: float, agents: int, warmup_s: float, workdir: Path) -
     )
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        for p in wports:
-            cmd = [sys.executable, "-m", "concurproxy", "worker", "--profile", "tiny", "--port", str(p)]
+        for port in wports:
+            cmd = [sys.executable, "-m", "concurproxy", "worker", "--profile", "tiny", "--port", str(port)]
             procs.append(_spawn(cmd))
-        for p in wports:
-            await _wait_http(f"http://127.0.0.1:{p}/v1/models")
+        for port in wports:
+            await _wait_http(f"http://127.0.0.1:{port}/v1/models")
         cmd = [sys.executable, "-m", "concurproxy", "serve", "--config", str(cfg), "--port", str(pport)]
         proxy = _spawn(cmd)
         procs.append(proxy)

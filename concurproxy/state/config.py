@@ -22,7 +22,7 @@ def default_instance_id() -> str:
 class SharedStateSettings(SharedStateTunables):
     """The tunables of ``policy.state`` (one definition: `SharedStateTunables`), with an instance id always set."""
 
-    instance_id: str = Field(default_factory=default_instance_id)  # type: ignore[assignment]
+    instance_id: str = Field(default_factory=default_instance_id)
 
     @classmethod
     def from_policy(cls, state_config: Any, **overrides: Any) -> SharedStateSettings:
