@@ -71,6 +71,11 @@ class AuthConfig(Model):
         True, description="Serve requests without a known key as tenant 'anonymous' (local use; off in production)."
     )
     admin_key_sha256: list[str] = Field(default_factory=list, description="sha256 of keys for /admin/*.")
+    metrics_require_admin_key: bool = Field(
+        False,
+        description="/metrics also needs an admin key (Prometheus: authorization.credentials_file); "
+        "only takes effect when admin_key_sha256 is set.",
+    )
 
     @model_validator(mode="after")
     def _hex(self) -> AuthConfig:

@@ -2,6 +2,7 @@
 
 ``/admin/*`` needs an admin key when ``auth.admin_key_sha256`` is set (a key
 distinct from tenants' keys); without it they are open, which suits local use.
+``/metrics`` needs it too when ``auth.metrics_require_admin_key`` is on.
 ``DELETE /v1/agents/{id}`` is a client call: the agent is scoped under the
 caller's tenant, so one tenant cannot release another's agent.
 """
@@ -37,6 +38,8 @@ def _require_admin(request: web.Request) -> Components:
 
 async def metrics(request: web.Request) -> web.Response:
     c = request.app[COMPONENTS]
+    if c.policy.auth.metrics_require_admin_key:
+        _require_admin(request)
     if c.metrics is None:
         raise ProxyError(404, "not_found", "metrics are disabled")
     c.metrics.refresh()  # gauges read from loop-owned state (admission windows) at scrape time

@@ -171,6 +171,17 @@ async def test_admin_key_protects_admin_endpoints(proxy_factory):
         assert r.status == 200
 
 
+async def test_metrics_can_require_the_admin_key(proxy_factory):
+    digest = hashlib.sha256(b"admin-secret").hexdigest()
+    async with proxy_factory(auth={"admin_key_sha256": [digest], "metrics_require_admin_key": True}) as h:
+        r = await h.session.get(h.url + "/metrics")
+        assert r.status == 401 and (await r.json())["error"]["code"] == "admin_key_required"
+        r = await h.session.get(h.url + "/metrics", headers={"Authorization": "Bearer admin-secret"})
+        assert r.status == 200 and "concurproxy_" in await r.text()
+    async with proxy_factory(auth={"admin_key_sha256": [digest]}) as h:  # default: scrapers need no key
+        assert (await h.session.get(h.url + "/metrics")).status == 200
+
+
 async def test_metrics_exposition(proxy_factory):
     async with proxy_factory() as h:
         await h.post("/v1/chat/completions", CHAT, headers=hdr("A"))
