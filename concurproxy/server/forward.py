@@ -1,9 +1,12 @@
 """Send one step upstream and relay the answer: non-streamed, or SSE chunk by chunk.
 
 Retry rule: a step may move to another replica only while nothing has been
-sent to the client (connect errors, a 502/503 before the first byte, a timeout
-before the response headers). Once the client has bytes, an upstream failure
-ends the stream with an OpenAI-shaped error event followed by ``[DONE]``.
+sent to the client: connect errors, a 502/503, a timeout before the response
+headers, a non-streamed body cut off before its end, and a stream that fails (or
+ends) before its first event — response headers go to the client together with
+the first event, not before, so a replica that dies during the prefill costs a
+retry, not the step. Once the client has bytes, an upstream failure ends the
+stream with an OpenAI-shaped error event followed by ``[DONE]``.
 
 Timeouts: connect (``connect_s``), response headers / non-streamed answer
 (``first_byte_s``), silence between two streamed chunks (``idle_s``, enforced by
@@ -93,15 +96,15 @@ class Forwarder:
         return resp
 
     async def relay_json(self, ctx: StepContext, resp: UpstreamResponse) -> web.Response:
+        rid = ctx.replica.id if ctx.replica is not None else "upstream"
         try:
             data = await resp.read()
-        except UpstreamTimeout as exc:
-            raise ProxyError(
-                504, "upstream_timeout", "the model server did not answer in time", retry_after_s=5
-            ) from exc
+        except UpstreamTimeout as exc:  # nothing reached the client yet: retryable
+            why = f"{rid}: the answer did not arrive within {self.timeouts.first_byte_s:g}s"
+            raise UpstreamAttemptFailed("timeout", why, passive_failure=True) from exc
         except UpstreamError as exc:
-            raise ProxyError(
-                502, "upstream_error", f"the model server failed mid-answer: {type(exc).__name__}", retry_after_s=1
+            raise UpstreamAttemptFailed(
+                "connect", f"{rid}: failed mid-answer: {type(exc).__name__}: {exc}", passive_failure=True
             ) from exc
         finally:
             resp.release()
@@ -131,34 +134,32 @@ class Forwarder:
         """Relay SSE events as they arrive. The caller holds ``resp``'s context (closing it aborts upstream)."""
         if resp.status != 200:
             return await self.relay_json(ctx, resp)
-        ctx.status = 200
-        out = web.StreamResponse(status=200, headers=ctx.extra_headers)
-        out.content_type = "text/event-stream"
-        out.headers["Cache-Control"] = "no-cache"
-        out.headers["X-Accel-Buffering"] = "no"
-        await out.prepare(request)
         relay = SSERelay(strip_usage=strip_usage)
         watchdog = _IdleWatchdog(resp, self.timeouts.idle_s)
-        first = True
+        out: web.StreamResponse | None = None  # prepared with the first event (until then a retry is possible)
         try:
             async for chunk in resp.iter_chunks():
                 watchdog.kick()
                 data = relay.feed(chunk)
                 if data:
-                    if first:
+                    if out is None:
+                        out = await self._start_stream(request, ctx)
                         ctx.ttft_s = time.perf_counter() - ctx.started
-                        first = False
                     await _write_to_client(out, data)
             tail = relay.flush()
             if tail:
+                out = out or await self._start_stream(request, ctx)
                 await _write_to_client(out, tail)
         except ClientGone:
             ctx.outcome = "cancelled"  # the caller closes the upstream response: the engine stops
             ctx.usage = relay.usage
             ctx.streamed_chunks = relay.chunks_seen
+            assert out is not None  # only a write raises ClientGone
             return out
         except (UpstreamError, TimeoutError) as exc:
             timed_out = watchdog.fired or isinstance(exc, TimeoutError)
+            if out is None:  # the client has nothing yet: let the caller retry elsewhere
+                raise self._before_first_event(ctx, "timeout" if timed_out else "connect", exc) from exc
             ctx.outcome = "timeout" if timed_out else "error"
             err = (
                 ProxyError(504, "upstream_timeout", f"no data from the model server for {self.timeouts.idle_s:g}s")
@@ -167,6 +168,8 @@ class Forwarder:
             )
             await _write_quietly(out, err.sse_event() + b"data: [DONE]\n\n")
         except Exception:
+            if out is None:
+                raise  # headers not sent: the error middleware answers a plain 500
             # Last-resort guard: headers are gone, so the only correct ending is an error event.
             log.exception("step %s: relay failed", ctx.request_id)
             ctx.outcome = "error"
@@ -175,6 +178,8 @@ class Forwarder:
             )
         finally:
             watchdog.cancel()
+        if out is None:  # a clean end without a single event: the replica went away before answering
+            raise self._before_first_event(ctx, "connect", None)
         ctx.usage = relay.usage
         ctx.streamed_chunks = relay.chunks_seen
         if not relay.done_seen and ctx.outcome == "success":
@@ -186,6 +191,21 @@ class Forwarder:
             )
         await _write_eof_quietly(out)
         return out
+
+    async def _start_stream(self, request: web.Request, ctx: StepContext) -> web.StreamResponse:
+        ctx.status = 200
+        out = web.StreamResponse(status=200, headers=ctx.extra_headers)
+        out.content_type = "text/event-stream"
+        out.headers["Cache-Control"] = "no-cache"
+        out.headers["X-Accel-Buffering"] = "no"
+        await out.prepare(request)
+        return out
+
+    @staticmethod
+    def _before_first_event(ctx: StepContext, kind: str, exc: BaseException | None) -> UpstreamAttemptFailed:
+        rid = ctx.replica.id if ctx.replica is not None else "upstream"
+        why = f"{type(exc).__name__}: {exc}" if exc is not None else "closed without an event"
+        return UpstreamAttemptFailed(kind, f"{rid}: stream failed before its first event ({why})", passive_failure=True)
 
 
 class _IdleWatchdog:

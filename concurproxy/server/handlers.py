@@ -33,6 +33,8 @@ log = logging.getLogger("concurproxy.server")
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
+
+
 def parse_body(raw: bytes, route: str, max_messages: int = 4096) -> dict[str, Any]:
     if not raw:
         raise bad_request("the request body is empty; send a JSON object", code="invalid_json")
@@ -189,6 +191,8 @@ class CompletionHandler:
             candidates = choose_candidates(c.pool, ctx.model, tried)
             if not candidates:
                 break
+            if last_error is not None and c.metrics is not None:
+                c.metrics.upstream_retry(tried[-1], last_error.kind)  # counted against the replica that failed
             with trace.phase("routing") as phase:
                 replica = c.router.pick(ctx, candidates, c.clock())
                 phase.set("concurproxy.route_reason", ctx.route_reason)
@@ -248,7 +252,14 @@ class CompletionHandler:
             phase.inject(up_headers)  # the W3C trace continues into the engine
             try:
                 resp = await c.forwarder.open(ctx, replica, payload, up_headers)
-            except UpstreamAttemptFailed as exc:
+                try:
+                    async with resp:
+                        if ctx.stream:
+                            return await c.forwarder.relay_stream(request, ctx, resp, strip_usage)
+                        return await c.forwarder.relay_json(ctx, resp)
+                finally:
+                    ctx.upstream_s = time.perf_counter() - sent_at
+            except UpstreamAttemptFailed as exc:  # before the first byte reached the client
                 if exc.passive_failure:
                     c.pool.mark_failure(replica, str(exc))
                 retrying = ctx.attempts < c.policy.retry.attempts
@@ -260,13 +271,6 @@ class CompletionHandler:
                     ", retrying" if retrying else "",
                 )
                 return exc
-            try:
-                async with resp:
-                    if ctx.stream:
-                        return await c.forwarder.relay_stream(request, ctx, resp, strip_usage)
-                    return await c.forwarder.relay_json(ctx, resp)
-            finally:
-                ctx.upstream_s = time.perf_counter() - sent_at
 
 
 async def models(request: web.Request) -> web.Response:

@@ -118,9 +118,11 @@ SPECS: tuple[MetricSpec, ...] = (
        "Agents moved to another replica (unhealthy, overloaded, expired ...).", reason=("unhealthy",)),
     # --- upstream ---------------------------------------------------------------------------------
     _c("concurproxy_upstream_errors_total", ("replica", "kind"),
-       "Upstream failures: connect, timeout, status_5xx, reset, protocol ...", kind=("connect",)),
+       "Steps that ended in an upstream failure: error / timeout (answered 5xx after retries), "
+       "mid_stream (the stream had begun: it ended with an error event).", kind=("error",)),
     _c("concurproxy_upstream_retries_total", ("replica", "kind"),
-       "Retries sent to the replica (only before the first byte reached the client).", kind=("connect",)),
+       "Attempts that failed on the replica before the first byte reached the client and were retried "
+       "elsewhere (kind: connect / timeout / status).", kind=("connect",)),
     _g("concurproxy_replica_healthy", R, "1 when the replica is in rotation, 0 when taken out."),
     _g("concurproxy_build_info", ("version",), "Always 1; the proxy version as a label."),
 )  # fmt: skip

@@ -211,3 +211,28 @@ def test_openai_sync_client_streams(proxy_factory):
 
 
 __all__ = ["aiohttp"]
+
+
+async def test_stream_cut_before_its_first_event_is_retried_elsewhere(proxy_factory):
+    # Response headers reach the client with the first event, so a replica that dies during the
+    # prefill (headers sent, no event yet) costs a retry, not the step.
+    cut, good = StubBehaviour(cut_after_chunks=0), StubBehaviour()
+    async with proxy_factory(behaviours=[cut, good], health={"interval_s": 60, "unhealthy_after": 5}) as h:
+        for i in range(4):
+            r = await h.post("/v1/chat/completions", {**CHAT, "stream": True}, headers={"X-Agent-Id": f"a{i}"})
+            assert r.status == 200
+            assert r.headers["x-concurproxy-replica"] == "r1"
+            events = [e for e in (await r.text()).split("\n\n") if e]
+            assert events[-1] == "data: [DONE]" and not any('"error"' in e for e in events)
+        assert cut.seen  # some steps went to the cutting replica first
+        reg = h.components.metrics.registry
+        retries = reg.get_sample_value("concurproxy_upstream_retries_total", {"replica": "r0", "kind": "connect"})
+        assert retries == len(cut.seen)
+        assert all(s.outcome == "success" for s in h.listener.steps)
+
+
+async def test_stream_cut_before_its_first_event_without_a_survivor_is_a_plain_502(proxy_factory):
+    async with proxy_factory(behaviours=[StubBehaviour(cut_after_chunks=0)], retry={"attempts": 1}) as h:
+        r = await h.post("/v1/chat/completions", {**CHAT, "stream": True})
+        assert r.status == 502  # not a 200 stream: nothing had been sent, so the client gets a real status
+        assert_openai_error(await r.json(), "upstream_unavailable")

@@ -159,7 +159,7 @@ def test_prime_creates_zero_series_and_age_counts_from_start() -> None:
     reg, m = make(clock)
     m.prime(replicas=["r0", "r1"], tenants=["t"], roles=["planner"], routes=[CHAT])
     for r in ("r0", "r1"):
-        assert value(reg, "concurproxy_upstream_errors_total", replica=r, kind="connect") == 0
+        assert value(reg, "concurproxy_upstream_errors_total", replica=r, kind="error") == 0
         assert value(reg, "concurproxy_replica_healthy", replica=r) == 1
         assert value(reg, "concurproxy_step_duration_seconds_count", replica=r, role="planner") == 0
     assert (

@@ -53,7 +53,8 @@ class StepMetrics:
             self._charged[step.tenant] += charge
             m.set_fairness_counter(step.tenant, self._charged[step.tenant])
         if ctx.outcome in ("error", "timeout") and replica is not None:
-            m.upstream_error(replica, ctx.outcome)
+            # A stream the client already had (headers go with the first event) ended with an error event.
+            m.upstream_error(replica, "mid_stream" if ctx.stream and ctx.status == 200 else ctx.outcome)
 
 
 def health_listener(metrics: ProxyMetrics):  # type: ignore[no-untyped-def]
