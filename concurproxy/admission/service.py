@@ -13,6 +13,7 @@ from concurproxy.admission.listener import AdmissionListener
 from concurproxy.admission.ticket import StepTicket
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.control.admission.core import AdmissionCore, QueueMaker
+from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.admission.tickets import Admitted, Outcome, Queued, Rejected, Ticket
 from concurproxy.control.limits.base import WindowDecision
 from concurproxy.control.limits.registry import ControllerRegistry
@@ -132,6 +133,14 @@ class AdmissionService:
         self._grant(ticket.replica, now)
         self._flush()
         return first
+
+    def set_shares(self, shares: WindowShares) -> None:
+        """New role shares of the window (startup and reload); waiters they unblock are granted."""
+        now = self.clock()
+        self.core.set_shares(shares, now)
+        for replica in self.core.replicas:
+            self._grant(replica, now)
+        self._flush()
 
     def release_agent(self, agent_id: str) -> bool:
         """The agent finished (``DELETE /v1/agents/{id}``): free its slot."""

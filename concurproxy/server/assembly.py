@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from concurproxy.admission.service import AdmissionService
 from concurproxy.config.models import Policy
+from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.budgets import BudgetEngine, BudgetLimits
 from concurproxy.control.fairness.base import FairnessParams
 from concurproxy.control.fairness.registry import default_registry as fairness_registry
@@ -71,6 +72,7 @@ def build_components(
             listeners=[AdmissionMetricsListener(metrics)],
             core=shared_stage.shared_admission_core(policy.admission, shared, queue_maker) if shared else None,
         )
+        service.set_shares(WindowShares.from_roles(policy.roles))
         watch_admission(metrics, service)  # type: ignore[arg-type]  # structural: core.state(now)
         admission = admission_stage = (
             AdmissionStage(service) if shared is None else shared_stage.SharedAdmissionStage(service, shared)

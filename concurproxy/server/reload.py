@@ -20,8 +20,10 @@ import orjson
 
 from concurproxy.config.load import ConfigError, load_policy
 from concurproxy.config.models import Policy
+from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.budgets import BudgetLimits
 from concurproxy.server.components import Components
+from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.server.stages.budgets import BudgetStage
 from concurproxy.signals.poller import PollTarget
 from concurproxy.tenancy.directory import TenancyError, TenantDirectory
@@ -46,6 +48,8 @@ def apply_policy(c: Components, new: Policy) -> list[str]:
     c.tenants.directory = directory
     if isinstance(c.budgets, BudgetStage):
         c.budgets.reconfigure(BudgetLimits.for_policy(new))
+    if isinstance(c.admission, AdmissionStage):
+        c.admission.service.set_shares(WindowShares.from_roles(new.roles))
     changes += _apply_upstreams(c, new)
     for section in RESTART_ONLY:
         if getattr(old, section) != getattr(new, section):

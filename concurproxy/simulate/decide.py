@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from concurproxy.config.models import Policy
 from concurproxy.control.admission import AdmissionCore
+from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.budgets import BudgetEngine, BudgetLimits
 from concurproxy.control.fairness import FairnessParams, default_registry
 from concurproxy.control.types import PriorityClass
@@ -40,6 +41,7 @@ class DecisionCore:
             policy.admission,
             queue_maker=lambda _replica: registry.queue(policy.fairness.policy, params),
         )
+        admission.set_shares(WindowShares.from_roles(policy.roles), 0.0)
         return cls(
             policy=policy,
             budgets=BudgetEngine(BudgetLimits.for_policy(policy)),

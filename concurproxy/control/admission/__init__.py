@@ -4,6 +4,7 @@ from concurproxy.control.admission.core import AdmissionCore
 from concurproxy.control.admission.events import AdmissionEvent, EventKind
 from concurproxy.control.admission.fifo import FifoQueue
 from concurproxy.control.admission.footprint import Footprint
+from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.admission.state import AgentState, Counters, ReplicaState
 from concurproxy.control.admission.tickets import (
     AdmitResult,
@@ -36,4 +37,5 @@ __all__ = [
     "ReplicaWindow",
     "Ticket",
     "WaiterTimeout",
+    "WindowShares",
 ]

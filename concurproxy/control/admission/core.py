@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.control.admission.events import AdmissionEvent
 from concurproxy.control.admission.fifo import FifoQueue
+from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.admission.state import ReplicaState
 from concurproxy.control.admission.tickets import AdmitResult, Grant, Outcome, Ticket
 from concurproxy.control.admission.window import ExpireResult, ReplicaWindow
@@ -49,18 +50,26 @@ class AdmissionCore:
         self._ids = itertools.count(1)
         self._windows: dict[str, ReplicaWindow] = {}
         self._home: dict[str, str] = {}  # agent_id -> replica holding its slot
+        self._shares = WindowShares()
 
     def window(self, replica: str) -> ReplicaWindow:
         w = self._windows.get(replica)
         if w is None:
             w = ReplicaWindow(replica, self._make_controller(replica), self.config,
                               self._make_queue(replica), ids=self._ids)
+            w.shares = self._shares
             self._windows[replica] = w
         return w
 
     @property
     def replicas(self) -> list[str]:
         return list(self._windows)
+
+    def set_shares(self, shares: WindowShares, now: float) -> None:
+        """Role shares of every replica's window (``roles.*.window_share``; applied on reload too)."""
+        self._shares = shares
+        for w in self._windows.values():
+            w.set_shares(shares, now)
 
     def on_pressure(self, replica: str, snapshot: PressureSnapshot | None, now: float) -> WindowDecision:
         return self.window(replica).on_pressure(snapshot, now)

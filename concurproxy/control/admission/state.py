@@ -26,6 +26,7 @@ class Counters:
     admitted_new: int = 0
     admitted_steps: int = 0
     admitted_starvation: int = 0
+    share_reclaims: int = 0  # slots taken back from burst agents for a role below its window_share
     queued: int = 0
     rejected: int = 0
     timeouts: int = 0

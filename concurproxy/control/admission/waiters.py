@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from concurproxy.control.types import StepInfo, WaitQueue
@@ -34,6 +34,7 @@ class WaiterSet:
         self._by_id: dict[int, Waiter] = {}  # insertion order = arrival order
         self._by_agent: dict[str, list[int]] = {}
         self._resume: dict[int, Waiter] = {}  # paused agents' steps, arrival order
+        self._by_role: dict[str, dict[int, Waiter]] = {}  # arrival order per role (window shares)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -47,6 +48,7 @@ class WaiterSet:
         if resume:
             self._resume[waiter_id] = w
         self._by_agent.setdefault(step.agent_id, []).append(waiter_id)
+        self._by_role.setdefault(step.role, {})[waiter_id] = w
         self.queue.push(waiter_id, step, now)
 
     def oldest(self) -> Waiter | None:
@@ -54,6 +56,11 @@ class WaiterSet:
 
     def oldest_resume(self) -> Waiter | None:
         return next(iter(self._resume.values()), None)
+
+    def oldest_of_roles(self, wanted: Callable[[str], bool]) -> Waiter | None:
+        """The longest-waiting step whose role satisfies ``wanted`` (one call per waiting role)."""
+        heads = [next(iter(ws.values())) for role, ws in self._by_role.items() if wanted(role)]
+        return min(heads, key=lambda w: (w.since, w.waiter_id), default=None)
 
     def next_in_queue(self, now: float) -> Waiter | None:
         wid = self.queue.peek(now)
@@ -87,6 +94,10 @@ class WaiterSet:
     def _forget(self, w: Waiter) -> None:
         del self._by_id[w.waiter_id]
         self._resume.pop(w.waiter_id, None)
+        same_role = self._by_role[w.step.role]
+        del same_role[w.waiter_id]
+        if not same_role:
+            del self._by_role[w.step.role]
         ids = self._by_agent.get(w.step.agent_id)
         if ids is not None:
             ids.remove(w.waiter_id)

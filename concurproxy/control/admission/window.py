@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.control.admission.events import AdmissionEvent, EventKind
 from concurproxy.control.admission.footprint import Footprint
+from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.admission.state import AgentState, Counters, ReplicaState
 from concurproxy.control.admission.tickets import (
     AdmitResult,
@@ -73,6 +74,12 @@ class ReplicaWindow:
       its current step and then loses it. Its next step waits like a new agent.
       Newest-first matches vLLM's own preemption order and keeps the oldest
       agents — the ones closest to finishing and freeing memory — running.
+    * Role shares (``shares``, from ``roles.*.window_share``; see `WindowShares`):
+      a waiter whose role holds fewer slots than its guarantee is served before
+      the queue, and when the window is full a *burst* agent of another role
+      gives its slot back (idle: at once; running: after its current step).
+      Agents within their guarantee rank before burst agents when the window
+      shrinks. No shares configured: none of this applies.
 
     Tickets: every admitted step gets a ``Ticket`` that must be ended once with
     an ``Outcome``; a second ``end`` is a counted no-op.
@@ -108,6 +115,8 @@ class ReplicaWindow:
         self._admit_gap_s: float | None = None
         self._events: list[AdmissionEvent] = []
         self.counters = Counters()
+        self.shares = WindowShares()
+        self._reclaiming: set[str] = set()  # running burst agents that give their slot back after this step
 
     # ---- pressure and window ------------------------------------------------------------
     @property
@@ -196,21 +205,58 @@ class ReplicaWindow:
         grants: list[Grant] = []
         while (oldest := self._waiters.oldest()) is not None:
             starved = now - oldest.since >= self._cfg.starvation_timeout_s
-            resume = None if starved else self._waiters.oldest_resume()
-            w = oldest if starved else resume or self._waiters.next_in_queue(now)
+            share = None if starved else self._share_waiter()
+            resume = None if starved or share else self._waiters.oldest_resume()
+            w = oldest if starved else share or resume or self._waiters.next_in_queue(now)
             if w is None:
                 break
             block = self._block_reason(w.step, now)
-            reason = "resume" if resume is not None else "new"
+            if block == "window-full" and share is not None and self._reclaim(now):
+                block = self._block_reason(w.step, now)
+            reason = "share" if share is not None else "resume" if resume is not None else "new"
             if block is not None:
                 if not (starved and not block.startswith("saturated") and self._stalled(now, w)):
                     break
                 reason = "starvation"
-            self._waiters.take(w, not starved and resume is None, now)
+            self._waiters.take(w, not starved and share is None and resume is None, now)
             grants.append(self._grant_waiter(w, now, reason))
             for other in self._waiters.remove_agent(w.step.agent_id):
                 grants.append(self._grant_waiter(other, now, "in-window"))
         return grants
+
+    # ---- role shares ----------------------------------------------------------------------
+    def set_shares(self, shares: WindowShares, now: float) -> None:
+        self.shares = shares
+        self._reclaiming.clear()
+        self._pause_over_window(now)
+
+    def _share_waiter(self) -> Waiter | None:
+        """The longest-waiting step of a role below its guaranteed share, if any."""
+        if not self.shares:
+            return None
+        counts, w = self.shares.counts(self._agents.values()), self.window
+        return self._waiters.oldest_of_roles(lambda role: self.shares.below(role, counts, w))
+
+    def _reclaim(self, now: float) -> bool:
+        """Take a slot back from a burst agent for a below-share waiter. True: a slot is free now.
+
+        An idle burst agent gives it at once; otherwise the newest running one is
+        marked and gives it when its step ends (one mark at a time: that step end
+        runs grant again)."""
+        victim = self.shares.reclaim_victim(list(self._agents.values()), self.window)
+        if victim is None:
+            return False
+        if victim.running == 0:
+            self._reclaiming.clear()  # a marked agent is no longer needed for this waiter
+            self._give_back(self._agents[victim.agent_id], now)
+            return True
+        if not self._reclaiming:
+            self._reclaiming.add(victim.agent_id)
+        return False
+
+    def _give_back(self, agent: _Agent, now: float) -> None:
+        self.counters.share_reclaims += 1
+        self._drop(agent, EventKind.paused, now, "share-reclaim")
 
     def _stalled(self, now: float, w: Waiter) -> bool:
         ref = w.since if self._last_new_admit is None else max(w.since, self._last_new_admit)
@@ -331,6 +377,7 @@ class ReplicaWindow:
 
     def _drop(self, agent: _Agent, kind: EventKind, now: float, reason: str) -> None:
         del self._agents[agent.agent_id]
+        self._reclaiming.discard(agent.agent_id)
         if kind is EventKind.paused:
             self.counters.paused += 1
             self._paused[agent.agent_id] = now
@@ -341,12 +388,15 @@ class ReplicaWindow:
         self._emit(kind, now, reason, agent_id=agent.agent_id, tenant=agent.tenant)
 
     def _pause_over_window(self, now: float) -> None:
+        for aid in [aid for aid in self._reclaiming if self._agents[aid].running == 0]:
+            self._give_back(self._agents[aid], now)
         w = self.window
         if len(self._agents) <= w:
             return
-        for a in list(self._agents.values())[w:]:
+        agents = list(self._agents.values())
+        for a in self.shares.rank(agents, w)[w:] if self.shares else agents[w:]:
             if a.running == 0:
-                self._drop(a, EventKind.paused, now, "over-window")
+                self._drop(self._agents[a.agent_id], EventKind.paused, now, "over-window")
 
     # ---- events and state --------------------------------------------------------------
     def _emit(
