@@ -7,14 +7,17 @@ persistence) and stops it at the end. It prints:
 
 1. the Redis calls themselves: ``claim`` (the one round trip of a step that
    admits an agent new to this instance) and ``sync_once`` (the background
-   renewal, off the request path), p50/p99 in ms;
+   renewal, off the request path, with 16 shared token buckets and the VTC
+   counters of 2 replica queues riding on it), p50/p99 in ms;
 2. end to end through in-process proxies in front of one instant stub engine:
    steps/s and mean step latency with the memory backend (1 instance) and the
    Redis backend with 1 and 3 instances (clients spread round-robin over the
    instances, each agent's steps hopping to the next instance at every step:
    the worst case, a lease claim and a hand-over per step), the same with each
    agent staying on one instance ("sticky", a held agent costs no round trip),
-   and the latency added per step over the memory backend.
+   and the latency added per step over the memory backend. Every row has a
+   (never exhausted) token budget, so each step reserves and settles one
+   bucket, which the Redis rows share across the instances.
 
 Everything (clients, proxies, stub) shares one event loop, so absolute numbers
 are a floor set by this process's CPU; compare the rows with each other.
@@ -35,9 +38,15 @@ from dataclasses import dataclass
 import aiohttp
 
 from concurproxy.config import load_policy
+from concurproxy.config.budgets import FairnessConfig, RoleConfig
+from concurproxy.control.budgets import BudgetEngine, BudgetLimits
+from concurproxy.control.fairness.base import FairQueue
+from concurproxy.control.fairness.vtc import VTCPolicy
+from concurproxy.control.types import StepInfo
 from concurproxy.server.app import running_proxy
 from concurproxy.server.assembly import build_components
 from concurproxy.state.config import SharedStateSettings
+from concurproxy.state.fleet_sync import BudgetSync, FairnessSync
 from concurproxy.state.redis_state import RedisState
 from concurproxy.testing.stub_upstream import StubBehaviour, running_stub
 
@@ -68,14 +77,36 @@ async def bench_calls(url: str, n: int = 2000) -> None:
         await st.claim("r0", f"a{i % 64}", 1 << 20)
         claim.append(time.perf_counter() - t)
     st.held = lambda: {"r0": {f"a{i}" for i in range(64)}, "r1": set()}
-    sync: list[float] = []
-    for _ in range(200):
+    plain = await _time_syncs(st)
+    _add_budgets_and_fairness(st)
+    shared = await _time_syncs(st)
+    await st.stop()
+    print(f"claim (1 round trip, Lua):              p50 {_pct(claim, 0.5):.3f} ms  p99 {_pct(claim, 0.99):.3f} ms")
+    print(f"sync_once (64 leases, 2 replicas):      p50 {_pct(plain, 0.5):.3f} ms  p99 {_pct(plain, 0.99):.3f} ms")
+    print(f"  + 16 token buckets, 2 VTC queues:     p50 {_pct(shared, 0.5):.3f} ms  p99 {_pct(shared, 0.99):.3f} ms")
+
+
+async def _time_syncs(st: RedisState, n: int = 200) -> list[float]:
+    out: list[float] = []
+    for _ in range(n):
         t = time.perf_counter()
         await st.sync_once()
-        sync.append(time.perf_counter() - t)
-    await st.stop()
-    print(f"claim (1 round trip, Lua):           p50 {_pct(claim, 0.5):.3f} ms  p99 {_pct(claim, 0.99):.3f} ms")
-    print(f"sync_once (64 leases, 2 replicas):   p50 {_pct(sync, 0.5):.3f} ms  p99 {_pct(sync, 0.99):.3f} ms")
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _add_budgets_and_fairness(st: RedisState) -> None:
+    """16 buckets in use and 2 VTC queues charged by 16 tenants, riding on the sync pipeline."""
+    engine = BudgetEngine(BudgetLimits.from_policy({"default": RoleConfig(tokens_per_min=10**9)}, [], FairnessConfig()))
+    st.parts.append(BudgetSync(engine, st, time.monotonic))
+    fairness = FairnessSync(st)
+    st.parts.append(fairness)
+    queues = [fairness.track(lambda _r: FairQueue(VTCPolicy()))(r) for r in ("r0", "r1")]
+    for t in range(16):
+        step = StepInfo(f"t{t}", "default", "a", "", est_prompt_tokens=100, max_tokens=10)
+        engine.check(step, time.monotonic())
+        for q in queues:
+            q.charge(step, 100, 10, 0.0)
 
 
 async def bench_proxies(name: str, redis_url: str | None, n: int, seconds: float, agents: int, hop: bool = True) -> Row:
@@ -86,6 +117,7 @@ async def bench_proxies(name: str, redis_url: str | None, n: int, seconds: float
             doc: dict[str, object] = {
                 "upstreams": [{"url": up, "name": "r0"}],
                 "admission": {"controller": "static", "static": {"window": 1 << 20}},
+                "roles": {"default": {"tokens_per_min": 10**12}},
             }
             if redis_url:
                 doc["state"] = {"backend": "redis", "redis_url": redis_url}

@@ -4,7 +4,8 @@ Per step (hot path) the only Redis call is ``claim`` — one Lua script, one
 round trip — and only when this instance admits an agent it did not hold
 (its first step here, or after a pause). Steps of held agents cost nothing:
 their leases are renewed in bulk by the sync loop, every ``sync_interval_s``,
-in one pipeline (heartbeat + leader lock + one script per replica). Pins are
+in one pipeline (heartbeat + leader lock + one script per replica, and the
+``parts`` that share budgets and fairness counters, see ``fleet_sync.py``). Pins are
 written off the request path by a writer task and reach the other instances
 by pub/sub (see ``pins.py``).
 
@@ -32,6 +33,7 @@ from concurproxy.control.limits.base import WindowController
 from concurproxy.state import scripts
 from concurproxy.state.client import FAILURES, Breaker, cancelling, connect
 from concurproxy.state.config import SharedStateSettings
+from concurproxy.state.fleet_sync import SyncPart
 from concurproxy.state.pins import PinSync
 from concurproxy.state.share import ReplicaShare, SharedWindowController
 
@@ -67,6 +69,7 @@ class RedisState:
         self._renewed: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self.parts: list[SyncPart] = []  # budgets, fairness counters: ride on the sync pipeline
         self._register()
         self.pins = PinSync(self)
 
@@ -77,6 +80,8 @@ class RedisState:
         self._sync = self.client.register_script(scripts.SYNC_REPLICA)
         self._beat = self.client.register_script(scripts.HEARTBEAT)
         self._leave = self.client.register_script(scripts.LEAVE)
+        self.budget_script = self.client.register_script(scripts.BUDGETS)
+        self.vtc_script = self.client.register_script(scripts.VTC)
 
     def configure(self, settings: SharedStateSettings) -> None:
         """Replace the timing settings before ``start`` (tests use short leases); keys and client stay."""
@@ -174,8 +179,11 @@ class RedisState:
 
     # ---- sync loop -----------------------------------------------------------------------
     async def sync_once(self) -> bool:
-        """Renew leases, publish (leader) / read the windows, count peers. False when Redis is down."""
+        """Renew leases, publish (leader) / read the windows, count peers, sync the parts.
+        False when Redis is down."""
         if not self.breaker.allow(self.clock()):
+            for part in self.parts:
+                part.failed()
             return False
         st = self.settings
         held = {r: set(a) for r, a in self.held().items()}
@@ -202,14 +210,21 @@ class RedisState:
                     ]
                     keys = [self.k_leases(r), self.k_window(r), self.k_owners(r)]
                     await self._sync(keys=keys, args=args, client=pipe)
+                counts = [await part.enqueue(pipe) for part in self.parts]
                 results = await pipe.execute()
         except FAILURES as exc:
+            for part in self.parts:
+                part.failed()
             self.failed(exc)
             return False
         self.succeeded()
         live, leader = results[0]
         self.live_instances, self.is_leader = max(1, int(live)), leader == self.instance_id
-        for r, res in zip(replicas, results[1:], strict=True):
+        at = 1 + len(replicas)
+        for part, n in zip(self.parts, counts, strict=True):
+            part.apply(results[at : at + n], self.live_instances)
+            at += n
+        for r, res in zip(replicas, results[1 : 1 + len(replicas)], strict=True):
             mine = held.get(r, set())
             self._renewed[r] = mine
             s = self.share(r)
@@ -270,4 +285,5 @@ class RedisState:
             "claims_denied": self.claims_denied,
             "syncs": self.syncs,
             "replicas": {r: {"window": s.global_window, "others": s.others} for r, s in self._shares.items()},
+            **{k: v for part in self.parts for k, v in part.view().items()},
         }

@@ -9,6 +9,8 @@ Keys (prefix ``{cp}:`` by default; one hash tag = one Cluster slot):
 * ``instances``        ZSET member = instance id, score = liveness expiry (ms)
 * ``leader``           instance id of the leader (SET NX PX leader_ttl)
 * ``pin:<agent>``      replica id (PX pin_ttl); changes are also PUBLISHed on ``pins``
+* ``budget:t:<tenant>``, ``budget:r:<tenant>/<role>``  HASH level, t (ms): a fleet token bucket
+* ``vtc:<replica>``    HASH tenant → weighted service charged by all instances (VTC counters)
 """
 
 from __future__ import annotations
@@ -90,4 +92,33 @@ for k = 3, #KEYS do
   i = i + n + 1
 end
 return 1
+"""
+
+#: KEYS: budget buckets. ARGV: ttl_ms, then per key: capacity, refill per ms, spent since the caller's
+#: last sync. Refill from the bucket's last update (a new bucket starts full), subtract the spend
+#: (may go negative: debt) → {level...} as strings (Lua numbers would be truncated to integers).
+BUDGETS = (
+    _NOW
+    + """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local cap, rate, spent = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  local v = redis.call('HMGET', key, 'level', 't')
+  local level, t = tonumber(v[1]), tonumber(v[2])
+  if not level then level, t = cap, now end
+  level = math.min(cap, level + math.max(0, now - t) * rate) - spent
+  redis.call('HSET', key, 'level', tostring(level), 't', now)
+  redis.call('PEXPIRE', key, ARGV[1])
+  out[i] = tostring(level)
+end
+return out
+"""
+)
+
+#: KEYS: vtc:<replica>. ARGV: ttl_ms, then tenant, service pairs charged here since the last sync
+#: → the fleet totals {tenant, total, ...} (HGETALL).
+VTC = """
+for i = 2, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return redis.call('HGETALL', KEYS[1])
 """

@@ -138,6 +138,30 @@ async def _eventually(pred: Any, timeout_s: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
+StepFn = Callable[[Any, str], Awaitable[int]]
+
+
+@asynccontextmanager
+async def _clients(instances: list[Any], step: StepFn, n: int = 4) -> AsyncIterator[list[int]]:
+    """``n`` clients, each agent's steps going round-robin over ``instances``, until the block ends;
+    yields the statuses so far (a growing list)."""
+    statuses: list[int] = []
+    stop = asyncio.Event()
+
+    async def client(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            statuses.append(await step(instances[(k + i) % len(instances)], f"c{k}"))
+            i += 1
+
+    tasks = [asyncio.create_task(client(k)) for k in range(n)]
+    try:
+        yield statuses
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
 Fleet = Callable[..., AbstractAsyncContextManager[tuple[list[Instance], AsyncExitStack, aiohttp.ClientSession]]]
 Eventually = Callable[..., Awaitable[None]]
 
@@ -146,6 +170,12 @@ Eventually = Callable[..., Awaitable[None]]
 def fleet() -> Fleet:
     """``async with fleet(redis_url, n, stubs, **policy) as (instances, stack, session)``."""
     return _fleet
+
+
+@pytest.fixture
+def clients() -> Callable[..., AbstractAsyncContextManager[list[int]]]:
+    """``async with clients(instances, step, n=4) as statuses``: clients stepping until the block ends."""
+    return _clients
 
 
 @pytest.fixture

@@ -101,31 +101,24 @@ async def test_a_killed_instance_leaks_no_slot_after_the_lease(
 
 
 async def test_redis_stopped_and_restarted_mid_run_loses_no_request(
-    redis_server: RedisServer, fleet: Any, eventually: Any
+    redis_server: RedisServer, fleet: Any, eventually: Any, clients: Any
 ) -> None:
     stub = StubBehaviour(chunks=2, chunk_delay_s=0.005)
     admission: dict[str, Any] = {**STATIC2, "static": {"window": 4}}
     async with fleet(redis_server.url, 2, [stub, StubBehaviour()], admission=admission) as (insts, _, s):
-        statuses: list[int] = []
-        stop = asyncio.Event()
 
-        async def client(k: int) -> None:
-            i = 0
-            while not stop.is_set():
-                statuses.append((await step(s, insts[(k + i) % 2], f"c{k}"))[0])
-                i += 1
+        async def one(inst: Instance, agent: str) -> int:
+            return (await step(s, inst, agent))[0]
 
-        clients = [asyncio.create_task(client(k)) for k in range(4)]
-        await eventually(lambda: len(statuses) >= 20)
-        redis_server.stop()
-        await eventually(lambda: not any(i.state.connected for i in insts))
-        served = len(statuses)
-        await eventually(lambda: len(statuses) >= served + 20)  # still serving, from local state
-        redis_server.start()
-        await eventually(lambda: all(i.state.connected for i in insts))
-        n = len(statuses)
-        await eventually(lambda: len(statuses) >= n + 20)
-        stop.set()
-        await asyncio.gather(*clients)
+        async with clients(insts, one) as statuses:
+            await eventually(lambda: len(statuses) >= 20)
+            redis_server.stop()
+            await eventually(lambda: not any(i.state.connected for i in insts))
+            served = len(statuses)
+            await eventually(lambda: len(statuses) >= served + 20)  # still serving, from local state
+            redis_server.start()
+            await eventually(lambda: all(i.state.connected for i in insts))
+            n = len(statuses)
+            await eventually(lambda: len(statuses) >= n + 20)
         assert statuses and all(st == 200 for st in statuses)
         assert all(i.state.breaker.failures >= 1 for i in insts)

@@ -26,6 +26,11 @@ After the step, exactly one of:
 Invariant (tested): at a fixed ``now`` a bucket's ``capacity - level`` equals the
 settled actual cost of its steps plus the estimates of its open reservations.
 
+Several instances (``state.backend: redis``): `share_with_fleet` makes every
+bucket this instance's share of a fleet bucket; the engine records the net
+tokens it takes in a `SpendLedger` and the sync applies the fleet's level with
+`apply_fleet_level` (see `fleet` for the model and its consistency bound).
+
 Concurrency: single-threaded owner (the event loop); settle/refund are
 idempotent per reservation (a second call returns False and changes nothing).
 Pure: no I/O, no clock; ``now`` is seconds on the caller's monotonic clock.
@@ -45,6 +50,7 @@ from concurproxy.control.budgets.decision import (
     Reservation,
     TaskKey,
 )
+from concurproxy.control.budgets.fleet import SpendLedger, apply_share
 from concurproxy.control.budgets.limits import BudgetLimits
 from concurproxy.control.budgets.steps import TaskStepCounters
 from concurproxy.control.types import StepInfo
@@ -57,6 +63,8 @@ class BudgetEngine:
         self._steps = TaskStepCounters(limits.task_ttl_s, limits.max_tracked_tasks)
         self._open: dict[int, Reservation] = {}
         self._next_id = 0
+        self.fleet_share = 1.0  # this instance's share of each bucket (1/live instances); 1 alone
+        self.ledger: SpendLedger | None = None  # net tokens taken per bucket, when shared
 
     # -- policy reload -------------------------------------------------------------------------
     def reconfigure(self, limits: BudgetLimits) -> None:
@@ -69,7 +77,7 @@ class BudgetEngine:
             if tpm is None:
                 del self._buckets[key]
             else:
-                self._buckets[key].resize(tpm)
+                self._buckets[key].resize(tpm * self.fleet_share)
 
     # -- introspection -------------------------------------------------------------------------
     @property
@@ -137,8 +145,10 @@ class BudgetEngine:
                 reason, who = BudgetReason.role_tokens_per_min, f"role '{role}'"
             msg = f"{who} token budget exhausted (step needs ~{cost:g})"
             return deny(reason, 429, msg, worst.wait_s(cost))
-        for _, b in buckets:
+        for k, b in buckets:
             b.take(cost)
+            if self.ledger is not None:
+                self.ledger.add(k, cost)
         if task is not None:
             self._steps.add(task, now)
             steps_left = None if steps_left is None else steps_left - 1
@@ -175,12 +185,33 @@ class BudgetEngine:
             self._steps.undo(reservation.task)
         return True
 
+    # -- shared with other instances -----------------------------------------------------------
+    def share_with_fleet(self) -> SpendLedger:
+        """Record net spends per bucket from now on (for the fleet sync); returns the ledger."""
+        if self.ledger is None:
+            self.ledger = SpendLedger()
+        return self.ledger
+
+    def budgeted(self) -> dict[BucketKey, int]:
+        """Every bucket this instance has used, with its fleet ``tokens_per_min``."""
+        return {k: tpm for k in self._buckets if (tpm := self._tokens_per_min(k)) is not None}
+
+    def apply_fleet_level(self, key: BucketKey, fleet_level: float, share: float, now: float) -> None:
+        """Reset ``key``'s bucket to ``share`` of the fleet bucket's level (after a sync)."""
+        b, tpm = self._buckets.get(key), self._tokens_per_min(key)
+        if b is None or tpm is None:
+            return
+        pending = self.ledger.pending(key) if self.ledger is not None else 0.0
+        apply_share(b, tpm, fleet_level, share, pending, now)
+
     # -- internals -----------------------------------------------------------------------------
     def _return(self, res: Reservation, amount: float, now: float) -> None:
         for key in res.buckets:
             b = self._buckets.get(key)
             if b is None:  # budget removed by a reload
                 continue
+            if self.ledger is not None:
+                self.ledger.add(key, -amount)
             b.refill(now)
             if amount >= 0:
                 b.give(amount)
@@ -199,7 +230,7 @@ class BudgetEngine:
             tpm = self._tokens_per_min(key)
             if tpm is None:
                 return None
-            b = self._buckets[key] = TokenBucket.per_minute(tpm, now)
+            b = self._buckets[key] = TokenBucket.per_minute(tpm * self.fleet_share, now)
         b.refill(now)
         return b
 

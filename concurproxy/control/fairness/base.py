@@ -16,13 +16,14 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from concurproxy.config.budgets import FairnessConfig, TenantConfig
 from concurproxy.control.types import StepInfo
 
 T = TypeVar("T", bound=Hashable)
 S = TypeVar("S")
+S_contra = TypeVar("S_contra", contravariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +73,21 @@ class FairnessPolicy(Protocol[S]):
 
     def remove(self, state: S, item: Hashable) -> bool: ...
 
-    def charge(
-        self, state: S, step: StepInfo, prompt_tokens: int, output_tokens: int, now: float
-    ) -> None: ...
+    def charge(self, state: S, step: StepInfo, prompt_tokens: int, output_tokens: int, now: float) -> None: ...
 
     def size(self, state: S) -> int: ...
+
+
+@runtime_checkable
+class SharedCounters(Protocol[S_contra]):
+    """Optional capability of a policy whose counters several proxy instances share (``vtc``).
+
+    ``take_service`` returns the per-flow service charged here since the last call (and starts
+    recording on the first call); ``absorb_service`` adds the service other instances charged."""
+
+    def take_service(self, state: S_contra) -> dict[str, float]: ...
+
+    def absorb_service(self, state: S_contra, service: Mapping[str, float]) -> None: ...
 
 
 class FairQueue(Generic[T]):
@@ -109,3 +120,15 @@ class FairQueue(Generic[T]):
 
     def __len__(self) -> int:
         return self.policy.size(self.state)
+
+    @property
+    def shares_counters(self) -> bool:
+        return isinstance(self.policy, SharedCounters)
+
+    def take_service(self) -> dict[str, float]:
+        """This queue's counter service since the last call ({} for a policy without counters)."""
+        return self.policy.take_service(self.state) if isinstance(self.policy, SharedCounters) else {}
+
+    def absorb_service(self, service: Mapping[str, float]) -> None:
+        if isinstance(self.policy, SharedCounters):
+            self.policy.absorb_service(self.state, service)

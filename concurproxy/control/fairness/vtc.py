@@ -22,6 +22,16 @@ Lifting
   continuously backlogged tenants' weighted service differs by at most about
   ``2 * max step cost``.
 
+Several instances (``state.backend: redis``)
+  Tenant counters are fleet-wide: with the ledger on, every service charge to a
+  tenant (already divided by its weight) is also recorded in
+  ``VTCState.ledger``; the sync hands it to the shared state (`take_service`)
+  and adds the other instances' service since the last sync to the local
+  counters (`absorb_service`). Lifting stays local (it is relative to this
+  queue's backlog), so instances agree on the service part of each counter and
+  so on the order of any two tenants that neither lifted. Role counters within
+  a tenant stay per instance.
+
 Memory: counters of idle flows are kept for lifting; beyond
 ``max_idle_flows`` those at or below the floor (lifting would erase them
 anyway) and then the oldest are dropped. Cost: O(log n) per operation.
@@ -31,7 +41,7 @@ Not thread-safe: one owner. Pure: ``now`` is only compared with enqueue times.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -99,6 +109,7 @@ class VTCState:
     # estimate charged at pop, per step in flight, until `charge` settles it (oldest dropped beyond the cap)
     precharged: OrderedDict[FlightKey, list[float]] = field(default_factory=OrderedDict)
     seq: int = 0
+    ledger: dict[str, float] | None = None  # tenant -> weighted service since the last sync (when shared)
 
 
 class VTCPolicy:
@@ -118,9 +129,7 @@ class VTCPolicy:
             raise ValueError(f"item already queued: {item!r}")
         state.seq += 1
         lane_key: LaneKey = (int(step.priority), step.role)
-        e = Entry(
-            item, step, state.seq, now, step.est_prompt_tokens > self.params.long_prefill_tokens, lane_key
-        )
+        e = Entry(item, step, state.seq, now, step.est_prompt_tokens > self.params.long_prefill_tokens, lane_key)
         state.entries[item] = e
         tq = state.queues.get(step.tenant)
         if tq is None:
@@ -153,9 +162,7 @@ class VTCPolicy:
         self._unlink(state, e)
         # VTC charges the prompt at dispatch; `charge` settles the rest from reported usage.
         self._add(state, e.step, self.params.cost(e.step.est_prompt_tokens, 0))
-        state.precharged.setdefault(_flight_key(e.step), []).append(
-            self.params.cost(e.step.est_prompt_tokens, 0)
-        )
+        state.precharged.setdefault(_flight_key(e.step), []).append(self.params.cost(e.step.est_prompt_tokens, 0))
         if len(state.precharged) > MAX_PRECHARGED:
             state.precharged.popitem(last=False)
         return e.item
@@ -167,9 +174,7 @@ class VTCPolicy:
         self._unlink(state, e)
         return True
 
-    def charge(
-        self, state: VTCState, step: StepInfo, prompt_tokens: int, output_tokens: int, now: float
-    ) -> None:
+    def charge(self, state: VTCState, step: StepInfo, prompt_tokens: int, output_tokens: int, now: float) -> None:
         amount = self.params.cost(max(0, prompt_tokens), max(0, output_tokens))
         key = _flight_key(step)
         pre = state.precharged.get(key)
@@ -178,6 +183,18 @@ class VTCPolicy:
             if not pre:
                 del state.precharged[key]
         self._add(state, step, amount)
+
+    # -- shared with other instances (SharedCounters) ----------------------------------------------
+    def take_service(self, state: VTCState) -> dict[str, float]:
+        """Tenant service recorded since the last call (the first call turns recording on)."""
+        out, state.ledger = state.ledger or {}, {}
+        return out
+
+    def absorb_service(self, state: VTCState, service: Mapping[str, float]) -> None:
+        """Add other instances' tenant service (already weighted) to the local counters."""
+        for tenant, amount in service.items():
+            if amount:
+                state.tenants.add(tenant, amount)
 
     # -- internals -----------------------------------------------------------------------------
     def _select(self, state: VTCState, now: float) -> Entry | None:
@@ -192,7 +209,10 @@ class VTCPolicy:
     def _add(self, state: VTCState, step: StepInfo, amount: float) -> None:
         if amount == 0:
             return
-        state.tenants.add(step.tenant, amount / self.params.weight(step.tenant))
+        service = amount / self.params.weight(step.tenant)
+        state.tenants.add(step.tenant, service)
+        if state.ledger is not None:
+            state.ledger[step.tenant] = state.ledger.get(step.tenant, 0.0) + service
         tq = state.queues.get(step.tenant)
         if tq is None:
             return

@@ -13,7 +13,8 @@ Adapter between the request path and ``concurproxy.state.RedisState``:
   shared pin.
 * ``attach(...)`` wires the backend to the admission core (held agents for
   lease renewal, a tick after each sync), to the router's pin table and to the
-  metrics.
+  metrics; ``share_budgets`` makes the token buckets fleet-wide, and the core's
+  VTC queues share their tenant counters (``state/fleet_sync.py``).
 
 The memory backend builds none of this: the single-instance path is unchanged.
 """
@@ -36,8 +37,10 @@ from concurproxy.control.admission.tickets import Outcome
 from concurproxy.control.limits.registry import ControllerRegistry
 from concurproxy.server.hooks import StepContext
 from concurproxy.server.stages.admission import AdmissionStage, _HeldTicket
+from concurproxy.server.stages.budgets import BudgetStage
 from concurproxy.server.stages.routing import RoutingStage
 from concurproxy.state.config import SharedStateSettings
+from concurproxy.state.fleet_sync import BudgetSync, FairnessSync
 from concurproxy.state.redis_state import RedisState
 from concurproxy.telemetry.metrics import ProxyMetrics
 
@@ -45,10 +48,24 @@ log = logging.getLogger("concurproxy.state")
 
 
 def shared_admission_core(config: AdmissionConfig, state: RedisState, queue_maker: QueueMaker) -> AdmissionCore:
-    """An ``AdmissionCore`` whose per-replica controllers are capped at this instance's share."""
+    """An ``AdmissionCore`` whose per-replica controllers are capped at this instance's share
+    and whose fairness counters are fleet-wide."""
     reg = ControllerRegistry()
     reg.factory(config.controller)  # fail fast on an unknown name
-    return AdmissionCore(config, controller_maker=lambda r: state.wrap(r, reg.create(config)), queue_maker=queue_maker)
+    fairness = FairnessSync(state)
+    state.parts.append(fairness)
+    return AdmissionCore(
+        config,
+        controller_maker=lambda r: state.wrap(r, reg.create(config)),
+        queue_maker=fairness.track(queue_maker),
+    )
+
+
+def share_budgets(budgets: BudgetStage, state: RedisState, clock: Callable[[], float]) -> BudgetSync:
+    """Every token bucket becomes this instance's share of a fleet bucket, synced with the leases."""
+    part = BudgetSync(budgets.engine, state, clock)
+    state.parts.append(part)
+    return part
 
 
 class _SharedTicket:
