@@ -100,6 +100,7 @@ def build_components(
     )
     if isinstance(admission_stage, shared_stage.SharedAdmissionStage):  # state.backend: redis
         components.shared_state = shared_stage.attach(admission_stage, routing, metrics)
+        shared_stage.share_budgets(budgets, components.shared_state, components.clock)
         components.listeners.append(shared_stage.SharedStateListener(admission_stage))
     return components
 
