@@ -56,6 +56,16 @@ class HealthCheckConfig(Model):
     healthy_after: int = Field(1, ge=1, description="Consecutive successful checks that put it back.")
 
 
+class KvEventsSource(Model):
+    """Where a replica publishes its KV cache events (vLLM ``--kv-events-config``, ZMQ publisher)."""
+
+    endpoint: str = Field(description="The publisher as the proxy reaches it, e.g. tcp://10.0.0.11:5557.")
+    replay_endpoint: str | None = Field(
+        None, description="The publisher's replay socket (e.g. tcp://10.0.0.11:5558): fills sequence gaps."
+    )
+    topic: str = Field("", description="Topic prefix to subscribe to (vLLM's kv-events topic).")
+
+
 class UpstreamConfig(Model):
     url: HttpUrl = Field(description="Base URL of an OpenAI-compatible server (vLLM, SGLang, the bundled worker).")
     name: str | None = Field(None, description="Replica id used in metrics and headers; defaults to host:port.")
@@ -65,6 +75,11 @@ class UpstreamConfig(Model):
         None, description="Node agent feed (GET /pressure JSON); when set it is used instead of metrics_path."
     )
     max_connections: int = Field(1024, ge=1, description="Keep-alive pool size to this replica.")
+    kv_events: KvEventsSource | None = Field(
+        None,
+        description="Subscribe to this replica's KV cache events: prefix-affinity then knows exactly which "
+        "prefixes it holds (only when the proxy tokenizes like the engine; see docs/routing.md).",
+    )
 
 
 class RetryConfig(Model):

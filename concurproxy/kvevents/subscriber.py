@@ -8,9 +8,15 @@ reads ``[b"", seq, payload]`` until ``seq == -1``) and applies them in order, bo
 ``replay_timeout_s``; batches it cannot get make the index forget the replica (see
 :mod:`concurproxy.kvevents.index`). Undecodable messages are counted, never fatal.
 
-Lifecycle: ``async with KvEventSubscriber(...) as sub:`` starts a background task and always
-closes its sockets; ``synced`` tells the router whether this replica's exact index is usable
-(connected and at least one in-sequence batch seen). Runs on the proxy's event loop;
+A subscriber that joins a publisher mid-stream (first seq > 0) asks the replay socket for
+everything from seq 0. ``synced`` tells the router whether this replica's exact index is
+usable: the task runs and the index holds the replica's *whole* history — it saw seq 0 (at
+start, after a replay, or after a publisher restart) and no batch since was lost. A late
+joiner without a full replay, or a gap that could not be filled, leaves it unsynced (the
+router keeps using its approximate index for that replica) until the publisher restarts.
+
+Lifecycle: ``async with KvEventSubscriber(...) as sub:`` (or ``start()`` / ``aclose()``) runs
+a background task and always closes its sockets. Runs on the proxy's event loop;
 ``on_message`` (optional) is called after each applied batch, for metrics.
 """
 
@@ -67,23 +73,30 @@ class KvEventSubscriber:
         self._sub: zmq.asyncio.Socket | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_seq: int | None = None
+        self._complete = False  # the index holds every batch since seq 0
 
     @property
     def synced(self) -> bool:
-        return self._task is not None and not self._task.done() and self._last_seq is not None
+        return self._task is not None and not self._task.done() and self._complete
 
-    async def __aenter__(self) -> KvEventSubscriber:
+    def start(self) -> None:
         sub = self._ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.SUBSCRIBE, self.topic)
         sub.connect(self.endpoint)
         self._sub = sub
         self._task = asyncio.create_task(self._run(sub), name=f"kv-events-{self.replica}")
+
+    async def __aenter__(self) -> KvEventSubscriber:
+        self.start()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -102,13 +115,19 @@ class KvEventSubscriber:
                 log.debug("kv events from %s: %s", self.replica, e)
                 continue
             last = self._last_seq
-            if last is not None and msg.seq > last + 1:
-                self.stats.gaps += 1
+            late_join = last is None and msg.seq > 0
+            if late_join or (last is not None and msg.seq > last + 1):
+                self.stats.gaps += 0 if late_join else 1
                 if self.replay_endpoint is not None:
-                    await self._replay(last + 1, msg.seq)
+                    await self._replay(0 if last is None else last + 1, msg.seq)
             self._apply(msg)
 
     def _apply(self, msg: KvMessage) -> None:
+        last = self._last_seq
+        if msg.seq == 0:
+            self._complete = True  # from the start: first batch, or a publisher restart (the index clears)
+        elif last is None or msg.seq > last + 1:
+            self._complete = False  # batches before this one are lost
         self.index.apply(self.replica, msg.seq, msg.batch)
         if self._last_seq is None or msg.seq > self._last_seq or msg.seq == 0:
             self._last_seq = msg.seq

@@ -29,6 +29,7 @@ from concurproxy.server.reload import fingerprint
 from concurproxy.server.stages import shared as shared_stage
 from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.server.stages.budgets import BudgetStage
+from concurproxy.server.stages.kvevents import KvEventFeed
 from concurproxy.server.stages.observe import StepMetrics, health_listener
 from concurproxy.server.stages.routing import RoutingStage
 from concurproxy.signals.poller import PollTarget, PressurePoller
@@ -90,6 +91,10 @@ def build_components(
         policy=policy, pool=pool, tenants=tenants, router=routing, admission=admission, metrics=metrics
     )
     routing.snapshots = components.latest_pressure
+    if any(u.kv_events is not None for u in policy.upstreams):
+        feed = KvEventFeed(policy.routing.block_tokens, policy.routing.index_max_blocks)
+        if feed.layer(routing.router):  # exact prefixes where engines publish them
+            components.kv_events = feed
     components.tracing = build_tracing(policy.telemetry, span_exporter)
     components.rate_limiter = components.make_rate_limiter(policy)
     components.reload_status.fingerprint = fingerprint(policy)
@@ -129,12 +134,17 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
     c.poller = poller
     tick = asyncio.create_task(service.run(), name="admission-tick") if service is not None else None
     await poller.poll_once()  # first pressure before the first request: no needless queueing at start
+    if c.kv_events is not None:
+        for r in c.pool:
+            c.kv_events.add(r)
     if c.shared_state is not None:
         await c.shared_state.start()  # first sync with the other instances before the first request
     async with poller:
         try:
             yield
         finally:
+            if c.kv_events is not None:
+                await c.kv_events.aclose()
             if c.shared_state is not None:
                 await c.shared_state.stop()
             if tick is not None:

@@ -69,6 +69,7 @@ class Components:
     policy_overrides: dict[str, object] = field(default_factory=dict)  # command-line flags, re-applied on reload
     reload_status: ReloadStatus = field(default_factory=ReloadStatus)
     shared_state: Any = None  # concurproxy.state.redis_state.RedisState with state.backend: redis
+    kv_events: Any = None  # concurproxy.server.stages.kvevents.KvEventFeed when an upstream publishes KV events
 
     @staticmethod
     def make_rate_limiter(policy: Policy) -> KeyedRateLimiter | None:

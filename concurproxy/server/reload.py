@@ -69,6 +69,8 @@ def _apply_upstreams(c: Components, new: Policy) -> list[str]:
         if c.poller is not None:
             c.poller.remove_target(rid)
         c.router.forget_replica(rid)
+        if c.kv_events is not None:
+            c.kv_events.remove(rid)
         changes.append(f"replica {rid} removed")
     for rid, replica in wanted.items():
         if c.pool.get(rid) is None:
@@ -77,6 +79,8 @@ def _apply_upstreams(c: Components, new: Policy) -> list[str]:
                 c.poller.add_target(rid, PollTarget.from_url(replica.pressure_url or replica.metrics_url))
             if c.metrics is not None:
                 c.metrics.prime(replicas=[rid])
+            if c.kv_events is not None:
+                c.kv_events.add(replica)
             changes.append(f"replica {rid} added")
     return changes
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from concurproxy.config.server import UpstreamConfig
+from concurproxy.config.server import KvEventsSource, UpstreamConfig
 
 
 @dataclass(slots=True)
@@ -30,6 +30,7 @@ class Replica:
     in_flight: int = 0
     last_error: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    kv_events: KvEventsSource | None = None  # where its KV cache events are published, if anywhere
 
     @classmethod
     def from_config(cls, cfg: UpstreamConfig) -> Replica:
@@ -42,6 +43,7 @@ class Replica:
             api_key=cfg.api_key,
             metrics_url=base + cfg.metrics_path,
             pressure_url=str(cfg.pressure_url) if cfg.pressure_url else None,
+            kv_events=cfg.kv_events,
         )
 
     @property

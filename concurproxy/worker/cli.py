@@ -33,11 +33,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     from concurproxy.worker.engine import OutputLengths
     from concurproxy.worker.fleet import run_fleet
+    from concurproxy.worker.kvpublish import KvEventsConfig
     from concurproxy.worker.profile import ProfileError, load_profile
 
     try:
         profile = load_profile(args.profile)
-    except ProfileError as exc:
+        kv_events = KvEventsConfig.from_json(args.kv_events_config) if args.kv_events_config else None
+    except (ProfileError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2
 
@@ -52,6 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
             model_name=args.served_model_name,
             output_lengths=OutputLengths(args.output_lengths, args.mean_output_tokens, args.seed),
             legacy_metric_names=args.legacy_metric_names,
+            kv_events=kv_events,
         ) as workers:
             cfg = workers[0].engine.config
             print(
@@ -257,6 +260,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--legacy-metric-names",
         action="store_true",
         help="also export vllm:gpu_cache_usage_perc and vllm:gpu_prefix_cache_* (vLLM before ~0.12)",
+    )
+    p.add_argument(
+        "--kv-events-config",
+        help="publish KV cache events like vLLM (same JSON), e.g. "
+        '\'{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://*:5557"}\'; '
+        "replica i binds port+i",
     )
     p.add_argument("--engine", choices=("sim", "vllm"), default="sim")
     p.add_argument("--node-agent-port", type=int, help="with --engine vllm: port of the node agent beside it")

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from concurproxy.worker.engine import Engine, RequestOutput
+from concurproxy.worker.engine import Engine, RequestOutput, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class EngineDriver:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
+        self.on_step: Callable[[StepResult], None] | None = None  # after each step's time passed (KV events)
 
     def now(self) -> float:
         clock = self._clock or asyncio.get_running_loop().time
@@ -93,6 +94,8 @@ class EngineDriver:
             res = engine.step(self.now())
             wait = (res.end - self.now()) / self.time_scale
             await asyncio.sleep(max(wait, 0.0))
+            if self.on_step is not None:
+                self.on_step(res)
             for out in res.outputs:
                 q = self._queues.get(out.req_id)
                 if q is None:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from concurproxy.worker.driver import EngineDriver
 from concurproxy.worker.engine import Engine, OutputLengths
+from concurproxy.worker.kvpublish import KvEventPublisher, KvEventsConfig
 from concurproxy.worker.metrics import make_registry
 from concurproxy.worker.profile import Profile, load_profile
 from concurproxy.worker.server import WorkerState, build_app
@@ -33,9 +34,11 @@ class Worker:
     model_name: str | None = None
     output_lengths: OutputLengths | None = None
     legacy_metric_names: bool = False
+    kv_events: KvEventsConfig | None = None  # publish KV cache events like vLLM's --kv-events-config
     engine: Engine = field(init=False)
     driver: EngineDriver = field(init=False)
     _runner: web.AppRunner | None = field(init=False, default=None)
+    _publisher: KvEventPublisher | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.profile.engine_config(seed=self.seed, output_lengths=self.output_lengths))
@@ -61,11 +64,19 @@ class Worker:
         self._runner = runner
         if self.port == 0:
             self.port = int(runner.addresses[0][1])
+        if self.kv_events is not None:
+            pub = self._publisher = KvEventPublisher(self.kv_events)
+            await pub.start()
+            self.engine.enable_kv_events()
+            self.driver.on_step = lambda res: pub.publish(res.end, self.engine.drain_kv_events())
         await self.driver.start()
         return self.url
 
     async def stop(self) -> None:
         await self.driver.stop()
+        if self._publisher is not None:
+            await self._publisher.stop()
+            self._publisher = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -83,6 +94,7 @@ async def run_fleet(
     model_name: str | None = None,
     output_lengths: OutputLengths | None = None,
     legacy_metric_names: bool = False,
+    kv_events: KvEventsConfig | None = None,
 ) -> AsyncIterator[list[Worker]]:
     prof = load_profile(profile) if isinstance(profile, str) else profile
     workers = [
@@ -95,6 +107,7 @@ async def run_fleet(
             model_name,
             output_lengths,
             legacy_metric_names,
+            kv_events.for_replica(i) if kv_events is not None else None,
         )
         for i in range(n)
     ]

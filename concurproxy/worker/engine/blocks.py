@@ -26,7 +26,7 @@ Concurrency: none; one owner (the engine) calls it from one thread.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 
 class OutOfBlocks(Exception):
@@ -44,6 +44,7 @@ class BlockPool:
         self._free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self._cached: dict[int, int] = {}
         self.evictions = 0  # cached blocks reused for new content
+        self.on_evict: Callable[[int], None] | None = None  # told each evicted block's hash (KV events)
 
     # -- queries -----------------------------------------------------------
     @property
@@ -104,20 +105,23 @@ class BlockPool:
             if h is not None:
                 if self._cached.get(h) == b:
                     del self._cached[h]
+                    if self.on_evict is not None:
+                        self.on_evict(h)
                 self._hash[b] = None
                 self.evictions += 1
             self._ref[b] = 1
             out.append(b)
         return out
 
-    def cache(self, block: int, block_hash: int) -> None:
-        """Register a full, computed block under its chained hash (first writer wins)."""
+    def cache(self, block: int, block_hash: int) -> bool:
+        """Register a full, computed block under its chained hash (first writer wins); True if it was new."""
         if not self.enable_caching or self._hash[block] is not None:
-            return
+            return False
         if block_hash in self._cached:
-            return  # identical content already cached in another block: keep that one
+            return False  # identical content already cached in another block: keep that one
         self._cached[block_hash] = block
         self._hash[block] = block_hash
+        return True
 
     def free(self, blocks: Iterable[int]) -> None:
         """Drop one reference from each block; blocks reaching zero join the free queue.

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
+from concurproxy.kvevents.decode import BlockRemoved, BlockStored, KvEvent
 from concurproxy.tokens import pieces, synth_text, token_id
 from concurproxy.worker.engine.blocks import BlockPool
 from concurproxy.worker.engine.config import EngineConfig
@@ -57,6 +58,25 @@ class Engine:
         self._seen_hashes: set[int] = set()  # blocks ever cached (bounded), for eviction-recompute stats
         self._seen_cap = max(4096, 64 * config.num_blocks)
         self._piece_ids: dict[str, int] = {}
+        self.kv_events: list[KvEvent] | None = None  # see enable_kv_events
+
+    # -- KV cache events (vLLM's --kv-events-config) -----------------------
+    def enable_kv_events(self) -> None:
+        """From now on record, in order, a ``BlockStored`` for each block newly registered in the
+        prefix cache (a run of consecutive blocks of one request per event, with its parent hash
+        and token ids) and a ``BlockRemoved`` for each cached block evicted, as vLLM publishes them.
+        Freed-but-cached blocks are not removed: they stay findable until evicted."""
+        events: list[KvEvent] = []
+        self.kv_events = events
+        self.pool.on_evict = lambda h: events.append(BlockRemoved((h,), medium="GPU"))
+
+    def drain_kv_events(self) -> list[KvEvent]:
+        events = self.kv_events
+        if not events:
+            return []
+        out = events.copy()
+        events.clear()
+        return out
 
     # -- state -------------------------------------------------------------
     @property
@@ -294,10 +314,32 @@ class Engine:
         seen = self._seen_hashes
         if len(seen) > self._seen_cap:
             seen.clear()
+        run_start: int | None = None  # first block of the current run of newly cached blocks (KV events)
         for k in range(req.num_cached_blocks, n_full):
-            self.pool.cache(req.blocks[k], req.block_hashes[k])
+            new = self.pool.cache(req.blocks[k], req.block_hashes[k])
             seen.add(req.block_hashes[k])
+            if self.kv_events is not None:
+                if new and run_start is None:
+                    run_start = k
+                elif not new and run_start is not None:
+                    self._stored(req, run_start, k)
+                    run_start = None
+        if run_start is not None:
+            self._stored(req, run_start, n_full)
         req.num_cached_blocks = n_full
+
+    def _stored(self, req: EngineRequest, start: int, end: int) -> None:
+        assert self.kv_events is not None
+        bs = self.config.block_size
+        self.kv_events.append(
+            BlockStored(
+                block_hashes=tuple(req.block_hashes[start:end]),
+                parent_block_hash=req.block_hashes[start - 1] if start > 0 else None,
+                token_ids=tuple(req.token_ids[start * bs : end * bs]),
+                block_size=bs,
+                medium="GPU",
+            )
+        )
 
     def _output(self, req: EngineRequest, new: tuple[tuple[int, str], ...]) -> RequestOutput:
         return RequestOutput(
