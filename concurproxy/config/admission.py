@@ -37,6 +37,32 @@ class AIMDConfig(Model):
     footprint_headroom: float = Field(
         0.95, gt=0, le=1.5, description="Admitted agents' estimated KV footprint must fit this fraction of capacity."
     )
+    footprint_peak_share: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="Each multi-step agent's footprint is at least this share of the largest context that "
+        "agents finishing on the replica reached (0 = off): the budget then covers the agent's growth over "
+        "its whole life, not only the next few steps.",
+    )
+    growth_lookahead_steps: int = Field(
+        4, ge=0, description="An agent's footprint reserves this many steps of its observed per-step growth."
+    )
+    initial_growth_tokens: int = Field(
+        512,
+        ge=0,
+        description="Per-step growth assumed for a new agent before any agent's growth was seen on the replica "
+        "(capped by the step's max_tokens).",
+    )
+    min_utilisation: float = Field(
+        1.0, gt=0, le=1, description="Grow the window only when at least this share of it holds agents."
+    )
+    hit_rate_drop: float = Field(
+        0.10, gt=0, le=1, description="A prefix-hit rate falling this much between samples (above high water) = thrash."
+    )
+    kv_peak_samples: int = Field(
+        4, ge=1, description="Grow only when the highest KV usage of this many recent samples is below kv_target."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> AIMDConfig:

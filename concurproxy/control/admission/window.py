@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.control.admission.events import AdmissionEvent, EventKind
-from concurproxy.control.admission.footprint import Footprint
+from concurproxy.control.admission.footprint import Footprint, FootprintPriors
 from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.admission.state import AgentState, Counters, ReplicaState
 from concurproxy.control.admission.tickets import (
@@ -96,16 +96,14 @@ class ReplicaWindow:
         queue: WaitQueue[int],
         *,
         ids: Iterator[int] | None = None,
-        initial_growth_tokens: int = 512,
-        growth_lookahead_steps: int = 4,
     ) -> None:
         self.replica = replica
         self.controller = controller
         self._cfg = config
         self._waiters = WaiterSet(queue)
         self._ids = ids if ids is not None else itertools.count(1)
-        self._initial_growth = initial_growth_tokens
-        self._lookahead = growth_lookahead_steps
+        a = config.aimd
+        self._priors = FootprintPriors(a.footprint_peak_share, a.initial_growth_tokens, a.growth_lookahead_steps)
         self._agents: dict[str, _Agent] = {}  # insertion order = admission order
         self._tickets: dict[int, Ticket] = {}
         self._paused: dict[str, float] = {}
@@ -149,7 +147,7 @@ class ReplicaWindow:
         return snapshot_problem(self._snapshot, now, self.controller.stale_after_s)
 
     def footprint_tokens(self) -> int:
-        return sum(a.fp.tokens() for a in self._agents.values())
+        return sum(self._priors.charge(a.fp) for a in self._agents.values())
 
     def footprint_budget(self) -> int | None:
         s = self._snapshot
@@ -161,8 +159,7 @@ class ReplicaWindow:
         # A prefix already resident on the replica (a shared system prompt) costs no new KV;
         # an agent whose first step is its last will not grow.
         private = max(0, step.est_prompt_tokens - step.resident_prefix_tokens)
-        lookahead = 0 if step.last_step else self._lookahead
-        return Footprint.new(private, step.max_tokens, self._initial_growth, lookahead)
+        return self._priors.new(private, step.max_tokens, step.last_step)
 
     def _block_reason(self, step: StepInfo, now: float) -> str | None:
         sat = self.saturation(now)
@@ -172,7 +169,7 @@ class ReplicaWindow:
             return "window-full"
         budget = self.footprint_budget()
         if budget is not None and self._agents:
-            if self.footprint_tokens() + self._new_footprint(step).tokens() > budget:
+            if self.footprint_tokens() + self._priors.charge(self._new_footprint(step)) > budget:
                 return "footprint"
         return None
 
@@ -181,7 +178,7 @@ class ReplicaWindow:
         agent = self._agents.get(step.agent_id)
         if agent is not None:
             agent.releasing = False
-            agent.fp.on_step(step.est_prompt_tokens)
+            self._priors.on_step(agent.fp, step.est_prompt_tokens)
             return Admitted(self._open(step, agent, now, "in-window"))
         if len(self._waiters) >= self._cfg.max_queue_length:
             self.counters.rejected += 1
@@ -193,8 +190,9 @@ class ReplicaWindow:
         wid = next(self._ids)
         self._waiters.push(wid, step, now, resume=step.agent_id in self._paused)
         self.counters.queued += 1
-        self._emit(EventKind.queued, now, self._block_reason(step, now) or "behind-queue", step,
-                   value=len(self._waiters))
+        self._emit(
+            EventKind.queued, now, self._block_reason(step, now) or "behind-queue", step, value=len(self._waiters)
+        )
         return Queued(wid, len(self._waiters))
 
     def _new_reason(self) -> str:
@@ -270,7 +268,7 @@ class ReplicaWindow:
             if reason == "starvation":
                 self.counters.admitted_starvation += 1
         else:
-            agent.fp.on_step(w.step.est_prompt_tokens)
+            self._priors.on_step(agent.fp, w.step.est_prompt_tokens)
         return Grant(w.waiter_id, Admitted(self._open(w.step, agent, now, reason, waited), waited))
 
     def _admit_agent(self, step: StepInfo, now: float) -> _Agent:
@@ -371,8 +369,9 @@ class ReplicaWindow:
             self._waiters.remove(w.waiter_id)
             self.counters.timeouts += 1
             self._emit(EventKind.timeout, now, "max-queue-wait", w.step, value=now - w.since)
-            timeouts.append(WaiterTimeout(w.waiter_id, w.step.agent_id, now - w.since,
-                                          self.retry_after_s(len(self._waiters) + pos)))
+            timeouts.append(
+                WaiterTimeout(w.waiter_id, w.step.agent_id, now - w.since, self.retry_after_s(len(self._waiters) + pos))
+            )
         return ExpireResult([a.agent_id for a in idle], timeouts)
 
     def _drop(self, agent: _Agent, kind: EventKind, now: float, reason: str) -> None:
@@ -385,6 +384,7 @@ class ReplicaWindow:
             self.counters.expired += 1
         else:
             self.counters.released += 1
+            self._priors.on_finished(agent.fp, agent.steps)
         self._emit(kind, now, reason, agent_id=agent.agent_id, tenant=agent.tenant)
 
     def _pause_over_window(self, now: float) -> None:
@@ -410,12 +410,17 @@ class ReplicaWindow:
         agent_id: str | None = None,
         tenant: str | None = None,
     ) -> None:
-        self._events.append(AdmissionEvent(
-            kind, self.replica, now, reason,
-            agent_id=step.agent_id if step is not None else agent_id,
-            tenant=step.tenant if step is not None else tenant,
-            value=value,
-        ))
+        self._events.append(
+            AdmissionEvent(
+                kind,
+                self.replica,
+                now,
+                reason,
+                agent_id=step.agent_id if step is not None else agent_id,
+                tenant=step.tenant if step is not None else tenant,
+                value=value,
+            )
+        )
 
     def drain_events(self) -> list[AdmissionEvent]:
         events, self._events = self._events, []
@@ -449,8 +454,17 @@ class ReplicaWindow:
             kv_usage=None if s is None else s.kv_usage,
             counters=replace(self.counters, ended=dict(self.counters.ended)),
             agents=[
-                AgentState(a.agent_id, a.tenant, a.role, a.running, a.steps, now - a.admitted_at,
-                           0.0 if a.running else now - a.last_seen, a.fp.tokens(), a.releasing)
+                AgentState(
+                    a.agent_id,
+                    a.tenant,
+                    a.role,
+                    a.running,
+                    a.steps,
+                    now - a.admitted_at,
+                    0.0 if a.running else now - a.last_seen,
+                    self._priors.charge(a.fp),
+                    a.releasing,
+                )
                 for a in self._agents.values()
             ],
         )

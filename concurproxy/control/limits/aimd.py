@@ -48,7 +48,7 @@ class AIMDController:
     prefixes is the goal, not a problem; the admission-time footprint budget in
     the admission window guards against the lag of this signal.
 
-    Defaults and why (see ``AIMDConfig`` for the fields):
+    Defaults and why (all are ``AIMDConfig`` policy fields):
 
     * ``kv_target`` 0.80 / ``kv_high_water`` 0.90: prime-rl and ThunderAgent run
       at a ~0.80 setpoint and back off near 0.90–0.95. The band between them is
@@ -74,25 +74,18 @@ class AIMDController:
 
     name = "aimd"
 
-    def __init__(
-        self,
-        config: AIMDConfig | None = None,
-        *,
-        min_utilisation: float = 1.0,
-        hit_rate_drop: float = 0.10,
-        kv_peak_samples: int = 4,
-    ) -> None:
+    def __init__(self, config: AIMDConfig | None = None) -> None:
         self._cfg = config or AIMDConfig()
         self._w = float(self._cfg.initial)
-        self._min_utilisation = min_utilisation
-        self._hit_rate_drop = hit_rate_drop
+        self._min_utilisation = self._cfg.min_utilisation
+        self._hit_rate_drop = self._cfg.hit_rate_drop
         self.stale_after_s: float | None = self._cfg.stale_after_ms / 1000.0
         self._cooldown_s = self._cfg.cooldown_intervals * self._cfg.interval_ms / 1000.0
         self._last_decrease_at: float | None = None
         self._last_ts: float | None = None
         self._prev_hit: float | None = None
         self._prev_waiting: int | None = None
-        self._kv_recent: deque[float] = deque(maxlen=max(1, kv_peak_samples))
+        self._kv_recent: deque[float] = deque(maxlen=self._cfg.kv_peak_samples)
 
     @property
     def window(self) -> int:
