@@ -24,7 +24,9 @@ Consistency bound
   also allows). The excess is charged to the fleet bucket as debt (the level
   goes negative and every share with it), so over a minute or more the rate is
   exact. ``tests/control/test_budget_fleet.py`` simulates this bound (measured:
-  about half of it, e.g. 0.32 C for n = 3).
+  about half of it, e.g. 0.32 C for n = 3). When an instance joins, the others
+  learn of it at their next sync: for up to one interval the shares sum to
+  ``1 + 1/n``.
 
 Uneven load
   A share is an equal split, not a demand-weighted one: an instance that gets
