@@ -9,6 +9,7 @@ from concurproxy.config.base import Model
 from concurproxy.config.budgets import AuthConfig, BudgetsConfig, FairnessConfig, RoleConfig, TenantConfig
 from concurproxy.config.routing import RoutingConfig
 from concurproxy.config.server import (
+    DnsDiscoveryConfig,
     HealthCheckConfig,
     LimitsConfig,
     ListenConfig,
@@ -50,6 +51,9 @@ class Policy(Model):
     listen: ListenConfig = ListenConfig()
     limits: LimitsConfig = LimitsConfig()
     upstreams: list[UpstreamConfig] = Field(default_factory=list, description="Replica pool (one entry per replica).")
+    discovery: DnsDiscoveryConfig | None = Field(
+        None, description="Also find replicas by DNS (a headless Service), re-resolved periodically."
+    )
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthCheckConfig = HealthCheckConfig()
     retry: RetryConfig = RetryConfig()

@@ -89,3 +89,23 @@ class RetryConfig(Model):
         le=5,
         description="Tries per step across replicas; a retry only happens before any byte reached the client.",
     )
+
+
+class DnsDiscoveryConfig(Model):
+    """Replicas behind a DNS name with one A record per replica (a Kubernetes headless Service)."""
+
+    dns: str = Field(description="Name to resolve, e.g. vllm.inference.svc.cluster.local (IPv4 A records).")
+    port: int = Field(8000, ge=1, le=65535, description="Port of every replica.")
+    scheme: str = Field("http", pattern="^https?$")
+    interval_s: float = Field(10.0, gt=0, description="Re-resolve this often; new addresses join at once.")
+    remove_after: int = Field(
+        2,
+        ge=1,
+        description="An address leaves after missing from this many answers in a row (a failed lookup counts none).",
+    )
+    timeout_s: float = Field(2.0, gt=0, description="Longest wait for one lookup.")
+    api_key: str | None = Field(None, description="Bearer key sent to the discovered replicas.")
+    metrics_path: str = Field("/metrics", description="Engine Prometheus endpoint of each replica.")
+    kv_events_port: int | None = Field(
+        None, ge=1, le=65535, description="Subscribe to each replica's KV events at tcp://ADDRESS:PORT (see upstreams)."
+    )

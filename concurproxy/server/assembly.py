@@ -25,6 +25,7 @@ from concurproxy.routing import build_router
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.components import Components
 from concurproxy.server.hooks import NoAdmission
+from concurproxy.server.membership import add_replica, remove_replica
 from concurproxy.server.reload import fingerprint
 from concurproxy.server.stages import shared as shared_stage
 from concurproxy.server.stages.admission import AdmissionStage
@@ -38,6 +39,7 @@ from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.telemetry.pressure import pressure_hook
 from concurproxy.telemetry.tracing import build_tracing
 from concurproxy.tenancy.directory import TenantDirectory
+from concurproxy.upstream.discovery import DnsDiscovery, SystemResolver
 from concurproxy.upstream.pool import ReplicaPool
 from concurproxy.upstream.replica import Replica
 
@@ -91,7 +93,8 @@ def build_components(
         policy=policy, pool=pool, tenants=tenants, router=routing, admission=admission, metrics=metrics
     )
     routing.snapshots = components.latest_pressure
-    if any(u.kv_events is not None for u in policy.upstreams):
+    discovered_kv = policy.discovery is not None and policy.discovery.kv_events_port is not None
+    if discovered_kv or any(u.kv_events is not None for u in policy.upstreams):
         feed = KvEventFeed(policy.routing.block_tokens, policy.routing.index_max_blocks)
         if feed.layer(routing.router):  # exact prefixes where engines publish them
             components.kv_events = feed
@@ -132,6 +135,12 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
         on_snapshot=hook,  # type: ignore[arg-type]  # returns the downstream's None
     )
     c.poller = poller
+    if c.policy.discovery is not None:  # discovered replicas join before the first poll and request
+        resolver = c.discovery_resolver or SystemResolver()
+        c.discovery = DnsDiscovery(
+            c.policy.discovery, resolver, lambda r: add_replica(c, r), lambda rid: remove_replica(c, rid)
+        )
+        await c.discovery.start()
     tick = asyncio.create_task(service.run(), name="admission-tick") if service is not None else None
     await poller.poll_once()  # first pressure before the first request: no needless queueing at start
     if c.kv_events is not None:
@@ -143,6 +152,8 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
         try:
             yield
         finally:
+            if c.discovery is not None:
+                await c.discovery.stop()
             if c.kv_events is not None:
                 await c.kv_events.aclose()
             if c.shared_state is not None:

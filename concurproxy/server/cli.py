@@ -47,9 +47,10 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    if not policy.upstreams:
+    if not policy.upstreams and policy.discovery is None:
         print(
-            "no upstreams: give --upstream URL (repeatable), CONCURPROXY_UPSTREAMS, or 'upstreams:' in the policy file",
+            "no upstreams: give --upstream URL (repeatable), CONCURPROXY_UPSTREAMS, or 'upstreams:' / "
+            "'discovery:' in the policy file",
             file=sys.stderr,
         )
         return 2
@@ -93,7 +94,7 @@ async def serve_forever(policy, path: str | None = None, overrides: dict | None 
             "concurproxy listening on %s (admin: %s) with %d upstream(s)",
             url,
             components.admin_url or url,
-            len(policy.upstreams),
+            len(components.pool),
         )
         watcher = asyncio.create_task(_watch_file(path, reload, stop)) if path else None
         await stop.wait()

@@ -70,6 +70,8 @@ class Components:
     reload_status: ReloadStatus = field(default_factory=ReloadStatus)
     shared_state: Any = None  # concurproxy.state.redis_state.RedisState with state.backend: redis
     kv_events: Any = None  # concurproxy.server.stages.kvevents.KvEventFeed when an upstream publishes KV events
+    discovery: Any = None  # concurproxy.upstream.discovery.DnsDiscovery with a `discovery:` section
+    discovery_resolver: Any = None  # a discovery Resolver used instead of the OS's (tests)
 
     @staticmethod
     def make_rate_limiter(policy: Policy) -> KeyedRateLimiter | None:

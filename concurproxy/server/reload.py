@@ -23,15 +23,15 @@ from concurproxy.config.models import Policy
 from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.budgets import BudgetLimits
 from concurproxy.server.components import Components
+from concurproxy.server.membership import add_replica, remove_replica
 from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.server.stages.budgets import BudgetStage
-from concurproxy.signals.poller import PollTarget
 from concurproxy.tenancy.directory import TenancyError, TenantDirectory
 from concurproxy.upstream.replica import Replica
 
 log = logging.getLogger("concurproxy.reload")
 
-RESTART_ONLY = ("listen", "admission", "fairness", "routing", "state", "telemetry")
+RESTART_ONLY = ("listen", "admission", "fairness", "routing", "state", "telemetry", "discovery")
 
 
 def fingerprint(policy: Policy) -> str:
@@ -41,7 +41,7 @@ def fingerprint(policy: Policy) -> str:
 def apply_policy(c: Components, new: Policy) -> list[str]:
     """Swap in ``new``; returns what changed (for the log). Raises TenancyError before changing anything."""
     old = c.policy
-    if not new.upstreams:
+    if not new.upstreams and new.discovery is None:
         raise ConfigError("upstreams: a reload may not empty the replica pool (the proxy would fail every step)")
     directory = TenantDirectory.from_policy(new.tenants, new.auth)  # may raise: nothing changed yet
     changes: list[str] = []
@@ -62,25 +62,15 @@ def apply_policy(c: Components, new: Policy) -> list[str]:
 
 
 def _apply_upstreams(c: Components, new: Policy) -> list[str]:
+    """Configured replicas follow the file; replicas found by DNS discovery are discovery's business."""
     wanted = {r.id: r for r in (Replica.from_config(u) for u in new.upstreams)}
     changes = []
-    for rid in [r.id for r in c.pool if r.id not in wanted]:
-        c.pool.remove(rid)
-        if c.poller is not None:
-            c.poller.remove_target(rid)
-        c.router.forget_replica(rid)
-        if c.kv_events is not None:
-            c.kv_events.remove(rid)
+    for rid in [r.id for r in c.pool if r.id not in wanted and not r.discovered]:
+        remove_replica(c, rid)
         changes.append(f"replica {rid} removed")
     for rid, replica in wanted.items():
         if c.pool.get(rid) is None:
-            c.pool.add(replica)
-            if c.poller is not None:
-                c.poller.add_target(rid, PollTarget.from_url(replica.pressure_url or replica.metrics_url))
-            if c.metrics is not None:
-                c.metrics.prime(replicas=[rid])
-            if c.kv_events is not None:
-                c.kv_events.add(replica)
+            add_replica(c, replica)
             changes.append(f"replica {rid} added")
     return changes
 

@@ -162,14 +162,16 @@ def build_stub_app(behaviour: StubBehaviour | None = None) -> web.Application:
 
 
 @asynccontextmanager
-async def running_stub(behaviour: StubBehaviour | None = None, port: int = 0) -> AsyncIterator[str]:
+async def running_stub(
+    behaviour: StubBehaviour | None = None, port: int = 0, host: str = "127.0.0.1"
+) -> AsyncIterator[str]:
     runner = web.AppRunner(build_stub_app(behaviour), handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{bound}"
+        yield f"http://{host}:{bound}"
     finally:
         await runner.cleanup()
 

@@ -31,6 +31,7 @@ class Replica:
     last_error: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
     kv_events: KvEventsSource | None = None  # where its KV cache events are published, if anywhere
+    discovered: bool = False  # found by DNS discovery (a policy reload leaves it alone)
 
     @classmethod
     def from_config(cls, cfg: UpstreamConfig) -> Replica:
