@@ -6,6 +6,11 @@ whose contexts grow every step) through the proxy once per admission
 controller — by default ``none`` (a plain pass-through) and ``aimd`` — each
 against a fresh engine, and prints a side-by-side table: task goodput, step
 latency, preemptions and recomputed prefill tokens read from the engine.
+
+With several replicas, each worker's own ``vllm:kv_cache_usage_perc`` is sampled every
+0.5 s over the run: the table shows the fleet's mean KV usage and how far the busiest
+replica's time-averaged usage lies above it (``kv skew``, in points), and a line per run
+checks the routing target "no replica more than 20 points above the fleet mean".
 """
 
 from __future__ import annotations
@@ -33,7 +38,31 @@ class DemoRow:
     prefill_tokens: int
     prefix_hit_rate: float
     ttft_p50_ms: float = 0.0
+    kv_means: dict[str, float] | None = None  # replica -> time-averaged KV usage (0-1), from its /metrics
     results: Any = None
+
+    @property
+    def kv_fleet_mean(self) -> float | None:
+        return sum(self.kv_means.values()) / len(self.kv_means) if self.kv_means else None
+
+    @property
+    def kv_skew_points(self) -> float | None:
+        """How far the busiest replica's mean KV usage lies above the fleet mean, in points."""
+        mean = self.kv_fleet_mean
+        return None if mean is None or not self.kv_means else 100 * (max(self.kv_means.values()) - mean)
+
+
+KV_SKEW_TARGET_POINTS = 20.0
+KV_SERIES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+
+
+def kv_means(series: list[Any], metrics_urls: dict[str, str]) -> dict[str, float]:
+    """Per replica, the mean of its scraped KV-usage samples (``metrics_urls``: replica -> URL)."""
+    by_url: dict[str, list[float]] = {}
+    for s in series:
+        if s.name in KV_SERIES and s.points:
+            by_url.setdefault(s.url, []).extend(v for _, v in s.points)
+    return {r: sum(v) / len(v) for r, url in metrics_urls.items() if (v := by_url.get(url))}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -93,7 +122,8 @@ async def run_one(controller: str, routing: str, args: argparse.Namespace, progr
             env={},
         )
         async with running_proxy(policy) as url:
-            scrape = [url + "/metrics", *(w.url + "/metrics" for w in workers)]
+            worker_metrics = {f"worker-{i}": w.url + "/metrics" for i, w in enumerate(workers)}
+            scrape = [url + "/metrics", *worker_metrics.values()]
             results = await run_scenario(
                 scenario,
                 url,
@@ -101,6 +131,7 @@ async def run_one(controller: str, routing: str, args: argparse.Namespace, progr
                 progress=progress,
                 label=f"admission={controller} routing={routing}",
                 scrape=scrape,
+                scrape_interval_s=0.5,
                 run_tag=f"{controller}-{routing}-",
                 model=workers[0].served_model,
             )
@@ -121,6 +152,7 @@ async def run_one(controller: str, routing: str, args: argparse.Namespace, progr
         recomputed_tokens=sum(s.recomputed_prefill_tokens for s in stats),
         prefill_tokens=sum(s.prefill_tokens_computed for s in stats),
         prefix_hit_rate=(sum(s.prefix_hits for s in stats) / queries) if queries else 0.0,
+        kv_means=kv_means(results.series, worker_metrics) if len(workers) > 1 else None,
         results=results,
     )
 
@@ -152,6 +184,9 @@ def format_table(rows: list[DemoRow]) -> str:
         ("recompute %", lambda r: f"{100 * r.recomputed_tokens / max(1, r.prefill_tokens):.1f}"),
         ("prefix hit %", lambda r: f"{100 * r.prefix_hit_rate:.1f}"),
     ]
+    if any(r.kv_means for r in rows):
+        cols.append(("kv mean %", lambda r: _opt(r.kv_fleet_mean, 100, ".1f")))
+        cols.append(("kv skew pt", lambda r: _opt(r.kv_skew_points, 1, "+.1f")))
     width = max(14, *(len(c[0]) for c in cols))
     first = max(12, *(len(r.controller) + 2 for r in rows))
     lines = [f"{'run':<{first}}" + "".join(f"{c[0]:>{width + 1}}" for c in cols)]
@@ -164,4 +199,16 @@ def format_table(rows: list[DemoRow]) -> str:
             f"preemptions {base.preemptions} → {best.preemptions}, "
             f"recomputed prefill tokens {base.recomputed_tokens} → {best.recomputed_tokens}"
         )
+    for r in rows:
+        skew = r.kv_skew_points
+        if skew is not None:
+            verdict = "ok" if skew <= KV_SKEW_TARGET_POINTS else "OVER"
+            lines.append(
+                f"kv balance {r.controller}: busiest replica {skew:+.1f} pt above the fleet mean "
+                f"(target <= {KV_SKEW_TARGET_POINTS:g}): {verdict}"
+            )
     return "\n".join(lines)
+
+
+def _opt(v: float | None, scale: float, fmt: str) -> str:
+    return "-" if v is None else format(v * scale, fmt)
