@@ -200,3 +200,34 @@ def test_guarantee_bounds(size: int, ops: list[tuple[str, int, bool]]) -> None:
         if w._share_waiter() is not None and len(agents) >= size:
             burst = SHARES.split(agents, size)[1]
             assert all(a.running > 0 for a in burst), "an idle burst agent kept a slot a below-share role waits for"
+
+
+def test_below_share_waiter_blocked_by_the_footprint_budget_reclaims_too() -> None:
+    controller = AIMDController(AIMDConfig(initial=64, min=1, max=64, stale_after_ms=1000))
+    w = ReplicaWindow("r0", controller, CFG, FifoQueue[int]())
+    w.set_shares(SHARES, 0)  # monitor: 16 of 64 slots
+    w.on_pressure(PressureSnapshot(ts=0, kv_usage=0.1, kv_capacity_tokens=4000), 0)  # budget 3800
+    for agent in ("e0", "e1"):  # 1000 + 4 × 100 growth = 1400 each
+        w.end(admitted(w.try_admit(big(agent, "executor", 1000), 0)), Outcome.success, 0.1)
+    q = w.try_admit(big("m0", "monitor", 2000), 0.2)  # 2400: 1400 + 1400 + 2400 > 3800
+    assert isinstance(q, Queued)
+    [g] = w.grant(0.2)  # e1 gives its slot and its footprint back: 1400 + 2400 = 3800 fits
+    assert g.waiter_id == q.waiter_id
+    assert [a.agent_id for a in w.state(0.2).agents] == ["e0", "m0"]
+    q2 = w.try_admit(big("e2", "executor", 1000), 0.3)  # no share: the budget still holds it back
+    assert isinstance(q2, Queued) and w.grant(0.3) == []
+
+
+def test_stale_pressure_is_never_overridden_by_a_share() -> None:
+    controller = AIMDController(AIMDConfig(initial=2, min=1, max=64, stale_after_ms=1000))
+    w = ReplicaWindow("r0", controller, CFG, FifoQueue[int]())
+    w.set_shares(SHARES, 0)
+    w.on_pressure(PressureSnapshot(ts=0, kv_usage=0.1), 0)
+    for agent in ("e0", "e1"):
+        w.end(admitted(w.try_admit(step(agent, "executor"), 0)), Outcome.success, 0.1)
+    q = w.try_admit(step("m0", "monitor"), 5)  # the last snapshot is 5 s old: saturated
+    assert isinstance(q, Queued) and w.grant(5) == [] and w.counters.share_reclaims == 0
+
+
+def big(agent: str, role: str, prompt: int) -> StepInfo:
+    return StepInfo(tenant="t", role=role, agent_id=agent, task_id="task", est_prompt_tokens=prompt, max_tokens=100)

@@ -9,7 +9,7 @@ Algorithm (partitioned limits, as in Netflix concurrency-limits' partitions):
 * **Burst**: while nobody below its guarantee waits, any role may take free
   slots, above its share (work-conserving: an unused guarantee reserves nothing).
 * **Reclaim**: when a step of a role below its guarantee waits and the window
-  is full, a *burst* agent — one beyond the oldest ``g`` agents of its role —
+  is full (by count, or by the footprint budget), a *burst* agent — one beyond the oldest ``g`` agents of its role —
   gives its slot back: the newest idle one at once, else the newest running one
   when its current step ends (never mid-step). Below-guarantee waiters are
   served before the rest of the queue.

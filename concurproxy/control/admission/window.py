@@ -25,6 +25,10 @@ from concurproxy.control.admission.waiters import Waiter, WaiterSet
 from concurproxy.control.limits.base import WindowController, WindowDecision, snapshot_problem
 from concurproxy.control.types import PressureSnapshot, StepInfo, WaitQueue
 
+# A below-share waiter blocked by slots or by the KV footprint budget takes burst agents' slots
+# (and their footprint) back; stale pressure data is never overridden.
+_RECLAIMABLE = ("window-full", "footprint")
+
 
 @dataclass(slots=True)
 class _Agent:
@@ -209,7 +213,7 @@ class ReplicaWindow:
             if w is None:
                 break
             block = self._block_reason(w.step, now)
-            if block == "window-full" and share is not None and self._reclaim(now):
+            while block in _RECLAIMABLE and share is not None and self._reclaim(now):
                 block = self._block_reason(w.step, now)
             reason = "share" if share is not None else "resume" if resume is not None else "new"
             if block is not None:
