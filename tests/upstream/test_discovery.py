@@ -132,4 +132,5 @@ async def test_proxy_discovers_through_the_os_resolver() -> None:
         assert [r.id for r in c.pool] == [f"127.0.0.1:{port}"]
         r = await s.post(url + "/v1/chat/completions", json=chat("a"))
         assert r.status == 200 and r.headers["x-concurproxy-replica"] == f"127.0.0.1:{port}"
-        assert c.discovery.state()["members"] == ["127.0.0.1"]
+        state = await (await s.get(url + "/admin/state")).json()
+        assert state["discovery"]["members"] == ["127.0.0.1"] and state["discovery"]["failures"] == 0

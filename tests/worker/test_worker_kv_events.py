@@ -128,7 +128,8 @@ async def test_worker_process_publishes_and_the_proxy_index_follows_its_cache() 
                     await step(f"b{k}", 400)
                 await exact_match(first, 0)
                 assert router.index.match_one("w0", first, 0.0) == len(first)  # the approximate index would guess
-                assert feed.state()["w0"]["gaps"] == 0
+                state = (await (await s.get(proxy + "/admin/state")).json())["kv_events"]["w0"]
+                assert state["synced"] and state["gaps"] == 0 and state["blocks"] > 0 and not state["dropped"]
     finally:
         worker.kill()
         worker.wait(10)
