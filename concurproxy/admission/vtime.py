@@ -9,7 +9,9 @@ prefix-hit rate from counter deltas, KV capacity) fed to ``on_pressure``, then
 idle agents expire and waiters are granted. The last step of a task releases
 the agent. Deterministic for a given (config, spec, agents, duration, seed).
 
-Used by the convergence test and by benchmarks that compare controllers.
+``switch=(t, spec2)``: tasks started from virtual time ``t`` on follow ``spec2``
+(a workload whose mix changes part-way; agents already running finish as they
+began). Used by the convergence tests and by ``concurproxy.admission.bench``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class TracePoint:
     active: int
     waiting: int
     prefix_hit_rate: float | None = None  # over the last interval
+    footprint: float = 0.0  # admitted agents' estimated KV footprint, share of capacity
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +46,7 @@ class VTimeResult:
     seconds: float
     tasks_completed: int
     agent_steps: int
-    tasks_per_min: float  # completed agent steps / steps per task, per minute (in-flight tasks pro rata)
+    tasks_per_min: float  # Σ completed steps / their task's step count, per minute (in-flight tasks pro rata)
     output_tok_s: float
     prefill_tokens: int
     recomputed_tokens: int  # preemption recompute + re-prefill of evicted prefixes
@@ -70,6 +73,7 @@ def run_vtime(
     *,
     interval_s: float | None = None,
     seed: int = 0,
+    switch: tuple[float, AgentSpec] | None = None,
 ) -> VTimeResult:
     core = AdmissionCore(admission)
     engine = Engine(engine_config)
@@ -85,6 +89,7 @@ def run_vtime(
     waiting: dict[int, tuple[AgentTask, float]] = {}  # waiter id → (task, ready since)
     inflight: dict[str, tuple[AgentTask, Ticket, float, list[int]]] = {}
     n_req = steps_done = tasks_done = 0
+    task_units = 0.0  # completed steps, each counted as 1/steps of its task
     latencies: list[float] = []
     trace: list[TracePoint] = []
     last = (0, 0, 0, 0.0)  # preemptions, hits, queries, t
@@ -93,7 +98,7 @@ def run_vtime(
         nonlocal n_req
         req_id = f"t{task.task_no}s{task.step}r{n_req}"
         n_req += 1
-        engine.add_request(req_id, task.prompt(), max_tokens=spec.output_tokens, arrival=now, ignore_eos=True)
+        engine.add_request(req_id, task.prompt(), max_tokens=task.spec.output_tokens, arrival=now, ignore_eos=True)
         inflight[req_id] = (task, ticket, since, [])
 
     def grant() -> None:
@@ -107,17 +112,31 @@ def run_vtime(
         dt = max(now - last[3], 1e-9)
         dq = s.prefix_queries - last[2]
         snap = PressureSnapshot(
-            ts=now, kv_usage=engine.kv_usage(), running=engine.num_running, waiting=engine.num_waiting,
+            ts=now,
+            kv_usage=engine.kv_usage(),
+            running=engine.num_running,
+            waiting=engine.num_waiting,
             preemptions_per_s=(s.preemptions - last[0]) / dt,
             prefix_hit_rate=(s.prefix_hits - last[1]) / dq if dq > 0 else None,
-            kv_capacity_tokens=capacity, source="vtime",
+            kv_capacity_tokens=capacity,
+            source="vtime",
         )
         last = (s.preemptions, s.prefix_hits, s.prefix_queries, now)
         core.on_pressure(REPLICA, snap, now)
         core.expire(now)
         grant()
         w = core.window(REPLICA)
-        trace.append(TracePoint(now, w.window, engine.kv_usage(), w.active, len(waiting), snap.prefix_hit_rate))
+        trace.append(
+            TracePoint(
+                now,
+                w.window,
+                engine.kv_usage(),
+                w.active,
+                len(waiting),
+                snap.prefix_hit_rate,
+                w.footprint_tokens() / capacity,
+            )
+        )
 
     while now < duration_s:
         if now >= next_tick:
@@ -125,8 +144,14 @@ def run_vtime(
             next_tick = now + interval
         while ready and ready[0][0] <= now:
             _, _, task = heapq.heappop(ready)
-            step = StepInfo(tenant="t", role="agent", agent_id=f"a{task.task_no}", task_id=f"t{task.task_no}",
-                            est_prompt_tokens=len(task.context), max_tokens=spec.output_tokens)
+            step = StepInfo(
+                tenant="t",
+                role="agent",
+                agent_id=f"a{task.task_no}",
+                task_id=f"t{task.task_no}",
+                est_prompt_tokens=len(task.context),
+                max_tokens=task.spec.output_tokens,
+            )
             res = core.try_admit(step, REPLICA, now)
             if isinstance(res, Admitted):
                 submit(task, res.ticket, now)
@@ -146,65 +171,43 @@ def run_vtime(
             prompt_len = len(task.context)
             task.on_output(tokens)
             steps_done += 1
+            task_units += 1.0 / task.spec.steps
             latencies.append(now - since)
-            core.end(ticket, Outcome.success, now, prompt_tokens=prompt_len, output_tokens=len(tokens),
-                     release=task.done)
+            core.end(
+                ticket, Outcome.success, now, prompt_tokens=prompt_len, output_tokens=len(tokens), release=task.done
+            )
             if task.done:
                 tasks_done += 1
-                task = AgentTask(n_tasks, spec, seed)
+                task = AgentTask(n_tasks, spec if switch is None or now < switch[0] else switch[1], seed)
                 n_tasks += 1
                 heapq.heappush(ready, (now, task.task_no, task))
             else:
-                heapq.heappush(ready, (now + spec.tool_pause_s, task.task_no, task))
+                heapq.heappush(ready, (now + task.spec.tool_pause_s, task.task_no, task))
         grant()
     s = engine.stats
     return VTimeResult(
-        controller=admission.controller, agents=agents, seconds=now, tasks_completed=tasks_done,
-        agent_steps=steps_done, tasks_per_min=steps_done / spec.steps * 60.0 / now,
-        output_tok_s=s.generation_tokens / now, prefill_tokens=s.prefill_tokens_computed,
+        controller=admission.controller,
+        agents=agents,
+        seconds=now,
+        tasks_completed=tasks_done,
+        agent_steps=steps_done,
+        tasks_per_min=task_units * 60.0 / now,
+        output_tok_s=s.generation_tokens / now,
+        prefill_tokens=s.prefill_tokens_computed,
         recomputed_tokens=s.recomputed_prefill_tokens + s.evicted_prefix_recompute_tokens,
-        preemptions=s.preemptions, prefix_hit_rate=s.prefix_hit_rate,
-        step_latency_p50_s=_pct(latencies, 0.5), step_latency_p99_s=_pct(latencies, 0.99), trace=trace,
+        preemptions=s.preemptions,
+        prefix_hit_rate=s.prefix_hit_rate,
+        step_latency_p50_s=_pct(latencies, 0.5),
+        step_latency_p99_s=_pct(latencies, 0.99),
+        trace=trace,
     )
 
 
-def _controllers(windows: list[int]) -> dict[str, AdmissionConfig]:
-    from concurproxy.config.admission import StaticConfig
-
-    out = {"none": AdmissionConfig(controller="none")}
-    for w in windows:
-        out[f"static-{w}"] = AdmissionConfig(controller="static", static=StaticConfig(window=w))
-    out["aimd"] = AdmissionConfig(controller="aimd")
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
-    """``python -m concurproxy.admission.vtime``: controllers × load levels on a worker profile."""
-    import argparse
+    """``python -m concurproxy.admission.vtime``: the benchmark in ``concurproxy.admission.bench``."""
+    from concurproxy.admission.bench import main as bench_main
 
-    from concurproxy.worker.profile import load_profile
-    from concurproxy.worker.thrash import preset_for
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--profile", default="tiny")
-    ap.add_argument("--agents", default="3,6,12,24", help="comma-separated closed-loop agent counts")
-    ap.add_argument("--static", default="2,3,4,6", help="static windows to compare")
-    ap.add_argument("--seconds", type=float, default=30.0, help="virtual seconds per run")
-    args = ap.parse_args(argv)
-    prof = load_profile(args.profile)
-    engine = prof.engine_config()
-    spec, _, _ = preset_for(prof.name, engine.num_blocks * engine.block_size, engine.max_model_len)
-    configs = _controllers([int(w) for w in args.static.split(",") if w])
-    print(f"{'agents':>6} {'controller':>10} {'tasks/min':>9} {'out tok/s':>9} {'preempt':>7} "
-          f"{'recomp%':>7} {'hit':>5} {'p50 ms':>7} {'p99 ms':>7} {'W(2nd half)':>11}")
-    for n in (int(a) for a in args.agents.split(",") if a):
-        for name, cfg in configs.items():
-            r = run_vtime(engine, spec, n, args.seconds, cfg)
-            half = r.trace[len(r.trace) // 2:]
-            w = sum(p.window for p in half) / max(1, len(half)) if name == "aimd" else float("nan")
-            print(f"{n:>6} {name:>10} {r.tasks_per_min:>9.1f} {r.output_tok_s:>9.0f} {r.preemptions:>7} "
-                  f"{r.recomputed_tokens / max(1, r.prefill_tokens):>7.1%} {r.prefix_hit_rate:>5.0%} "
-                  f"{r.step_latency_p50_s * 1e3:>7.0f} {r.step_latency_p99_s * 1e3:>7.0f} {w:>11.1f}")
+    bench_main(argv)
 
 
 if __name__ == "__main__":

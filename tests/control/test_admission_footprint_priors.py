@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from concurproxy.config.admission import AdmissionConfig, AIMDConfig
-from concurproxy.control.admission import Admitted, FifoQueue, Outcome, Queued, ReplicaWindow, Ticket
+from concurproxy.control.admission import Admitted, EventKind, FifoQueue, Outcome, Queued, ReplicaWindow, Ticket
 from concurproxy.control.admission.footprint import Footprint, FootprintPriors
 from concurproxy.control.limits import AIMDController
 from concurproxy.control.types import PressureSnapshot, StepInfo
@@ -111,3 +111,26 @@ def test_priors_are_moving_averages() -> None:
 def test_tuning_fields_are_validated(field: str, value: float) -> None:
     with pytest.raises(ValidationError, match=field):
         AIMDConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_contexts_that_outgrew_the_budget_pause_the_newest_idle_agent() -> None:
+    w = window(1000, footprint_headroom=1.0, growth_lookahead_steps=0, footprint_peak_share=0.0)
+    tickets = {a: admitted(w.try_admit(step(a, 100), 0)) for a in ("a", "b", "c")}  # 300 of 1000
+    w.end(tickets["a"], Outcome.success, 1, prompt_tokens=100, output_tokens=300)  # a holds 400
+    w.end(tickets["b"], Outcome.success, 1, prompt_tokens=100, output_tokens=300)  # b holds 400: 900 fits
+    assert w.active == 3
+    w.end(tickets["c"], Outcome.success, 2, prompt_tokens=100, output_tokens=300)  # 1200 > 1000
+    assert [a.agent_id for a in w.state(2).agents] == ["a", "b"]
+    paused = [e for e in w.drain_events() if e.kind is EventKind.paused]
+    assert [(e.agent_id, e.reason) for e in paused] == [("c", "over-budget")]
+    assert isinstance(w.try_admit(step("c", 420), 3), Queued)  # its next step waits to resume
+
+
+def test_a_running_agent_is_not_paused_and_the_oldest_keeps_its_slot() -> None:
+    w = window(1000, footprint_headroom=1.0, growth_lookahead_steps=0, footprint_peak_share=0.0)
+    ta = admitted(w.try_admit(step("a", 100), 0))
+    tb = admitted(w.try_admit(step("b", 100), 0))
+    w.end(ta, Outcome.success, 1, prompt_tokens=100, output_tokens=1100)  # a alone outgrows the budget
+    assert w.active == 2  # b is running: it finishes its step first; a is the oldest
+    w.end(tb, Outcome.success, 2, prompt_tokens=100, output_tokens=10)
+    assert [a.agent_id for a in w.state(2).agents] == ["a"]

@@ -395,12 +395,32 @@ class ReplicaWindow:
         for aid in [aid for aid in self._reclaiming if self._agents[aid].running == 0]:
             self._give_back(self._agents[aid], now)
         w = self.window
-        if len(self._agents) <= w:
+        if len(self._agents) > w:
+            agents = list(self._agents.values())
+            for a in self.shares.rank(agents, w)[w:] if self.shares else agents[w:]:
+                if a.running == 0:
+                    self._drop(self._agents[a.agent_id], EventKind.paused, now, "over-window")
+        self._pause_over_budget(now)
+
+    def _pause_over_budget(self, now: float) -> None:
+        """Admitted contexts that outgrew the cache: pause the newest idle agents until they fit.
+
+        The footprint check happens at admission; if the agents' *current* contexts (no
+        lookahead, no floor) no longer fit the budget, evicting someone's prefix is certain and
+        the engine shows it only as a falling hit rate (no preemption, KV gauge below high
+        water while agents sit in tool pauses). Pausing between steps, newest first, is the
+        window's own remedy; the oldest agent always keeps its slot.
+        """
+        budget = self.footprint_budget()
+        if budget is None:
             return
-        agents = list(self._agents.values())
-        for a in self.shares.rank(agents, w)[w:] if self.shares else agents[w:]:
+        held = sum(a.fp.context for a in self._agents.values())
+        for a in reversed(list(self._agents.values())[1:]):
+            if held <= budget:
+                return
             if a.running == 0:
-                self._drop(self._agents[a.agent_id], EventKind.paused, now, "over-window")
+                held -= a.fp.context
+                self._drop(a, EventKind.paused, now, "over-budget")
 
     # ---- events and state --------------------------------------------------------------
     def _emit(
