@@ -1,0 +1,207 @@
+"""Fairness through the real proxy: a heavy and a light tenant on one bundled worker, per policy.
+
+``python -m loadgen.bench_fairness [--duration 60] [--policies fifo,vtc,vtc:0.5] [--time-scale 5]``
+
+Real processes on loopback ports: a fresh `concurproxy worker` (``--profile``, ``--time-scale``)
+for every run, and `concurproxy serve` in front of it with a generated policy: two tenants of
+equal weight (keys ``sk-heavy`` / ``sk-light``, stored hashed), AIMD admission, the fairness
+policy under test and, for a variant ``NAME:SHARE``, ``window_share: SHARE`` for the light
+tenant's role. The load is two loadgen scenarios run at once, each its own tenant:
+
+* **heavy**: ``--heavy-agents`` closed-loop tasks, each one executor agent whose context grows
+  from ~4k to ~12k tokens over 8 steps (1000-token tool results, 128-token replies, 0.3 s tool
+  pauses) — more agents than the engine's KV cache holds, so admission has a queue;
+* **light**: ``--light-agents`` long-lived control agents (role ``planner``, priority high)
+  sending short steps (~30 new prompt tokens, 16-token replies) every 0.5 s.
+
+Runs: the light tenant alone (its *unloaded* latency, through the same proxy), then heavy +
+light under each variant. For each tenant: its share of weighted tokens (prompt×1 +
+completion×2, steps that ended between ``--warmup`` and ``--duration``), weighted tokens/s,
+steps, p50/p99 step latency (client-side, queue wait included), the p99 of the proxy's
+admission wait (``x-concurproxy-queue-wait-ms``) and of the rest (*served*: routing, engine,
+relay), and for the light tenant p99 / unloaded p99. ``--heavy-alone`` adds the heavy
+tenant's rate when it runs alone.
+
+Bounded: each run lasts ``--duration`` seconds of new tasks plus at most ``--drain`` seconds.
+Traffic goes only to 127.0.0.1. Timings are wall-clock on a shared machine: compare the rows
+of one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import sys
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from concurproxy.worker.profile import load_profile
+from loadgen.bench_overhead import free_port, process
+from loadgen.results import Results
+from loadgen.runner import run_scenario
+from loadgen.scenario import Scenario, parse_scenario
+from loadgen.stats import percentile
+
+KEYS = {"heavy": "sk-heavy", "light": "sk-light"}
+
+
+def _closed(tenant: str, agents: int, seed: int, task: dict[str, Any]) -> Scenario:
+    return parse_scenario(
+        {
+            "name": tenant,
+            "seed": seed,
+            "arrivals": {"mode": "closed", "concurrency": agents},
+            "duration_s": 3600,  # the bench bounds each run with its own duration
+            "tenants": [{"name": tenant, "api_key": KEYS[tenant]}],
+            "task": {"planner_steps": 0, "critic": False, "summary": False, **task},
+        }
+    )
+
+
+def heavy_scenario(agents: int, seed: int) -> Scenario:
+    executor = {"growth_tokens": 1000, "output_tokens": 128, "tool_pause_s": 0.3}
+    task = {"system_prompt_tokens": 1000, "task_prompt_tokens": 3000, "branches": 1, "branch_steps": 8}
+    return _closed("heavy", agents, seed, {**task, "roles": {"executor": executor}})
+
+
+def light_scenario(agents: int, seed: int) -> Scenario:
+    planner = {"growth_tokens": 30, "output_tokens": 16, "tool_pause_s": 0.5, "priority": "high"}
+    task = {"system_prompt_tokens": 200, "task_prompt_tokens": 100, "planner_steps": 20, "branches": 0}
+    return _closed("light", agents, seed, {**task, "roles": {"planner": planner}})
+
+
+def policy_doc(upstream: str, fairness: str, light_share: float | None) -> dict[str, Any]:
+    planner: dict[str, Any] = {"priority": "high"}
+    if light_share is not None:
+        planner["window_share"] = light_share
+    return {
+        "upstreams": [{"url": upstream, "name": "w0"}],
+        "auth": {"allow_anonymous": False},
+        "tenants": [
+            {"name": name, "weight": 1, "key_sha256": [hashlib.sha256(key.encode()).hexdigest()]}
+            for name, key in KEYS.items()
+        ],
+        "roles": {"planner": planner},
+        "fairness": {"policy": fairness},
+        "telemetry": {"log_level": "WARNING"},
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRow:
+    tokens: float
+    steps: int
+    errors: int
+    p50_s: float
+    p99_s: float
+    wait_p99_s: float  # the proxy's admission queue wait (x-concurproxy-queue-wait-ms), p99
+    served_p99_s: float  # latency minus that wait (routing + engine + relay), p99
+
+
+def tenant_row(res: Results, warmup_s: float, until_s: float) -> TenantRow:
+    window = [s for s in res.steps if warmup_s <= s.end_s <= until_s]
+    ok = [s for s in window if s.ok]
+    lat = [s.total_s for s in ok]
+    return TenantRow(
+        tokens=sum(s.prompt_tokens + 2 * s.completion_tokens for s in ok),
+        steps=len(ok),
+        errors=len(window) - len(ok),
+        p50_s=percentile(lat, 50) or float("nan"),
+        p99_s=percentile(lat, 99) or float("nan"),
+        wait_p99_s=(percentile([s.queue_wait_ms or 0.0 for s in ok], 99) or 0.0) / 1e3,
+        served_p99_s=percentile([s.total_s - (s.queue_wait_ms or 0.0) / 1e3 for s in ok], 99) or float("nan"),
+    )
+
+
+async def _load(
+    url: str, model: str, tenants: dict[str, Scenario], duration_s: float, drain_s: float
+) -> dict[str, Results]:
+    runs = [
+        run_scenario(sc.model_copy(update={"drain_s": drain_s}), url, duration_s=duration_s, label=name, model=model)
+        for name, sc in tenants.items()
+    ]
+    return dict(zip(tenants, await asyncio.gather(*runs), strict=True))
+
+
+def run_once(
+    args: argparse.Namespace, variant: str, tenants: dict[str, Scenario], workdir: Path
+) -> dict[str, TenantRow]:
+    """One run; ``variant`` is a fairness policy name, optionally ``:SHARE`` (the light role's window_share)."""
+    fairness, _, share = variant.partition(":")
+    wport, pport = free_port(), free_port()
+    cfg = workdir / "policy.yaml"
+    cfg.write_text(yaml.safe_dump(policy_doc(f"http://127.0.0.1:{wport}", fairness, float(share) if share else None)))
+    py = sys.executable
+    worker = [py, "-m", "concurproxy", "worker", "--profile", args.profile, "--port", str(wport),
+              "--time-scale", str(args.time_scale), "--seed", str(args.seed)]  # fmt: skip
+    proxy = [py, "-m", "concurproxy", "serve", "--config", str(cfg), "--port", str(pport)]
+    with ExitStack() as stack:
+        stack.enter_context(process(worker, f"http://127.0.0.1:{wport}/health"))
+        stack.enter_context(process(proxy, f"http://127.0.0.1:{pport}/ready"))
+        model = load_profile(args.profile).model.name
+        results = asyncio.run(_load(f"http://127.0.0.1:{pport}", model, tenants, args.duration, args.drain))
+    return {name: tenant_row(res, args.warmup, args.duration) for name, res in results.items()}
+
+
+def format_rows(
+    unloaded: TenantRow, alone: TenantRow | None, runs: dict[str, dict[str, TenantRow]], span: float
+) -> str:
+    lines = [
+        f"light tenant unloaded: p50 {unloaded.p50_s * 1e3:.0f} ms  p99 {unloaded.p99_s * 1e3:.0f} ms"
+        f"  ({unloaded.steps} steps)",
+    ]
+    if alone is not None:
+        lines.append(f"heavy tenant alone: {alone.tokens / span:,.0f} weighted tok/s ({alone.steps} steps)")
+    head = f"{'policy':<8}{'tenant':<8}{'token share':>12}{'tok/s':>10}{'steps':>7}{'errors':>7}"
+    lines.append(head + f"{'p50 ms':>9}{'p99 ms':>9}{'p99 queue':>11}{'p99 served':>12}{'p99/unloaded':>14}")
+    for policy, rows in runs.items():
+        total = sum(r.tokens for r in rows.values()) or 1.0
+        for tenant, r in rows.items():
+            ratio = f"{r.p99_s / unloaded.p99_s:>14.2f}" if tenant == "light" else f"{'':>14}"
+            lines.append(
+                f"{policy:<8}{tenant:<8}{r.tokens / total:>12.3f}{r.tokens / span:>10,.0f}{r.steps:>7}{r.errors:>7}"
+                f"{r.p50_s * 1e3:>9.0f}{r.p99_s * 1e3:>9.0f}{r.wait_p99_s * 1e3:>11.0f}"
+                f"{r.served_p99_s * 1e3:>12.0f}{ratio}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m loadgen.bench_fairness", description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--policies",
+        default="fifo,vtc,vtc:0.5",
+        help="fairness policies to compare; NAME:SHARE also gives the light role that window_share "
+        "(default fifo,vtc,vtc:0.5)",
+    )
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of load per run (default 60)")
+    ap.add_argument("--warmup", type=float, default=8.0, help="steps ending before this are not counted")
+    ap.add_argument("--drain", type=float, default=5.0, help="seconds for running tasks after the end")
+    ap.add_argument("--profile", default="qwen3-32b-h100", help="bundled worker profile")
+    ap.add_argument("--time-scale", type=float, default=5.0, help="worker clock speed-up (default 5)")
+    ap.add_argument("--heavy-agents", type=int, default=12)
+    ap.add_argument("--light-agents", type=int, default=4)
+    ap.add_argument("--heavy-alone", action="store_true", help="also run the heavy tenant alone (its capacity)")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    heavy = heavy_scenario(args.heavy_agents, args.seed)
+    light = light_scenario(args.light_agents, args.seed)
+    span = args.duration - args.warmup
+    with tempfile.TemporaryDirectory(prefix="concurproxy-fairness-") as d:
+        work = Path(d)
+        unloaded = run_once(args, "vtc", {"light": light}, work)["light"]
+        alone = run_once(args, "vtc", {"heavy": heavy}, work)["heavy"] if args.heavy_alone else None
+        runs = {p: run_once(args, p, {"heavy": heavy, "light": light}, work) for p in args.policies.split(",")}
+    print(format_rows(unloaded, alone, runs, span))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
