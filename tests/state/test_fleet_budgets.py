@@ -144,8 +144,10 @@ async def test_redis_outage_loses_no_request_and_budgets_resync(
             assert await redis.exists("{cp}:budget:r:anonymous/default")
         finally:
             await redis.aclose()
-        for inst in insts:  # each instance's bucket is again its half of the fleet's
+        # each instance's bucket is again its half of the fleet's, once both heartbeats are back (under load
+        # the second can lag the reconnect by more than the test's short leader TTL)
+        await eventually(lambda: all(i.components.budgets.engine.fleet_share == 0.5 for i in insts))
+        for inst in insts:
             engine = inst.components.budgets.engine
-            assert engine.fleet_share == 0.5
             level = engine.bucket_level("anonymous", "default", inst.components.clock())
             assert level is not None and level <= big / 2
