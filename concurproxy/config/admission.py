@@ -54,6 +54,15 @@ class AIMDConfig(Model):
         description="Per-step growth assumed for a new agent before any agent's growth was seen on the replica "
         "(capped by the step's max_tokens).",
     )
+    small_agent_tokens: int = Field(
+        0,
+        ge=0,
+        description="A new agent whose footprint charge is at most this many tokens is admitted outside the "
+        "agent-count window (it takes no slot), within small_agent_share of the footprint budget (0 = off).",
+    )
+    small_agent_share: float = Field(
+        0.1, gt=0, le=1, description="Share of the footprint budget that small agents may hold together."
+    )
     min_utilisation: float = Field(
         1.0, gt=0, le=1, description="Grow the window only when at least this share of it holds agents."
     )

@@ -10,7 +10,7 @@ def footprint(**kw: object) -> int:
     step = StepInfo(
         tenant="t", role="executor", agent_id="a", task_id="k", est_prompt_tokens=1600, max_tokens=200, **kw
     )  # type: ignore[arg-type]
-    return window._new_footprint(step).tokens()
+    return window._held.new_footprint(step).tokens()
 
 
 def test_shared_prefix_and_last_step_reduce_the_new_agents_footprint():

@@ -136,3 +136,23 @@ class FootprintPriors:
         if fp.single_step or self.peak is None:
             return fp.tokens()
         return max(fp.tokens(), math.ceil(self.peak_share * self.peak))
+
+
+class RolePriors:
+    """One `FootprintPriors` per role key: a planner's growth and final size are not an executor's.
+
+    Replica-wide priors let a workload's long-context agents set the charge of every
+    agent: with 12k-token executors finishing on a replica, a 1k-token control agent
+    was charged 0.75 × 12k. Keys are the window's role keys (configured roles, else
+    ``default``), so their number is bounded by the policy, not by clients.
+    """
+
+    def __init__(self, peak_share: float, initial_growth: int, lookahead: int) -> None:
+        self._args = (peak_share, initial_growth, lookahead)
+        self._by_key: dict[str, FootprintPriors] = {}
+
+    def of(self, key: str) -> FootprintPriors:
+        p = self._by_key.get(key)
+        if p is None:
+            p = self._by_key[key] = FootprintPriors(*self._args)
+        return p

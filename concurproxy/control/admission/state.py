@@ -17,6 +17,7 @@ class AgentState:
     idle_s: float  # 0 while a step runs
     footprint_tokens: int
     releasing: bool
+    small: bool = False  # admitted by the small-agent lane (holds no slot of the window)
 
 
 @dataclass(slots=True)
@@ -26,6 +27,7 @@ class Counters:
     admitted_new: int = 0
     admitted_steps: int = 0
     admitted_starvation: int = 0
+    admitted_small: int = 0  # new agents admitted by the small-agent lane (aimd.small_agent_tokens)
     share_reclaims: int = 0  # slots taken back from burst agents for a role below its window_share
     queued: int = 0
     rejected: int = 0

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field, replace
 
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.control.admission.events import AdmissionEvent, EventKind
-from concurproxy.control.admission.footprint import Footprint, FootprintPriors
+from concurproxy.control.admission.held import HeldAgent, HeldAgents
 from concurproxy.control.admission.shares import WindowShares
-from concurproxy.control.admission.state import AgentState, Counters, ReplicaState
+from concurproxy.control.admission.small import SmallAgentLane
+from concurproxy.control.admission.state import Counters, ReplicaState
 from concurproxy.control.admission.tickets import (
     AdmitResult,
     Admitted,
@@ -28,19 +29,6 @@ from concurproxy.control.types import PressureSnapshot, StepInfo, WaitQueue
 # A below-share waiter blocked by slots or by the KV footprint budget takes burst agents' slots
 # (and their footprint) back; stale pressure data is never overridden.
 _RECLAIMABLE = ("window-full", "footprint")
-
-
-@dataclass(slots=True)
-class _Agent:
-    agent_id: str
-    tenant: str
-    role: str
-    admitted_at: float
-    last_seen: float
-    fp: Footprint
-    running: int = 0
-    steps: int = 0
-    releasing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +94,9 @@ class ReplicaWindow:
         self._cfg = config
         self._waiters = WaiterSet(queue)
         self._ids = ids if ids is not None else itertools.count(1)
-        a = config.aimd
-        self._priors = FootprintPriors(a.footprint_peak_share, a.initial_growth_tokens, a.growth_lookahead_steps)
-        self._agents: dict[str, _Agent] = {}  # insertion order = admission order
+        self._held = HeldAgents(config.aimd, lambda role: self.shares.key(role))
+        self._agents = self._held.agents  # insertion order = admission order
+        self._small = SmallAgentLane.from_config(config.aimd)
         self._tickets: dict[int, Ticket] = {}
         self._paused: dict[str, float] = {}
         self._snapshot: PressureSnapshot | None = None
@@ -133,7 +121,7 @@ class ReplicaWindow:
         """Feed the latest snapshot (None: re-evaluate the one held) to the controller."""
         if snapshot is not None and (self._snapshot is None or snapshot.ts >= self._snapshot.ts):
             self._snapshot = snapshot
-        d = self.controller.update(self._snapshot, len(self._agents), now)
+        d = self.controller.update(self._snapshot, len(self._held.slot_holders()), now)
         if d.changed:
             if d.window > self._decision.window:
                 self.counters.window_increases += 1
@@ -151,7 +139,7 @@ class ReplicaWindow:
         return snapshot_problem(self._snapshot, now, self.controller.stale_after_s)
 
     def footprint_tokens(self) -> int:
-        return sum(self._priors.charge(a.fp) for a in self._agents.values())
+        return self._held.footprint_tokens()
 
     def footprint_budget(self) -> int | None:
         s = self._snapshot
@@ -159,21 +147,22 @@ class ReplicaWindow:
             return None
         return int(self._cfg.aimd.footprint_headroom * s.kv_capacity_tokens)
 
-    def _new_footprint(self, step: StepInfo) -> Footprint:
-        # A prefix already resident on the replica (a shared system prompt) costs no new KV;
-        # an agent whose first step is its last will not grow.
-        private = max(0, step.est_prompt_tokens - step.resident_prefix_tokens)
-        return self._priors.new(private, step.max_tokens, step.last_step)
+    def _small_fits(self, step: StepInfo, now: float) -> bool:
+        """May this new agent be admitted by the small-agent lane now (see `SmallAgentLane`)?"""
+        budget = self.footprint_budget()
+        if self._small.cap(budget) is None or self.saturation(now) is not None:
+            return False
+        return self._small.fits(self._held.new_charge(step), self._held.small_tokens(), budget)
 
     def _block_reason(self, step: StepInfo, now: float) -> str | None:
         sat = self.saturation(now)
         if sat is not None:
             return f"saturated-{sat}"
-        if len(self._agents) >= self.window:
+        if len(self._held.slot_holders()) >= self.window:
             return "window-full"
         budget = self.footprint_budget()
         if budget is not None and self._agents:
-            if self.footprint_tokens() + self._priors.charge(self._new_footprint(step)) > budget:
+            if self.footprint_tokens() + self._held.new_charge(step) > budget:
                 return "footprint"
         return None
 
@@ -182,12 +171,15 @@ class ReplicaWindow:
         agent = self._agents.get(step.agent_id)
         if agent is not None:
             agent.releasing = False
-            self._priors.on_step(agent.fp, step.est_prompt_tokens)
+            self._held.priors_of(agent.role).on_step(agent.fp, step.est_prompt_tokens)
             return Admitted(self._open(step, agent, now, "in-window"))
         if len(self._waiters) >= self._cfg.max_queue_length:
             self.counters.rejected += 1
             self._emit(EventKind.rejected, now, "queue-full", step)
             return Rejected("queue-full", self.retry_after_s(len(self._waiters)))
+        if self._small_fits(step, now):
+            agent = self._admit_agent(step, now, small=True)
+            return Admitted(self._open(step, agent, now, "small"))
         if not self._waiters and self._block_reason(step, now) is None:
             agent = self._admit_agent(step, now)
             return Admitted(self._open(step, agent, now, self._new_reason()))
@@ -204,7 +196,7 @@ class ReplicaWindow:
 
     def grant(self, now: float) -> list[Grant]:
         """Admit waiters while slots, budget and fresh data allow (call after any change)."""
-        grants: list[Grant] = []
+        grants = self._grant_small(now)
         while (oldest := self._waiters.oldest()) is not None:
             starved = now - oldest.since >= self._cfg.starvation_timeout_s
             share = None if starved else self._share_waiter()
@@ -226,6 +218,20 @@ class ReplicaWindow:
                 grants.append(self._grant_waiter(other, now, "in-window"))
         return grants
 
+    def _grant_small(self, now: float) -> list[Grant]:
+        """Admit waiting new agents that the small-agent lane fits, in arrival order."""
+        grants: list[Grant] = []
+        if self._small.cap(self.footprint_budget()) is None:
+            return grants
+        for w in self._waiters:
+            if w.step.agent_id in self._agents or not self._small_fits(w.step, now):
+                continue
+            self._waiters.take(w, False, now)
+            grants.append(self._grant_waiter(w, now, "small"))
+            for other in self._waiters.remove_agent(w.step.agent_id):
+                grants.append(self._grant_waiter(other, now, "in-window"))
+        return grants
+
     # ---- role shares ----------------------------------------------------------------------
     def set_shares(self, shares: WindowShares, now: float) -> None:
         self.shares = shares
@@ -236,7 +242,7 @@ class ReplicaWindow:
         """The longest-waiting step of a role below its guaranteed share, if any."""
         if not self.shares:
             return None
-        counts, w = self.shares.counts(self._agents.values()), self.window
+        counts, w = self.shares.counts(self._held.slot_holders()), self.window
         return self._waiters.oldest_of_roles(lambda role: self.shares.below(role, counts, w))
 
     def _reclaim(self, now: float) -> bool:
@@ -245,7 +251,7 @@ class ReplicaWindow:
         An idle burst agent gives it at once; otherwise the newest running one is
         marked and gives it when its step ends (one mark at a time: that step end
         runs grant again)."""
-        victim = self.shares.reclaim_victim(list(self._agents.values()), self.window)
+        victim = self.shares.reclaim_victim(self._held.slot_holders(), self.window)
         if victim is None:
             return False
         if victim.running == 0:
@@ -256,7 +262,7 @@ class ReplicaWindow:
             self._reclaiming.add(victim.agent_id)
         return False
 
-    def _give_back(self, agent: _Agent, now: float) -> None:
+    def _give_back(self, agent: HeldAgent, now: float) -> None:
         self.counters.share_reclaims += 1
         self._drop(agent, EventKind.paused, now, "share-reclaim")
 
@@ -268,15 +274,17 @@ class ReplicaWindow:
         waited = now - w.since
         agent = self._agents.get(w.step.agent_id)
         if agent is None:
-            agent = self._admit_agent(w.step, now)
+            agent = self._admit_agent(w.step, now, small=reason == "small")
             if reason == "starvation":
                 self.counters.admitted_starvation += 1
         else:
-            self._priors.on_step(agent.fp, w.step.est_prompt_tokens)
+            self._held.priors_of(agent.role).on_step(agent.fp, w.step.est_prompt_tokens)
         return Grant(w.waiter_id, Admitted(self._open(w.step, agent, now, reason, waited), waited))
 
-    def _admit_agent(self, step: StepInfo, now: float) -> _Agent:
-        agent = _Agent(step.agent_id, step.tenant, step.role, now, now, self._new_footprint(step))
+    def _admit_agent(self, step: StepInfo, now: float, *, small: bool = False) -> HeldAgent:
+        agent = HeldAgent(step.agent_id, step.tenant, step.role, now, now, self._held.new_footprint(step), small=small)
+        if small:
+            self.counters.admitted_small += 1
         self._agents[step.agent_id] = agent
         self._paused.pop(step.agent_id, None)
         if self._last_new_admit is not None:
@@ -286,7 +294,7 @@ class ReplicaWindow:
         self.counters.admitted_new += 1
         return agent
 
-    def _open(self, step: StepInfo, agent: _Agent, now: float, reason: str, waited: float = 0.0) -> Ticket:
+    def _open(self, step: StepInfo, agent: HeldAgent, now: float, reason: str, waited: float = 0.0) -> Ticket:
         t = Ticket(next(self._ids), self.replica, agent.agent_id, step, now, reason)
         self._tickets[t.id] = t
         agent.running += 1
@@ -378,7 +386,7 @@ class ReplicaWindow:
             )
         return ExpireResult([a.agent_id for a in idle], timeouts)
 
-    def _drop(self, agent: _Agent, kind: EventKind, now: float, reason: str) -> None:
+    def _drop(self, agent: HeldAgent, kind: EventKind, now: float, reason: str) -> None:
         del self._agents[agent.agent_id]
         self._reclaiming.discard(agent.agent_id)
         if kind is EventKind.paused:
@@ -388,38 +396,17 @@ class ReplicaWindow:
             self.counters.expired += 1
         else:
             self.counters.released += 1
-            self._priors.on_finished(agent.fp, agent.steps)
+            self._held.priors_of(agent.role).on_finished(agent.fp, agent.steps)
         self._emit(kind, now, reason, agent_id=agent.agent_id, tenant=agent.tenant)
 
     def _pause_over_window(self, now: float) -> None:
         for aid in [aid for aid in self._reclaiming if self._agents[aid].running == 0]:
             self._give_back(self._agents[aid], now)
-        w = self.window
-        if len(self._agents) > w:
-            agents = list(self._agents.values())
-            for a in self.shares.rank(agents, w)[w:] if self.shares else agents[w:]:
-                if a.running == 0:
-                    self._drop(self._agents[a.agent_id], EventKind.paused, now, "over-window")
-        self._pause_over_budget(now)
-
-    def _pause_over_budget(self, now: float) -> None:
-        """Admitted contexts that outgrew the cache: pause the newest idle agents until they fit.
-
-        The footprint check happens at admission; if the agents' *current* contexts (no
-        lookahead, no floor) no longer fit the budget, evicting someone's prefix is certain and
-        the engine shows it only as a falling hit rate (no preemption, KV gauge below high
-        water while agents sit in tool pauses). Pausing between steps, newest first, is the
-        window's own remedy; the oldest agent always keeps its slot.
-        """
+        for a in self._held.over_window(self.shares, self.window):
+            self._drop(a, EventKind.paused, now, "over-window")
         budget = self.footprint_budget()
-        if budget is None:
-            return
-        held = sum(a.fp.context for a in self._agents.values())
-        for a in reversed(list(self._agents.values())[1:]):
-            if held <= budget:
-                return
-            if a.running == 0:
-                held -= a.fp.context
+        if budget is not None:
+            for a in self._held.over_budget(self.shares, self.window, budget):
                 self._drop(a, EventKind.paused, now, "over-budget")
 
     # ---- events and state --------------------------------------------------------------
@@ -477,18 +464,5 @@ class ReplicaWindow:
             pressure_age_s=None if s is None else s.age(now),
             kv_usage=None if s is None else s.kv_usage,
             counters=replace(self.counters, ended=dict(self.counters.ended)),
-            agents=[
-                AgentState(
-                    a.agent_id,
-                    a.tenant,
-                    a.role,
-                    a.running,
-                    a.steps,
-                    now - a.admitted_at,
-                    0.0 if a.running else now - a.last_seen,
-                    self._priors.charge(a.fp),
-                    a.releasing,
-                )
-                for a in self._agents.values()
-            ],
+            agents=self._held.states(now),
         )

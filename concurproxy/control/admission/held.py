@@ -1,0 +1,121 @@
+"""The agents holding a place on one replica, in admission order, with their KV footprints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from concurproxy.config.admission import AIMDConfig
+from concurproxy.control.admission.footprint import Footprint, FootprintPriors, RolePriors
+from concurproxy.control.admission.shares import WindowShares
+from concurproxy.control.admission.state import AgentState
+from concurproxy.control.types import StepInfo
+
+
+@dataclass(slots=True)
+class HeldAgent:
+    agent_id: str
+    tenant: str
+    role: str
+    admitted_at: float
+    last_seen: float
+    fp: Footprint
+    running: int = 0
+    steps: int = 0
+    releasing: bool = False
+    small: bool = False  # admitted by the small-agent lane: holds no slot of W
+
+
+class HeldAgents:
+    """``agents`` (a dict in admission order) plus what the window asks of them as a whole.
+
+    Footprint charges use the priors of the agent's role key (``role_key``: the window
+    shares' mapping of a role name to a configured role or ``default``), see `RolePriors`.
+    Slot holders are the agents counted against the window W: all but the small ones.
+    Pure; single caller (the replica's window).
+    """
+
+    def __init__(self, aimd: AIMDConfig, role_key: Callable[[str], str]) -> None:
+        self.agents: dict[str, HeldAgent] = {}
+        self.role_key = role_key
+        self._priors = RolePriors(aimd.footprint_peak_share, aimd.initial_growth_tokens, aimd.growth_lookahead_steps)
+
+    def __iter__(self) -> Iterator[HeldAgent]:
+        return iter(self.agents.values())
+
+    def priors_of(self, role: str) -> FootprintPriors:
+        return self._priors.of(self.role_key(role))
+
+    def charge(self, agent: HeldAgent) -> int:
+        return self.priors_of(agent.role).charge(agent.fp)
+
+    def new_footprint(self, step: StepInfo) -> Footprint:
+        # A prefix already resident on the replica (a shared system prompt) costs no new KV;
+        # an agent whose first step is its last will not grow.
+        private = max(0, step.est_prompt_tokens - step.resident_prefix_tokens)
+        return self.priors_of(step.role).new(private, step.max_tokens, step.last_step)
+
+    def new_charge(self, step: StepInfo) -> int:
+        """What a new agent starting with ``step`` would count for in the budget."""
+        return self.priors_of(step.role).charge(self.new_footprint(step))
+
+    def footprint_tokens(self) -> int:
+        return sum(self.charge(a) for a in self.agents.values())
+
+    def small_tokens(self) -> int:
+        return sum(self.charge(a) for a in self.agents.values() if a.small)
+
+    def slot_holders(self) -> list[HeldAgent]:
+        """Agents holding a slot of W (admission order): all but the small-agent lane's."""
+        return [a for a in self.agents.values() if not a.small]
+
+    def keep_order(self, shares: WindowShares, window: int) -> list[HeldAgent]:
+        """Every agent, those to keep first: small ones (bounded by their lane), then slot holders
+        within their role's guarantee, then burst ones; admission order within each."""
+        holders = self.slot_holders()
+        if shares:
+            holders = [self.agents[a.agent_id] for a in shares.rank(holders, window)]
+        return [a for a in self.agents.values() if a.small] + holders
+
+    def over_window(self, shares: WindowShares, window: int) -> list[HeldAgent]:
+        """Idle slot holders ranked beyond W (running ones lose their slot after their step)."""
+        holders = [a for a in self.keep_order(shares, window) if not a.small]
+        return [a for a in holders[window:] if a.running == 0]
+
+    def over_budget(self, shares: WindowShares, window: int, budget: int) -> list[HeldAgent]:
+        """Admitted contexts that outgrew the cache: the idle agents to pause, last-kept first,
+        until the rest fit ``budget``.
+
+        The footprint check happens at admission; if the agents' *current* contexts (no
+        lookahead, no floor) no longer fit the budget, evicting someone's prefix is certain and
+        the engine shows it only as a falling hit rate (no preemption, KV gauge below high
+        water while agents sit in tool pauses). Pausing between steps, in reverse keep order
+        (role shares respected, as when the window shrinks), is the window's own remedy; the
+        first-kept agent always keeps its place.
+        """
+        held = sum(a.fp.context for a in self.agents.values())
+        out: list[HeldAgent] = []
+        for a in reversed(self.keep_order(shares, window)[1:]):
+            if held <= budget:
+                break
+            if a.running == 0:
+                held -= a.fp.context
+                out.append(a)
+        return out
+
+    def states(self, now: float) -> list[AgentState]:
+        return [
+            AgentState(
+                a.agent_id,
+                a.tenant,
+                a.role,
+                a.running,
+                a.steps,
+                now - a.admitted_at,
+                0.0 if a.running else now - a.last_seen,
+                self.charge(a),
+                a.releasing,
+                a.small,
+            )
+            for a in self.agents.values()
+        ]
