@@ -5,7 +5,8 @@ Starts bundled worker replicas (simulated engine, default profile ``tiny``: a
 whose contexts grow every step) through the proxy once per admission
 controller — by default ``none`` (a plain pass-through) and ``aimd`` — each
 against a fresh engine, and prints a side-by-side table: task goodput, step
-latency, preemptions and recomputed prefill tokens read from the engine.
+latency, preemptions and recomputed prefill tokens read from the engine (recompute after a
+preemption plus re-prefill of evicted prefixes: the same definition as the admission benchmark).
 
 With several replicas, each worker's own ``vllm:kv_cache_usage_perc`` is sampled every
 0.5 s over the run: the table shows the fleet's mean KV usage and how far the busiest
@@ -149,7 +150,7 @@ async def run_one(controller: str, routing: str, args: argparse.Namespace, progr
         p50_ms=float(steps["latency_ms"].get("p50") or 0.0),
         p99_ms=float(steps["latency_ms"].get("p99") or 0.0),
         preemptions=sum(s.preemptions for s in stats),
-        recomputed_tokens=sum(s.recomputed_prefill_tokens for s in stats),
+        recomputed_tokens=sum(s.recomputed_prefill_tokens + s.evicted_prefix_recompute_tokens for s in stats),
         prefill_tokens=sum(s.prefill_tokens_computed for s in stats),
         prefix_hit_rate=(sum(s.prefix_hits for s in stats) / queries) if queries else 0.0,
         kv_means=kv_means(results.series, worker_metrics) if len(workers) > 1 else None,
