@@ -53,6 +53,17 @@ class FairnessConfig(Model):
         4096, ge=1, description="Steps whose prompt is above this are 'long'; short control steps may pass them."
     )
     max_bypass_s: float = Field(5.0, ge=0, description="A long step is never passed over for longer than this.")
+    protect_priority: Priority | None = Field(
+        Priority.high,
+        description="At dispatch, a long step (uncached prompt above long_prefill_tokens) is held while a short "
+        "step of this priority or a more urgent one is in flight on its replica (null: never).",
+    )
+    long_prefills_per_replica: int = Field(
+        1, ge=0, description="Long steps in their prefill at once per replica; more wait at dispatch (0: no limit)."
+    )
+    max_prefill_hold_s: float = Field(
+        1.0, ge=0, description="A long step is held at dispatch at most this long, then sent whatever the rest says."
+    )
 
 
 class BudgetsConfig(Model):

@@ -18,6 +18,7 @@ from concurproxy.admission.service import AdmissionService
 from concurproxy.config.models import Policy
 from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.budgets import BudgetEngine, BudgetLimits
+from concurproxy.control.dispatch import DispatchParams
 from concurproxy.control.fairness.base import FairnessParams
 from concurproxy.control.fairness.registry import default_registry as fairness_registry
 from concurproxy.control.types import PressureSnapshot
@@ -30,6 +31,7 @@ from concurproxy.server.reload import fingerprint
 from concurproxy.server.stages import shared as shared_stage
 from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.server.stages.budgets import BudgetStage
+from concurproxy.server.stages.dispatch import DispatchStage
 from concurproxy.server.stages.kvevents import KvEventFeed
 from concurproxy.server.stages.observe import StepMetrics, health_listener
 from concurproxy.server.stages.routing import RoutingStage
@@ -93,6 +95,9 @@ def build_components(
         policy=policy, pool=pool, tenants=tenants, router=routing, admission=admission, metrics=metrics
     )
     routing.snapshots = components.latest_pressure
+    dispatch_params = DispatchParams.from_policy(policy.fairness)
+    if admission_stage is not None and dispatch_params.enabled:
+        components.dispatch = DispatchStage(dispatch_params)
     discovered_kv = policy.discovery is not None and policy.discovery.kv_events_port is not None
     if discovered_kv or any(u.kv_events is not None for u in policy.upstreams):
         feed = KvEventFeed(policy.routing.block_tokens, policy.routing.index_max_blocks)

@@ -72,6 +72,7 @@ class Components:
     kv_events: Any = None  # concurproxy.server.stages.kvevents.KvEventFeed when an upstream publishes KV events
     discovery: Any = None  # concurproxy.upstream.discovery.DnsDiscovery with a `discovery:` section
     discovery_resolver: Any = None  # a discovery Resolver used instead of the OS's (tests)
+    dispatch: Any = None  # concurproxy.server.stages.dispatch.DispatchStage (cost-aware dispatch), when enabled
 
     @staticmethod
     def make_rate_limiter(policy: Policy) -> KeyedRateLimiter | None:

@@ -145,6 +145,8 @@ class Forwarder:
                     if out is None:
                         out = await self._start_stream(request, ctx)
                         ctx.ttft_s = time.perf_counter() - ctx.started
+                        if ctx.on_first_token is not None:
+                            ctx.on_first_token()
                     await _write_to_client(out, data)
             tail = relay.flush()
             if tail:

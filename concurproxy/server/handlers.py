@@ -211,7 +211,11 @@ class CompletionHandler:
                     headers["x-concurproxy-queue-wait-ms"] = f"{ticket.queue_wait_s * 1000:.1f}"
                     replica.in_flight += 1
                     try:
-                        result = await self._attempt(request, ctx, replica, payload, strip_usage, trace)
+                        if c.dispatch is None:
+                            result = await self._attempt(request, ctx, replica, payload, strip_usage, trace)
+                        else:
+                            async with c.dispatch.hold(ctx, replica.id):
+                                result = await self._attempt(request, ctx, replica, payload, strip_usage, trace)
                     except BaseException:
                         ticket.set_outcome("cancelled")
                         raise

@@ -10,7 +10,7 @@ without touching the handlers. The order of one step:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,6 +38,8 @@ class StepContext:
     route_reason: str = ""
     route_decision: Any = None  # the router's RouteDecision, when a routing stage chose
     queue_wait_s: float = 0.0
+    dispatch_wait_s: float = 0.0  # a long prefill held back at dispatch (stages/dispatch.py)
+    on_first_token: Callable[[], None] | None = None  # set by the dispatch stage; the relay calls it once
     attempts: int = 0
     status: int = 0
     outcome: str = "success"  # success | error | cancelled | timeout | rejected

@@ -1,0 +1,53 @@
+"""The dispatch stage's async shell: a held long step goes when the control step ends, or at the bound."""
+
+from __future__ import annotations
+
+import asyncio
+
+from concurproxy.control.dispatch import DispatchParams
+from concurproxy.control.types import PriorityClass, StepInfo
+from concurproxy.identity import Identity
+from concurproxy.server.hooks import StepContext
+from concurproxy.server.stages.dispatch import DispatchStage
+
+
+def ctx(prompt: int, priority: PriorityClass) -> StepContext:
+    step = StepInfo("t", "r", "a", "k", priority=priority, est_prompt_tokens=prompt)
+    return StepContext("id", "chat", Identity("t", "a", "k", "r", None, False, False), step, {}, "m", True, 0.0)
+
+
+async def test_a_held_long_step_starts_when_the_control_step_ends() -> None:
+    stage = DispatchStage(DispatchParams(long_prefill_tokens=2048, max_hold_s=60.0))
+    order: list[str] = []
+    control, long = ctx(300, PriorityClass.high), ctx(9000, PriorityClass.normal)
+
+    async def run_long() -> None:
+        async with stage.hold(long, "r0"):
+            order.append("long sent")
+
+    async with stage.hold(control, "r0"):
+        task = asyncio.create_task(run_long())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert order == [] and stage.state() == {"r0": {"waiting": 1, "held": 1, "forced": 0}}
+        order.append("control done")
+    await task
+    assert order == ["control done", "long sent"]
+    assert long.dispatch_wait_s > 0
+
+
+async def test_the_bound_releases_it_and_a_cancelled_waiter_is_forgotten() -> None:
+    now = [0.0]
+    stage = DispatchStage(DispatchParams(long_prefill_tokens=2048, max_hold_s=0.0), clock=lambda: now[0])
+    async with stage.hold(ctx(300, PriorityClass.critical), "r0"):
+        async with stage.hold(ctx(9000, PriorityClass.normal), "r0"):  # max_hold 0: expires at once
+            assert stage.state()["r0"]["forced"] == 1
+    slow = DispatchStage(DispatchParams(long_prefill_tokens=2048, max_hold_s=60.0))
+    async with slow.hold(ctx(300, PriorityClass.high), "r0"):
+        waiter = asyncio.create_task(slow.hold(ctx(9000, PriorityClass.normal), "r0").__aenter__())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        waiter.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert slow.state()["r0"]["waiting"] == 0
