@@ -6,7 +6,10 @@ Real processes on loopback ports: a fresh `concurproxy worker` (``--profile``, `
 for every run, and `concurproxy serve` in front of it with a generated policy: two tenants of
 equal weight (keys ``sk-heavy`` / ``sk-light``, stored hashed), AIMD admission, the fairness
 policy under test and, for a variant ``NAME:SHARE``, ``window_share: SHARE`` for the light
-tenant's role. The load is two loadgen scenarios run at once, each its own tenant:
+tenant's role. Every run also sets ``admission.aimd.small_agent_tokens`` / ``small_agent_share``
+(``--small-agent-tokens 0`` turns the small-agent lane off) and cost-aware dispatch with
+``long_prefill_tokens: 2048``, ``max_prefill_hold_s: 1``. The load is two loadgen scenarios run at
+once, each its own tenant:
 
 * **heavy**: ``--heavy-agents`` closed-loop tasks, each one executor agent whose context grows
   from ~4k to ~12k tokens over 8 steps (1000-token tool results, 128-token replies, 0.3 s tool
@@ -19,8 +22,8 @@ light under each variant. For each tenant: its share of weighted tokens (promptÃ
 completionÃ—2, steps that ended between ``--warmup`` and ``--duration``), weighted tokens/s,
 steps, p50/p99 step latency (client-side, queue wait included), the p99 of the proxy's
 admission wait (``x-concurproxy-queue-wait-ms``) and of the rest (*served*: routing, engine,
-relay), and for the light tenant p99 / unloaded p99. ``--heavy-alone`` adds the heavy
-tenant's rate when it runs alone.
+relay), the p99 time to first token minus that wait, and for the light tenant p99 / unloaded
+p99. ``--heavy-alone`` adds the heavy tenant's rate when it runs alone.
 
 Bounded: each run lasts ``--duration`` seconds of new tasks plus at most ``--drain`` seconds.
 Traffic goes only to 127.0.0.1. Timings are wall-clock on a shared machine: compare the rows
@@ -77,7 +80,9 @@ def light_scenario(agents: int, seed: int) -> Scenario:
     return _closed("light", agents, seed, {**task, "roles": {"planner": planner}})
 
 
-def policy_doc(upstream: str, fairness: str, light_share: float | None) -> dict[str, Any]:
+def policy_doc(
+    upstream: str, fairness: str, light_share: float | None, small_agent_tokens: int = 0, small_agent_share: float = 0.1
+) -> dict[str, Any]:
     planner: dict[str, Any] = {"priority": "high"}
     if light_share is not None:
         planner["window_share"] = light_share
@@ -89,7 +94,10 @@ def policy_doc(upstream: str, fairness: str, light_share: float | None) -> dict[
             for name, key in KEYS.items()
         ],
         "roles": {"planner": planner},
-        "fairness": {"policy": fairness},
+        "admission": {"aimd": {"small_agent_tokens": small_agent_tokens, "small_agent_share": small_agent_share}},
+        # long = uncached prompt above 2048 tokens (a heavy agent's first step, an evicted context); held at
+        # dispatch while a light step runs, at most 1 s (5 s of the simulated engine at --time-scale 5)
+        "fairness": {"policy": fairness, "long_prefill_tokens": 2048, "max_prefill_hold_s": 1.0},
         "telemetry": {"log_level": "WARNING"},
     }
 
@@ -103,6 +111,7 @@ class TenantRow:
     p99_s: float
     wait_p99_s: float  # the proxy's admission queue wait (x-concurproxy-queue-wait-ms), p99
     served_p99_s: float  # latency minus that wait (routing + engine + relay), p99
+    ttft_p99_s: float  # time to the first streamed token minus that wait, p99 (engine queue + prefill)
 
 
 def tenant_row(res: Results, warmup_s: float, until_s: float) -> TenantRow:
@@ -117,6 +126,8 @@ def tenant_row(res: Results, warmup_s: float, until_s: float) -> TenantRow:
         p99_s=percentile(lat, 99) or float("nan"),
         wait_p99_s=(percentile([s.queue_wait_ms or 0.0 for s in ok], 99) or 0.0) / 1e3,
         served_p99_s=percentile([s.total_s - (s.queue_wait_ms or 0.0) / 1e3 for s in ok], 99) or float("nan"),
+        ttft_p99_s=percentile([s.ttft_s - (s.queue_wait_ms or 0.0) / 1e3 for s in ok if s.ttft_s is not None], 99)
+        or float("nan"),
     )
 
 
@@ -137,7 +148,14 @@ def run_once(
     fairness, _, share = variant.partition(":")
     wport, pport = free_port(), free_port()
     cfg = workdir / "policy.yaml"
-    cfg.write_text(yaml.safe_dump(policy_doc(f"http://127.0.0.1:{wport}", fairness, float(share) if share else None)))
+    doc = policy_doc(
+        f"http://127.0.0.1:{wport}",
+        fairness,
+        float(share) if share else None,
+        args.small_agent_tokens,
+        args.small_agent_share,
+    )
+    cfg.write_text(yaml.safe_dump(doc))
     py = sys.executable
     worker = [py, "-m", "concurproxy", "worker", "--profile", args.profile, "--port", str(wport),
               "--time-scale", str(args.time_scale), "--seed", str(args.seed)]  # fmt: skip
@@ -160,7 +178,9 @@ def format_rows(
     if alone is not None:
         lines.append(f"heavy tenant alone: {alone.tokens / span:,.0f} weighted tok/s ({alone.steps} steps)")
     head = f"{'policy':<8}{'tenant':<8}{'token share':>12}{'tok/s':>10}{'steps':>7}{'errors':>7}"
-    lines.append(head + f"{'p50 ms':>9}{'p99 ms':>9}{'p99 queue':>11}{'p99 served':>12}{'p99/unloaded':>14}")
+    lines.append(
+        head + f"{'p50 ms':>9}{'p99 ms':>9}{'p99 queue':>11}{'p99 served':>12}{'p99 ttft':>10}{'p99/unloaded':>14}"
+    )
     for policy, rows in runs.items():
         total = sum(r.tokens for r in rows.values()) or 1.0
         for tenant, r in rows.items():
@@ -168,7 +188,7 @@ def format_rows(
             lines.append(
                 f"{policy:<8}{tenant:<8}{r.tokens / total:>12.3f}{r.tokens / span:>10,.0f}{r.steps:>7}{r.errors:>7}"
                 f"{r.p50_s * 1e3:>9.0f}{r.p99_s * 1e3:>9.0f}{r.wait_p99_s * 1e3:>11.0f}"
-                f"{r.served_p99_s * 1e3:>12.0f}{ratio}"
+                f"{r.served_p99_s * 1e3:>12.0f}{r.ttft_p99_s * 1e3:>10.0f}{ratio}"
             )
     return "\n".join(lines)
 
@@ -189,6 +209,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--heavy-agents", type=int, default=12)
     ap.add_argument("--light-agents", type=int, default=4)
     ap.add_argument("--heavy-alone", action="store_true", help="also run the heavy tenant alone (its capacity)")
+    ap.add_argument(
+        "--small-agent-tokens",
+        type=int,
+        default=2048,
+        help="admission.aimd.small_agent_tokens of every run (0: off; default 2048, above a light agent's footprint)",
+    )
+    ap.add_argument(
+        "--small-agent-share",
+        type=float,
+        default=0.15,
+        help="admission.aimd.small_agent_share (default 0.15: the 4 light agents' ~1k-token footprints)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     heavy = heavy_scenario(args.heavy_agents, args.seed)
