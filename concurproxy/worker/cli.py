@@ -55,12 +55,13 @@ def _serve(args: argparse.Namespace) -> int:
             output_lengths=OutputLengths(args.output_lengths, args.mean_output_tokens, args.seed),
             legacy_metric_names=args.legacy_metric_names,
             kv_events=kv_events,
+            scheduling_policy=args.scheduling_policy,
         ) as workers:
             cfg = workers[0].engine.config
             print(
                 f"concurworker {profile.name}: {cfg.num_blocks} blocks x {cfg.block_size} tokens "
                 f"({cfg.capacity_tokens} KV tokens), model {workers[0].served_model}, "
-                f"time scale {args.time_scale}",
+                f"time scale {args.time_scale}, scheduling {args.scheduling_policy}",
                 flush=True,
             )
             for w in workers:
@@ -266,6 +267,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="publish KV cache events like vLLM (same JSON), e.g. "
         '\'{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://*:5557"}\'; '
         "replica i binds port+i",
+    )
+    p.add_argument(
+        "--scheduling-policy",
+        choices=("fcfs", "priority"),
+        default="fcfs",
+        help="as vLLM: fcfs (default; a request's non-zero 'priority' is a 400) or priority (waiting queue by "
+        "(priority, arrival), lower first; KV pressure preempts the lowest-priority running request)",
     )
     p.add_argument("--engine", choices=("sim", "vllm"), default="sim")
     p.add_argument("--node-agent-port", type=int, help="with --engine vllm: port of the node agent beside it")

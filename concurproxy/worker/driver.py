@@ -68,12 +68,19 @@ class EngineDriver:
             self._task = None
 
     def submit(
-        self, req_id: str, prompt_ids: Sequence[int], max_tokens: int | None, ignore_eos: bool = False
+        self,
+        req_id: str,
+        prompt_ids: Sequence[int],
+        max_tokens: int | None,
+        ignore_eos: bool = False,
+        priority: int = 0,
     ) -> asyncio.Queue[RequestOutput]:
         """Queue a request; its outputs arrive on the returned queue. Raises RequestRejected."""
         if self.failure is not None:
             raise EngineDead(f"engine crashed: {self.failure!r}")
-        self.engine.add_request(req_id, prompt_ids, max_tokens, arrival=self.now(), ignore_eos=ignore_eos)
+        self.engine.add_request(
+            req_id, prompt_ids, max_tokens, arrival=self.now(), ignore_eos=ignore_eos, priority=priority
+        )
         q: asyncio.Queue[RequestOutput] = asyncio.Queue()
         self._queues[req_id] = q
         self._wake.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aiohttp import web
 
@@ -35,13 +36,15 @@ class Worker:
     output_lengths: OutputLengths | None = None
     legacy_metric_names: bool = False
     kv_events: KvEventsConfig | None = None  # publish KV cache events like vLLM's --kv-events-config
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"  # vLLM's --scheduling-policy
     engine: Engine = field(init=False)
     driver: EngineDriver = field(init=False)
     _runner: web.AppRunner | None = field(init=False, default=None)
     _publisher: KvEventPublisher | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.engine = Engine(self.profile.engine_config(seed=self.seed, output_lengths=self.output_lengths))
+        cfg = self.profile.engine_config(self.seed, self.output_lengths, self.scheduling_policy)
+        self.engine = Engine(cfg)
         self.driver = EngineDriver(self.engine, time_scale=self.time_scale)
 
     @property
@@ -95,6 +98,7 @@ async def run_fleet(
     output_lengths: OutputLengths | None = None,
     legacy_metric_names: bool = False,
     kv_events: KvEventsConfig | None = None,
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs",
 ) -> AsyncIterator[list[Worker]]:
     prof = load_profile(profile) if isinstance(profile, str) else profile
     workers = [
@@ -108,6 +112,7 @@ async def run_fleet(
             output_lengths,
             legacy_metric_names,
             kv_events.for_replica(i) if kv_events is not None else None,
+            scheduling_policy,
         )
         for i in range(n)
     ]

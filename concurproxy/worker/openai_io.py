@@ -31,6 +31,7 @@ class ParsedRequest:
     include_usage: bool
     ignore_eos: bool
     model: str | None
+    priority: int = 0  # vLLM's extra parameter: lower = scheduled earlier (needs the priority policy)
 
 
 def _opt_int(body: Mapping[str, Any], key: str) -> int | None:
@@ -87,6 +88,11 @@ def parse_request(body: Any, chat: bool) -> ParsedRequest:
         raise BadRequest("'stream_options' must be an object", "stream_options")
     include_usage = bool(opts and opts.get("include_usage"))
     model = body.get("model")
+    priority = body.get("priority", 0)
+    if priority is None:
+        priority = 0
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise BadRequest("'priority' must be an integer", "priority")
     return ParsedRequest(
         chat=chat,
         prompt_ids=prompt_ids,
@@ -95,6 +101,7 @@ def parse_request(body: Any, chat: bool) -> ParsedRequest:
         include_usage=include_usage,
         ignore_eos=_opt_bool(body, "ignore_eos"),
         model=model if isinstance(model, str) else None,
+        priority=priority,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -85,7 +86,12 @@ class Profile(_Model):
             raise ProfileError(f"profile {self.name}: the weights do not leave room for any KV block")
         return n
 
-    def engine_config(self, seed: int = 0, output_lengths: OutputLengths | None = None) -> EngineConfig:
+    def engine_config(
+        self,
+        seed: int = 0,
+        output_lengths: OutputLengths | None = None,
+        scheduling_policy: Literal["fcfs", "priority"] = "fcfs",
+    ) -> EngineConfig:
         t = self.timing
         return EngineConfig(
             num_blocks=self.blocks,
@@ -104,6 +110,7 @@ class Profile(_Model):
             ),
             output_lengths=output_lengths or OutputLengths(seed=seed),
             seed=seed,
+            scheduling_policy=scheduling_policy,
         )
 
 

@@ -68,7 +68,7 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
         return _error(str(exc), exc.status, exc.param)
     req_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     try:
-        queue = state.driver.submit(req_id, parsed.prompt_ids, parsed.max_tokens, parsed.ignore_eos)
+        queue = state.driver.submit(req_id, parsed.prompt_ids, parsed.max_tokens, parsed.ignore_eos, parsed.priority)
     except RequestRejected as exc:
         return _error(str(exc), 400)
     except EngineDead as exc:

@@ -245,3 +245,23 @@ async def test_engine_crash_ends_pending_requests_and_refuses_new_ones(
     async with http.post(worker.url + "/v1/completions", json={"prompt": "a b", "max_tokens": 3}) as r:
         assert r.status == 500 and "engine crashed" in (await r.json())["error"]["message"]
     assert "engine stepping task crashed" in caplog.text
+
+
+async def test_priority_field_follows_the_scheduling_policy(http: aiohttp.ClientSession) -> None:
+    """As vLLM: a non-zero 'priority' is a 400 under fcfs and is queued under --scheduling-policy priority."""
+    async with (
+        run_fleet("tiny", 1, time_scale=50.0) as (fcfs,),
+        run_fleet("tiny", 1, time_scale=50.0, scheduling_policy="priority") as (prio,),
+    ):
+        url = "/v1/chat/completions"
+        async with http.post(fcfs.url + url, json={**CHAT, "max_tokens": 2, "priority": 0}) as r:
+            assert r.status == 200
+        async with http.post(fcfs.url + url, json={**CHAT, "max_tokens": 2, "priority": 2}) as r:
+            assert r.status == 400
+            assert "Priority scheduling is not enabled" in (await r.json())["error"]["message"]
+        async with http.post(prio.url + url, json={**CHAT, "max_tokens": 2, "priority": -3}) as r:
+            assert r.status == 200
+        async with http.post(prio.url + url, json={**CHAT, "max_tokens": 2, "priority": "high"}) as r:
+            assert r.status == 400 and (await r.json())["error"]["param"] == "priority"
+        assert prio.engine.config.scheduling_policy == "priority"
+        assert prio.engine.stats.requests_added == 1

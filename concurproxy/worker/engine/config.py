@@ -45,6 +45,9 @@ class EngineConfig:
     default_max_tokens: int = 256
     output_lengths: OutputLengths = field(default_factory=OutputLengths)
     seed: int = 0
+    # vLLM's --scheduling-policy: "fcfs" (a non-zero request priority is refused) or "priority"
+    # (waiting queue by (priority, arrival), lower first; the preemption victim is the lowest priority)
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
 
     def __post_init__(self) -> None:
         if self.num_blocks <= 0 or self.block_size <= 0:
@@ -56,6 +59,8 @@ class EngineConfig:
             )
         if self.max_num_batched_tokens <= 0 or self.max_num_seqs <= 0:
             raise ValueError("max_num_batched_tokens and max_num_seqs must be positive")
+        if self.scheduling_policy not in ("fcfs", "priority"):
+            raise ValueError(f"scheduling_policy must be fcfs or priority, not {self.scheduling_policy!r}")
 
     @property
     def capacity_tokens(self) -> int:

@@ -9,10 +9,16 @@ Scheduling (one :meth:`Engine.step`, as vLLM V1's scheduler does it)
    recompute: its blocks are freed (they stay cached until evicted), its
    computed-token count drops to 0 and it goes to the front of the waiting
    queue. If the newest is the request itself, it stops there.
-2. If nobody was preempted in this step, waiting requests (FIFO) are admitted
+   With ``scheduling_policy="priority"`` the victim is instead the running request
+   with the largest ``(priority, arrival)`` (lowest priority, newest among equals)
+   wherever it sits; one already given tokens in this step gives them back.
+2. If nobody was preempted in this step, waiting requests (FIFO; by
+   ``(priority, arrival)`` under the priority policy) are admitted
    while budget, ``max_num_seqs`` and free blocks allow. On admission the
    longest cached prefix (chained block hashes, at most ``len-1`` tokens) is
-   reused; the rest is prefilled (chunked if needed).
+   reused; the rest is prefilled (chunked if needed). As in vLLM V1, a waiting
+   request never preempts a running one, whatever its priority: it takes the
+   blocks that finishes and running-phase preemptions free.
 3. The batch runs for ``StepTimeModel.step_time(...)`` seconds. Every request
    whose known tokens are all computed samples one token; a request finishes
    when it has produced its target length (``max_tokens``, or a seeded draw).
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from concurproxy.kvevents.decode import BlockRemoved, BlockStored, KvEvent
 from concurproxy.tokens import pieces, synth_text, token_id
@@ -44,6 +51,12 @@ from concurproxy.worker.engine.request import (
     StepResult,
 )
 from concurproxy.worker.engine.stats import EngineStats, RequestTiming
+
+
+@dataclass(frozen=True, slots=True)
+class _Victim:
+    req: EngineRequest
+    pos: int  # where it was in ``running`` (before the step's cursor: already scheduled)
 
 
 class Engine:
@@ -111,9 +124,15 @@ class Engine:
         arrival: float = 0.0,
         ignore_eos: bool = False,
         output_len: int | None = None,
+        priority: int = 0,
     ) -> EngineRequest:
-        """Queue a request. ``output_len`` forces the generated length (≤ ``max_tokens``)."""
+        """Queue a request. ``output_len`` forces the generated length (≤ ``max_tokens``).
+
+        ``priority`` (lower = earlier) needs ``scheduling_policy="priority"``; like vLLM, the
+        fcfs policy refuses a non-zero one rather than silently ignoring it."""
         cfg = self.config
+        if priority != 0 and cfg.scheduling_policy != "priority":
+            raise RequestRejected(f"Got priority {priority} but Priority scheduling is not enabled.")
         if req_id in self.requests:
             raise RequestRejected(f"duplicate request id {req_id!r}")
         if not prompt_token_ids:
@@ -142,12 +161,13 @@ class Engine:
             token_ids=list(prompt_token_ids),
             planned_ids=planned_ids,
             planned_pieces=planned_pieces,
+            priority=priority,
         )
         extend_block_hashes(req.block_hashes, req.token_ids, cfg.block_size)
         if not self.has_work():
             self.busy_until = max(self.busy_until, arrival)  # an idle engine starts when work arrives
         self.requests[req_id] = req
-        self.waiting.append(req)
+        self._enqueue(req, front=False)
         self.stats.requests_added += 1
         return req
 
@@ -176,10 +196,14 @@ class Engine:
             num_new = min(req.num_tokens - req.num_computed, budget)
             scheduled_self = True
             while not self._grow(req, num_new):
-                victim = self.running.pop()
-                self._preempt(victim)
-                preempted.append(victim.req_id)
-                if victim is req:
+                victim = self._pop_victim()
+                if victim.pos < i:  # already scheduled in this step: it gives its tokens back
+                    k = next(k for k, (r, _) in enumerate(scheduled) if r is victim.req)
+                    budget += scheduled.pop(k)[1]
+                    i -= 1
+                self._preempt(victim.req)
+                preempted.append(victim.req.req_id)
+                if victim.req is req:
                     scheduled_self = False
                     break
             if not scheduled_self:
@@ -218,6 +242,32 @@ class Engine:
         req.blocks.extend(self.pool.allocate(need))
         return True
 
+    def _pop_victim(self) -> _Victim:
+        """Remove the running request to preempt: the newest (fcfs) or the lowest priority."""
+        running = self.running
+        if self.config.scheduling_policy == "priority":
+            pos = max(range(len(running)), key=lambda k: running[k].sort_key)
+        else:
+            pos = len(running) - 1
+        return _Victim(running.pop(pos), pos)
+
+    def _enqueue(self, req: EngineRequest, front: bool) -> None:
+        """fcfs: new requests at the back, preempted ones at the front. priority: both go before
+        the first waiting request with a larger ``(priority, arrival)`` (vLLM's heap order)."""
+        waiting = self.waiting
+        if self.config.scheduling_policy != "priority":
+            if front:
+                waiting.appendleft(req)
+            else:
+                waiting.append(req)
+            return
+        key = req.sort_key
+        for k, other in enumerate(waiting):  # waiting queues are short next to a step's work
+            if other.sort_key > key:
+                waiting.insert(k, req)
+                return
+        waiting.append(req)
+
     def _preempt(self, req: EngineRequest) -> None:
         self.pool.free(reversed(req.blocks))
         req.blocks = []
@@ -226,7 +276,7 @@ class Engine:
         req.status = Status.WAITING
         req.num_preemptions += 1
         self.stats.preemptions += 1
-        self.waiting.appendleft(req)
+        self._enqueue(req, front=True)
 
     def _admit(self, req: EngineRequest, budget: int, start: float) -> int:
         """Give a waiting request its cached prefix and first blocks; 0 if it does not fit now."""

@@ -34,6 +34,7 @@ class EngineRequest:
     token_ids: list[int]
     planned_ids: list[int]
     planned_pieces: list[str]
+    priority: int = 0  # lower is served earlier (only with scheduling_policy "priority")
     status: Status = Status.WAITING
     num_computed: int = 0
     high_water: int = 0
@@ -50,6 +51,11 @@ class EngineRequest:
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
+
+    @property
+    def sort_key(self) -> tuple[int, float]:
+        """Order under priority scheduling, as vLLM's: priority, then arrival (earlier first)."""
+        return (self.priority, self.arrival)
 
 
 @dataclass(frozen=True, slots=True)
