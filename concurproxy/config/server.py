@@ -80,6 +80,12 @@ class UpstreamConfig(Model):
         description="Subscribe to this replica's KV cache events: prefix-affinity then knows exactly which "
         "prefixes it holds (only when the proxy tokenizes like the engine; see docs/routing.md).",
     )
+    priority_scheduling: bool = Field(
+        False,
+        description="The engine runs vLLM's --scheduling-policy priority: the proxy sets each body's 'priority' "
+        "from the step's priority class (critical 0, high 1, normal 2, low 3; a client's own value can only "
+        "lower its step). Leave off for fcfs engines: they refuse a non-zero priority.",
+    )
 
 
 class RetryConfig(Model):

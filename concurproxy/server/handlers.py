@@ -22,6 +22,7 @@ from concurproxy.control.types import StepInfo
 from concurproxy.errors import ProxyError, bad_request
 from concurproxy.identity import extract_identity
 from concurproxy.server.components import COMPONENTS, Components
+from concurproxy.server.engine_priority import with_priority
 from concurproxy.server.forward import UpstreamAttemptFailed, choose_candidates, upstream_headers
 from concurproxy.server.hooks import StepContext
 from concurproxy.telemetry.logging import REQUEST_ID_KEY
@@ -250,6 +251,8 @@ class CompletionHandler:
         """One try on one replica; a failure before the first byte comes back as a value (retryable)."""
         c = self.c
         assert c.forwarder is not None
+        if replica.priority_scheduling:  # the engine queues by the step's class (engine_priority.py)
+            payload = with_priority(payload, ctx.body, ctx.step.priority)
         up_headers = upstream_headers(replica, request.headers, ctx.request_id)
         sent_at = time.perf_counter()
         with trace.phase("upstream", **{"concurproxy.replica": replica.id}) as phase:

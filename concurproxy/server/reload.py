@@ -69,9 +69,13 @@ def _apply_upstreams(c: Components, new: Policy) -> list[str]:
         remove_replica(c, rid)
         changes.append(f"replica {rid} removed")
     for rid, replica in wanted.items():
-        if c.pool.get(rid) is None:
+        current = c.pool.get(rid)
+        if current is None:
             add_replica(c, replica)
             changes.append(f"replica {rid} added")
+        elif current.priority_scheduling != replica.priority_scheduling:  # a plain flag: applies to the next step
+            current.priority_scheduling = replica.priority_scheduling
+            changes.append(f"replica {rid} priority_scheduling {replica.priority_scheduling}")
     return changes
 
 

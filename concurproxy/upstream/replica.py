@@ -32,6 +32,7 @@ class Replica:
     extra: dict[str, object] = field(default_factory=dict)
     kv_events: KvEventsSource | None = None  # where its KV cache events are published, if anywhere
     discovered: bool = False  # found by DNS discovery (a policy reload leaves it alone)
+    priority_scheduling: bool = False  # the engine orders its queue by the body's priority (engine_priority.py)
 
     @classmethod
     def from_config(cls, cfg: UpstreamConfig) -> Replica:
@@ -45,6 +46,7 @@ class Replica:
             metrics_url=base + cfg.metrics_path,
             pressure_url=str(cfg.pressure_url) if cfg.pressure_url else None,
             kv_events=cfg.kv_events,
+            priority_scheduling=cfg.priority_scheduling,
         )
 
     @property
