@@ -8,8 +8,10 @@ equal weight (keys ``sk-heavy`` / ``sk-light``, stored hashed), AIMD admission, 
 policy under test and, for a variant ``NAME:SHARE``, ``window_share: SHARE`` for the light
 tenant's role. Every run also sets ``admission.aimd.small_agent_tokens`` / ``small_agent_share``
 (``--small-agent-tokens 0`` turns the small-agent lane off) and cost-aware dispatch with
-``long_prefill_tokens: 2048``, ``max_prefill_hold_s: 1``. The load is two loadgen scenarios run at
-once, each its own tenant:
+``long_prefill_tokens: 2048``, ``max_prefill_hold_s: 1``. A variant ending in ``+prio`` (``vtc+prio``)
+starts the worker with ``--scheduling-policy priority`` and opts the upstream in with
+``priority_scheduling: true``: the engine queues each step by its priority class. The load is two
+loadgen scenarios run at once, each its own tenant:
 
 * **heavy**: ``--heavy-agents`` closed-loop tasks, each one executor agent whose context grows
   from ~4k to ~12k tokens over 8 steps (1000-token tool results, 128-token replies, 0.3 s tool
@@ -23,7 +25,8 @@ completion×2, steps that ended between ``--warmup`` and ``--duration``), weight
 steps, p50/p99 step latency (client-side, queue wait included), the p99 of the proxy's
 admission wait (``x-concurproxy-queue-wait-ms``) and of the rest (*served*: routing, engine,
 relay), the p99 time to first token minus that wait, and for the light tenant p99 / unloaded
-p99. ``--heavy-alone`` adds the heavy tenant's rate when it runs alone.
+p99; per run, the engine's own preemptions and mean queue time (its ``/metrics``, both tenants).
+``--heavy-alone`` adds the heavy tenant's rate when it runs alone.
 
 Bounded: each run lasts ``--duration`` seconds of new tasks plus at most ``--drain`` seconds.
 Traffic goes only to 127.0.0.1. Timings are wall-clock on a shared machine: compare the rows
@@ -37,6 +40,7 @@ import asyncio
 import hashlib
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -81,13 +85,18 @@ def light_scenario(agents: int, seed: int) -> Scenario:
 
 
 def policy_doc(
-    upstream: str, fairness: str, light_share: float | None, small_agent_tokens: int = 0, small_agent_share: float = 0.1
+    upstream: str,
+    fairness: str,
+    light_share: float | None,
+    small_agent_tokens: int = 0,
+    small_agent_share: float = 0.1,
+    priority_scheduling: bool = False,
 ) -> dict[str, Any]:
     planner: dict[str, Any] = {"priority": "high"}
     if light_share is not None:
         planner["window_share"] = light_share
     return {
-        "upstreams": [{"url": upstream, "name": "w0"}],
+        "upstreams": [{"url": upstream, "name": "w0", "priority_scheduling": priority_scheduling}],
         "auth": {"allow_anonymous": False},
         "tenants": [
             {"name": name, "weight": 1, "key_sha256": [hashlib.sha256(key.encode()).hexdigest()]}
@@ -112,6 +121,21 @@ class TenantRow:
     wait_p99_s: float  # the proxy's admission queue wait (x-concurproxy-queue-wait-ms), p99
     served_p99_s: float  # latency minus that wait (routing + engine + relay), p99
     ttft_p99_s: float  # time to the first streamed token minus that wait, p99 (engine queue + prefill)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRow:
+    preemptions: float  # vllm:num_preemptions_total at the end of the run
+    queue_mean_s: float  # vllm:request_queue_time_seconds sum / count (engine clock, both tenants)
+
+
+def engine_row(metrics_text: str) -> EngineRow:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {s.name: s.value for f in text_string_to_metric_families(metrics_text) for s in f.samples}
+    count = values.get("vllm:request_queue_time_seconds_count", 0.0)
+    queue_mean = values.get("vllm:request_queue_time_seconds_sum", 0.0) / count if count else float("nan")
+    return EngineRow(values.get("vllm:num_preemptions_total", float("nan")), queue_mean)
 
 
 def tenant_row(res: Results, warmup_s: float, until_s: float) -> TenantRow:
@@ -143,9 +167,11 @@ async def _load(
 
 def run_once(
     args: argparse.Namespace, variant: str, tenants: dict[str, Scenario], workdir: Path
-) -> dict[str, TenantRow]:
-    """One run; ``variant`` is a fairness policy name, optionally ``:SHARE`` (the light role's window_share)."""
-    fairness, _, share = variant.partition(":")
+) -> tuple[dict[str, TenantRow], EngineRow]:
+    """One run; ``variant`` is a fairness policy name, optionally ``:SHARE`` (the light role's window_share),
+    optionally ``+prio`` (engine-side priority scheduling)."""
+    prio = variant.endswith("+prio")
+    fairness, _, share = variant.removesuffix("+prio").partition(":")
     wport, pport = free_port(), free_port()
     cfg = workdir / "policy.yaml"
     doc = policy_doc(
@@ -154,22 +180,30 @@ def run_once(
         float(share) if share else None,
         args.small_agent_tokens,
         args.small_agent_share,
+        prio,
     )
     cfg.write_text(yaml.safe_dump(doc))
     py = sys.executable
     worker = [py, "-m", "concurproxy", "worker", "--profile", args.profile, "--port", str(wport),
-              "--time-scale", str(args.time_scale), "--seed", str(args.seed)]  # fmt: skip
+              "--time-scale", str(args.time_scale), "--seed", str(args.seed),
+              "--scheduling-policy", "priority" if prio else "fcfs"]  # fmt: skip
     proxy = [py, "-m", "concurproxy", "serve", "--config", str(cfg), "--port", str(pport)]
     with ExitStack() as stack:
         stack.enter_context(process(worker, f"http://127.0.0.1:{wport}/health"))
         stack.enter_context(process(proxy, f"http://127.0.0.1:{pport}/ready"))
         model = load_profile(args.profile).model.name
         results = asyncio.run(_load(f"http://127.0.0.1:{pport}", model, tenants, args.duration, args.drain))
-    return {name: tenant_row(res, args.warmup, args.duration) for name, res in results.items()}
+        with urllib.request.urlopen(f"http://127.0.0.1:{wport}/metrics", timeout=10) as resp:  # loopback only
+            engine = engine_row(resp.read().decode())
+    return {name: tenant_row(res, args.warmup, args.duration) for name, res in results.items()}, engine
 
 
 def format_rows(
-    unloaded: TenantRow, alone: TenantRow | None, runs: dict[str, dict[str, TenantRow]], span: float
+    unloaded: TenantRow,
+    alone: TenantRow | None,
+    runs: dict[str, dict[str, TenantRow]],
+    span: float,
+    engines: dict[str, EngineRow] | None = None,
 ) -> str:
     lines = [
         f"light tenant unloaded: p50 {unloaded.p50_s * 1e3:.0f} ms  p99 {unloaded.p99_s * 1e3:.0f} ms"
@@ -190,6 +224,11 @@ def format_rows(
                 f"{r.p50_s * 1e3:>9.0f}{r.p99_s * 1e3:>9.0f}{r.wait_p99_s * 1e3:>11.0f}"
                 f"{r.served_p99_s * 1e3:>12.0f}{r.ttft_p99_s * 1e3:>10.0f}{ratio}"
             )
+    for policy, eng in (engines or {}).items():
+        lines.append(
+            f"engine under {policy}: {eng.preemptions:.0f} preemptions, mean queue time {eng.queue_mean_s * 1e3:.0f} ms"
+            " (engine clock)"
+        )
     return "\n".join(lines)
 
 
@@ -198,8 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--policies",
         default="fifo,vtc,vtc:0.5",
-        help="fairness policies to compare; NAME:SHARE also gives the light role that window_share "
-        "(default fifo,vtc,vtc:0.5)",
+        help="fairness policies to compare; NAME:SHARE also gives the light role that window_share, "
+        "a +prio suffix turns on engine-side priority scheduling (default fifo,vtc,vtc:0.5)",
     )
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load per run (default 60)")
     ap.add_argument("--warmup", type=float, default=8.0, help="steps ending before this are not counted")
@@ -228,10 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     span = args.duration - args.warmup
     with tempfile.TemporaryDirectory(prefix="concurproxy-fairness-") as d:
         work = Path(d)
-        unloaded = run_once(args, "vtc", {"light": light}, work)["light"]
-        alone = run_once(args, "vtc", {"heavy": heavy}, work)["heavy"] if args.heavy_alone else None
-        runs = {p: run_once(args, p, {"heavy": heavy, "light": light}, work) for p in args.policies.split(",")}
-    print(format_rows(unloaded, alone, runs, span))
+        unloaded = run_once(args, "vtc", {"light": light}, work)[0]["light"]
+        alone = run_once(args, "vtc", {"heavy": heavy}, work)[0]["heavy"] if args.heavy_alone else None
+        done = {p: run_once(args, p, {"heavy": heavy, "light": light}, work) for p in args.policies.split(",")}
+    runs = {p: rows for p, (rows, _) in done.items()}
+    print(format_rows(unloaded, alone, runs, span, {p: eng for p, (_, eng) in done.items()}))
     return 0
 
 

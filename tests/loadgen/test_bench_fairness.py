@@ -6,7 +6,16 @@ import hashlib
 
 from concurproxy.config.models import Policy
 from concurproxy.tenancy.directory import TenantDirectory
-from loadgen.bench_fairness import KEYS, format_rows, heavy_scenario, light_scenario, policy_doc, tenant_row
+from loadgen.bench_fairness import (
+    KEYS,
+    EngineRow,
+    engine_row,
+    format_rows,
+    heavy_scenario,
+    light_scenario,
+    policy_doc,
+    tenant_row,
+)
 from loadgen.results import Meta, Results, StepResult
 
 
@@ -57,3 +66,16 @@ def test_rows_count_only_the_measured_window_and_split_queue_wait() -> None:
     table = format_rows(row, None, {"vtc": {"heavy": row, "light": row}}, span=55)
     assert "light tenant unloaded: p50 200 ms  p99 200 ms" in table
     assert table.splitlines()[-1].split()[-1] == "1.00"  # light p99 / unloaded p99
+
+
+def test_prio_variant_opts_the_upstream_in_and_engine_metrics_are_read() -> None:
+    doc = policy_doc("http://127.0.0.1:1", "vtc", None, priority_scheduling=True)
+    assert Policy.model_validate(doc).upstreams[0].priority_scheduling
+    assert not Policy.model_validate(policy_doc("http://127.0.0.1:1", "vtc", None)).upstreams[0].priority_scheduling
+    text = (
+        "# TYPE vllm:num_preemptions counter\nvllm:num_preemptions_total 7.0\n"
+        "# TYPE vllm:request_queue_time_seconds histogram\n"
+        'vllm:request_queue_time_seconds_bucket{le="+Inf"} 4.0\n'
+        "vllm:request_queue_time_seconds_count 4.0\nvllm:request_queue_time_seconds_sum 2.0\n"
+    )
+    assert engine_row(text) == EngineRow(7.0, 0.5)
