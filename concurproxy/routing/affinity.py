@@ -16,7 +16,7 @@ Algorithm, per step (``route``):
    (session-affinity, prefix-match, kv-headroom, queue, window-room, plugins). Totals within
    ``tie_epsilon`` of the best tie and are broken by rendezvous hash of (agent, replica).
    A new replica has an empty cache and the most headroom, so it wins new agents until the
-   pin cap stops it.
+   pin cap stops it. A pool of one is taken without scoring (scorers are pure, the choice is forced).
 5. *Commit*: pin the agent to the choice and record the prefix as routed there (the approximate
    index), so a sibling agent sharing the prefix finds it before the step completes.
 
@@ -27,7 +27,7 @@ both bounded. Not thread-safe: one event loop calls it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from concurproxy.config.routing import RoutingConfig
@@ -93,14 +93,22 @@ class PrefixAffinityRouter:
             raise NoHealthyReplica("no healthy, non-draining replica")
         agent = request.agent_id
         hashes = request.prefix_hashes
-        pin_limit = pin_cap(max(0, len(pins) - 1), len(cands), p.load_bound) + p.pin_slack
-        over = overloaded(cands, p.load_bound, p.overload_min_load, pins.count, pin_limit)
+        single = len(cands) == 1  # a forced choice: no replica can be over the mean, nothing to score
+        if single:
+            over: set[str] = set()
+        else:
+            pin_limit = pin_cap(max(0, len(pins) - 1), len(cands), p.load_bound) + p.pin_slack
+            over = overloaded(cands, p.load_bound, p.overload_min_load, pins.count, pin_limit)
 
         pinned = pins.get(agent, now) if request.sticky else None
         live_pin: str | None = None
         moved: RouteReason | None = None
         if pinned is not None:
-            view = next((r for r in replicas if r.id == pinned), None)
+            view = None
+            for r in replicas:
+                if r.id == pinned:
+                    view = r
+                    break
             if view is None or not view.healthy:
                 moved = RouteReason.replica_down
             elif view.draining:
@@ -113,20 +121,17 @@ class PrefixAffinityRouter:
         pool = [r for r in cands if r.id not in over] if over else cands
         if not pool:
             pool = cands
-        if live_pin is None and request.sticky:
+        if live_pin is None and request.sticky and not single:
             cap = pin_cap(len(pins), len(cands), p.load_bound) + p.pin_slack
             under = [r for r in pool if pins.count(r.id) < cap or r.id == pinned]
             if under:
                 pool = under
 
         matches = self.locator.match(hashes, now) if hashes else {}
-        ctx = ScoreContext(request=request, now=now, matches=matches, pinned=live_pin)
-        totals = [0.0] * len(pool)
-        for ws in self.scorers:
-            w = ws.weight / self._wsum
-            for i, s in enumerate(ws.scorer.score(ctx, pool)):
-                totals[i] += w * s
-        choice = pool[pick_best(agent, pool, totals, p.tie_epsilon)].id
+        if len(pool) == 1:
+            choice = pool[0].id  # scorers are pure: scoring a single option cannot change it
+        else:
+            choice = pool[self._best(request, pool, matches, live_pin, now)].id
 
         repinned_from: str | None = None
         if live_pin is not None:
@@ -151,6 +156,23 @@ class PrefixAffinityRouter:
             pinned=reason is RouteReason.pinned,
             repinned_from=repinned_from,
         )
+
+    def _best(
+        self,
+        request: RouteRequest,
+        pool: Sequence[ReplicaView],
+        matches: Mapping[str, int],
+        pinned: str | None,
+        now: float,
+    ) -> int:
+        """Index in ``pool`` of the best weighted total (ties: rendezvous hash)."""
+        ctx = ScoreContext(request=request, now=now, matches=matches, pinned=pinned)
+        totals = [0.0] * len(pool)
+        for ws in self.scorers:
+            w = ws.weight / self._wsum
+            for i, s in enumerate(ws.scorer.score(ctx, pool)):
+                totals[i] += w * s
+        return pick_best(request.agent_id, pool, totals, self.params.tie_epsilon)
 
     def observe_served(self, decision: RouteDecision, hashes: Sequence[int], now: float) -> None:
         if decision.agent_id and self.pins.get(decision.agent_id, now) == decision.replica_id:

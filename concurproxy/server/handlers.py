@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 import zlib
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -98,8 +97,11 @@ class CompletionHandler:
             raise ProxyError(503, "shutting_down", "this proxy instance is shutting down; retry", retry_after_s=1)
         limits = c.policy.limits
         try:
-            async with asyncio.timeout(limits.body_read_timeout_s):
+            if request.content.is_eof():  # the whole body is already buffered (the usual case): no timer
                 raw = await request.read()
+            else:
+                async with asyncio.timeout(limits.body_read_timeout_s):
+                    raw = await request.read()
         except TimeoutError:
             raise ProxyError(408, "body_timeout", "the request body did not arrive in time") from None
         except (RequestPayloadError, zlib.error):  # a body that does not decode (Content-Encoding, chunking)
@@ -128,13 +130,18 @@ class CompletionHandler:
                 404, "model_not_found", f"the model {model!r} does not exist on any replica", param="model"
             )
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+        agent_id = f"{tenant}/{ident.agent_id}"  # agents are scoped under their tenant
+        # One tokenization per step: the router's prefix hasher counts tokens as it hashes.
+        text = prompt_text(body)
+        n_tokens, hashes = c.router.prompt_tokens(None if ident.one_shot else agent_id, text)
+        local = n_tokens if n_tokens is not None else count_tokens(text)
         step = StepInfo(
             tenant=tenant,
             role=ident.role,
-            agent_id=f"{tenant}/{ident.agent_id}",  # agents are scoped under their tenant
+            agent_id=agent_id,
             task_id=f"{tenant}/{ident.task_id}",
             priority=ident.priority if ident.priority is not None else c.role_priority(ident.role),
-            est_prompt_tokens=0,
+            est_prompt_tokens=c.calibration.estimate(model, local),
             max_tokens=int(max_tokens),
             last_step=ident.done,
         )
@@ -147,13 +154,9 @@ class CompletionHandler:
             model=model,
             stream=stream,
             started=started,
+            prompt_hashes=hashes,
+            local_prompt_tokens=local,
         )
-        # One tokenization per step: the router's prefix hasher counts tokens as it hashes.
-        text = prompt_text(body)
-        n_tokens = c.router.prompt_tokens(ctx, text)
-        local = n_tokens if n_tokens is not None else count_tokens(text)
-        ctx.local_prompt_tokens = local
-        ctx.step = replace(step, est_prompt_tokens=c.calibration.estimate(model, local))
         ctx.extra_headers["X-Request-Id"] = request_id
         trace = c.tracing.start_step(request.headers, route, ctx.step)
         error: BaseException | None = None

@@ -33,7 +33,7 @@ class StepContext:
     model: str | None
     stream: bool
     started: float
-    prompt_hashes: Sequence[int] | None = None  # filled lazily by a router that needs them
+    prompt_hashes: Sequence[int] | None = None  # from the router's prompt_tokens, when it hashes prefixes
     replica: Replica | None = None
     route_reason: str = ""
     route_decision: Any = None  # the router's RouteDecision, when a routing stage chose
@@ -71,9 +71,9 @@ class AdmissionGate(Protocol):
 
 
 class Router(Protocol):
-    def prompt_tokens(self, ctx: StepContext, text: str) -> int | None:
-        """Prepare per-step routing data from the canonical prompt (e.g. prefix hashes);
-        return the prompt's token count when it was computed on the way, else None."""
+    def prompt_tokens(self, agent_id: str | None, text: str) -> tuple[int | None, Sequence[int] | None]:
+        """Per-step routing data from the canonical prompt: ``(token count, prefix hashes)``, each
+        None when this router does not compute it. ``agent_id`` is None for a one-step agent."""
         ...
 
     def pick(self, ctx: StepContext, candidates: Sequence[Replica], now: float) -> Replica:

@@ -29,6 +29,11 @@ class StepMetrics:
         self.block_tokens = block_tokens
         self.fairness = fairness
         self._charged: dict[str, float] = defaultdict(float)
+        metrics.add_refresher(self._publish_charges)  # the gauges are set at scrape time, not per step
+
+    def _publish_charges(self) -> None:
+        for tenant, charged in self._charged.items():
+            self.m.set_fairness_counter(tenant, charged)
 
     def on_step_end(self, ctx: StepContext, now: float) -> None:
         self._steps.on_step_end(ctx, now)  # requests, latency, TTFT, upstream time, tokens, queue wait
@@ -51,7 +56,6 @@ class StepMetrics:
                 step.tenant
             )
             self._charged[step.tenant] += charge
-            m.set_fairness_counter(step.tenant, self._charged[step.tenant])
         if ctx.outcome in ("error", "timeout") and replica is not None:
             # A stream the client already had (headers go with the first event) ended with an error event.
             m.upstream_error(replica, "mid_stream" if ctx.stream and ctx.status == 200 else ctx.outcome)

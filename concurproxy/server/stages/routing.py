@@ -41,13 +41,12 @@ class RoutingStage:
         # Re-tokenizes only what an agent's prompt added since its last step (~10x cheaper than rehashing).
         self.hasher = IncrementalPrefixHasher(block_tokens) if self.uses_prefix else None
 
-    def prompt_tokens(self, ctx: StepContext, text: str) -> int | None:
-        """Hash the prompt's blocks (when the policy uses them); returns its token count, or None."""
+    def prompt_tokens(self, agent_id: str | None, text: str) -> tuple[int | None, Sequence[int] | None]:
+        """Hash the prompt's blocks (when the policy uses them): ``(token count, keys)``, or Nones."""
         if self.hasher is None:
-            return None
-        ph = self.hasher.hashes(None if ctx.identity.one_shot else ctx.step.agent_id, text)
-        ctx.prompt_hashes = ph.keys
-        return ph.n_tokens
+            return None, None
+        ph = self.hasher.hashes(agent_id, text)
+        return ph.n_tokens, ph.keys
 
     def pick(self, ctx: StepContext, candidates: Sequence[Replica], now: float) -> Replica:
         views = [self._view(r, now) for r in candidates]
