@@ -123,10 +123,12 @@ async def _stream(
     async def send(obj: dict[str, Any]) -> None:
         await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
 
-    if chat:
-        await send(chunk(req_id, created, model, chat, "", None, first=True, with_usage_field=inc))
-    while True:
+    role_pending = chat  # as vLLM: the role chunk goes out with the first engine output, not on arrival,
+    while True:  # so a client's (and the proxy's) time to the first event is the engine's TTFT
         out = await queue.get()
+        if role_pending:
+            await send(chunk(req_id, created, model, chat, "", None, first=True, with_usage_field=inc))
+            role_pending = False
         if out.new_text:
             await send(chunk(req_id, created, model, chat, out.new_text, None, with_usage_field=inc))
         if out.finished:

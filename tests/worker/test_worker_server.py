@@ -265,3 +265,14 @@ async def test_priority_field_follows_the_scheduling_policy(http: aiohttp.Client
             assert r.status == 400 and (await r.json())["error"]["param"] == "priority"
         assert prio.engine.config.scheduling_policy == "priority"
         assert prio.engine.stats.requests_added == 1
+
+
+async def test_first_stream_event_waits_for_the_first_token(http: aiohttp.ClientSession) -> None:
+    """As vLLM: no SSE event (not even the role chunk) before the engine produced the first token,
+    so time-to-first-event measured by clients and the proxy is the engine's TTFT."""
+    async with run_fleet("tiny", 1, time_scale=1e-3) as (w,):  # a first step of ms takes seconds of wall time
+        body = {**CHAT, "model": w.served_model, "max_tokens": 2, "stream": True}
+        async with http.post(w.url + "/v1/chat/completions", json=body) as r:
+            assert r.status == 200
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(r.content.readline(), timeout=0.3)
