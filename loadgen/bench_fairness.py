@@ -10,7 +10,8 @@ tenant's role. Every run also sets ``admission.aimd.small_agent_tokens`` / ``sma
 (``--small-agent-tokens 0`` turns the small-agent lane off) and cost-aware dispatch with
 ``long_prefill_tokens: 2048``, ``max_prefill_hold_s: 1``. A variant ending in ``+prio`` (``vtc+prio``)
 starts the worker with ``--scheduling-policy priority`` and opts the upstream in with
-``priority_scheduling: true``: the engine queues each step by its priority class. The load is two
+``priority_scheduling: true``: the engine queues each step by its priority class; ``+prio-preempt``
+also passes ``--preempt-for-waiting`` (not a vLLM behaviour, see docs/worker.md). The load is two
 loadgen scenarios run at once, each its own tenant:
 
 * **heavy**: ``--heavy-agents`` closed-loop tasks, each one executor agent whose context grows
@@ -170,8 +171,11 @@ def run_once(
 ) -> tuple[dict[str, TenantRow], EngineRow]:
     """One run; ``variant`` is a fairness policy name, optionally ``:SHARE`` (the light role's window_share),
     optionally ``+prio`` (engine-side priority scheduling)."""
-    prio = variant.endswith("+prio")
-    fairness, _, share = variant.removesuffix("+prio").partition(":")
+    base, _, engine_mode = variant.partition("+")
+    if engine_mode not in ("", "prio", "prio-preempt"):
+        raise ValueError(f"unknown engine mode {engine_mode!r} in {variant!r} (+prio or +prio-preempt)")
+    prio = engine_mode != ""
+    fairness, _, share = base.partition(":")
     wport, pport = free_port(), free_port()
     cfg = workdir / "policy.yaml"
     doc = policy_doc(
@@ -187,6 +191,8 @@ def run_once(
     worker = [py, "-m", "concurproxy", "worker", "--profile", args.profile, "--port", str(wport),
               "--time-scale", str(args.time_scale), "--seed", str(args.seed),
               "--scheduling-policy", "priority" if prio else "fcfs"]  # fmt: skip
+    if engine_mode == "prio-preempt":
+        worker.append("--preempt-for-waiting")
     proxy = [py, "-m", "concurproxy", "serve", "--config", str(cfg), "--port", str(pport)]
     with ExitStack() as stack:
         stack.enter_context(process(worker, f"http://127.0.0.1:{wport}/health"))

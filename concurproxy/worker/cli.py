@@ -42,6 +42,9 @@ def _serve(args: argparse.Namespace) -> int:
     except (ProfileError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.preempt_for_waiting and args.scheduling_policy != "priority":
+        print("--preempt-for-waiting needs --scheduling-policy priority", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         async with run_fleet(
@@ -56,6 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
             legacy_metric_names=args.legacy_metric_names,
             kv_events=kv_events,
             scheduling_policy=args.scheduling_policy,
+            preempt_for_waiting=args.preempt_for_waiting,
         ) as workers:
             cfg = workers[0].engine.config
             print(
@@ -274,6 +278,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default="fcfs",
         help="as vLLM: fcfs (default; a request's non-zero 'priority' is a 400) or priority (waiting queue by "
         "(priority, arrival), lower first; KV pressure preempts the lowest-priority running request)",
+    )
+    p.add_argument(
+        "--preempt-for-waiting",
+        action="store_true",
+        help="with --scheduling-policy priority, NOT a vLLM behaviour (its open proposal vllm#40004): a waiting "
+        "request that finds no free KV blocks preempts running requests of strictly lower priority",
     )
     p.add_argument("--engine", choices=("sim", "vllm"), default="sim")
     p.add_argument("--node-agent-port", type=int, help="with --engine vllm: port of the node agent beside it")

@@ -37,13 +37,16 @@ class Worker:
     legacy_metric_names: bool = False
     kv_events: KvEventsConfig | None = None  # publish KV cache events like vLLM's --kv-events-config
     scheduling_policy: Literal["fcfs", "priority"] = "fcfs"  # vLLM's --scheduling-policy
+    preempt_for_waiting: bool = False  # not in vLLM: see EngineConfig
     engine: Engine = field(init=False)
     driver: EngineDriver = field(init=False)
     _runner: web.AppRunner | None = field(init=False, default=None)
     _publisher: KvEventPublisher | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        cfg = self.profile.engine_config(self.seed, self.output_lengths, self.scheduling_policy)
+        cfg = self.profile.engine_config(
+            self.seed, self.output_lengths, self.scheduling_policy, self.preempt_for_waiting
+        )
         self.engine = Engine(cfg)
         self.driver = EngineDriver(self.engine, time_scale=self.time_scale)
 
@@ -99,6 +102,7 @@ async def run_fleet(
     legacy_metric_names: bool = False,
     kv_events: KvEventsConfig | None = None,
     scheduling_policy: Literal["fcfs", "priority"] = "fcfs",
+    preempt_for_waiting: bool = False,
 ) -> AsyncIterator[list[Worker]]:
     prof = load_profile(profile) if isinstance(profile, str) else profile
     workers = [
@@ -113,6 +117,7 @@ async def run_fleet(
             legacy_metric_names,
             kv_events.for_replica(i) if kv_events is not None else None,
             scheduling_policy,
+            preempt_for_waiting,
         )
         for i in range(n)
     ]

@@ -91,6 +91,7 @@ class Profile(_Model):
         seed: int = 0,
         output_lengths: OutputLengths | None = None,
         scheduling_policy: Literal["fcfs", "priority"] = "fcfs",
+        preempt_for_waiting: bool = False,
     ) -> EngineConfig:
         t = self.timing
         return EngineConfig(
@@ -111,6 +112,7 @@ class Profile(_Model):
             output_lengths=output_lengths or OutputLengths(seed=seed),
             seed=seed,
             scheduling_policy=scheduling_policy,
+            preempt_for_waiting=preempt_for_waiting,
         )
 
 

@@ -121,3 +121,38 @@ def _light_ttft(policy: str) -> float:
 def test_a_short_high_priority_request_skips_the_heavy_queue() -> None:
     fcfs, prio = _light_ttft("fcfs"), _light_ttft("priority")
     assert prio < 0.25 * fcfs, (fcfs, prio)
+
+
+def _blocked_light(preempt_for_waiting: bool) -> tuple[Engine, list[StepResult]]:
+    """Two heavy requests hold all 6 blocks and keep decoding inside them; a light one waits for blocks."""
+    e = make(num_blocks=6, max_len=24, scheduling_policy="priority", preempt_for_waiting=preempt_for_waiting)
+    e.add_request("heavy0", list(range(9)), max_tokens=5, arrival=0.0, priority=2)
+    e.add_request("heavy1", list(range(20, 29)), max_tokens=5, arrival=0.001, priority=2)
+    e.step(0.0)  # both admitted: 3 + 3 blocks, KV full
+    e.add_request("light", list(range(50, 54)), max_tokens=1, arrival=e.busy_until, priority=1)
+    return e, [e.step(e.busy_until)]
+
+
+def test_vllm_behaviour_a_waiting_request_does_not_preempt() -> None:
+    e, (res,) = _blocked_light(False)
+    assert res.preempted == () and [r.req_id for r in e.waiting] == ["light"]
+
+
+def test_preempt_for_waiting_takes_blocks_from_the_lowest_priority_only() -> None:
+    e, (res,) = _blocked_light(True)
+    # heavy1 (same priority, newer) is the victim; its decode token of this step is given back
+    assert res.preempted == ("heavy1",)
+    assert {o.req_id for o in res.outputs} == {"heavy0", "light"}
+    assert [r.req_id for r in e.waiting] == ["heavy1"]
+    assert_capacity(e)
+    e2 = make(num_blocks=6, max_len=24, scheduling_policy="priority", preempt_for_waiting=True)
+    e2.add_request("a", list(range(9)), max_tokens=5, priority=1)
+    e2.add_request("b", list(range(20, 29)), max_tokens=5, arrival=0.001, priority=1)
+    e2.step(0.0)
+    e2.add_request("c", list(range(50, 54)), max_tokens=1, arrival=e2.busy_until, priority=1)
+    assert e2.step(e2.busy_until).preempted == (), "an equal priority never displaces a running request"
+
+
+def test_preempt_for_waiting_needs_the_priority_policy() -> None:
+    with pytest.raises(ValueError, match="needs scheduling_policy priority"):
+        make(preempt_for_waiting=True)

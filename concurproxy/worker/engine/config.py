@@ -48,6 +48,10 @@ class EngineConfig:
     # vLLM's --scheduling-policy: "fcfs" (a non-zero request priority is refused) or "priority"
     # (waiting queue by (priority, arrival), lower first; the preemption victim is the lowest priority)
     scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
+    # Not in vLLM (its open proposal, vllm#40004 / #54530, extended to KV blocks): under the priority
+    # policy a waiting request that finds no free blocks preempts running requests of strictly lower
+    # priority (largest (priority, arrival) first) until it fits
+    preempt_for_waiting: bool = False
 
     def __post_init__(self) -> None:
         if self.num_blocks <= 0 or self.block_size <= 0:
@@ -61,6 +65,8 @@ class EngineConfig:
             raise ValueError("max_num_batched_tokens and max_num_seqs must be positive")
         if self.scheduling_policy not in ("fcfs", "priority"):
             raise ValueError(f"scheduling_policy must be fcfs or priority, not {self.scheduling_policy!r}")
+        if self.preempt_for_waiting and self.scheduling_policy != "priority":
+            raise ValueError("preempt_for_waiting needs scheduling_policy priority")
 
     @property
     def capacity_tokens(self) -> int:

@@ -18,7 +18,9 @@ Scheduling (one :meth:`Engine.step`, as vLLM V1's scheduler does it)
    longest cached prefix (chained block hashes, at most ``len-1`` tokens) is
    reused; the rest is prefilled (chunked if needed). As in vLLM V1, a waiting
    request never preempts a running one, whatever its priority: it takes the
-   blocks that finishes and running-phase preemptions free.
+   blocks that finishes and running-phase preemptions free. ``preempt_for_waiting``
+   (not in vLLM) lets a waiting request that finds no blocks preempt running
+   requests of strictly lower priority until it fits.
 3. The batch runs for ``StepTimeModel.step_time(...)`` seconds. Every request
    whose known tokens are all computed samples one token; a request finishes
    when it has produced its target length (``max_tokens``, or a seeded draw).
@@ -216,6 +218,16 @@ class Engine:
             while self.waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
                 num_new = self._admit(self.waiting[0], budget, start)
                 if num_new == 0:
+                    if cfg.preempt_for_waiting and (loser := self._lower_priority_victim(self.waiting[0])):
+                        for k, (r, n) in enumerate(scheduled):  # scheduled in this step: it gives its tokens back
+                            if r is loser:
+                                budget += n
+                                del scheduled[k]
+                                break
+                        self.running.remove(loser)
+                        self._preempt(loser)
+                        preempted.append(loser.req_id)
+                        continue
                     break
                 req = self.waiting.popleft()
                 self.running.append(req)
@@ -250,6 +262,15 @@ class Engine:
         else:
             pos = len(running) - 1
         return _Victim(running.pop(pos), pos)
+
+    def _lower_priority_victim(self, waiting: EngineRequest) -> EngineRequest | None:
+        """The running request to preempt for ``waiting`` (preempt_for_waiting): the largest
+        ``(priority, arrival)``, if its priority is strictly lower (a larger number) than the
+        waiting one's; equal priorities never displace each other (no ping-pong)."""
+        if not self.running:
+            return None
+        victim = max(self.running, key=lambda r: r.sort_key)
+        return victim if victim.priority > waiting.priority else None
 
     def _enqueue(self, req: EngineRequest, front: bool) -> None:
         """fcfs: new requests at the back, preempted ones at the front. priority: both go before
