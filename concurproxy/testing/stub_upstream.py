@@ -184,9 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--chunks", type=int, default=4, help="streamed chunks when max_tokens is not given")
-    parser.add_argument("--chunk-delay-s", type=float, default=0.0)
+    parser.add_argument("--chunk-delay-s", type=float, default=0.0, help="pause after each streamed chunk")
+    parser.add_argument("--prefill-s", type=float, default=0.0, help="wait before answering (an engine's prefill)")
     args = parser.parse_args(argv)
-    behaviour = StubBehaviour(chunks=args.chunks, chunk_delay_s=args.chunk_delay_s, record=False)
+    behaviour = StubBehaviour(chunks=args.chunks, chunk_delay_s=args.chunk_delay_s, hang_s=args.prefill_s, record=False)
     try:
         import uvloop
 
