@@ -64,9 +64,7 @@ class AdmissionService:
         self._waiting: dict[int, tuple[str, asyncio.Future[Admitted]]] = {}
 
     # ---- control loop -----------------------------------------------------------------
-    def on_pressure(
-        self, replica: str, snapshot: PressureSnapshot | None, now: float | None = None
-    ) -> WindowDecision:
+    def on_pressure(self, replica: str, snapshot: PressureSnapshot | None, now: float | None = None) -> WindowDecision:
         now = self.clock() if now is None else now
         decision = self.core.on_pressure(replica, snapshot, now)
         self.tick(now)
@@ -128,8 +126,9 @@ class AdmissionService:
         release: bool = False,
     ) -> bool:
         now = self.clock()
-        first = self.core.end(ticket, outcome, now, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
-                              release=release)
+        first = self.core.end(
+            ticket, outcome, now, prompt_tokens=prompt_tokens, output_tokens=output_tokens, release=release
+        )
         self._grant(ticket.replica, now)
         self._flush()
         return first
@@ -154,6 +153,8 @@ class AdmissionService:
 
     # ---- internals --------------------------------------------------------------------
     def _grant(self, replica: str, now: float) -> None:
+        if not self.core.window(replica).has_waiters():  # only waiters can be granted: skip the pass
+            return
         for g in self.core.grant(replica, now):
             entry = self._waiting.pop(g.waiter_id, None)
             if entry is None or entry[1].done():  # the waiter is gone: give the slot's step back

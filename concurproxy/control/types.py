@@ -30,6 +30,21 @@ class StepInfo:
     last_step: bool = False  # the client says the agent ends with this step (X-Agent-Done, or no identity)
     resident_prefix_tokens: int = 0  # leading prompt tokens already cached on the chosen replica (shared prefix)
 
+    def with_resident_prefix(self, tokens: int) -> StepInfo:
+        """This step with ``resident_prefix_tokens`` set (per step on the hot path: positional, about twice
+        as cheap as ``dataclasses.replace``; a test checks every other field is carried over)."""
+        return StepInfo(
+            self.tenant,
+            self.role,
+            self.agent_id,
+            self.task_id,
+            self.priority,
+            self.est_prompt_tokens,
+            self.max_tokens,
+            self.last_step,
+            tokens,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class PressureSnapshot:

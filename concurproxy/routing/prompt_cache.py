@@ -14,8 +14,9 @@ agent, a *stable cut* of the previous text and resumes from it:
   is whitespace (or the text ends there); else it is hashed from scratch.
 
 Result: exactly ``hash_tokens(tokenize(text), block_tokens)`` and ``len(tokenize(text))``
-(tested by a hypothesis property against the full computation). Per step the cost is a
-digest of the old prefix (~20 µs per 20 kB) plus tokenizing and hashing only the new text.
+(tested by a hypothesis property against the full computation). Per step the cost is one
+digest of the old prefix (~20 µs per 20 kB; the new cut's digest extends it) plus tokenizing
+and hashing only the new text.
 Memory: at most ``max_agents`` entries (LRU), each holding its agent's block keys
 (≈ 40 bytes per block: ~10 kB for a 4096-token prompt). Pure; not thread-safe.
 """
@@ -46,8 +47,8 @@ class _Entry:
     tail: tuple[int, ...]  # tokens between the last full block and b
 
 
-def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def _hasher(text: str) -> hashlib.blake2b:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
 
 
 def stable_cut(text: str) -> int:
@@ -72,17 +73,21 @@ class IncrementalPrefixHasher:
         self.max_agents = max_agents
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
-    def _resumable(self, e: _Entry, text: str) -> bool:
+    @staticmethod
+    def _resume(e: _Entry, text: str) -> hashlib.blake2b | None:
+        """The digest state of ``text[:e.stable]`` when ``text`` resumes the entry, else None."""
         b = e.stable
         if len(text) < b or (len(text) > b and not text[b].isspace()):
-            return False
-        return _digest(text[:b]) == e.digest
+            return None
+        h = _hasher(text[:b])
+        return h if h.digest() == e.digest else None
 
     def hashes(self, agent_id: str | None, text: str) -> PromptHashes:
         """Keys and token count of ``text``; ``agent_id=None`` computes without caching."""
         bt = self.block_tokens
         e = self._entries.get(agent_id) if agent_id is not None else None
-        if e is not None and self._resumable(e, text):
+        h = self._resume(e, text) if e is not None else None
+        if e is not None and h is not None:
             start, base_n, base_keys, head = e.stable, e.n_tokens, e.keys, list(e.tail)
         else:
             start, base_n, base_keys, head = 0, 0, (), []
@@ -98,9 +103,13 @@ class IncrementalPrefixHasher:
             n_stable = base_n + count_tokens(text[start:cut])
             k = n_stable // bt
             first = len(base_keys) * bt  # token index of toks[0]
+            if h is None:
+                h = _hasher(text[:cut])
+            elif cut > start:  # resumed: extend the verified digest of text[:start], not rehash the history
+                h.update(text[start:cut].encode("utf-8", "surrogatepass"))
             self._entries[agent_id] = _Entry(
                 stable=cut,
-                digest=_digest(text[:cut]),
+                digest=h.digest(),
                 n_tokens=n_stable,
                 keys=keys[:k],
                 tail=tuple(toks[k * bt - first : n_stable - first]),

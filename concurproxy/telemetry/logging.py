@@ -18,7 +18,7 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -101,12 +101,17 @@ def configure_logging(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def begin_request(request: web.Request) -> tuple[str, Token[str | None]]:
+    """Assign the request id: ``request[REQUEST_ID_KEY]`` and the log context (reset with the token)."""
+    rid = new_request_id(request.headers.get(REQUEST_ID_HEADER))
+    request[REQUEST_ID_KEY] = rid
+    return rid, request_id_var.set(rid)
+
+
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Assign the request id, expose it as ``request[REQUEST_ID_KEY]`` and in the log context."""
-    rid = new_request_id(request.headers.get(REQUEST_ID_HEADER))
-    request[REQUEST_ID_KEY] = rid
-    token = request_id_var.set(rid)
+    _, token = begin_request(request)
     try:
         return await handler(request)
     finally:

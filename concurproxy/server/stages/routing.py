@@ -10,7 +10,6 @@ a served step tells the router the prefix is now resident there.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from concurproxy.control.types import PressureSnapshot
 from concurproxy.routing import PrefixAffinityRouter, ReplicaView, RouteRequest
@@ -63,7 +62,7 @@ class RoutingStage:
             # in the engine's units, like est_prompt_tokens (see stages/calibration.py)
             resident = decision.matched_blocks * self.block_tokens
             scaled = resident * ctx.step.est_prompt_tokens // ctx.local_prompt_tokens
-            ctx.step = replace(ctx.step, resident_prefix_tokens=min(scaled, ctx.step.est_prompt_tokens))
+            ctx.step = ctx.step.with_resident_prefix(min(scaled, ctx.step.est_prompt_tokens))
         for r in candidates:
             if r.id == decision.replica_id:
                 return r
