@@ -1,0 +1,122 @@
+"""Instructions per request of the proxy (and the bare pass-through), counted by callgrind.
+
+    python -m loadgen.callgrind_overhead [--seconds 8] [--connections 16] [--target proxy|bare|both]
+
+Timings on a shared 2-core machine move by 2x with the neighbours' load; instruction
+counts do not. The server runs under ``valgrind --tool=callgrind`` with instrumentation
+off; it is switched on only while ``wrk`` drives the benchmark's request (the same body
+and identity headers as ``bench_overhead``), then the total instructions (Ir) are divided
+by the requests wrk completed. Needs valgrind (callgrind_control) and wrk.
+
+``--keep DIR`` keeps the callgrind output there for ``callgrind_annotate`` (which
+functions cost what).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from loadgen.bench_overhead import free_port, process, wrk
+
+
+def _total_ir(out_dir: Path) -> int:
+    total = 0
+    for f in out_dir.glob("callgrind.out.*"):
+        found = re.findall(r"^totals:\s+(\d+)", f.read_text(errors="replace"), flags=re.M)
+        total += int(found[-1]) if found else 0  # the header's `summary:` stays 0 when toggled on later
+    return total
+
+
+def measure(target: str, seconds: float, connections: int, keep: Path | None, policy: str | None) -> dict[str, float]:
+    stub_port, server_port = free_port(), free_port()
+    stub = f"http://127.0.0.1:{stub_port}"
+    server = f"http://127.0.0.1:{server_port}"
+    py = sys.executable
+    if target == "proxy":
+        cmd = [py, "-m", "concurproxy", "serve", "--upstream", stub, "--port", str(server_port)]
+        if policy:
+            cmd += ["--config", policy]
+        ready = server + "/ready"
+    else:
+        cmd = [py, "-m", "loadgen.bare_passthrough", "--upstream", stub, "--port", str(server_port)]
+        ready = server + "/ready"
+    out_dir = keep or Path(tempfile.mkdtemp(prefix="callgrind-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("callgrind.out.*"):
+        old.unlink()
+    vg = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out_dir}/callgrind.out.%p",
+    ]
+    env = {**os.environ, "CONCURPROXY_LOG_LEVEL": "WARNING", "PYTHONMALLOC": "malloc"}
+    stub_cmd = [py, "-m", "concurproxy.testing.stub_upstream", "--port", str(stub_port)]
+    with process(stub_cmd, stub + "/health"):
+        proc = subprocess.Popen([*vg, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            import urllib.request
+
+            while True:
+                try:
+                    with urllib.request.urlopen(ready, timeout=5) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{target} did not start under valgrind")
+                time.sleep(0.5)
+            wrk(server + "/v1/chat/completions", connections, 2, cpu=1)  # warm-up, not counted
+            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+            r = wrk(server + "/v1/chat/completions", connections, seconds, cpu=1)
+            subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    ir = _total_ir(out_dir)
+    if keep is None:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return {"requests": r["requests"], "non2xx": r["non2xx"], "instructions": ir, "per_request": ir / r["requests"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--target", choices=("proxy", "bare", "both"), default="both")
+    ap.add_argument("--policy", help="policy file for the proxy")
+    ap.add_argument("--keep", type=Path, help="keep callgrind.out.* here (for callgrind_annotate)")
+    args = ap.parse_args(argv)
+    if not (shutil.which("valgrind") and shutil.which("wrk")):
+        print("needs valgrind and wrk (apt-get install valgrind wrk)", file=sys.stderr)
+        return 2
+    targets = ("proxy", "bare") if args.target == "both" else (args.target,)
+    rows = {}
+    for t in targets:
+        keep = args.keep / t if args.keep else None
+        rows[t] = measure(t, args.seconds, args.connections, keep, args.policy)
+        m = rows[t]
+        print(
+            f"{t:6s} {m['per_request'] / 1e6:.3f} M instructions/request ({m['requests']:.0f} requests, "
+            f"{m['non2xx']:.0f} non-2xx)"
+        )
+    if len(rows) == 2:
+        print(f"proxy/bare instructions per request: {rows['proxy']['per_request'] / rows['bare']['per_request']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
