@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.config.base import Model
@@ -18,6 +18,8 @@ from concurproxy.config.server import (
     UpstreamConfig,
 )
 
+MIN_SYNCS_PER_TTL = 3  # renewals a TTL must span, so one late sync does not expire it
+
 
 class SharedStateTunables(Model):
     """Shared-state (Redis) tunables; the backend copies them into its own settings."""
@@ -31,6 +33,20 @@ class SharedStateTunables(Model):
     retry_after_s: float = Field(1.0, gt=0, description="Circuit breaker: how long to stay local after a failure.")
     key_prefix: str = Field("{cp}:", description="Key prefix; the {hash tag} keeps all keys in one Cluster slot.")
     instance_id: str | None = Field(None, description="This instance's id in Redis (default: host-pid-random).")
+
+    @model_validator(mode="after")
+    def _ttls_outlive_renewals(self) -> SharedStateTunables:
+        # Leases, the leader lock and the published window are renewed once per sync; a TTL
+        # shorter than a few syncs expires on one slow round trip: slots vanish, leadership flaps.
+        floor = MIN_SYNCS_PER_TTL * self.sync_interval_s
+        for name in ("lease_s", "leader_ttl_s", "window_ttl_s"):
+            value = getattr(self, name)
+            if value < floor:
+                raise ValueError(
+                    f"{name} ({value:g}) must be at least {MIN_SYNCS_PER_TTL} x sync_interval_s "
+                    f"({self.sync_interval_s:g}) = {floor:g}: it is renewed once per sync"
+                )
+        return self
 
 
 class StateConfig(SharedStateTunables):

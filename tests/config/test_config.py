@@ -56,3 +56,14 @@ def test_cli_validate_and_schema(tmp_path):
     schema = subprocess.run([*run, "schema"], capture_output=True, text=True, check=True)
     doc = json.loads(schema.stdout)
     assert "admission" in doc["properties"] and doc["title"] == "concurproxy policy"
+
+
+@pytest.mark.parametrize("field", ["lease_s", "leader_ttl_s", "window_ttl_s"])
+def test_shared_state_ttls_must_span_several_syncs(tmp_path, field):
+    f = tmp_path / "p.yaml"
+    f.write_text(f"state:\n  sync_interval_s: 1\n  {field}: 2.5\n")
+    with pytest.raises(ConfigError) as err:
+        load_policy(f)
+    assert f"{field} (2.5) must be at least 3 x sync_interval_s" in str(err.value)
+    f.write_text(f"state:\n  sync_interval_s: 1\n  lease_s: 3\n  leader_ttl_s: 3\n  window_ttl_s: 3\n  {field}: 3\n")
+    assert getattr(load_policy(f).state, field) == 3
