@@ -115,3 +115,6 @@ class DnsDiscoveryConfig(Model):
     kv_events_port: int | None = Field(
         None, ge=1, le=65535, description="Subscribe to each replica's KV events at tcp://ADDRESS:PORT (see upstreams)."
     )
+    priority_scheduling: bool = Field(
+        False, description="Every discovered replica runs --scheduling-policy priority (see upstreams)."
+    )

@@ -103,6 +103,7 @@ class DnsDiscovery:
                 "api_key": cfg.api_key,
                 "metrics_path": cfg.metrics_path,
                 "kv_events": kv,
+                "priority_scheduling": cfg.priority_scheduling,
             }
         )
         replica = Replica.from_config(up)

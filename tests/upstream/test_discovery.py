@@ -65,6 +65,9 @@ async def test_discovery_keeps_the_pool_through_a_failed_lookup() -> None:
     r = d.replica_for("10.0.0.1")
     assert r.base_url == "http://10.0.0.1:8000" and r.discovered
     assert r.kv_events is not None and r.kv_events.endpoint == "tcp://10.0.0.1:5557"
+    assert not r.priority_scheduling
+    prio = DnsDiscovery(DnsDiscoveryConfig(dns="vllm", priority_scheduling=True), dns, joined.append, left.append)
+    assert prio.replica_for("10.0.0.2").priority_scheduling  # the engine's queue order applies to discovered replicas
 
 
 def chat(agent: str) -> dict[str, object]:  # no shared prefix: placement is by load, not by a sibling's prefix
