@@ -34,10 +34,12 @@ def _serve(args: argparse.Namespace) -> int:
     from concurproxy.worker.engine import OutputLengths
     from concurproxy.worker.fleet import run_fleet
     from concurproxy.worker.kvpublish import KvEventsConfig
-    from concurproxy.worker.profile import ProfileError, load_profile
+    from concurproxy.worker.profile import ProfileError, load_profile, with_scheduler_overrides
 
     try:
-        profile = load_profile(args.profile)
+        profile = with_scheduler_overrides(
+            load_profile(args.profile), args.max_num_batched_tokens, args.long_prefill_token_threshold
+        )
         kv_events = KvEventsConfig.from_json(args.kv_events_config) if args.kv_events_config else None
     except (ProfileError, ValueError) as exc:
         print(exc, file=sys.stderr)
@@ -65,7 +67,8 @@ def _serve(args: argparse.Namespace) -> int:
             print(
                 f"concurworker {profile.name}: {cfg.num_blocks} blocks x {cfg.block_size} tokens "
                 f"({cfg.capacity_tokens} KV tokens), model {workers[0].served_model}, "
-                f"time scale {args.time_scale}, scheduling {args.scheduling_policy}",
+                f"time scale {args.time_scale}, scheduling {args.scheduling_policy}, max_num_batched_tokens "
+                f"{cfg.max_num_batched_tokens}, long_prefill_token_threshold {cfg.long_prefill_token_threshold}",
                 flush=True,
             )
             for w in workers:
@@ -284,6 +287,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="with --scheduling-policy priority, NOT a vLLM behaviour (its open proposal vllm#40004): a waiting "
         "request that finds no free KV blocks preempts running requests of strictly lower priority",
+    )
+    p.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        help="as vLLM: the per-step token budget (prefill chunks + decodes; default: the profile's)",
+    )
+    p.add_argument(
+        "--long-prefill-token-threshold",
+        type=int,
+        help="as vLLM: no request gets more than this many new tokens in one step (default: the profile's, 0 = off)",
     )
     p.add_argument("--engine", choices=("sim", "vllm"), default="sim")
     p.add_argument("--node-agent-port", type=int, help="with --engine vllm: port of the node agent beside it")

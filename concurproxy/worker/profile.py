@@ -64,6 +64,9 @@ class Profile(_Model):
     num_gpu_blocks: int | None = Field(None, gt=0, description="override the computed capacity")
     block_size: int = Field(16, gt=0)
     max_num_batched_tokens: int = Field(8192, gt=0)
+    long_prefill_token_threshold: int = Field(
+        0, ge=0, description="vLLM's --long-prefill-token-threshold: per-request new tokens per step (0: off)"
+    )
     max_num_seqs: int = Field(256, gt=0)
     max_model_len: int = Field(8192, gt=0)
     enable_prefix_caching: bool = True
@@ -98,6 +101,7 @@ class Profile(_Model):
             num_blocks=self.blocks,
             block_size=self.block_size,
             max_num_batched_tokens=self.max_num_batched_tokens,
+            long_prefill_token_threshold=self.long_prefill_token_threshold,
             max_num_seqs=self.max_num_seqs,
             max_model_len=min(self.max_model_len, self.blocks * self.block_size),
             enable_prefix_caching=self.enable_prefix_caching,
@@ -114,6 +118,26 @@ class Profile(_Model):
             scheduling_policy=scheduling_policy,
             preempt_for_waiting=preempt_for_waiting,
         )
+
+
+def with_scheduler_overrides(
+    profile: Profile, max_num_batched_tokens: int | None = None, long_prefill_token_threshold: int | None = None
+) -> Profile:
+    """The profile with vLLM's scheduler flags applied (None: keep the profile's value); validated."""
+    update = {
+        k: v
+        for k, v in (
+            ("max_num_batched_tokens", max_num_batched_tokens),
+            ("long_prefill_token_threshold", long_prefill_token_threshold),
+        )
+        if v is not None
+    }
+    if not update:
+        return profile
+    try:
+        return Profile.model_validate({**profile.model_dump(), **update})
+    except ValidationError as exc:
+        raise ProfileError(f"profile {profile.name}: {exc}") from exc
 
 
 def builtin_profiles() -> list[str]:

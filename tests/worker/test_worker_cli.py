@@ -57,6 +57,11 @@ def test_unknown_action_and_bad_profile(capsys: pytest.CaptureFixture[str]) -> N
     assert "unknown worker action" in err and "unknown profile" in err
 
 
+def test_scheduler_flags_are_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "--profile", "tiny", "--port", "0", "--long-prefill-token-threshold", "-1"]) == 2
+    assert "long_prefill_token_threshold" in capsys.readouterr().err
+
+
 def test_engine_vllm_calls_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
@@ -109,6 +114,10 @@ def test_serve_replicas_in_a_real_process() -> None:
             "2",
             "--time-scale",
             "20",
+            "--max-num-batched-tokens",
+            "512",
+            "--long-prefill-token-threshold",
+            "64",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -118,6 +127,7 @@ def test_serve_replicas_in_a_real_process() -> None:
         assert proc.stdout is not None
         banner = proc.stdout.readline()
         assert "64 blocks x 16 tokens" in banner, banner + (proc.stderr.read() if proc.poll() is not None else "")
+        assert "max_num_batched_tokens 512, long_prefill_token_threshold 64" in banner
         urls = [proc.stdout.readline().split()[-1] for _ in range(2)]
         assert len(set(urls)) == 2
         for u in urls:

@@ -84,6 +84,31 @@ def test_chunked_prefill_respects_the_token_budget() -> None:
     assert r[2].outputs[0].finished
 
 
+def test_long_prefill_token_threshold_chunks_each_request_and_leaves_budget_to_waiting_ones() -> None:
+    """vLLM's --long-prefill-token-threshold: no request gets more than 8 new tokens in a step, even with a
+    budget of 32, so a short request that arrives during a long prefill is admitted in the next step (without
+    the threshold the long prefill would take the whole budget and the short one would wait)."""
+    e = make(num_blocks=32, budget=32, long_prefill_token_threshold=8)
+    e.add_request("long", list(range(100)), max_tokens=1)
+    r0 = e.step(0.0)
+    assert r0.prefill_tokens == 8
+    e.add_request("short", list(range(100, 106)), max_tokens=2)
+    r1 = e.step(r0.end)
+    assert r1.prefill_tokens == 8 + 6 and r1.num_scheduled == 2  # both in one step
+    assert [o.req_id for o in r1.outputs] == ["short"]  # its first token comes after one step
+    r2 = e.step(r1.end)
+    assert (r2.prefill_tokens, r2.decode_tokens) == (8, 1)  # decodes are not chunked
+    drain(e, r2.end)
+    without = make(num_blocks=32, budget=32)
+    without.add_request("long", list(range(100)), max_tokens=1)
+    w0 = without.step(0.0)
+    without.add_request("short", list(range(100, 106)), max_tokens=2)
+    w1 = without.step(w0.end)
+    assert (w1.prefill_tokens, w1.num_scheduled) == (32, 1)  # the running prefill took the whole budget
+    with pytest.raises(ValueError, match="long_prefill_token_threshold"):
+        make(long_prefill_token_threshold=-1)
+
+
 def test_prefix_hit_only_on_identical_chained_blocks() -> None:
     e = make(num_blocks=32)
     base = list(range(100, 120))  # 5 full blocks of 4

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from concurproxy.worker.profile import ProfileError, builtin_profiles, load_profile
+from concurproxy.worker.profile import ProfileError, builtin_profiles, load_profile, with_scheduler_overrides
 
 
 def test_builtin_profiles_and_capacity_formula() -> None:
@@ -45,3 +45,16 @@ def test_bad_profiles_explain_themselves(tmp_path: Path) -> None:
     assert "model.num_layers" in str(err.value) and "timingg" in str(err.value)
     with pytest.raises(ProfileError, match="cannot read"):
         load_profile(str(tmp_path / "missing.yaml"))
+
+
+def test_scheduler_overrides_apply_vllm_flags_and_validate() -> None:
+    base = load_profile("qwen3-32b-h100")
+    assert with_scheduler_overrides(base) is base
+    p = with_scheduler_overrides(base, max_num_batched_tokens=2048, long_prefill_token_threshold=128)
+    cfg = p.engine_config()
+    assert (cfg.max_num_batched_tokens, cfg.long_prefill_token_threshold) == (2048, 128)
+    assert (
+        with_scheduler_overrides(base, long_prefill_token_threshold=0).engine_config().long_prefill_token_threshold == 0
+    )
+    with pytest.raises(ProfileError, match="max_num_batched_tokens"):
+        with_scheduler_overrides(base, max_num_batched_tokens=0)

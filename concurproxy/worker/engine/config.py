@@ -39,6 +39,9 @@ class EngineConfig:
     timing: StepTimeModel
     block_size: int = 16
     max_num_batched_tokens: int = 8192
+    # vLLM's --long-prefill-token-threshold: no request gets more than this many new tokens in one
+    # step (its prefill is chunked at this size even when the step's budget has room); 0 = off
+    long_prefill_token_threshold: int = 0
     max_num_seqs: int = 256
     max_model_len: int = 8192
     enable_prefix_caching: bool = True
@@ -63,6 +66,8 @@ class EngineConfig:
             )
         if self.max_num_batched_tokens <= 0 or self.max_num_seqs <= 0:
             raise ValueError("max_num_batched_tokens and max_num_seqs must be positive")
+        if self.long_prefill_token_threshold < 0:
+            raise ValueError("long_prefill_token_threshold must be >= 0 (0: off)")
         if self.scheduling_policy not in ("fcfs", "priority"):
             raise ValueError(f"scheduling_policy must be fcfs or priority, not {self.scheduling_policy!r}")
         if self.preempt_for_waiting and self.scheduling_policy != "priority":
@@ -71,3 +76,11 @@ class EngineConfig:
     @property
     def capacity_tokens(self) -> int:
         return self.num_blocks * self.block_size
+
+    def chunk(self, remaining: int, budget: int) -> int:
+        """New tokens a request gets in one step: ``remaining``, capped at the long-prefill threshold
+        (vLLM: ``if 0 < threshold < num_new_tokens: num_new_tokens = threshold``), then at ``budget``."""
+        cap = self.long_prefill_token_threshold
+        if 0 < cap < remaining:
+            remaining = cap
+        return min(remaining, budget)

@@ -4,7 +4,8 @@ Scheduling (one :meth:`Engine.step`, as vLLM V1's scheduler does it)
 ---------------------------------------------------------------------
 1. Running requests, oldest first, each get ``min(remaining, budget)`` new
    tokens (1 when decoding, a chunk when prefilling: chunked prefill) from a
-   per-step budget of ``max_num_batched_tokens``. When a request's new tokens
+   per-step budget of ``max_num_batched_tokens``; with a
+   ``long_prefill_token_threshold`` no request gets more than that in one step. When a request's new tokens
    need a block and none is free, the *newest* running request is preempted by
    recompute: its blocks are freed (they stay cached until evicted), its
    computed-token count drops to 0 and it goes to the front of the waiting
@@ -38,13 +39,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from concurproxy.kvevents.decode import BlockRemoved, BlockStored, KvEvent
 from concurproxy.tokens import pieces, synth_text, token_id
 from concurproxy.worker.engine.blocks import BlockPool
 from concurproxy.worker.engine.config import EngineConfig
 from concurproxy.worker.engine.hashing import extend_block_hashes
+from concurproxy.worker.engine.queues import enqueue, lower_priority_victim, pop_victim
 from concurproxy.worker.engine.request import (
     EngineRequest,
     RequestOutput,
@@ -53,12 +54,6 @@ from concurproxy.worker.engine.request import (
     StepResult,
 )
 from concurproxy.worker.engine.stats import EngineStats, RequestTiming
-
-
-@dataclass(frozen=True, slots=True)
-class _Victim:
-    req: EngineRequest
-    pos: int  # where it was in ``running`` (before the step's cursor: already scheduled)
 
 
 class Engine:
@@ -169,7 +164,7 @@ class Engine:
         if not self.has_work():
             self.busy_until = max(self.busy_until, arrival)  # an idle engine starts when work arrives
         self.requests[req_id] = req
-        self._enqueue(req, front=False)
+        enqueue(self.waiting, req, False, cfg.scheduling_policy)
         self.stats.requests_added += 1
         return req
 
@@ -195,10 +190,10 @@ class Engine:
         i = 0
         while i < len(self.running) and budget > 0:
             req = self.running[i]
-            num_new = min(req.num_tokens - req.num_computed, budget)
+            num_new = cfg.chunk(req.num_tokens - req.num_computed, budget)
             scheduled_self = True
             while not self._grow(req, num_new):
-                victim = self._pop_victim()
+                victim = pop_victim(self.running, cfg.scheduling_policy)
                 if victim.pos < i:  # already scheduled in this step: it gives its tokens back
                     k = next(k for k, (r, _) in enumerate(scheduled) if r is victim.req)
                     budget += scheduled.pop(k)[1]
@@ -218,7 +213,7 @@ class Engine:
             while self.waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
                 num_new = self._admit(self.waiting[0], budget, start)
                 if num_new == 0:
-                    if cfg.preempt_for_waiting and (loser := self._lower_priority_victim(self.waiting[0])):
+                    if cfg.preempt_for_waiting and (loser := lower_priority_victim(self.running, self.waiting[0])):
                         for k, (r, n) in enumerate(scheduled):  # scheduled in this step: it gives its tokens back
                             if r is loser:
                                 budget += n
@@ -254,41 +249,6 @@ class Engine:
         req.blocks.extend(self.pool.allocate(need))
         return True
 
-    def _pop_victim(self) -> _Victim:
-        """Remove the running request to preempt: the newest (fcfs) or the lowest priority."""
-        running = self.running
-        if self.config.scheduling_policy == "priority":
-            pos = max(range(len(running)), key=lambda k: running[k].sort_key)
-        else:
-            pos = len(running) - 1
-        return _Victim(running.pop(pos), pos)
-
-    def _lower_priority_victim(self, waiting: EngineRequest) -> EngineRequest | None:
-        """The running request to preempt for ``waiting`` (preempt_for_waiting): the largest
-        ``(priority, arrival)``, if its priority is strictly lower (a larger number) than the
-        waiting one's; equal priorities never displace each other (no ping-pong)."""
-        if not self.running:
-            return None
-        victim = max(self.running, key=lambda r: r.sort_key)
-        return victim if victim.priority > waiting.priority else None
-
-    def _enqueue(self, req: EngineRequest, front: bool) -> None:
-        """fcfs: new requests at the back, preempted ones at the front. priority: both go before
-        the first waiting request with a larger ``(priority, arrival)`` (vLLM's heap order)."""
-        waiting = self.waiting
-        if self.config.scheduling_policy != "priority":
-            if front:
-                waiting.appendleft(req)
-            else:
-                waiting.append(req)
-            return
-        key = req.sort_key
-        for k, other in enumerate(waiting):  # waiting queues are short next to a step's work
-            if other.sort_key > key:
-                waiting.insert(k, req)
-                return
-        waiting.append(req)
-
     def _preempt(self, req: EngineRequest) -> None:
         self.pool.free(reversed(req.blocks))
         req.blocks = []
@@ -297,7 +257,7 @@ class Engine:
         req.status = Status.WAITING
         req.num_preemptions += 1
         self.stats.preemptions += 1
-        self._enqueue(req, front=True)
+        enqueue(self.waiting, req, True, self.config.scheduling_policy)
 
     def _admit(self, req: EngineRequest, budget: int, start: float) -> int:
         """Give a waiting request its cached prefix and first blocks; 0 if it does not fit now."""
@@ -306,7 +266,7 @@ class Engine:
         max_hit_blocks = (req.num_tokens - 1) // bs
         hit = self.pool.lookup(req.block_hashes[:max_hit_blocks])
         hit_tokens = len(hit) * bs
-        num_new = min(req.num_tokens - hit_tokens, budget)
+        num_new = self.config.chunk(req.num_tokens - hit_tokens, budget)
         need = self._blocks_for(hit_tokens + num_new) - len(hit)
         free_after_touch = self.pool.num_free - sum(1 for b in hit if self.pool.is_free(b))
         if need > free_after_touch:
