@@ -41,6 +41,7 @@ import asyncio
 import hashlib
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -92,6 +93,7 @@ def policy_doc(
     small_agent_tokens: int = 0,
     small_agent_share: float = 0.1,
     priority_scheduling: bool = False,
+    kv_reserve: float = 0.0,
 ) -> dict[str, Any]:
     planner: dict[str, Any] = {"priority": "high"}
     if light_share is not None:
@@ -107,9 +109,44 @@ def policy_doc(
         "admission": {"aimd": {"small_agent_tokens": small_agent_tokens, "small_agent_share": small_agent_share}},
         # long = uncached prompt above 2048 tokens (a heavy agent's first step, an evicted context); held at
         # dispatch while a light step runs, at most 1 s (5 s of the simulated engine at --time-scale 5)
-        "fairness": {"policy": fairness, "long_prefill_tokens": 2048, "max_prefill_hold_s": 1.0},
+        "fairness": {
+            "policy": fairness,
+            "long_prefill_tokens": 2048,
+            "max_prefill_hold_s": 1.0,
+            "kv_reserve": kv_reserve,  # room kept in the engine's KV for the light tenant's (priority high) steps
+        },
         "telemetry": {"log_level": "WARNING"},
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One row of the comparison: ``POLICY[:SHARE][+MOD...]`` with MOD one of ``prio`` (engine-side priority
+    scheduling), ``prio-preempt`` (and --preempt-for-waiting), ``reserve`` (fairness.kv_reserve = --kv-reserve),
+    ``lptt`` (worker --long-prefill-token-threshold = --lptt)."""
+
+    fairness: str
+    light_share: float | None = None
+    prio: bool = False
+    preempt: bool = False
+    kv_reserve: float = 0.0
+    long_prefill_token_threshold: int = 0
+
+
+def parse_variant(variant: str, args: argparse.Namespace) -> Variant:
+    base, *mods = variant.split("+")
+    fairness, _, share = base.partition(":")
+    unknown = set(mods) - {"prio", "prio-preempt", "reserve", "lptt"}
+    if unknown or not fairness:
+        raise ValueError(f"bad variant {variant!r}: POLICY[:SHARE][+prio|+prio-preempt][+reserve][+lptt]")
+    return Variant(
+        fairness=fairness,
+        light_share=float(share) if share else None,
+        prio="prio" in mods or "prio-preempt" in mods,
+        preempt="prio-preempt" in mods,
+        kv_reserve=args.kv_reserve if "reserve" in mods else 0.0,
+        long_prefill_token_threshold=args.lptt if "lptt" in mods else 0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,28 +208,28 @@ def run_once(
 ) -> tuple[dict[str, TenantRow], EngineRow]:
     """One run; ``variant`` is a fairness policy name, optionally ``:SHARE`` (the light role's window_share),
     optionally ``+prio`` (engine-side priority scheduling)."""
-    base, _, engine_mode = variant.partition("+")
-    if engine_mode not in ("", "prio", "prio-preempt"):
-        raise ValueError(f"unknown engine mode {engine_mode!r} in {variant!r} (+prio or +prio-preempt)")
-    prio = engine_mode != ""
-    fairness, _, share = base.partition(":")
+    v = parse_variant(variant, args)
+    fairness, share, prio = v.fairness, v.light_share, v.prio
     wport, pport = free_port(), free_port()
     cfg = workdir / "policy.yaml"
     doc = policy_doc(
         f"http://127.0.0.1:{wport}",
         fairness,
-        float(share) if share else None,
+        share,
         args.small_agent_tokens,
         args.small_agent_share,
         prio,
+        v.kv_reserve,
     )
     cfg.write_text(yaml.safe_dump(doc))
     py = sys.executable
     worker = [py, "-m", "concurproxy", "worker", "--profile", args.profile, "--port", str(wport),
               "--time-scale", str(args.time_scale), "--seed", str(args.seed),
               "--scheduling-policy", "priority" if prio else "fcfs"]  # fmt: skip
-    if engine_mode == "prio-preempt":
+    if v.preempt:
         worker.append("--preempt-for-waiting")
+    if v.long_prefill_token_threshold:
+        worker += ["--long-prefill-token-threshold", str(v.long_prefill_token_threshold)]
     proxy = [py, "-m", "concurproxy", "serve", "--config", str(cfg), "--port", str(pport)]
     with ExitStack() as stack:
         stack.enter_context(process(worker, f"http://127.0.0.1:{wport}/health"))
@@ -217,7 +254,8 @@ def format_rows(
     ]
     if alone is not None:
         lines.append(f"heavy tenant alone: {alone.tokens / span:,.0f} weighted tok/s ({alone.steps} steps)")
-    head = f"{'policy':<8}{'tenant':<8}{'token share':>12}{'tok/s':>10}{'steps':>7}{'errors':>7}"
+    w = max([8, *(len(p) + 2 for p in runs)])
+    head = f"{'policy':<{w}}{'tenant':<8}{'token share':>12}{'tok/s':>10}{'steps':>7}{'errors':>7}"
     lines.append(
         head + f"{'p50 ms':>9}{'p99 ms':>9}{'p99 queue':>11}{'p99 served':>12}{'p99 ttft':>10}{'p99/unloaded':>14}"
     )
@@ -226,7 +264,7 @@ def format_rows(
         for tenant, r in rows.items():
             ratio = f"{r.p99_s / unloaded.p99_s:>14.2f}" if tenant == "light" else f"{'':>14}"
             lines.append(
-                f"{policy:<8}{tenant:<8}{r.tokens / total:>12.3f}{r.tokens / span:>10,.0f}{r.steps:>7}{r.errors:>7}"
+                f"{policy:<{w}}{tenant:<8}{r.tokens / total:>12.3f}{r.tokens / span:>10,.0f}{r.steps:>7}{r.errors:>7}"
                 f"{r.p50_s * 1e3:>9.0f}{r.p99_s * 1e3:>9.0f}{r.wait_p99_s * 1e3:>11.0f}"
                 f"{r.served_p99_s * 1e3:>12.0f}{r.ttft_p99_s * 1e3:>10.0f}{ratio}"
             )
@@ -266,6 +304,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.15,
         help="admission.aimd.small_agent_share (default 0.15: the 4 light agents' ~1k-token footprints)",
     )
+    ap.add_argument(
+        "--kv-reserve",
+        type=float,
+        default=0.15,
+        help="fairness.kv_reserve of a +reserve variant (default 0.15: the 4 light agents' ~1k-token contexts "
+        "are ~13%% of the engine's 37k KV tokens)",
+    )
+    ap.add_argument(
+        "--lptt",
+        type=int,
+        default=128,
+        help="the worker's --long-prefill-token-threshold in a +lptt variant (default 128)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     heavy = heavy_scenario(args.heavy_agents, args.seed)
@@ -275,7 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(d)
         unloaded = run_once(args, "vtc", {"light": light}, work)[0]["light"]
         alone = run_once(args, "vtc", {"heavy": heavy}, work)[0]["heavy"] if args.heavy_alone else None
-        done = {p: run_once(args, p, {"heavy": heavy, "light": light}, work) for p in args.policies.split(",")}
+        done = {}
+        for p in args.policies.split(","):
+            t0 = time.monotonic()
+            done[p] = run_once(args, p, {"heavy": heavy, "light": light}, work)
+            print(f"{p}: run took {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     runs = {p: rows for p, (rows, _) in done.items()}
     print(format_rows(unloaded, alone, runs, span, {p: eng for p, (_, eng) in done.items()}))
     return 0

@@ -64,6 +64,20 @@ class FairnessConfig(Model):
     max_prefill_hold_s: float = Field(
         1.0, ge=0, description="A long step is held at dispatch at most this long, then sent whatever the rest says."
     )
+    kv_reserve: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of each replica's KV cache kept free for steps of protect_priority or more urgent: while "
+        "such steps are about, the others are held at dispatch when their KV footprint (prompt + max_tokens, "
+        "summed over the replica's steps in flight) would pass capacity x (1 - kv_reserve) (0: off).",
+    )
+    kv_reserve_idle_s: float = Field(
+        5.0, ge=0, description="The KV reserve holds while a protected step is in flight or ran this recently."
+    )
+    kv_reserve_max_hold_s: float = Field(
+        10.0, ge=0, description="A step is held for the KV reserve at most this long, then sent whatever the rest says."
+    )
 
 
 class BudgetsConfig(Model):

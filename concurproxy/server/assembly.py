@@ -97,7 +97,7 @@ def build_components(
     routing.snapshots = components.latest_pressure
     dispatch_params = DispatchParams.from_policy(policy.fairness)
     if admission_stage is not None and dispatch_params.enabled:
-        components.dispatch = DispatchStage(dispatch_params)
+        components.dispatch = DispatchStage(dispatch_params, snapshots=components.latest_pressure)
     discovered_kv = policy.discovery is not None and policy.discovery.kv_events_port is not None
     if discovered_kv or any(u.kv_events is not None for u in policy.upstreams):
         feed = KvEventFeed(policy.routing.block_tokens, policy.routing.index_max_blocks)

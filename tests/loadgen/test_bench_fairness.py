@@ -79,3 +79,20 @@ def test_prio_variant_opts_the_upstream_in_and_engine_metrics_are_read() -> None
         "vllm:request_queue_time_seconds_count 4.0\nvllm:request_queue_time_seconds_sum 2.0\n"
     )
     assert engine_row(text) == EngineRow(7.0, 0.5)
+
+
+def test_variants_parse_their_modifiers_and_reserve_reaches_the_policy() -> None:
+    import argparse
+
+    import pytest
+
+    from loadgen.bench_fairness import Variant, parse_variant
+
+    a = argparse.Namespace(kv_reserve=0.15, lptt=128)
+    assert parse_variant("vtc", a) == Variant("vtc")
+    assert parse_variant("vtc:0.5+prio-preempt", a) == Variant("vtc", 0.5, prio=True, preempt=True)
+    assert parse_variant("vtc+reserve+lptt", a) == Variant("vtc", kv_reserve=0.15, long_prefill_token_threshold=128)
+    with pytest.raises(ValueError, match="bad variant"):
+        parse_variant("vtc+turbo", a)
+    doc = policy_doc("http://127.0.0.1:1", "vtc", None, kv_reserve=0.15)
+    assert Policy.model_validate(doc).fairness.kv_reserve == 0.15

@@ -51,3 +51,29 @@ async def test_the_bound_releases_it_and_a_cancelled_waiter_is_forgotten() -> No
         for _ in range(5):
             await asyncio.sleep(0)
         assert slow.state()["r0"]["waiting"] == 0
+
+
+async def test_the_kv_reserve_holds_a_step_until_room_frees_and_reports_it() -> None:
+    from concurproxy.control.types import PressureSnapshot
+
+    snaps = {"r0": PressureSnapshot(ts=0.0, kv_capacity_tokens=10_000)}
+    params = DispatchParams(long_prefill_tokens=50_000, kv_reserve=0.2, reserve_max_hold_s=60.0)
+    stage = DispatchStage(params, snapshots=snaps.get)
+    order: list[str] = []
+    second = ctx(3000, PriorityClass.normal)
+
+    async def run_second() -> None:
+        async with stage.hold(second, "r0"):
+            order.append("second sent")
+
+    async with stage.hold(ctx(300, PriorityClass.high), "r0"):
+        async with stage.hold(ctx(6000, PriorityClass.normal), "r0"):
+            task = asyncio.create_task(run_second())
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert order == [] and stage.state()["r0"]["reserve_waiting"] == 1  # 6,000 + 3,000 > 8,000
+            assert stage.state()["r0"]["reserve_in_flight_tokens"] == 6000
+            order.append("first done")
+        await task
+    assert order == ["first done", "second sent"] and second.dispatch_wait_s > 0
+    assert stage.state()["r0"]["reserve_in_flight_tokens"] == 0

@@ -1,5 +1,7 @@
-"""Dispatch of admitted steps to their replica (cost-aware: see `gate.PrefillGate`)."""
+"""Dispatch of admitted steps to their replica (cost-aware: see `gate.PrefillGate`; KV headroom for
+control steps: see `reserve.KvReserve`)."""
 
 from concurproxy.control.dispatch.gate import DispatchParams, PrefillGate
+from concurproxy.control.dispatch.reserve import KvReserve
 
-__all__ = ["DispatchParams", "PrefillGate"]
+__all__ = ["DispatchParams", "KvReserve", "PrefillGate"]

@@ -46,6 +46,10 @@ class DispatchParams:
     protect_priority: PriorityClass | None = PriorityClass.high  # None: never hold for control steps
     long_in_prefill: int = 1  # 0: unlimited
     max_hold_s: float = 1.0
+    # KV headroom reservation (reserve.KvReserve): share of the replica's KV kept free for protected steps
+    kv_reserve: float = 0.0  # 0: off
+    reserve_idle_s: float = 5.0  # the reserve holds while a protected step ran this recently
+    reserve_max_hold_s: float = 10.0
 
     @classmethod
     def from_policy(cls, fairness: FairnessConfig) -> DispatchParams:
@@ -55,11 +59,18 @@ class DispatchParams:
             protect_priority=None if p is None else PriorityClass[p.value],
             long_in_prefill=fairness.long_prefills_per_replica,
             max_hold_s=fairness.max_prefill_hold_s,
+            kv_reserve=fairness.kv_reserve,
+            reserve_idle_s=fairness.kv_reserve_idle_s,
+            reserve_max_hold_s=fairness.kv_reserve_max_hold_s,
         )
 
     @property
     def enabled(self) -> bool:
         return self.protect_priority is not None or self.long_in_prefill > 0
+
+    @property
+    def reserve_enabled(self) -> bool:
+        return self.kv_reserve > 0 and self.protect_priority is not None
 
     def is_long(self, step: StepInfo) -> bool:
         return max(0, step.est_prompt_tokens - step.resident_prefix_tokens) > self.long_prefill_tokens

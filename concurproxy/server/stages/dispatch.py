@@ -1,12 +1,17 @@
-"""Dispatch stage: the async shell of the per-replica `PrefillGate` (cost-aware dispatch).
+"""Dispatch stage: the async shell of the per-replica `KvReserve` and `PrefillGate`.
 
-Held around one upstream attempt, inside the admission ticket: a long step the
-gate holds waits here (never longer than ``max_prefill_hold_s``: the stage
-wakes at the gate's deadline and expires it), the step's first streamed token
-(``StepContext.on_first_token``, called by the relay) ends its prefill, and
-leaving the block — any outcome, cancellation included — ends the step, so the
-gate never keeps a step that is gone. Clock injected (``time.monotonic``).
-Concurrency: one event loop; no await between a gate call and acting on it.
+Held around one upstream attempt, inside the admission ticket. A step first
+passes the KV reserve (when ``fairness.kv_reserve`` is on: steps other than
+control steps wait while their KV footprint would eat the room kept for control
+steps, never longer than ``kv_reserve_max_hold_s``), then the prefill gate (a
+long step waits while a control step runs, never longer than
+``max_prefill_hold_s``); the stage wakes at each core's deadline and expires it.
+The step's first streamed token (``StepContext.on_first_token``, called by the
+relay) ends its prefill, and leaving the block — any outcome, cancellation
+included — ends the step in both cores, so neither keeps a step that is gone.
+The replica's KV capacity comes from its latest pressure snapshot
+(``snapshots``, set at assembly). Clock injected (``time.monotonic``).
+Concurrency: one event loop; no await between a core call and acting on it.
 """
 
 from __future__ import annotations
@@ -16,16 +21,30 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from typing import Protocol
 
-from concurproxy.control.dispatch import DispatchParams, PrefillGate
+from concurproxy.control.dispatch import DispatchParams, KvReserve, PrefillGate
+from concurproxy.control.types import PressureSnapshot
 from concurproxy.server.hooks import StepContext
 
 
+class _Holder(Protocol):
+    def deadline(self) -> float | None: ...
+    def expire(self, now: float) -> list[int]: ...
+
+
 class DispatchStage:
-    def __init__(self, params: DispatchParams, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        params: DispatchParams,
+        clock: Callable[[], float] = time.monotonic,
+        snapshots: Callable[[str], PressureSnapshot | None] | None = None,
+    ) -> None:
         self.params = params
         self.clock = clock
+        self.snapshots = snapshots  # replica id → its latest pressure snapshot (KV capacity)
         self._gates: dict[str, PrefillGate] = {}
+        self._reserves: dict[str, KvReserve] = {}
         self._held: dict[int, asyncio.Future[None]] = {}
         self._ids = itertools.count(1)
 
@@ -35,13 +54,30 @@ class DispatchStage:
             g = self._gates[replica_id] = PrefillGate(self.params)
         return g
 
+    def reserve(self, replica_id: str) -> KvReserve:
+        r = self._reserves.get(replica_id)
+        if r is None:
+            r = self._reserves[replica_id] = KvReserve(self.params)
+        return r
+
+    def _capacity(self, replica_id: str) -> int | None:
+        snap = self.snapshots(replica_id) if self.snapshots is not None else None
+        return None if snap is None else snap.kv_capacity_tokens
+
     @asynccontextmanager
     async def hold(self, ctx: StepContext, replica_id: str) -> AsyncIterator[None]:
         gate, key = self.gate(replica_id), next(self._ids)
+        reserve = self.reserve(replica_id) if self.params.reserve_enabled else None
         since = self.clock()
         try:
-            if not gate.start(key, ctx.step, since):
+            waited = False
+            if reserve is not None and not reserve.start(key, ctx.step, since, self._capacity(replica_id)):
+                await self._wait(reserve, key)
+                waited = True
+            if not gate.start(key, ctx.step, self.clock()):
                 await self._wait(gate, key)
+                waited = True
+            if waited:
                 ctx.dispatch_wait_s = self.clock() - since
             ctx.on_first_token = lambda: self._wake(gate.first_token(key))
             yield
@@ -49,17 +85,19 @@ class DispatchStage:
             ctx.on_first_token = None
             self._held.pop(key, None)
             self._wake(gate.end(key))
+            if reserve is not None:
+                self._wake(reserve.end(key, self.clock()))
 
-    async def _wait(self, gate: PrefillGate, key: int) -> None:
+    async def _wait(self, core: _Holder, key: int) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._held[key] = fut
         while not fut.done():
-            deadline = gate.deadline()
+            deadline = core.deadline()
             timeout = None if deadline is None else max(0.0, deadline - self.clock())
             try:
                 await asyncio.wait_for(asyncio.shield(fut), timeout)
             except TimeoutError:
-                self._wake(gate.expire(self.clock()))
+                self._wake(core.expire(self.clock()))
 
     def _wake(self, keys: Iterable[int]) -> None:
         for k in keys:
@@ -68,5 +106,14 @@ class DispatchStage:
                 fut.set_result(None)
 
     def state(self) -> dict[str, dict[str, int]]:
-        """Per replica: long steps waiting now, held so far, and started at the bound (``/admin/state``)."""
-        return {r: {"waiting": g.waiting(), "held": g.held, "forced": g.forced} for r, g in self._gates.items()}
+        """Per replica: long steps waiting now, held so far, and started at the bound; with the KV reserve on,
+        the same for it and the KV footprint in flight (``/admin/state``)."""
+        out = {r: {"waiting": g.waiting(), "held": g.held, "forced": g.forced} for r, g in self._gates.items()}
+        for r, res in self._reserves.items():
+            out.setdefault(r, {}).update(
+                reserve_waiting=res.waiting(),
+                reserve_held=res.held,
+                reserve_forced=res.forced,
+                reserve_in_flight_tokens=res.in_flight_tokens(),
+            )
+        return out
