@@ -39,7 +39,8 @@ def token_id(piece: str) -> int:
 
 
 def tokenize(text: str) -> list[int]:
-    return [token_id(p) for p in _PIECE_RE.findall(text)]
+    crc32 = zlib.crc32  # token_id, inlined: one call per token less
+    return [crc32(p.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF for p in _PIECE_RE.findall(text)]
 
 
 def _content_text(content: Any) -> str:
@@ -67,17 +68,20 @@ def render_chat(messages: Iterable[Any]) -> str:
     """
     lines = []
     for m in messages:
-        if not isinstance(m, Mapping):
+        # plain dicts (parsed JSON) skip the ABC check; string content skips the helper
+        if m.__class__ is not dict and not isinstance(m, Mapping):
             continue
-        role = m.get("role", "user")
-        lines.append(f"<{role}>: {_content_text(m.get('content'))}\n")
+        content = m.get("content")
+        if content.__class__ is not str:
+            content = _content_text(content)
+        lines.append(f"<{m.get('role', 'user')}>: {content}\n")
     return "".join(lines)
 
 
 def prompt_text(body: Mapping[str, Any]) -> str:
     """The canonical prompt of a /v1/chat/completions or /v1/completions body."""
     messages = body.get("messages")
-    if isinstance(messages, Sequence) and not isinstance(messages, str | bytes):
+    if messages.__class__ is list or (isinstance(messages, Sequence) and not isinstance(messages, str | bytes)):
         return render_chat(messages)
     prompt = body.get("prompt")
     if isinstance(prompt, str):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from concurproxy.config.routing import RoutingConfig
 from concurproxy.routing.index import PrefixIndex
 from concurproxy.routing.pins import PinTable
-from concurproxy.routing.placement import candidates, overloaded, pick_best, pin_cap
+from concurproxy.routing.placement import overloaded, pick_best, pin_cap
 from concurproxy.routing.scorers.base import ScoreContext
 from concurproxy.routing.scorers.registry import WeightedScorer
 from concurproxy.routing.types import (
@@ -88,19 +88,19 @@ class PrefixAffinityRouter:
         p = self.params
         pins = self.pins
         pins.expire(now)
-        cands = candidates(replicas)
+        cands = [r for r in replicas if r.healthy and not r.draining]  # placement.candidates, inlined
         if not cands:
             raise NoHealthyReplica("no healthy, non-draining replica")
         agent = request.agent_id
         hashes = request.prefix_hashes
+        sticky = request.sticky
         single = len(cands) == 1  # a forced choice: no replica can be over the mean, nothing to score
-        if single:
-            over: set[str] = set()
-        else:
+        over: set[str] = set()
+        if not single:
             pin_limit = pin_cap(max(0, len(pins) - 1), len(cands), p.load_bound) + p.pin_slack
             over = overloaded(cands, p.load_bound, p.overload_min_load, pins.count, pin_limit)
 
-        pinned = pins.get(agent, now) if request.sticky else None
+        pinned = pins.get(agent, now) if sticky else None
         live_pin: str | None = None
         moved: RouteReason | None = None
         if pinned is not None:
@@ -118,44 +118,37 @@ class PrefixAffinityRouter:
             else:
                 live_pin = pinned
 
-        pool = [r for r in cands if r.id not in over] if over else cands
-        if not pool:
-            pool = cands
-        if live_pin is None and request.sticky and not single:
-            cap = pin_cap(len(pins), len(cands), p.load_bound) + p.pin_slack
-            under = [r for r in pool if pins.count(r.id) < cap or r.id == pinned]
-            if under:
-                pool = under
-
         matches = self.locator.match(hashes, now) if hashes else {}
-        if len(pool) == 1:
-            choice = pool[0].id  # scorers are pure: scoring a single option cannot change it
+        if single:
+            choice = cands[0].id  # scorers are pure: scoring a single option cannot change it
         else:
-            choice = pool[self._best(request, pool, matches, live_pin, now)].id
+            pool = [r for r in cands if r.id not in over] if over else cands
+            if not pool:
+                pool = cands
+            if live_pin is None and sticky:
+                cap = pin_cap(len(pins), len(cands), p.load_bound) + p.pin_slack
+                under = [r for r in pool if pins.count(r.id) < cap or r.id == pinned]
+                if under:
+                    pool = under
+            choice = pool[0].id if len(pool) == 1 else pool[self._best(request, pool, matches, live_pin, now)].id
 
+        matched = matches.get(choice, 0)
         repinned_from: str | None = None
         if live_pin is not None:
-            reason = RouteReason.pinned if choice == live_pin else RouteReason.rebalanced
-            if choice != live_pin:
-                repinned_from = live_pin
+            if choice == live_pin:
+                reason = RouteReason.pinned
+            else:
+                reason, repinned_from = RouteReason.rebalanced, live_pin
         elif moved is not None:
             reason, repinned_from = moved, pinned
         else:
-            reason = RouteReason.prefix if matches.get(choice, 0) > 0 else RouteReason.placed
+            reason = RouteReason.prefix if matched > 0 else RouteReason.placed
 
-        if request.sticky:
+        if sticky:
             pins.set(agent, choice, now)
-        if matches.get(choice, 0) < len(hashes):  # fully held: observe_served refreshes recency
+        if matched < len(hashes):  # fully held: observe_served refreshes recency
             self.index.record(choice, hashes, now)
-        return RouteDecision(
-            agent_id=agent,
-            replica_id=choice,
-            reason=reason,
-            matched_blocks=matches.get(choice, 0),
-            request_blocks=len(hashes),
-            pinned=reason is RouteReason.pinned,
-            repinned_from=repinned_from,
-        )
+        return RouteDecision(agent, choice, reason, matched, len(hashes), reason is RouteReason.pinned, repinned_from)
 
     def _best(
         self,
@@ -175,8 +168,8 @@ class PrefixAffinityRouter:
         return pick_best(request.agent_id, pool, totals, self.params.tie_epsilon)
 
     def observe_served(self, decision: RouteDecision, hashes: Sequence[int], now: float) -> None:
-        if decision.agent_id and self.pins.get(decision.agent_id, now) == decision.replica_id:
-            self.pins.set(decision.agent_id, decision.replica_id, now)
+        if decision.agent_id:
+            self.pins.touch(decision.agent_id, decision.replica_id, now)
         self.index.record(decision.replica_id, hashes, now)
 
     def forget_replica(self, replica_id: str) -> None:

@@ -55,9 +55,27 @@ class PrefixIndex:
     def match_one(self, replica: str, hashes: Sequence[int], now: float) -> int:
         """Longest leading run of ``hashes`` held by ``replica`` (binary search, see module doc)."""
         lru = self._lru.get(replica)
-        if not lru or not hashes or not self._held(lru, hashes[0], now):
+        if not lru or not hashes:
             return 0
-        lo, hi = 1, len(hashes)  # invariant: hashes[:lo] held; answer <= hi
+        return self._match(lru, hashes, now)
+
+    def _match(self, lru: OrderedDict[int, float], hashes: Sequence[int], now: float) -> int:
+        if self.max_age_s is None:  # held = present; the whole chain held is the usual answer
+            if hashes[-1] in lru:
+                return len(hashes)  # by prefix closure every ancestor is held too
+            if hashes[0] not in lru:
+                return 0
+            lo, hi = 1, len(hashes) - 1  # invariant: hashes[:lo] held; answer <= hi
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if hashes[mid - 1] in lru:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            return lo
+        if not self._held(lru, hashes[0], now):
+            return 0
+        lo, hi = 1, len(hashes)
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if self._held(lru, hashes[mid - 1], now):
@@ -71,10 +89,11 @@ class PrefixIndex:
         out: dict[str, int] = {}
         if not hashes:
             return out
-        for replica in self._lru:
-            n = self.match_one(replica, hashes, now)
-            if n:
-                out[replica] = n
+        for replica, lru in self._lru.items():
+            if lru:
+                n = self._match(lru, hashes, now)
+                if n:
+                    out[replica] = n
         return out
 
     def forget_replica(self, replica: str) -> None:

@@ -38,9 +38,14 @@ class NoHealthyReplica(LookupError):
     """No replica is healthy and not draining: the shell answers 503."""
 
 
-@dataclass(frozen=True, slots=True)
+# The value types below are read-only by convention, not frozen: the request path builds a
+# request, a decision and one view per candidate every step, and a frozen dataclass's __init__
+# (one object.__setattr__ call per field) costs ~5x a plain slotted one.
+
+
+@dataclass(slots=True)
 class RouteRequest:
-    """One step to place.
+    """One step to place (read-only).
 
     ``prefix_hashes`` are the chained block hashes of the canonical prompt
     (:func:`concurproxy.routing.prefix.hash_body`). ``sticky=False`` (anonymous,
@@ -53,7 +58,7 @@ class RouteRequest:
     sticky: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReplicaView:
     """The router's read-only view of one replica at decision time.
 
@@ -91,22 +96,16 @@ class ReplicaView:
         load: float = 0.0,
     ) -> ReplicaView:
         """Build a view; a missing, failed or stale snapshot yields unknown pressure."""
-        fresh = snapshot is not None and snapshot.ok and snapshot.age(now) <= stale_after_s
-        return cls(
-            id=replica_id,
-            healthy=healthy,
-            draining=draining,
-            kv_usage=snapshot.kv_usage if fresh and snapshot is not None else None,
-            waiting=snapshot.waiting if fresh and snapshot is not None else None,
-            window_room=window_room,
-            window_size=window_size,
-            load=load,
-        )
+        if snapshot is not None and snapshot.ok and snapshot.age(now) <= stale_after_s:
+            return cls(
+                replica_id, healthy, draining, snapshot.kv_usage, snapshot.waiting, window_room, window_size, load
+            )
+        return cls(replica_id, healthy, draining, None, None, window_room, window_size, load)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RouteDecision:
-    """Where a step goes and why. ``repinned_from`` names the replica the agent was pinned to
+    """Where a step goes and why (read-only). ``repinned_from`` names the replica the agent was pinned to
     when the step moved (reasons ``overloaded``, ``replica-down``, ``drained``, ``rebalanced``)."""
 
     agent_id: str

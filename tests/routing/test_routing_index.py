@@ -1,4 +1,8 @@
 import time
+from collections.abc import Callable
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from concurproxy.routing.index import PrefixIndex
 from concurproxy.routing.prefix import hash_tokens
@@ -84,3 +88,36 @@ def test_match_speed() -> None:
     per = (time.perf_counter() - t0) / 2000
     assert idx.match(chains[5], 0.0) == {"r1": 256}
     assert per < 1e-3  # ~10 µs measured for 4 replicas x 256 blocks
+
+
+def _leading_run(held: Callable[[int], bool], hashes: list[int]) -> int:
+    n = 0
+    while n < len(hashes) and held(hashes[n]):
+        n += 1
+    return n
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(st.tuples(st.sampled_from(["r1", "r2"]), st.integers(0, 3), st.integers(0, 12)), max_size=30),
+    max_blocks=st.integers(1, 20),
+    max_age=st.sampled_from([None, 3.0]),
+)
+def test_match_equals_the_leading_run_scan(
+    ops: list[tuple[str, int, int]], max_blocks: int, max_age: float | None
+) -> None:
+    """Chains share roots (a branch id picks one of four prompts); the fast paths (whole chain
+    held, binary search) give the same answer as scanning the leading run key by key."""
+    idx = PrefixIndex(max_blocks, max_age_s=max_age)
+    chains = [hash_tokens(list(range(b * 100, b * 100 + 12)), 1) for b in range(2)]
+    chains += [chains[0][:5] + hash_tokens(list(range(7, 14)), 1, parent=chains[0][4]) for _ in range(2)]
+    for now, (replica, branch, length) in enumerate(ops):
+        idx.record(replica, chains[branch][:length], float(now))
+        t = float(now) + 1.0
+        for chain in chains:
+            for r in ("r1", "r2", "r3"):
+                lru = idx._lru.get(r, {})
+                held = lambda h: h in lru and (max_age is None or t - lru[h] <= max_age)  # noqa: B023, E731
+                scan = _leading_run(held, chain)
+                assert idx.match_one(r, chain, t) == scan
+                assert idx.match(chain, t).get(r, 0) == scan

@@ -37,6 +37,36 @@ def test_incremental_equals_full(base: str, steps: list[tuple[bool, str, int]], 
         assert (got.keys, got.n_tokens) == full(text, bt)
 
 
+def _stable_cut_by_scan(text: str) -> int:
+    """The start of the whitespace run before the last word (0 if none), scanning from the end."""
+    i = len(text) - 1
+    while i >= 0 and text[i].isspace():  # trailing whitespace run
+        i -= 1
+    while i >= 0 and not text[i].isspace():  # the last word
+        i -= 1
+    if i < 0:
+        return 0
+    while i > 0 and text[i - 1].isspace():  # to the start of that whitespace run
+        i -= 1
+    return i
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=chunk)
+def test_stable_cut_equals_the_scan_from_the_end(text: str) -> None:
+    assert stable_cut(text) == _stable_cut_by_scan(text)
+
+
+def test_repeated_prompt_keeps_its_entry() -> None:
+    h = IncrementalPrefixHasher(4)
+    text = render_chat([{"role": "user", "content": synth_text(30)}])
+    first = h.hashes("a", text)
+    again = h.hashes("a", text)
+    assert again == h.hashes("a", text) and again.reused_tokens > 0
+    assert (again.keys, again.n_tokens) == (first.keys, first.n_tokens) == full(text, 4)
+    assert h.prompt("a", text) == (again.n_tokens, again.keys, again.reused_tokens)
+
+
 def test_stable_cut() -> None:
     assert stable_cut("") == 0
     assert stable_cut("word") == 0

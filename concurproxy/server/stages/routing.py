@@ -44,16 +44,20 @@ class RoutingStage:
         """Hash the prompt's blocks (when the policy uses them): ``(token count, keys)``, or Nones."""
         if self.hasher is None:
             return None, None
-        ph = self.hasher.hashes(agent_id, text)
-        return ph.n_tokens, ph.keys
+        n_tokens, keys, _ = self.hasher.prompt(agent_id, text)
+        return n_tokens, keys
 
     def pick(self, ctx: StepContext, candidates: Sequence[Replica], now: float) -> Replica:
-        views = [self._view(r, now) for r in candidates]
+        step = ctx.step
+        if len(candidates) == 1 and self.uses_prefix:
+            # The prefix-affinity router takes a lone candidate without scoring or load checks: it
+            # reads only health and drain state, so the pressure and window lookups are skipped.
+            r = candidates[0]
+            views = [ReplicaView(r.id, r.healthy, r.draining, None, None, None, None, r.in_flight)]
+        else:
+            views = [self._view(r, now) for r in candidates]
         request = RouteRequest(
-            agent_id=ctx.step.agent_id,
-            prefix_hashes=ctx.prompt_hashes or (),
-            prompt_tokens=ctx.step.est_prompt_tokens,
-            sticky=not ctx.identity.one_shot,
+            step.agent_id, ctx.prompt_hashes or (), step.est_prompt_tokens, not ctx.identity.one_shot
         )
         decision = self.router.route(request, views, now)
         ctx.route_decision = decision
@@ -61,8 +65,8 @@ class RoutingStage:
         if decision.matched_blocks and ctx.local_prompt_tokens:
             # in the engine's units, like est_prompt_tokens (see stages/calibration.py)
             resident = decision.matched_blocks * self.block_tokens
-            scaled = resident * ctx.step.est_prompt_tokens // ctx.local_prompt_tokens
-            ctx.step = ctx.step.with_resident_prefix(min(scaled, ctx.step.est_prompt_tokens))
+            scaled = resident * step.est_prompt_tokens // ctx.local_prompt_tokens
+            ctx.step = step.with_resident_prefix(min(scaled, step.est_prompt_tokens))
         for r in candidates:
             if r.id == decision.replica_id:
                 return r
@@ -71,6 +75,10 @@ class RoutingStage:
     def _view(self, r: Replica, now: float) -> ReplicaView:
         snap = self.snapshots(r.id) if self.snapshots else None
         room = self.windows(r.id) if self.windows else None
+        if room is None:
+            return ReplicaView.from_snapshot(
+                r.id, snap, now, self.stale_after_s, healthy=r.healthy, draining=r.draining, load=r.in_flight
+            )
         return ReplicaView.from_snapshot(
             r.id,
             snap,
@@ -78,8 +86,8 @@ class RoutingStage:
             self.stale_after_s,
             healthy=r.healthy,
             draining=r.draining,
-            window_room=room[0] if room else None,
-            window_size=room[1] if room else None,
+            window_room=room[0],
+            window_size=room[1],
             load=r.in_flight,
         )
 
