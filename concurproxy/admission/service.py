@@ -62,6 +62,7 @@ class AdmissionService:
         self.listeners: list[AdmissionListener] = list(listeners)
         self.listener_errors = 0
         self._waiting: dict[int, tuple[str, asyncio.Future[Admitted]]] = {}
+        self._log = self.core.log  # the core's decision events, drained by ``_flush``
 
     # ---- control loop -----------------------------------------------------------------
     def on_pressure(self, replica: str, snapshot: PressureSnapshot | None, now: float | None = None) -> WindowDecision:
@@ -153,7 +154,7 @@ class AdmissionService:
 
     # ---- internals --------------------------------------------------------------------
     def _grant(self, replica: str, now: float) -> None:
-        if not self.core.window(replica).has_waiters():  # only waiters can be granted: skip the pass
+        if not self.core.has_waiters(replica):  # only waiters can be granted: skip the pass
             return
         for g in self.core.grant(replica, now):
             entry = self._waiting.pop(g.waiter_id, None)
@@ -163,9 +164,11 @@ class AdmissionService:
             entry[1].set_result(g.admitted)
 
     def _flush(self) -> None:
-        events = self.core.drain_events()  # always drained, listeners or not: no growth
+        pending = self._log
+        events = pending.events
         if not events:
             return
+        pending.events = []  # always drained, listeners or not: no growth
         for listener in self.listeners:
             for e in events:
                 try:

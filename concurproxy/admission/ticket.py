@@ -24,12 +24,12 @@ def outcome_of(exc: BaseException | None) -> Outcome:
     return Outcome.error
 
 
+_OUTCOMES: dict[str, Outcome] = {o.value: o for o in Outcome}  # a member hashes as its string (StrEnum)
+
+
 def parse_outcome(value: str | Outcome) -> Outcome:
     """Accept the proxy's outcome strings; anything unknown ("rejected", …) is an error."""
-    try:
-        return Outcome(value)
-    except ValueError:
-        return Outcome.error
+    return _OUTCOMES.get(value, Outcome.error)
 
 
 class StepTicket:
@@ -62,10 +62,11 @@ class StepTicket:
         return self._ended
 
     def set_outcome(self, outcome: str | Outcome) -> None:
-        self._outcome = parse_outcome(outcome)
+        self._outcome = _OUTCOMES.get(outcome, Outcome.error)
 
     def record_usage(self, prompt_tokens: int, output_tokens: int) -> None:
-        self._prompt, self._output = max(0, prompt_tokens), max(0, output_tokens)
+        self._prompt = prompt_tokens if prompt_tokens > 0 else 0  # (not max(): slower, per step)
+        self._output = output_tokens if output_tokens > 0 else 0
 
     def finish_agent(self) -> None:
         self._release = True
@@ -73,11 +74,27 @@ class StepTicket:
     def end(self, outcome: str | Outcome | None = None) -> bool:
         """End the ticket (first call only; later calls are counted no-ops in the core)."""
         final = parse_outcome(outcome) if outcome is not None else (self._outcome or Outcome.success)
+        return self._end(final)
+
+    def _end(self, final: Outcome) -> bool:
         first = not self._ended
         self._ended = True
-        self._service.end_ticket(self.ticket, final, prompt_tokens=self._prompt, output_tokens=self._output,
-                                 release=self._release)
+        self._service.end_ticket(
+            self.ticket, final, prompt_tokens=self._prompt, output_tokens=self._output, release=self._release
+        )
         return first
+
+    def close(self, exc: BaseException | None) -> None:
+        """What ``__aexit__`` does, without a coroutine (for a holder that is itself a context manager)."""
+        if not self._ended:
+            self._ended = True
+            self._service.end_ticket(
+                self.ticket,
+                self._outcome or outcome_of(exc),
+                prompt_tokens=self._prompt,
+                output_tokens=self._output,
+                release=self._release,
+            )
 
     async def __aenter__(self) -> StepTicket:
         return self
@@ -86,4 +103,4 @@ class StepTicket:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if not self._ended:
-            self.end(self._outcome or outcome_of(exc))
+            self._end(self._outcome or outcome_of(exc))

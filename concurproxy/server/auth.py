@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from concurproxy.errors import ProxyError
-from concurproxy.tenancy.directory import TenantDirectory, api_key_from_headers
+from concurproxy.tenancy.directory import ANONYMOUS, TenantDirectory, api_key_from_headers
 
 
 class TenantResolver:
@@ -17,8 +17,11 @@ class TenantResolver:
         self.directory = directory
 
     def resolve(self, headers: Mapping[str, str]) -> str:
+        directory = self.directory
+        if directory.everyone_anonymous:  # no tenant keys, anonymous allowed: no key can change the answer
+            return ANONYMOUS
         key = api_key_from_headers(headers)
-        tenant = self.directory.lookup(key)
+        tenant = directory.lookup(key)
         if tenant is not None:
             return tenant
         if key is None:

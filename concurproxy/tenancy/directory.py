@@ -73,6 +73,9 @@ class TenantDirectory:
         )
         self._admin: frozenset[bytes] = frozenset(bytes.fromhex(d) for d in admin_digests)
         self.tenants: frozenset[str] = frozenset(digests.values())
+        # No tenant key configured and anonymous access allowed: every request is ``anonymous``,
+        # whatever key it sends, so the front door need not read the key at all.
+        self.everyone_anonymous = allow_anonymous and not self._by_digest
 
     @classmethod
     def from_policy(
@@ -94,9 +97,7 @@ class TenantDirectory:
         def add(d: str, tenant: str, where: str) -> None:
             owner = digests.setdefault(d, tenant)
             if owner != tenant:
-                raise TenancyError(
-                    f"{where}: the same key is configured for tenants {owner!r} and {tenant!r}"
-                )
+                raise TenancyError(f"{where}: the same key is configured for tenants {owner!r} and {tenant!r}")
 
         for t in tenants:
             for i, h in enumerate(t.key_sha256):
@@ -104,9 +105,7 @@ class TenantDirectory:
             if t.key_env is not None:
                 value = env.get(t.key_env)
                 if not value:
-                    raise TenancyError(
-                        f"tenants.{t.name}.key_env: environment variable {t.key_env} is not set"
-                    )
+                    raise TenancyError(f"tenants.{t.name}.key_env: environment variable {t.key_env} is not set")
                 add(key_digest(value.strip()), t.name, f"tenants.{t.name}.key_env")
             if t.key_file is not None:
                 try:

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Callable
 
 from concurproxy.config.admission import AdmissionConfig
-from concurproxy.control.admission.events import AdmissionEvent
+from concurproxy.control.admission.events import AdmissionEvent, EventLog
 from concurproxy.control.admission.fifo import FifoQueue
 from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.admission.state import ReplicaState
@@ -51,12 +51,19 @@ class AdmissionCore:
         self._windows: dict[str, ReplicaWindow] = {}
         self._home: dict[str, str] = {}  # agent_id -> replica holding its slot
         self._shares = WindowShares()
+        self.log = EventLog()  # shared by every window: one drain per flush (the shell reads ``log.events``)
 
     def window(self, replica: str) -> ReplicaWindow:
         w = self._windows.get(replica)
         if w is None:
-            w = ReplicaWindow(replica, self._make_controller(replica), self.config,
-                              self._make_queue(replica), ids=self._ids)
+            w = ReplicaWindow(
+                replica,
+                self._make_controller(replica),
+                self.config,
+                self._make_queue(replica),
+                ids=self._ids,
+                log=self.log,
+            )
             w.shares = self._shares
             self._windows[replica] = w
         return w
@@ -75,12 +82,14 @@ class AdmissionCore:
         return self.window(replica).on_pressure(snapshot, now)
 
     def try_admit(self, step: StepInfo, replica: str, now: float) -> AdmitResult:
-        home = self._home.get(step.agent_id)
-        if home is not None and home != replica and home in self._windows:
-            self._windows[home].release_agent(step.agent_id, now)
-        result = self.window(replica).try_admit(step, now)
-        self._home[step.agent_id] = replica
-        return result
+        agent_id = step.agent_id
+        home = self._home.get(agent_id)
+        if home != replica:
+            if home is not None and home in self._windows:
+                self._windows[home].release_agent(agent_id, now)
+            self._home[agent_id] = replica
+        w = self._windows.get(replica)
+        return (w if w is not None else self.window(replica)).try_admit(step, now)
 
     def grant(self, replica: str, now: float) -> list[Grant]:
         return self.window(replica).grant(now)
@@ -95,9 +104,14 @@ class AdmissionCore:
         output_tokens: int = 0,
         release: bool = False,
     ) -> bool:
-        return self.window(ticket.replica).end(
+        w = self._windows.get(ticket.replica)
+        return (w if w is not None else self.window(ticket.replica)).end(
             ticket, outcome, now, prompt_tokens=prompt_tokens, output_tokens=output_tokens, release=release
         )
+
+    def has_waiters(self, replica: str) -> bool:
+        w = self._windows.get(replica)
+        return w is not None and bool(w.queued)
 
     def release_agent(self, agent_id: str, now: float) -> bool:
         home = self._home.pop(agent_id, None)
@@ -115,10 +129,7 @@ class AdmissionCore:
         return out
 
     def drain_events(self) -> list[AdmissionEvent]:
-        events: list[AdmissionEvent] = []
-        for w in self._windows.values():
-            events.extend(w.drain_events())
-        return events
+        return self.log.drain()
 
     def state(self, now: float) -> dict[str, ReplicaState]:
         return {r: w.state(now) for r, w in self._windows.items()}

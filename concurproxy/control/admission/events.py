@@ -21,8 +21,11 @@ class EventKind(StrEnum):
     double_end = "double_end"  # ticket ended again (no-op)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AdmissionEvent:
+    """One decision. Treat as immutable: not ``frozen`` because two are built per step and a frozen
+    dataclass costs about six times as much to construct (``object.__setattr__`` per field)."""
+
     kind: EventKind
     replica: str
     now: float
@@ -30,3 +33,20 @@ class AdmissionEvent:
     agent_id: str | None = None
     tenant: str | None = None
     value: float | None = None
+
+
+class EventLog:
+    """Decision events in decision order until the shell drains them.
+
+    One log may be shared by every replica's window (``AdmissionCore`` does so): draining is then
+    one swap, whatever the number of replicas, and the order across replicas is the decision order.
+    """
+
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events: list[AdmissionEvent] = []
+
+    def drain(self) -> list[AdmissionEvent]:
+        events, self.events = self.events, []
+        return events

@@ -64,14 +64,17 @@ class Footprint:
         if grew is not None:
             self.growth = 0.5 * self.growth + 0.5 * grew
         self.last_prompt = est_prompt_tokens
-        self.context = max(self.context, est_prompt_tokens)
+        if est_prompt_tokens > self.context:  # (not max(): a keyword-parsing builtin call, per step)
+            self.context = est_prompt_tokens
         return grew
 
     def on_usage(self, prompt_tokens: int, output_tokens: int) -> None:
         """Reported usage of a finished step (more exact than the arrival estimate)."""
         if prompt_tokens > 0:
             self.last_prompt = prompt_tokens
-        self.context = max(self.context, prompt_tokens + max(0, output_tokens))
+        seen = prompt_tokens + output_tokens if output_tokens > 0 else prompt_tokens
+        if seen > self.context:
+            self.context = seen
 
 
 class FootprintPriors:

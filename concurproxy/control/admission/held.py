@@ -20,6 +20,7 @@ class HeldAgent:
     admitted_at: float
     last_seen: float
     fp: Footprint
+    priors: FootprintPriors  # of its role key under the window's shares (HeldAgents.refresh_priors)
     running: int = 0
     steps: int = 0
     releasing: bool = False
@@ -46,8 +47,13 @@ class HeldAgents:
     def priors_of(self, role: str) -> FootprintPriors:
         return self._priors.of(self.role_key(role))
 
+    def refresh_priors(self) -> None:
+        """The role keys changed (new window shares): re-point every agent at its role key's priors."""
+        for a in self.agents.values():
+            a.priors = self.priors_of(a.role)
+
     def charge(self, agent: HeldAgent) -> int:
-        return self.priors_of(agent.role).charge(agent.fp)
+        return agent.priors.charge(agent.fp)
 
     def new_footprint(self, step: StepInfo) -> Footprint:
         # A prefix already resident on the replica (a shared system prompt) costs no new KV;
@@ -95,6 +101,8 @@ class HeldAgents:
         """
         held = sum(a.fp.context for a in self.agents.values())
         out: list[HeldAgent] = []
+        if held <= budget:  # the usual case: no ranking needed
+            return out
         for a in reversed(self.keep_order(shares, window)[1:]):
             if held <= budget:
                 break

@@ -31,20 +31,20 @@ class WaiterSet:
 
     def __init__(self, queue: WaitQueue[int]) -> None:
         self.queue = queue
-        self._by_id: dict[int, Waiter] = {}  # insertion order = arrival order
+        self.by_id: dict[int, Waiter] = {}  # insertion order = arrival order (read-only outside)
         self._by_agent: dict[str, list[int]] = {}
         self._resume: dict[int, Waiter] = {}  # paused agents' steps, arrival order
         self._by_role: dict[str, dict[int, Waiter]] = {}  # arrival order per role (window shares)
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self.by_id)
 
     def __iter__(self) -> Iterator[Waiter]:
-        return iter(list(self._by_id.values()))
+        return iter(list(self.by_id.values()))
 
     def push(self, waiter_id: int, step: StepInfo, now: float, *, resume: bool = False) -> None:
         w = Waiter(waiter_id, step, now, resume)
-        self._by_id[waiter_id] = w
+        self.by_id[waiter_id] = w
         if resume:
             self._resume[waiter_id] = w
         self._by_agent.setdefault(step.agent_id, []).append(waiter_id)
@@ -52,7 +52,7 @@ class WaiterSet:
         self.queue.push(waiter_id, step, now)
 
     def oldest(self) -> Waiter | None:
-        return next(iter(self._by_id.values()), None)
+        return next(iter(self.by_id.values()), None)
 
     def oldest_resume(self) -> Waiter | None:
         return next(iter(self._resume.values()), None)
@@ -64,7 +64,7 @@ class WaiterSet:
 
     def next_in_queue(self, now: float) -> Waiter | None:
         wid = self.queue.peek(now)
-        return None if wid is None else self._by_id.get(wid)
+        return None if wid is None else self.by_id.get(wid)
 
     def take(self, w: Waiter, via_queue: bool, now: float) -> None:
         """Remove ``w`` because it is being admitted (``via_queue``: it is the queue's head)."""
@@ -72,7 +72,7 @@ class WaiterSet:
             popped = self.queue.pop(now)
             if popped is not None and popped != w.waiter_id:
                 self.queue.remove(w.waiter_id)
-                other = self._by_id[popped]
+                other = self.by_id[popped]
                 self.queue.push(popped, other.step, other.since)
         else:
             self.queue.remove(w.waiter_id)
@@ -80,7 +80,7 @@ class WaiterSet:
 
     def remove(self, waiter_id: int) -> Waiter | None:
         """Drop a waiter that gave up or timed out; None if it was not waiting."""
-        w = self._by_id.get(waiter_id)
+        w = self.by_id.get(waiter_id)
         if w is None:
             return None
         self.queue.remove(waiter_id)
@@ -92,7 +92,7 @@ class WaiterSet:
         return [w for wid in list(self._by_agent.get(agent_id, [])) if (w := self.remove(wid)) is not None]
 
     def _forget(self, w: Waiter) -> None:
-        del self._by_id[w.waiter_id]
+        del self.by_id[w.waiter_id]
         self._resume.pop(w.waiter_id, None)
         same_role = self._by_role[w.step.role]
         del same_role[w.waiter_id]

@@ -1,4 +1,4 @@
-"""One replica's active window of agents: admission, tickets, pausing, idle TTL."""
+"""One replica's active window of agents: admission, tickets, idle TTL (losing slots: ``pausing.py``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from concurproxy.config.admission import AdmissionConfig
-from concurproxy.control.admission.events import AdmissionEvent, EventKind
+from concurproxy.control.admission.events import AdmissionEvent, EventKind, EventLog
 from concurproxy.control.admission.held import HeldAgent, HeldAgents
+from concurproxy.control.admission.pausing import Pausing
 from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.admission.small import SmallAgentLane
 from concurproxy.control.admission.state import Counters, ReplicaState
@@ -60,24 +61,23 @@ class ReplicaWindow:
       been admitted for ``starvation_timeout_s``, it is admitted even above the
       window or footprint (never on stale data): at least one new agent per
       timeout per replica. Waiters older than ``max_queue_wait_s`` time out.
-    * Window shrink never evicts a running step. Agents are ranked by admission
-      time; those ranked beyond W are *over the window*. An over-window agent
-      that is idle (tool pause) loses its slot at once; a running one finishes
-      its current step and then loses it. Its next step waits like a new agent.
-      Newest-first matches vLLM's own preemption order and keeps the oldest
-      agents — the ones closest to finishing and freeing memory — running.
+    * Window shrink, outgrown footprint budget, share reclaim: idle agents beyond
+      them lose their slot, running ones after their step (see `Pausing`).
     * Role shares (``shares``, from ``roles.*.window_share``; see `WindowShares`):
       a waiter whose role holds fewer slots than its guarantee is served before
-      the queue, and when the window is full a *burst* agent of another role
-      gives its slot back (idle: at once; running: after its current step).
-      Agents within their guarantee rank before burst agents when the window
-      shrinks. No shares configured: none of this applies.
+      the queue, taking a burst agent's slot when the window is full. No shares
+      configured: none of this applies.
 
     Tickets: every admitted step gets a ``Ticket`` that must be ended once with
     an ``Outcome``; a second ``end`` is a counted no-op.
 
-    Events: every decision appends an ``AdmissionEvent``; ``drain_events`` hands
-    them to the shell. Concurrency: single caller (one event loop), no locks.
+    Events: every decision appends an ``AdmissionEvent`` to the window's `EventLog`
+    (``log``; the core shares one among its windows); ``drain_events`` hands them to
+    the shell. Concurrency: single caller (one event loop), no locks.
+
+    Hot path: a step of an agent that holds a slot, on a replica without waiters, costs
+    a dict lookup, one ticket, one event each way, and no scan of the agents (see
+    ``Pausing.pause_excess``).
     """
 
     def __init__(
@@ -88,25 +88,27 @@ class ReplicaWindow:
         queue: WaitQueue[int],
         *,
         ids: Iterator[int] | None = None,
+        log: EventLog | None = None,
     ) -> None:
         self.replica = replica
         self.controller = controller
         self._cfg = config
         self._waiters = WaiterSet(queue)
+        self.queued = self._waiters.by_id  # waiter id -> waiter, arrival order (read-only)
         self._ids = ids if ids is not None else itertools.count(1)
         self._held = HeldAgents(config.aimd, lambda role: self.shares.key(role))
         self._agents = self._held.agents  # insertion order = admission order
         self._small = SmallAgentLane.from_config(config.aimd)
         self._tickets: dict[int, Ticket] = {}
-        self._paused: dict[str, float] = {}
         self._snapshot: PressureSnapshot | None = None
         self._decision = WindowDecision(controller.window, False, "initial")
         self._last_new_admit: float | None = None
         self._admit_gap_s: float | None = None
-        self._events: list[AdmissionEvent] = []
+        self._log = log if log is not None else EventLog()
         self.counters = Counters()
         self.shares = WindowShares()
-        self._reclaiming: set[str] = set()  # running burst agents that give their slot back after this step
+        self._pausing = Pausing(replica, self._held, self.counters, self._log)
+        self._paused = self._pausing.paused  # agent id -> when it lost its slot (its next step resumes)
 
     # ---- pressure and window ------------------------------------------------------------
     @property
@@ -171,7 +173,7 @@ class ReplicaWindow:
         agent = self._agents.get(step.agent_id)
         if agent is not None:
             agent.releasing = False
-            self._held.priors_of(agent.role).on_step(agent.fp, step.est_prompt_tokens)
+            agent.priors.on_step(agent.fp, step.est_prompt_tokens)
             return Admitted(self._open(step, agent, now, "in-window"))
         if len(self._waiters) >= self._cfg.max_queue_length:
             self.counters.rejected += 1
@@ -235,7 +237,8 @@ class ReplicaWindow:
     # ---- role shares ----------------------------------------------------------------------
     def set_shares(self, shares: WindowShares, now: float) -> None:
         self.shares = shares
-        self._reclaiming.clear()
+        self._held.refresh_priors()
+        self._pausing.reclaiming.clear()
         self._pause_over_window(now)
 
     def _share_waiter(self) -> Waiter | None:
@@ -246,25 +249,8 @@ class ReplicaWindow:
         return self._waiters.oldest_of_roles(lambda role: self.shares.below(role, counts, w))
 
     def _reclaim(self, now: float) -> bool:
-        """Take a slot back from a burst agent for a below-share waiter. True: a slot is free now.
-
-        An idle burst agent gives it at once; otherwise the newest running one is
-        marked and gives it when its step ends (one mark at a time: that step end
-        runs grant again)."""
-        victim = self.shares.reclaim_victim(self._held.slot_holders(), self.window)
-        if victim is None:
-            return False
-        if victim.running == 0:
-            self._reclaiming.clear()  # a marked agent is no longer needed for this waiter
-            self._give_back(self._agents[victim.agent_id], now)
-            return True
-        if not self._reclaiming:
-            self._reclaiming.add(victim.agent_id)
-        return False
-
-    def _give_back(self, agent: HeldAgent, now: float) -> None:
-        self.counters.share_reclaims += 1
-        self._drop(agent, EventKind.paused, now, "share-reclaim")
+        """Take a slot back from a burst agent for a below-share waiter (see `Pausing.reclaim`)."""
+        return self._pausing.reclaim(self.shares, self.window, now)
 
     def _stalled(self, now: float, w: Waiter) -> bool:
         ref = w.since if self._last_new_admit is None else max(w.since, self._last_new_admit)
@@ -278,11 +264,12 @@ class ReplicaWindow:
             if reason == "starvation":
                 self.counters.admitted_starvation += 1
         else:
-            self._held.priors_of(agent.role).on_step(agent.fp, w.step.est_prompt_tokens)
+            agent.priors.on_step(agent.fp, w.step.est_prompt_tokens)
         return Grant(w.waiter_id, Admitted(self._open(w.step, agent, now, reason, waited), waited))
 
     def _admit_agent(self, step: StepInfo, now: float, *, small: bool = False) -> HeldAgent:
-        agent = HeldAgent(step.agent_id, step.tenant, step.role, now, now, self._held.new_footprint(step), small=small)
+        fp, priors = self._held.new_footprint(step), self._held.priors_of(step.role)
+        agent = HeldAgent(step.agent_id, step.tenant, step.role, now, now, fp, priors, small=small)
         if small:
             self.counters.admitted_small += 1
         self._agents[step.agent_id] = agent
@@ -301,7 +288,9 @@ class ReplicaWindow:
         agent.steps += 1
         agent.last_seen = now
         self.counters.admitted_steps += 1
-        self._emit(EventKind.admitted, now, reason, step, value=waited)
+        self._log.events.append(
+            AdmissionEvent(EventKind.admitted, self.replica, now, reason, step.agent_id, step.tenant, waited)
+        )
         return t
 
     def retry_after_s(self, position: int) -> float:
@@ -327,14 +316,21 @@ class ReplicaWindow:
         last running step ends. Usage tokens update the footprint estimate and
         are charged to the wait queue's fairness counters.
         """
+        name: str = outcome._value_  # the plain string (``.value`` is a slow descriptor on the per-step path)
+        step = ticket.step
         if self._tickets.pop(ticket.id, None) is None:
             self.counters.double_end += 1
-            self._emit(EventKind.double_end, now, outcome.value, ticket.step)
+            self._emit(EventKind.double_end, now, name, step)
             return False
-        self.counters.ended[outcome.value] = self.counters.ended.get(outcome.value, 0) + 1
-        self._emit(EventKind.ended, now, outcome.value, ticket.step, value=now - ticket.admitted_at)
+        ended = self.counters.ended
+        ended[name] = ended.get(name, 0) + 1
+        self._log.events.append(
+            AdmissionEvent(
+                EventKind.ended, self.replica, now, name, step.agent_id, step.tenant, now - ticket.admitted_at
+            )
+        )
         if prompt_tokens or output_tokens:
-            self._waiters.queue.charge(ticket.step, prompt_tokens, output_tokens, now)
+            self._waiters.queue.charge(step, prompt_tokens, output_tokens, now)
         agent = self._agents.get(ticket.agent_id)
         if agent is not None:
             agent.running -= 1
@@ -343,20 +339,13 @@ class ReplicaWindow:
             agent.releasing = agent.releasing or release
             if agent.running == 0 and agent.releasing:
                 self._drop(agent, EventKind.released, now, "finished")
-        self._pause_over_window(now)
+        if len(self._agents) > 1 or self._pausing.reclaiming:  # one agent is never beyond W (>= 1) or the budget
+            self._pause_over_window(now)
         return True
 
     def release_agent(self, agent_id: str, now: float) -> bool:
         """The agent finished: free its slot now, or when its running steps end."""
-        self._paused.pop(agent_id, None)
-        agent = self._agents.get(agent_id)
-        if agent is None:
-            return False
-        if agent.running:
-            agent.releasing = True
-        else:
-            self._drop(agent, EventKind.released, now, "explicit")
-        return True
+        return self._pausing.release(agent_id, now)
 
     def cancel_wait(self, waiter_id: int, now: float) -> bool:
         """A waiting step gave up (client gone, task cancelled). True if it was waiting."""
@@ -369,12 +358,7 @@ class ReplicaWindow:
 
     def expire(self, now: float) -> ExpireResult:
         """Drop agents idle for ``idle_ttl_s`` and time out waiters past ``max_queue_wait_s``."""
-        ttl = self._cfg.idle_ttl_s
-        idle = [a for a in self._agents.values() if a.running == 0 and now - a.last_seen >= ttl]
-        for a in idle:
-            self._drop(a, EventKind.expired, now, "idle-ttl")
-        for aid in [aid for aid, at in self._paused.items() if now - at >= ttl]:
-            del self._paused[aid]
+        expired = self._pausing.expire(self._cfg.idle_ttl_s, now)
         late = [w for w in self._waiters if now - w.since >= self._cfg.max_queue_wait_s]
         timeouts: list[WaiterTimeout] = []
         for pos, w in enumerate(late, start=1):
@@ -384,30 +368,13 @@ class ReplicaWindow:
             timeouts.append(
                 WaiterTimeout(w.waiter_id, w.step.agent_id, now - w.since, self.retry_after_s(len(self._waiters) + pos))
             )
-        return ExpireResult([a.agent_id for a in idle], timeouts)
+        return ExpireResult(expired, timeouts)
 
     def _drop(self, agent: HeldAgent, kind: EventKind, now: float, reason: str) -> None:
-        del self._agents[agent.agent_id]
-        self._reclaiming.discard(agent.agent_id)
-        if kind is EventKind.paused:
-            self.counters.paused += 1
-            self._paused[agent.agent_id] = now
-        elif kind is EventKind.expired:
-            self.counters.expired += 1
-        else:
-            self.counters.released += 1
-            self._held.priors_of(agent.role).on_finished(agent.fp, agent.steps)
-        self._emit(kind, now, reason, agent_id=agent.agent_id, tenant=agent.tenant)
+        self._pausing.drop(agent, kind, now, reason)
 
     def _pause_over_window(self, now: float) -> None:
-        for aid in [aid for aid in self._reclaiming if self._agents[aid].running == 0]:
-            self._give_back(self._agents[aid], now)
-        for a in self._held.over_window(self.shares, self.window):
-            self._drop(a, EventKind.paused, now, "over-window")
-        budget = self.footprint_budget()
-        if budget is not None:
-            for a in self._held.over_budget(self.shares, self.window, budget):
-                self._drop(a, EventKind.paused, now, "over-budget")
+        self._pausing.pause_excess(self.shares, self.window, self.footprint_budget(), now)
 
     # ---- events and state --------------------------------------------------------------
     def _emit(
@@ -421,24 +388,16 @@ class ReplicaWindow:
         agent_id: str | None = None,
         tenant: str | None = None,
     ) -> None:
-        self._events.append(
-            AdmissionEvent(
-                kind,
-                self.replica,
-                now,
-                reason,
-                agent_id=step.agent_id if step is not None else agent_id,
-                tenant=step.tenant if step is not None else tenant,
-                value=value,
-            )
-        )
+        if step is not None:
+            agent_id, tenant = step.agent_id, step.tenant
+        self._log.events.append(AdmissionEvent(kind, self.replica, now, reason, agent_id, tenant, value))
 
     def drain_events(self) -> list[AdmissionEvent]:
-        events, self._events = self._events, []
-        return events
+        """The events not yet drained (every window's, when the log is shared)."""
+        return self._log.drain()
 
     def has_waiters(self) -> bool:
-        return bool(self._waiters)
+        return bool(self.queued)
 
     def open_tickets(self) -> int:
         return len(self._tickets)

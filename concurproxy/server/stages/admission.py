@@ -43,7 +43,7 @@ class _HeldTicket:
         usage = self._ctx.usage
         if usage is not None:
             ticket.record_usage(usage.prompt_tokens, usage.completion_tokens)
-        await ticket.__aexit__(et, exc, tb)
+        ticket.close(exc)
 
 
 class AdmissionStage:

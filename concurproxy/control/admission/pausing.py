@@ -1,0 +1,115 @@
+"""How agents admitted on one replica lose their slot: paused, expired, released.
+
+An agent keeps its slot between steps (tool pauses) until one of:
+
+* **released**: explicitly, or with its last ticket when marked finished;
+* **expired**: no step ran for ``idle_ttl_s``;
+* **paused** (its next step waits like a new agent's, in the resume lane):
+  ``over-window`` (ranked beyond W after a shrink), ``over-budget`` (admitted
+  contexts outgrew the footprint budget), ``share-reclaim`` (a burst agent gives
+  its slot to a role below its guaranteed share; see `WindowShares`).
+
+A running step is never cut: a running agent over the window, or marked for a
+share reclaim, loses its slot when its step ends (``pause_excess`` runs then).
+Agents are ranked by admission time, those within their role's guarantee first;
+those ranked beyond W are over the window. Newest-first matches vLLM's own
+preemption order and keeps the oldest agents (closest to finishing and freeing
+memory) running.
+
+Pure; single caller (the replica's window), which passes the window size, the
+shares and the footprint budget in force.
+"""
+
+from __future__ import annotations
+
+from concurproxy.control.admission.events import AdmissionEvent, EventKind, EventLog
+from concurproxy.control.admission.held import HeldAgent, HeldAgents
+from concurproxy.control.admission.shares import WindowShares
+from concurproxy.control.admission.state import Counters
+
+
+class Pausing:
+    """``paused``: agent id → when it lost its slot (kept for ``idle_ttl_s``: its next step resumes).
+    ``reclaiming``: running burst agents that give their slot back when their step ends."""
+
+    def __init__(self, replica: str, held: HeldAgents, counters: Counters, log: EventLog) -> None:
+        self.replica = replica
+        self.held = held
+        self.counters = counters
+        self.log = log
+        self.paused: dict[str, float] = {}
+        self.reclaiming: set[str] = set()
+
+    def drop(self, agent: HeldAgent, kind: EventKind, now: float, reason: str) -> None:
+        """``agent`` loses its slot (``kind``: paused, expired or released)."""
+        del self.held.agents[agent.agent_id]
+        self.reclaiming.discard(agent.agent_id)
+        if kind is EventKind.paused:
+            self.counters.paused += 1
+            self.paused[agent.agent_id] = now
+        elif kind is EventKind.expired:
+            self.counters.expired += 1
+        else:
+            self.counters.released += 1
+            agent.priors.on_finished(agent.fp, agent.steps)
+        self.log.events.append(AdmissionEvent(kind, self.replica, now, reason, agent.agent_id, agent.tenant, None))
+
+    def release(self, agent_id: str, now: float) -> bool:
+        """The agent finished: free its slot now, or when its running steps end. False: not held here."""
+        self.paused.pop(agent_id, None)
+        agent = self.held.agents.get(agent_id)
+        if agent is None:
+            return False
+        if agent.running:
+            agent.releasing = True
+        else:
+            self.drop(agent, EventKind.released, now, "explicit")
+        return True
+
+    def expire(self, ttl: float, now: float) -> list[str]:
+        """Drop the agents idle for ``ttl`` and forget pauses older than it; the expired agents' ids."""
+        idle = [a for a in self.held.agents.values() if a.running == 0 and now - a.last_seen >= ttl]
+        for a in idle:
+            self.drop(a, EventKind.expired, now, "idle-ttl")
+        for aid in [aid for aid, at in self.paused.items() if now - at >= ttl]:
+            del self.paused[aid]
+        return [a.agent_id for a in idle]
+
+    def give_back(self, agent: HeldAgent, now: float) -> None:
+        self.counters.share_reclaims += 1
+        self.drop(agent, EventKind.paused, now, "share-reclaim")
+
+    def reclaim(self, shares: WindowShares, window: int, now: float) -> bool:
+        """Take a slot back from a burst agent for a below-share waiter. True: a slot is free now.
+
+        An idle burst agent gives it at once; otherwise the newest running one is
+        marked and gives it when its step ends (one mark at a time: that step end
+        runs grant again)."""
+        victim = shares.reclaim_victim(self.held.slot_holders(), window)
+        if victim is None:
+            return False
+        if victim.running == 0:
+            self.reclaiming.clear()  # a marked agent is no longer needed for this waiter
+            self.give_back(self.held.agents[victim.agent_id], now)
+            return True
+        if not self.reclaiming:
+            self.reclaiming.add(victim.agent_id)
+        return False
+
+    def pause_excess(self, shares: WindowShares, window: int, budget: int | None, now: float) -> None:
+        """Pause the idle agents beyond the window or the footprint budget, and marked reclaims now idle.
+
+        Skipped without a scan when nothing can be in excess: no mark, no more agents than
+        the window, and one agent or fewer (the first-kept agent is never paused for the budget).
+        """
+        agents = self.held.agents
+        if self.reclaiming:
+            for aid in [aid for aid in self.reclaiming if agents[aid].running == 0]:
+                self.give_back(agents[aid], now)
+        n = len(agents)
+        if n > window:
+            for a in self.held.over_window(shares, window):
+                self.drop(a, EventKind.paused, now, "over-window")
+        if budget is not None and n > 1:
+            for a in self.held.over_budget(shares, window, budget):
+                self.drop(a, EventKind.paused, now, "over-budget")
