@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from concurproxy.config.admission import AdmissionConfig
+from concurproxy.control.admission.capacity import Capacity
 from concurproxy.control.admission.events import AdmissionEvent, EventKind, EventLog
 from concurproxy.control.admission.held import HeldAgent, HeldAgents
 from concurproxy.control.admission.pausing import Pausing
 from concurproxy.control.admission.shares import WindowShares
-from concurproxy.control.admission.small import SmallAgentLane
 from concurproxy.control.admission.state import Counters, ReplicaState
 from concurproxy.control.admission.tickets import (
     AdmitResult,
@@ -24,7 +24,7 @@ from concurproxy.control.admission.tickets import (
     WaiterTimeout,
 )
 from concurproxy.control.admission.waiters import Waiter, WaiterSet
-from concurproxy.control.limits.base import WindowController, WindowDecision, snapshot_problem
+from concurproxy.control.limits.base import WindowController, WindowDecision
 from concurproxy.control.types import PressureSnapshot, StepInfo, WaitQueue
 
 # A below-share waiter blocked by slots or by the KV footprint budget takes burst agents' slots
@@ -47,14 +47,9 @@ class ReplicaWindow:
       with its last ticket when marked finished), its idle TTL expires (no step
       running for ``idle_ttl_s``), or it is *paused*. Steps of an agent holding a
       slot pass at once, whatever the pressure.
-    * A new agent is admitted when nobody waits ahead of it and: the pressure
-      data is fresh (stale/failed/missing → admit nothing new), fewer than W
-      agents hold slots, and the footprint budget fits —
-      ``Σ footprint(admitted) + footprint(new) ≤ footprint_headroom × kv_capacity``
-      when the replica reports its capacity (see ``Footprint``). The budget only
-      applies to controllers that read pressure (``aimd`` and plugins), never to
-      ``static``/``none``, which are benchmark baselines; an empty window always
-      admits one agent (progress).
+    * A new agent is admitted when nobody waits ahead of it and the replica can
+      take it: fresh pressure data, a free slot of W, room in the KV footprint
+      budget (see `Capacity`; small agents: `SmallAgentLane`).
     * Otherwise the step waits in the ``WaitQueue``. ``grant(now)`` admits
       waiters while the conditions hold, in queue order — except that a waiter
       older than ``starvation_timeout_s`` goes first, and, when no new agent has
@@ -98,9 +93,8 @@ class ReplicaWindow:
         self._ids = ids if ids is not None else itertools.count(1)
         self._held = HeldAgents(config.aimd, lambda role: self.shares.key(role))
         self._agents = self._held.agents  # insertion order = admission order
-        self._small = SmallAgentLane.from_config(config.aimd)
         self._tickets: dict[int, Ticket] = {}
-        self._snapshot: PressureSnapshot | None = None
+        self._cap = Capacity(controller, config.aimd, self._held)
         self._decision = WindowDecision(controller.window, False, "initial")
         self._last_new_admit: float | None = None
         self._admit_gap_s: float | None = None
@@ -121,9 +115,7 @@ class ReplicaWindow:
 
     def on_pressure(self, snapshot: PressureSnapshot | None, now: float) -> WindowDecision:
         """Feed the latest snapshot (None: re-evaluate the one held) to the controller."""
-        if snapshot is not None and (self._snapshot is None or snapshot.ts >= self._snapshot.ts):
-            self._snapshot = snapshot
-        d = self.controller.update(self._snapshot, len(self._held.slot_holders()), now)
+        d = self.controller.update(self._cap.observe(snapshot), len(self._held.slot_holders()), now)
         if d.changed:
             if d.window > self._decision.window:
                 self.counters.window_increases += 1
@@ -135,38 +127,11 @@ class ReplicaWindow:
         return d
 
     def saturation(self, now: float) -> str | None:
-        """Why nothing new may be admitted on data grounds now, or None."""
-        if self.controller.stale_after_s is None:
-            return None
-        return snapshot_problem(self._snapshot, now, self.controller.stale_after_s)
+        """Why nothing new may be admitted on data grounds now, or None (see `Capacity`)."""
+        return self._cap.saturation(now)
 
     def footprint_tokens(self) -> int:
         return self._held.footprint_tokens()
-
-    def footprint_budget(self) -> int | None:
-        s = self._snapshot
-        if self.controller.stale_after_s is None or s is None or not s.kv_capacity_tokens:
-            return None
-        return int(self._cfg.aimd.footprint_headroom * s.kv_capacity_tokens)
-
-    def _small_fits(self, step: StepInfo, now: float) -> bool:
-        """May this new agent be admitted by the small-agent lane now (see `SmallAgentLane`)?"""
-        budget = self.footprint_budget()
-        if self._small.cap(budget) is None or self.saturation(now) is not None:
-            return False
-        return self._small.fits(self._held.new_charge(step), self._held.small_tokens(), budget)
-
-    def _block_reason(self, step: StepInfo, now: float) -> str | None:
-        sat = self.saturation(now)
-        if sat is not None:
-            return f"saturated-{sat}"
-        if len(self._held.slot_holders()) >= self.window:
-            return "window-full"
-        budget = self.footprint_budget()
-        if budget is not None and self._agents:
-            if self.footprint_tokens() + self._held.new_charge(step) > budget:
-                return "footprint"
-        return None
 
     # ---- admission ---------------------------------------------------------------------
     def try_admit(self, step: StepInfo, now: float) -> AdmitResult:
@@ -179,22 +144,19 @@ class ReplicaWindow:
             self.counters.rejected += 1
             self._emit(EventKind.rejected, now, "queue-full", step)
             return Rejected("queue-full", self.retry_after_s(len(self._waiters)))
-        if self._small_fits(step, now):
+        if self._cap.small_fits(step, now):
             agent = self._admit_agent(step, now, small=True)
             return Admitted(self._open(step, agent, now, "small"))
-        if not self._waiters and self._block_reason(step, now) is None:
+        if not self._waiters and self._cap.block_reason(step, now) is None:
             agent = self._admit_agent(step, now)
-            return Admitted(self._open(step, agent, now, self._new_reason()))
+            return Admitted(self._open(step, agent, now, self._cap.new_reason()))
         wid = next(self._ids)
         self._waiters.push(wid, step, now, resume=step.agent_id in self._paused)
         self.counters.queued += 1
         self._emit(
-            EventKind.queued, now, self._block_reason(step, now) or "behind-queue", step, value=len(self._waiters)
+            EventKind.queued, now, self._cap.block_reason(step, now) or "behind-queue", step, value=len(self._waiters)
         )
         return Queued(wid, len(self._waiters))
-
-    def _new_reason(self) -> str:
-        return "unbounded" if self.controller.stale_after_s is None and self.window >= 1 << 30 else "new"
 
     def grant(self, now: float) -> list[Grant]:
         """Admit waiters while slots, budget and fresh data allow (call after any change)."""
@@ -206,9 +168,9 @@ class ReplicaWindow:
             w = oldest if starved else share or resume or self._waiters.next_in_queue(now)
             if w is None:
                 break
-            block = self._block_reason(w.step, now)
+            block = self._cap.block_reason(w.step, now)
             while block in _RECLAIMABLE and share is not None and self._reclaim(now):
-                block = self._block_reason(w.step, now)
+                block = self._cap.block_reason(w.step, now)
             reason = "share" if share is not None else "resume" if resume is not None else "new"
             if block is not None:
                 if not (starved and not block.startswith("saturated") and self._stalled(now, w)):
@@ -223,10 +185,10 @@ class ReplicaWindow:
     def _grant_small(self, now: float) -> list[Grant]:
         """Admit waiting new agents that the small-agent lane fits, in arrival order."""
         grants: list[Grant] = []
-        if self._small.cap(self.footprint_budget()) is None:
+        if self._cap.small.cap(self._cap.budget()) is None:
             return grants
         for w in self._waiters:
-            if w.step.agent_id in self._agents or not self._small_fits(w.step, now):
+            if w.step.agent_id in self._agents or not self._cap.small_fits(w.step, now):
                 continue
             self._waiters.take(w, False, now)
             grants.append(self._grant_waiter(w, now, "small"))
@@ -374,7 +336,7 @@ class ReplicaWindow:
         self._pausing.drop(agent, kind, now, reason)
 
     def _pause_over_window(self, now: float) -> None:
-        self._pausing.pause_excess(self.shares, self.window, self.footprint_budget(), now)
+        self._pausing.pause_excess(self.shares, self.window, self._cap.budget(), now)
 
     # ---- events and state --------------------------------------------------------------
     def _emit(
@@ -403,8 +365,8 @@ class ReplicaWindow:
         return len(self._tickets)
 
     def state(self, now: float) -> ReplicaState:
-        s = self._snapshot
-        sat = self.saturation(now)
+        s = self._cap.snapshot
+        sat = self._cap.saturation(now)
         oldest = self._waiters.oldest()
         return ReplicaState(
             replica=self.replica,
@@ -419,7 +381,7 @@ class ReplicaWindow:
             waiting=len(self._waiters),
             oldest_wait_s=0.0 if oldest is None else now - oldest.since,
             footprint_tokens=self.footprint_tokens(),
-            footprint_budget_tokens=self.footprint_budget(),
+            footprint_budget_tokens=self._cap.budget(),
             pressure_age_s=None if s is None else s.age(now),
             kv_usage=None if s is None else s.kv_usage,
             counters=replace(self.counters, ended=dict(self.counters.ended)),

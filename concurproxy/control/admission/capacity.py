@@ -1,0 +1,79 @@
+"""What one replica can take now: fresh pressure data, a free slot of W, room in the footprint budget.
+
+A *new* agent (one holding no slot here) is admitted when (see `ReplicaWindow`):
+
+* the pressure data is fresh — stale, failed or missing data admits nothing new
+  (``saturation``; controllers that read no pressure, ``static``/``none``, never saturate);
+* fewer than W agents hold slots (the small-agent lane's agents hold none);
+* ``Σ charge(admitted) + charge(new) ≤ footprint_headroom × kv_capacity_tokens``
+  when the replica reports its KV capacity and the controller reads pressure
+  (``budget``; never for ``static``/``none``, the benchmark baselines). An empty
+  window always admits one agent (progress).
+
+The small-agent lane (``small_fits``, see `SmallAgentLane`) admits small agents
+outside W, within its share of the budget, on fresh data only.
+
+Pure: the caller passes ``now``; single caller (the replica's window).
+"""
+
+from __future__ import annotations
+
+from concurproxy.config.admission import AIMDConfig
+from concurproxy.control.admission.held import HeldAgents
+from concurproxy.control.admission.small import SmallAgentLane
+from concurproxy.control.limits.base import UNBOUNDED, WindowController, snapshot_problem
+from concurproxy.control.types import PressureSnapshot, StepInfo
+
+
+class Capacity:
+    def __init__(self, controller: WindowController, aimd: AIMDConfig, held: HeldAgents) -> None:
+        self.controller = controller
+        self.held = held
+        self.small = SmallAgentLane.from_config(aimd)
+        self.snapshot: PressureSnapshot | None = None
+        self._headroom = aimd.footprint_headroom
+
+    def observe(self, snapshot: PressureSnapshot | None) -> PressureSnapshot | None:
+        """Keep the newest snapshot (one older than the held one is ignored); the one held now."""
+        if snapshot is not None and (self.snapshot is None or snapshot.ts >= self.snapshot.ts):
+            self.snapshot = snapshot
+        return self.snapshot
+
+    def saturation(self, now: float) -> str | None:
+        """Why nothing new may be admitted on data grounds now, or None."""
+        stale_after_s = self.controller.stale_after_s
+        if stale_after_s is None:
+            return None
+        return snapshot_problem(self.snapshot, now, stale_after_s)
+
+    def budget(self) -> int | None:
+        """Footprint tokens the admitted agents may hold together; None: no budget applies."""
+        s = self.snapshot
+        if self.controller.stale_after_s is None or s is None or not s.kv_capacity_tokens:
+            return None
+        return int(self._headroom * s.kv_capacity_tokens)
+
+    def small_fits(self, step: StepInfo, now: float) -> bool:
+        """May this new agent be admitted by the small-agent lane now?"""
+        budget = self.budget()
+        if self.small.cap(budget) is None or self.saturation(now) is not None:
+            return False
+        return self.small.fits(self.held.new_charge(step), self.held.small_tokens(), budget)
+
+    def block_reason(self, step: StepInfo, now: float) -> str | None:
+        """Why a new agent starting with ``step`` may not take a slot now, or None."""
+        sat = self.saturation(now)
+        if sat is not None:
+            return f"saturated-{sat}"
+        if len(self.held.slot_holders()) >= self.controller.window:
+            return "window-full"
+        budget = self.budget()
+        if budget is not None and self.held.agents:
+            if self.held.footprint_tokens() + self.held.new_charge(step) > budget:
+                return "footprint"
+        return None
+
+    def new_reason(self) -> str:
+        """The reason label of a new agent admitted without waiting."""
+        unbounded = self.controller.stale_after_s is None and self.controller.window >= UNBOUNDED
+        return "unbounded" if unbounded else "new"
