@@ -19,6 +19,7 @@ from concurproxy.control.admission import (
     WindowShares,
 )
 from concurproxy.control.limits import StaticController
+from concurproxy.control.limits.base import WindowDecision
 from concurproxy.control.types import PriorityClass, StepInfo
 from concurproxy.errors import ProxyError
 from concurproxy.identity import extract_identity
@@ -30,6 +31,19 @@ CFG = AdmissionConfig(controller="static", static=StaticConfig(window=2), idle_t
 
 def step(agent: str, role: str = "r", prompt: int = 100) -> StepInfo:
     return StepInfo(tenant="t", role=role, agent_id=agent, task_id="k", est_prompt_tokens=prompt, max_tokens=10)
+
+
+class Settable:
+    """A window controller whose W the test sets."""
+
+    name = "settable"
+    stale_after_s = None
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+
+    def update(self, snapshot: object, in_use: int, now: float) -> WindowDecision:
+        return WindowDecision(self.window, False, "test")
 
 
 def admitted(r: object) -> Ticket:
@@ -89,10 +103,11 @@ def test_a_lone_agent_is_never_paused_but_two_are_checked_after_each_step() -> N
     w.end(t, Outcome.success, 1.0)
     assert w.active == 1 and w.counters.paused == 0
     # Over the window by two agents (a starvation grant can do that): the idle one is paused at a step end.
-    w2 = ReplicaWindow("r0", StaticController(StaticConfig(window=2)), CFG, FifoQueue[int]())
+    shrinking = Settable(2)
+    w2 = ReplicaWindow("r0", shrinking, CFG, FifoQueue[int]())
     ta, tb = admitted(w2.try_admit(step("a"), 0.0)), admitted(w2.try_admit(step("b"), 0.0))
     w2.end(ta, Outcome.success, 1.0)
-    w2.controller = StaticController(StaticConfig(window=1))  # the window shrank while b runs
+    shrinking.window = 1  # the window shrank while b runs
     w2.end(tb, Outcome.success, 2.0)
     assert [a.agent_id for a in w2._held] == ["a"] and w2.counters.paused == 1
 

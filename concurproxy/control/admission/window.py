@@ -86,7 +86,6 @@ class ReplicaWindow:
         log: EventLog | None = None,
     ) -> None:
         self.replica = replica
-        self.controller = controller
         self._cfg = config
         self._waiters = WaiterSet(queue)
         self.queued = self._waiters.by_id  # waiter id -> waiter, arrival order (read-only)
@@ -106,8 +105,12 @@ class ReplicaWindow:
 
     # ---- pressure and window ------------------------------------------------------------
     @property
+    def controller(self) -> WindowController:
+        return self._cap.controller
+
+    @property
     def window(self) -> int:
-        return self.controller.window
+        return self._cap.controller.window
 
     @property
     def active(self) -> int:
