@@ -1,7 +1,7 @@
 """Assemble the aiohttp application from a policy, and run it.
 
 `build_components` turns the validated policy into the proxy's parts;
-`build_app` mounts the routes, the front middleware (request id, error model) and the startup/shutdown
+`build_app` mounts the routes, each behind `front` (request id, error model), and the startup/shutdown
 context (client session, health checks); `running_proxy` starts a whole proxy
 on a port for tests, demos and benchmarks.
 """
@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import aiohttp
 from aiohttp import web
@@ -37,57 +38,79 @@ _HTTP_CODES = {
 }
 
 
-@web.middleware
-async def front_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The request id and the error model, in one layer (one coroutine per request, not two).
+def front(handler: Handler) -> Handler:
+    """The request id and the error model around one route's handler.
+
+    Applied per route at build time instead of as an aiohttp middleware: an app with any
+    middleware runs two extra coroutines per request (the middleware and aiohttp's own
+    ``current_app`` fixer) plus a handler-chain lookup. Unknown paths and methods reach the
+    catch-all route (``not_routed``), so they get the same JSON errors.
 
     The id (the client's ``X-Request-Id`` when safe) is in the log context while the request is
     handled, error logs included, and echoed on every response (streams set it themselves, from
     the step's headers). Every failure leaves as OpenAI-shaped JSON; never a traceback."""
-    rid, token = begin_request(request)
-    try:
-        resp = await handler(request)
-    except ProxyError as err:
-        resp = err.to_response()
-    except web.HTTPException as exc:
-        if exc.status < 400:
+
+    async def fronted(request: web.Request) -> web.StreamResponse:
+        rid, token = begin_request(request)
+        try:
+            resp = await handler(request)
+        except ProxyError as err:
+            resp = err.to_response()
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code, template = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
+            resp = ProxyError(exc.status, code, template.format(path=request.path, method=request.method)).to_response()
+        except (asyncio.CancelledError, ConnectionResetError):
             raise
-        code, template = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
-        resp = ProxyError(exc.status, code, template.format(path=request.path, method=request.method)).to_response()
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        resp = ProxyError(500, "internal_error", "the proxy failed on this request; it was logged").to_response()
-    finally:
-        request_id_var.reset(token)
-    if not resp.prepared and REQUEST_ID_HEADER not in resp.headers:
-        resp.headers[REQUEST_ID_HEADER] = rid
-    return resp
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            resp = ProxyError(500, "internal_error", "the proxy failed on this request; it was logged").to_response()
+        finally:
+            request_id_var.reset(token)
+        if not resp.prepared and REQUEST_ID_HEADER not in resp.headers:
+            resp.headers[REQUEST_ID_HEADER] = rid
+        return resp
+
+    return fronted
+
+
+async def not_routed(request: web.Request) -> web.StreamResponse:
+    """The catch-all route: 405 when another route serves this path with other methods, else 404."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
 
 
 def build_app(components: Components, admin_routes: bool = True, api_routes: bool = True) -> web.Application:
     """The proxy's app. With ``listen.admin_port`` set, the API and the admin routes
     (/admin/*, /metrics) are two apps on two listeners sharing the same components;
-    the API app owns the start-up/shutdown context."""
+    the API app owns the start-up/shutdown context. No middleware: see `front`."""
     policy = components.policy
-    app = web.Application(client_max_size=policy.listen.max_body_bytes, middlewares=[front_middleware])
+    app = web.Application(client_max_size=policy.listen.max_body_bytes)
     app[COMPONENTS] = components
-    app.router.add_get("/health", handlers.health)
+    add_get, add_post = app.router.add_get, app.router.add_post
+    add_get("/health", front(handlers.health))
     if api_routes:
         completions = handlers.CompletionHandler(components)
-        app.router.add_post(handlers.CHAT, completions.chat)
-        app.router.add_post(handlers.COMPLETIONS, completions.completions)
-        app.router.add_get("/v1/models", handlers.models)
-        app.router.add_get("/ready", handlers.ready)
-        app.router.add_delete("/v1/agents/{agent_id}", admin.release_agent)
+        add_post(handlers.CHAT, front(partial(completions.handle, route=handlers.CHAT)))
+        add_post(handlers.COMPLETIONS, front(partial(completions.handle, route=handlers.COMPLETIONS)))
+        add_get("/v1/models", front(handlers.models))
+        add_get("/ready", front(handlers.ready))
+        app.router.add_delete("/v1/agents/{agent_id}", front(admin.release_agent))
         app.cleanup_ctx.append(_upstream_session)
     if admin_routes:
-        app.router.add_get("/metrics", admin.metrics)
-        app.router.add_get("/admin/state", admin.state)
-        app.router.add_post("/admin/reload", admin.reload)
-        app.router.add_post("/admin/replicas/{replica_id}/drain", admin.drain)
-        app.router.add_post("/admin/replicas/{replica_id}/undrain", admin.undrain)
+        add_get("/metrics", front(admin.metrics))
+        add_get("/admin/state", front(admin.state))
+        add_post("/admin/reload", front(admin.reload))
+        add_post("/admin/replicas/{replica_id}/drain", front(admin.drain))
+        add_post("/admin/replicas/{replica_id}/undrain", front(admin.undrain))
+    app.router.add_route("*", "/{path:.*}", front(not_routed))  # last: every unknown path or method
     return app
 
 

@@ -31,6 +31,8 @@ from concurproxy.upstream.replica import Replica
 
 log = logging.getLogger("concurproxy.server")
 
+_NO_PHASE = NoopPhase()  # the upstream phase's stand-in when tracing is off
+
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 
@@ -76,115 +78,115 @@ class CompletionHandler:
     def __init__(self, components: Components) -> None:
         self.c = components
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        return await self.handle(request, CHAT)
-
-    async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self.handle(request, COMPLETIONS)
-
     async def handle(self, request: web.Request, route: str) -> web.StreamResponse:
+        """One step (the route handler, bound to ``route`` with a partial: one coroutine per step)."""
         self.c.active_steps += 1
         try:
-            return await self._handle(request, route)
+            started = time.perf_counter()
+            c = self.c
+            request_id = request[REQUEST_ID_KEY]  # set by app.front (the client's id when safe)
+            if c.shutting_down:
+                raise ProxyError(503, "shutting_down", "this proxy instance is shutting down; retry", retry_after_s=1)
+            limits = c.policy.limits
+            try:
+                if request.content.is_eof():  # the whole body is already buffered (the usual case): no timer
+                    raw = await request.read()
+                else:
+                    async with asyncio.timeout(limits.body_read_timeout_s):
+                        raw = await request.read()
+            except TimeoutError:
+                raise ProxyError(408, "body_timeout", "the request body did not arrive in time") from None
+            except (RequestPayloadError, zlib.error):  # a body that does not decode (Content-Encoding, chunking)
+                encoding = request.headers.get("Content-Encoding", "identity")
+                raise bad_request(
+                    f"the request body could not be decoded (Content-Encoding: {encoding})", code="invalid_encoding"
+                ) from None
+            body = parse_body(raw, route, limits.max_messages)
+            tenant = c.tenants.resolve(request.headers)
+            if c.rate_limiter is not None:
+                key = tenant if tenant != "anonymous" else f"ip:{request.remote}"
+                wait = c.rate_limiter.allow(key, c.clock())
+                if wait:
+                    raise ProxyError(429, "rate_limited", "too many requests for this API key", retry_after_s=wait)
+            ident = extract_identity(request.headers, body, tenant, request_id)
+            stream = bool(body.get("stream"))
+            strip_usage = False
+            if stream:
+                opts = body.get("stream_options") or {}
+                if not opts.get("include_usage"):
+                    body["stream_options"] = {**opts, "include_usage": True}
+                    strip_usage = True
+            model = body["model"]
+            if c.pool.knows_model(model) is False:
+                raise ProxyError(
+                    404, "model_not_found", f"the model {model!r} does not exist on any replica", param="model"
+                )
+            max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+            agent_id = f"{tenant}/{ident.agent_id}"  # agents are scoped under their tenant
+            # One tokenization per step: the router's prefix hasher counts tokens as it hashes.
+            text = prompt_text(body)
+            n_tokens, hashes = c.router.prompt_tokens(None if ident.one_shot else agent_id, text)
+            local = n_tokens if n_tokens is not None else count_tokens(text)
+            step = StepInfo(
+                tenant=tenant,
+                role=ident.role,
+                agent_id=agent_id,
+                task_id=f"{tenant}/{ident.task_id}",
+                priority=ident.priority if ident.priority is not None else c.role_priority(ident.role),
+                est_prompt_tokens=c.calibration.estimate(model, local),
+                max_tokens=int(max_tokens),
+                last_step=ident.done,
+            )
+            ctx = StepContext(
+                request_id=request_id,
+                route=route,
+                identity=ident,
+                step=step,
+                body=body,
+                model=model,
+                stream=stream,
+                started=started,
+                prompt_hashes=hashes,
+                local_prompt_tokens=local,
+            )
+            ctx.extra_headers["X-Request-Id"] = request_id
+            # None when tracing is off: the step then makes no tracing calls at all
+            trace = c.tracing.start_step(request.headers, route, ctx.step) if c.tracing.enabled else None
+            error: BaseException | None = None
+            try:
+                c.budgets.check(ctx, c.clock())
+                # Forward the client's bytes untouched unless a stage edited the body.
+                unchanged = not strip_usage and not ctx.body_modified
+                return await self._dispatch(request, ctx, raw if unchanged else None, strip_usage, trace)
+            except ProxyError as err:
+                ctx.status = err.status
+                ctx.error_code = err.code
+                ctx.outcome = "rejected" if err.status in (401, 413, 429) else "error"
+                err.headers.update(ctx.extra_headers)
+                raise
+            except BaseException as exc:
+                ctx.outcome = "cancelled"
+                error = exc
+                raise
+            finally:
+                now = c.clock()
+                for listener in c.listeners:
+                    listener.on_step_end(ctx, now)
+                if trace is not None:
+                    trace.set("concurproxy.outcome", ctx.outcome)
+                    trace.set("concurproxy.replica", ctx.replica.id if ctx.replica else "")
+                    trace.set("concurproxy.queue_wait_s", ctx.queue_wait_s)
+                    trace.end(ctx.status or None, error)
         finally:
             self.c.active_steps -= 1
 
-    async def _handle(self, request: web.Request, route: str) -> web.StreamResponse:
-        started = time.perf_counter()
-        c = self.c
-        request_id = request[REQUEST_ID_KEY]  # set by the request-id middleware (client's id when safe)
-        if c.shutting_down:
-            raise ProxyError(503, "shutting_down", "this proxy instance is shutting down; retry", retry_after_s=1)
-        limits = c.policy.limits
-        try:
-            if request.content.is_eof():  # the whole body is already buffered (the usual case): no timer
-                raw = await request.read()
-            else:
-                async with asyncio.timeout(limits.body_read_timeout_s):
-                    raw = await request.read()
-        except TimeoutError:
-            raise ProxyError(408, "body_timeout", "the request body did not arrive in time") from None
-        except (RequestPayloadError, zlib.error):  # a body that does not decode (Content-Encoding, chunking)
-            encoding = request.headers.get("Content-Encoding", "identity")
-            raise bad_request(
-                f"the request body could not be decoded (Content-Encoding: {encoding})", code="invalid_encoding"
-            ) from None
-        body = parse_body(raw, route, limits.max_messages)
-        tenant = c.tenants.resolve(request.headers)
-        if c.rate_limiter is not None:
-            key = tenant if tenant != "anonymous" else f"ip:{request.remote}"
-            wait = c.rate_limiter.allow(key, c.clock())
-            if wait:
-                raise ProxyError(429, "rate_limited", "too many requests for this API key", retry_after_s=wait)
-        ident = extract_identity(request.headers, body, tenant, request_id)
-        stream = bool(body.get("stream"))
-        strip_usage = False
-        if stream:
-            opts = body.get("stream_options") or {}
-            if not opts.get("include_usage"):
-                body["stream_options"] = {**opts, "include_usage": True}
-                strip_usage = True
-        model = body["model"]
-        if c.pool.knows_model(model) is False:
-            raise ProxyError(
-                404, "model_not_found", f"the model {model!r} does not exist on any replica", param="model"
-            )
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
-        agent_id = f"{tenant}/{ident.agent_id}"  # agents are scoped under their tenant
-        # One tokenization per step: the router's prefix hasher counts tokens as it hashes.
-        text = prompt_text(body)
-        n_tokens, hashes = c.router.prompt_tokens(None if ident.one_shot else agent_id, text)
-        local = n_tokens if n_tokens is not None else count_tokens(text)
-        step = StepInfo(
-            tenant=tenant,
-            role=ident.role,
-            agent_id=agent_id,
-            task_id=f"{tenant}/{ident.task_id}",
-            priority=ident.priority if ident.priority is not None else c.role_priority(ident.role),
-            est_prompt_tokens=c.calibration.estimate(model, local),
-            max_tokens=int(max_tokens),
-            last_step=ident.done,
-        )
-        ctx = StepContext(
-            request_id=request_id,
-            route=route,
-            identity=ident,
-            step=step,
-            body=body,
-            model=model,
-            stream=stream,
-            started=started,
-            prompt_hashes=hashes,
-            local_prompt_tokens=local,
-        )
-        ctx.extra_headers["X-Request-Id"] = request_id
-        trace = c.tracing.start_step(request.headers, route, ctx.step)
-        error: BaseException | None = None
-        try:
-            c.budgets.check(ctx, c.clock())
-            # Forward the client's bytes untouched unless a stage edited the body.
-            unchanged = not strip_usage and not ctx.body_modified
-            return await self._dispatch(request, ctx, raw if unchanged else None, strip_usage, trace)
-        except ProxyError as err:
-            ctx.status = err.status
-            ctx.error_code = err.code
-            ctx.outcome = "rejected" if err.status in (401, 413, 429) else "error"
-            err.headers.update(ctx.extra_headers)
-            raise
-        except BaseException as exc:
-            ctx.outcome = "cancelled"
-            error = exc
-            raise
-        finally:
-            for listener in c.listeners:
-                listener.on_step_end(ctx, c.clock())
-            trace.set("concurproxy.outcome", ctx.outcome)
-            trace.set("concurproxy.replica", ctx.replica.id if ctx.replica else "")
-            trace.set("concurproxy.queue_wait_s", ctx.queue_wait_s)
-            trace.end(ctx.status or None, error)
-
     async def _dispatch(
-        self, request: web.Request, ctx: StepContext, raw: bytes | None, strip_usage: bool, trace: StepTrace | NoopStep
+        self,
+        request: web.Request,
+        ctx: StepContext,
+        raw: bytes | None,
+        strip_usage: bool,
+        trace: StepTrace | NoopStep | None,
     ) -> web.StreamResponse:
         c = self.c
         assert c.forwarder is not None, "the app was not started"
@@ -197,13 +199,16 @@ class CompletionHandler:
                 break
             if last_error is not None and c.metrics is not None:
                 c.metrics.upstream_retry(tried[-1], last_error.kind)  # counted against the replica that failed
-            with trace.phase("routing") as phase:
+            if trace is None:
                 replica = c.router.pick(ctx, candidates, c.clock())
-                phase.set("concurproxy.route_reason", ctx.route_reason)
+            else:
+                with trace.phase("routing") as phase:
+                    replica = c.router.pick(ctx, candidates, c.clock())
+                    phase.set("concurproxy.route_reason", ctx.route_reason)
             ctx.replica = replica
             ctx.attempts += 1
             tried.append(replica.id)
-            waiting: Phase | NoopPhase | None = trace.phase("admission_wait")
+            waiting: Phase | NoopPhase | None = trace.phase("admission_wait") if trace is not None else None
             try:
                 async with c.admission.acquire(ctx) as ticket:
                     if waiting is not None:
@@ -249,7 +254,7 @@ class CompletionHandler:
         replica: Replica,
         payload: bytes,
         strip_usage: bool,
-        trace: StepTrace | NoopStep,
+        trace: StepTrace | NoopStep | None,
     ) -> web.StreamResponse | UpstreamAttemptFailed:
         """One try on one replica; a failure before the first byte comes back as a value (retryable)."""
         c = self.c
@@ -258,7 +263,9 @@ class CompletionHandler:
             payload = with_priority(payload, ctx.body, ctx.step.priority)
         up_headers = upstream_headers(replica, request.headers, ctx.request_id)
         sent_at = time.perf_counter()
-        with trace.phase("upstream", **{"concurproxy.replica": replica.id}) as phase:
+        with (
+            trace.phase("upstream", **{"concurproxy.replica": replica.id}) if trace is not None else _NO_PHASE as phase
+        ):
             phase.inject(up_headers)  # the W3C trace continues into the engine
             try:
                 resp = await c.forwarder.open(ctx, replica, payload, up_headers)

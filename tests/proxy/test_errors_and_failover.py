@@ -66,6 +66,24 @@ async def test_unknown_route_method_and_model(proxy_factory):
         assert_openai_error(await r.json(), "model_not_found")
 
 
+async def test_unrouted_requests_get_json_errors_and_the_request_id(proxy_factory):
+    """No middleware: the catch-all route answers unknown paths (404) and methods (405, also on
+    a path with a variable part), echoing the request id like every other answer."""
+    async with proxy_factory() as h:
+        for method, path, status, code in [
+            ("GET", "/", 404, "not_found"),
+            ("POST", "/v1/agents/a1", 405, "method_not_allowed"),
+            ("PUT", "/admin/replicas/r0/drain", 405, "method_not_allowed"),
+            ("GET", "/v1/models/extra", 404, "not_found"),
+        ]:
+            r = await h.session.request(method, h.url + path, headers={"X-Request-Id": "req-123"})
+            assert r.status == status, (method, path)
+            assert_openai_error(await r.json(), code)
+            assert r.headers["X-Request-Id"] == "req-123"
+        r = await h.session.get(h.url + "/health", headers={"X-Request-Id": "req-456"})
+        assert r.status == 200 and r.headers["X-Request-Id"] == "req-456"
+
+
 async def test_body_over_limit_is_413(proxy_factory):
     async with proxy_factory(listen={"max_body_bytes": 4096}) as h:
         big = {**CHAT, "messages": [{"role": "user", "content": "x" * 10000}]}
