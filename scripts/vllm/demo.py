@@ -7,8 +7,9 @@
 2. makes a random Llama + BPE tokenizer locally (``--size small``: 4 layers, hidden 512; its
    text is random — the model exists to load the engine, not to say anything);
 3. starts two engines through ``concurproxy worker --engine vllm`` with ``--blocks`` KV blocks;
-4. admission: the same seeded 24-agent workload through the proxy with ``admission: none``
-   then ``aimd`` against engine 0 (cold prefix cache each time);
+4. admission: the tier's seeded agent loop (``AGENT_LOOP``: 24 agents x 5 steps, long private
+   contexts) through the proxy in front of engine 0, arms ``none``, ``aimd``, ``aimd``, ``none``
+   (cold prefix cache each time; goodput pooled per controller);
 5. routing: a 4-agent workload over both engines with ``round-robin`` then ``prefix-affinity``;
 6. prints both tables (engine counters from /metrics + task outcomes) and writes loadgen
    reports (HTML + PNG) and each run's results JSON into ``--out``.
@@ -27,16 +28,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from concurproxy.config import load_policy
 from concurproxy.server.app import running_proxy
 from loadgen.report import write_report
 from scripts.vllm.engines import REPO, find_vllm_python, spawn_engines, vllm_importable, where_vllm_python
-from scripts.vllm.harness import AIMD, ROUTE, SWARM, Arm, agent_swarm, format_table, run_arm
-
-
-def _policy(urls: list[str], **sections: Any) -> Any:
-    doc: dict[str, Any] = {"upstreams": [{"url": u, "name": f"r{i}"} for i, u in enumerate(urls)], **sections}
-    return load_policy(overrides=doc, env={})
+from scripts.vllm.harness import (
+    AGENT_LOOP,
+    ROUTE,
+    Arm,
+    admission_round,
+    agent_swarm,
+    format_table,
+    of,
+    policy_for,
+    pooled_goodput,
+    pooled_line,
+    run_arm,
+)
 
 
 def _binds(n_engines: int) -> list[str | None]:
@@ -57,18 +64,13 @@ def _model(py: str, out: Path, size: str) -> Path:
 
 
 async def _admission(url: str, agents: int) -> list[Arm]:
-    sc = agent_swarm(**{**SWARM, "agents": agents})
-    arms = []
-    for name, section in (("none", {"controller": "none"}), ("aimd", {"controller": "aimd", "aimd": AIMD})):
-        async with running_proxy(_policy([url], admission=section)) as proxy:
-            arms.append(await run_arm(name, sc, proxy, [url]))
-    return arms
+    return await admission_round(url, {**AGENT_LOOP, "agents": agents})
 
 
 async def _routing(urls: list[str]) -> list[Arm]:
     arms = []
     for name in ("round-robin", "prefix-affinity"):
-        policy = _policy(urls, admission={"controller": "none"}, routing={"policy": name})
+        policy = policy_for(urls, admission={"controller": "none"}, routing={"policy": name})
         async with running_proxy(policy) as proxy:
             arms.append(await run_arm(name, agent_swarm(**ROUTE), proxy, urls))
     return arms
@@ -79,7 +81,10 @@ def _save(arms: list[Arm], out: Path, stem: str, title: str) -> None:
         a.results.save(out / f"{stem}-{a.name}.results.json")
     write_report([a.results for a in arms], out / f"{stem}.html", out / f"{stem}.png")
     summary = {a.name: {"counters": _counters(a), "tasks": a.summary["tasks"]} for a in arms}
-    (out / f"{stem}.json").write_text(json.dumps({"title": title, "arms": summary}, indent=2) + "\n")
+    doc: dict[str, Any] = {"title": title, "arms": summary}
+    if any(a.controller for a in arms):
+        doc["pooled_goodput_per_min"] = {c: pooled_goodput(of(arms, c)) for c in ("none", "aimd")}
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def _counters(a: Arm) -> dict[str, float]:
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.vllm.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=("tiny", "small"), default="small", help="locally made model (default small)")
     p.add_argument("--blocks", type=int, default=12, help="KV blocks of 128 tokens per engine (default 12)")
-    p.add_argument("--agents", type=int, default=SWARM["agents"], help="agents in the admission workload")
+    p.add_argument("--agents", type=int, default=AGENT_LOOP["agents"], help="agents in the admission workload")
     p.add_argument("--out", type=Path, default=REPO / "results" / "vllm-demo")
     p.add_argument("--no-routing", action="store_true", help="one engine, admission comparison only")
     a = p.parse_args(argv)
@@ -112,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         urls = [e.url for e in engines]
         print(f"engines healthy in {max(e.started_s for e in engines):.0f} s: {', '.join(urls)}", flush=True)
         adm = asyncio.run(_admission(urls[0], a.agents))
-        print(f"\nadmission — {a.agents} agents x {SWARM['steps']} steps on one {a.blocks}-block engine\n")
-        print(format_table(adm))
-        _save(adm, a.out, "admission", "admission: none vs aimd")
+        steps, out = AGENT_LOOP["steps"], AGENT_LOOP["output_tokens"]
+        print(f"\nadmission — {a.agents} agents x {steps} steps ({out} tokens out) on one {a.blocks}-block engine\n")
+        print(format_table(adm) + "\n" + pooled_line(adm))
+        _save(adm, a.out, "admission", "admission: none vs aimd (arms none, aimd, aimd, none)")
         if not a.no_routing:
             rt = asyncio.run(_routing(urls))
             print(f"\nrouting — {ROUTE['agents']} agents x {ROUTE['steps']} steps over two engines\n")

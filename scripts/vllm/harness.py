@@ -7,7 +7,7 @@ not wall time): preemptions, prefix-cache queries and hits (tokens, counted per 
 is emptied with ``POST /reset_prefix_cache`` (needs ``VLLM_SERVER_DEV_MODE=1`` on the engine),
 so the arms start from the same cold cache.
 
-Nothing here starts processes; :mod:`scripts.vllm.engines` does.
+Nothing here starts processes (:mod:`scripts.vllm.engines` does); proxies run in-process.
 """
 
 from __future__ import annotations
@@ -19,26 +19,33 @@ from typing import Any
 
 import httpx
 
+from concurproxy.config import load_policy
+from concurproxy.config.models import Policy
+from concurproxy.server.app import running_proxy
 from concurproxy.signals.engine_metrics import parse_engine_metrics
 from loadgen.results import Results
 from loadgen.runner import run_scenario
 from loadgen.scenario import Scenario, parse_scenario
 
-# The overload the tier and the demo use (12-block engine): 32 agents x 2 growing steps.
-SWARM: dict[str, Any] = {
-    "agents": 32, "steps": 2, "system_words": 32, "task_words": 8, "growth_words": 8, "output_tokens": 120,
-}  # fmt: skip
-# An agent loop whose cost is prefill (same 12-block engine): 16 agents x 5 steps, each with its
-# own ~200-token task prompt, a context growing to ~830 tokens, 16 generated tokens per step. The
-# bare engine evicts an agent's context before its next step and prefills it again every step.
-AGENTS: dict[str, Any] = {
-    "agents": 16, "steps": 5, "system_words": 32, "task_words": 48, "growth_words": 8, "output_tokens": 16,
+# The one admission workload of the tier and the demo (12-block engine, 1536 KV tokens): an agent
+# loop that overloads the cache in both ways at once. 24 agents start together, each 5 steps over
+# its own ~200-token task prompt (after a shared ~130-token system prompt), the context growing
+# by the previous reply and 8 words a step to ~900 tokens (7 blocks), 24 generated tokens a step
+# (``ignore_eos``). Bare, the engine runs every agent whose prompt fits: running requests that
+# grow into a new block find the cache full and are preempted (8-22 times per run here), and
+# each agent's context is evicted by the other agents' steps before its next step, so it is
+# prefilled again (prefix hit rate ~19%). Through AIMD the admitted agents' contexts stay cached
+# (~63%) and the engine computes ~0.48x the tokens. Longer replies would preempt more but push
+# the 5th step past max-model-len 1024; fewer steps or shorter contexts save less prefill.
+AGENT_LOOP: dict[str, Any] = {
+    "agents": 24, "steps": 5, "system_words": 32, "task_words": 48, "growth_words": 8, "output_tokens": 24,
 }  # fmt: skip
 # AIMD for an engine whose steps last well under a second: start at one agent, read the engine
 # every 50 ms, grow 0.1 agent per healthy read only while KV usage < 50%, hold 10 reads after a cut.
 # One agent's whole-life footprint here is ~60% of the cache, so at the default headroom (0.95)
 # the footprint budget admits a second agent only now and then and the engine idles between the
 # steps of the one it runs; 1.3 lets two agents in mid-life share it (measured: docs/vllm.md).
+# kv_target 0.5 keeps the window at what fits: with 7-block contexts a third agent preempts.
 AIMD: dict[str, Any] = {
     "initial": 1, "interval_ms": 50, "increase": 0.1, "kv_target": 0.5, "cooldown_intervals": 10,
     "footprint_headroom": 1.3,
@@ -131,6 +138,7 @@ class Arm:
     results: Results
     delta: Counters
     summary: dict[str, Any] = field(default_factory=dict)
+    controller: str = ""  # admission controller of the proxy in front, when the arm compares them
 
     @property
     def completed(self) -> int:
@@ -176,6 +184,44 @@ async def run_arm(
         )
         after = await total_counters(client, engines)
     return Arm(name, res, after - before, res.summary())
+
+
+def policy_for(urls: Sequence[str], **sections: Any) -> Policy:
+    """A proxy policy over ``urls`` (replicas r0, r1, …) with the given top-level sections."""
+    doc: dict[str, Any] = {"upstreams": [{"url": u, "name": f"r{i}"} for i, u in enumerate(urls)], **sections}
+    return load_policy(overrides=doc, env={})
+
+
+ADMISSION: dict[str, dict[str, Any]] = {"none": {"controller": "none"}, "aimd": {"controller": "aimd", "aimd": AIMD}}
+# Arms interleaved so that a drift in a shared machine's load weighs on both controllers alike.
+ROUND = ("none", "aimd", "aimd", "none")
+
+
+async def admission_round(engine_url: str, workload: dict[str, Any] = AGENT_LOOP) -> list[Arm]:
+    """The seeded ``workload`` through the proxy in front of one engine, arms ``ROUND`` in order
+    (names ``none-1``, ``aimd-1``, ``aimd-2``, ``none-2``; ``Arm.controller`` says which)."""
+    arms: list[Arm] = []
+    for controller in ROUND:
+        name = f"{controller}-{1 + sum(a.controller == controller for a in arms)}"
+        async with running_proxy(policy_for([engine_url], admission=ADMISSION[controller])) as proxy:
+            arm = await run_arm(name, agent_swarm(**workload), proxy, [engine_url])
+        arm.controller = controller
+        arms.append(arm)
+    return arms
+
+
+def of(arms: Sequence[Arm], controller: str) -> list[Arm]:
+    return [a for a in arms if a.controller == controller]
+
+
+def pooled_goodput(arms: Sequence[Arm]) -> float:
+    """Tasks within deadline per minute over the arms' summed wall clock."""
+    return 60.0 * sum(a.in_deadline for a in arms) / sum(a.results.meta.elapsed_s for a in arms)
+
+
+def pooled_line(arms: Sequence[Arm]) -> str:
+    none, aimd = pooled_goodput(of(arms, "none")), pooled_goodput(of(arms, "aimd"))
+    return f"pooled goodput (tasks/min): none {none:.1f}, aimd {aimd:.1f} (x{aimd / none:.2f})"
 
 
 def agent_swarm(

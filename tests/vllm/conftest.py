@@ -19,11 +19,9 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from concurproxy.config import load_policy
 from concurproxy.config.models import Policy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +35,7 @@ from scripts.vllm.engines import (  # noqa: E402
     vllm_importable,
     where_vllm_python,
 )
+from scripts.vllm.harness import policy_for  # noqa: E402
 
 BLOCKS = 12
 _ENGINES = pytest.StashKey[contextlib.ExitStack]()
@@ -101,13 +100,6 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.fixture
 def engine(engines: list[Engine]) -> Engine:
     return engines[0]
-
-
-def policy_for(urls: list[str], **sections: Any) -> Policy:
-    """A proxy policy over ``urls`` (replicas r0, r1, …) with the given top-level sections."""
-    doc: dict[str, Any] = {"upstreams": [{"url": u, "name": f"r{i}"} for i, u in enumerate(urls)]}
-    doc.update(sections)
-    return load_policy(overrides=doc, env={})
 
 
 @pytest.fixture
