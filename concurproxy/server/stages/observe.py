@@ -42,10 +42,10 @@ class StepMetrics:
         d = ctx.route_decision
         if d is not None:
             m.routing_decision(
-                d.replica_id, d.reason.value, pin_hit=d.pinned, prefix_match_tokens=d.matched_blocks * self.block_tokens
+                d.replica_id, d.reason, pin_hit=d.pinned, prefix_match_tokens=d.matched_blocks * self.block_tokens
             )
             if d.repinned_from is not None:
-                m.repinned(d.reason.value)
+                m.repinned(d.reason)
         if ctx.budget_denied:
             m.budget_rejected(step.tenant, step.role, ctx.budget_denied)
         if usage is not None:

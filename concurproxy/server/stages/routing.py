@@ -61,7 +61,7 @@ class RoutingStage:
         )
         decision = self.router.route(request, views, now)
         ctx.route_decision = decision
-        ctx.route_reason = decision.reason.value
+        ctx.route_reason = decision.reason  # a StrEnum: the member is its value (no enum property call)
         if decision.matched_blocks and ctx.local_prompt_tokens:
             # in the engine's units, like est_prompt_tokens (see stages/calibration.py)
             resident = decision.matched_blocks * self.block_tokens
