@@ -130,7 +130,8 @@ class AdmissionService:
         first = self.core.end(
             ticket, outcome, now, prompt_tokens=prompt_tokens, output_tokens=output_tokens, release=release
         )
-        self._grant(ticket.replica, now)
+        if self.core.has_waiters(ticket.replica):  # (checked here too: one call less per step)
+            self._grant(ticket.replica, now)
         self._flush()
         return first
 
