@@ -11,8 +11,12 @@ tenant's role. Every run also sets ``admission.aimd.small_agent_tokens`` / ``sma
 ``long_prefill_tokens: 2048``, ``max_prefill_hold_s: 1``. A variant ending in ``+prio`` (``vtc+prio``)
 starts the worker with ``--scheduling-policy priority`` and opts the upstream in with
 ``priority_scheduling: true``: the engine queues each step by its priority class; ``+prio-preempt``
-also passes ``--preempt-for-waiting`` (not a vLLM behaviour, see docs/worker.md). The load is two
-loadgen scenarios run at once, each its own tenant:
+also passes ``--preempt-for-waiting`` (not a vLLM behaviour, see docs/worker.md). ``+reserve`` (or
+``+reserve@R``) sets ``fairness.kv_reserve`` (``--kv-reserve``, default 0.15): the proxy keeps that share of
+the engine's KV free for the light tenant's steps; ``+lptt`` (or ``+lptt@N``) starts the worker with vLLM's
+``--long-prefill-token-threshold`` (``--lptt``, default 128). Modifiers combine (``vtc+reserve+lptt``).
+Each finished run also prints its rows to stderr. The load is two loadgen scenarios run at once, each
+its own tenant:
 
 * **heavy**: ``--heavy-agents`` closed-loop tasks, each one executor agent whose context grows
   from ~4k to ~12k tokens over 8 steps (1000-token tool results, 128-token replies, 0.3 s tool
@@ -39,12 +43,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +57,7 @@ from typing import Any
 import yaml
 
 from concurproxy.worker.profile import load_profile
-from loadgen.bench_overhead import free_port, process
+from loadgen.bench_overhead import free_port
 from loadgen.results import Results
 from loadgen.runner import run_scenario
 from loadgen.scenario import Scenario, parse_scenario
@@ -94,6 +99,7 @@ def policy_doc(
     small_agent_share: float = 0.1,
     priority_scheduling: bool = False,
     kv_reserve: float = 0.0,
+    long_prefill_tokens: int = 2048,
 ) -> dict[str, Any]:
     planner: dict[str, Any] = {"priority": "high"}
     if light_share is not None:
@@ -111,7 +117,7 @@ def policy_doc(
         # dispatch while a light step runs, at most 1 s (5 s of the simulated engine at --time-scale 5)
         "fairness": {
             "policy": fairness,
-            "long_prefill_tokens": 2048,
+            "long_prefill_tokens": long_prefill_tokens,
             "max_prefill_hold_s": 1.0,
             "kv_reserve": kv_reserve,  # room kept in the engine's KV for the light tenant's (priority high) steps
         },
@@ -119,11 +125,42 @@ def policy_doc(
     }
 
 
+@contextmanager
+def process(cmd: list[str], health_url: str, start_s: float = 90.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` until the block ends; wait up to ``start_s`` for ``health_url`` (a loaded shared box can take
+    20 s and more to start the proxy). A process that does not come up is killed before its stderr is read."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + start_s
+        while True:
+            try:
+                with urllib.request.urlopen(health_url, timeout=1) as r:  # loopback only
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                _, err = proc.communicate(timeout=10)
+                raise RuntimeError(f"{cmd[2:5]} did not start in {start_s:.0f} s: {err.decode()[-2000:]}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
 @dataclass(frozen=True, slots=True)
 class Variant:
     """One row of the comparison: ``POLICY[:SHARE][+MOD...]`` with MOD one of ``prio`` (engine-side priority
-    scheduling), ``prio-preempt`` (and --preempt-for-waiting), ``reserve`` (fairness.kv_reserve = --kv-reserve),
-    ``lptt`` (worker --long-prefill-token-threshold = --lptt)."""
+    scheduling), ``prio-preempt`` (and --preempt-for-waiting), ``reserve[@R]`` (fairness.kv_reserve = R, default
+    --kv-reserve), ``lptt[@N]`` (worker --long-prefill-token-threshold = N, default --lptt)."""
 
     fairness: str
     light_share: float | None = None
@@ -131,21 +168,27 @@ class Variant:
     preempt: bool = False
     kv_reserve: float = 0.0
     long_prefill_token_threshold: int = 0
+    long_prefill_tokens: int = 2048  # the proxy's cost-aware dispatch threshold (fairness.long_prefill_tokens)
 
 
 def parse_variant(variant: str, args: argparse.Namespace) -> Variant:
     base, *mods = variant.split("+")
     fairness, _, share = base.partition(":")
-    unknown = set(mods) - {"prio", "prio-preempt", "reserve", "lptt"}
-    if unknown or not fairness:
-        raise ValueError(f"bad variant {variant!r}: POLICY[:SHARE][+prio|+prio-preempt][+reserve][+lptt]")
+    named = dict(m.partition("@")[::2] for m in mods)  # "reserve@0.25" -> {"reserve": "0.25"}
+    if set(named) - {"prio", "prio-preempt", "reserve", "lptt", "long"} or not fairness or named.get("long") == "":
+        raise ValueError(
+            f"bad variant {variant!r}: POLICY[:SHARE][+prio|+prio-preempt][+reserve[@SHARE]][+lptt[@TOKENS]]"
+            "[+long@TOKENS]"
+        )
+    reserve, lptt = named.get("reserve"), named.get("lptt")
     return Variant(
         fairness=fairness,
         light_share=float(share) if share else None,
-        prio="prio" in mods or "prio-preempt" in mods,
-        preempt="prio-preempt" in mods,
-        kv_reserve=args.kv_reserve if "reserve" in mods else 0.0,
-        long_prefill_token_threshold=args.lptt if "lptt" in mods else 0,
+        prio="prio" in named or "prio-preempt" in named,
+        preempt="prio-preempt" in named,
+        kv_reserve=(float(reserve) if reserve else args.kv_reserve) if reserve is not None else 0.0,
+        long_prefill_token_threshold=(int(lptt) if lptt else args.lptt) if lptt is not None else 0,
+        long_prefill_tokens=int(named.get("long") or 2048),
     )
 
 
@@ -220,6 +263,7 @@ def run_once(
         args.small_agent_share,
         prio,
         v.kv_reserve,
+        v.long_prefill_tokens,
     )
     cfg.write_text(yaml.safe_dump(doc))
     py = sys.executable
@@ -241,6 +285,13 @@ def run_once(
     return {name: tenant_row(res, args.warmup, args.duration) for name, res in results.items()}, engine
 
 
+def _unloaded_line(unloaded: TenantRow) -> str:
+    return (
+        f"light tenant unloaded: p50 {unloaded.p50_s * 1e3:.0f} ms  p99 {unloaded.p99_s * 1e3:.0f} ms"
+        f"  ({unloaded.steps} steps)"
+    )
+
+
 def format_rows(
     unloaded: TenantRow,
     alone: TenantRow | None,
@@ -248,10 +299,7 @@ def format_rows(
     span: float,
     engines: dict[str, EngineRow] | None = None,
 ) -> str:
-    lines = [
-        f"light tenant unloaded: p50 {unloaded.p50_s * 1e3:.0f} ms  p99 {unloaded.p99_s * 1e3:.0f} ms"
-        f"  ({unloaded.steps} steps)",
-    ]
+    lines = [_unloaded_line(unloaded)]
     if alone is not None:
         lines.append(f"heavy tenant alone: {alone.tokens / span:,.0f} weighted tok/s ({alone.steps} steps)")
     w = max([8, *(len(p) + 2 for p in runs)])
@@ -317,6 +365,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=128,
         help="the worker's --long-prefill-token-threshold in a +lptt variant (default 128)",
     )
+    ap.add_argument(
+        "--unloaded-after",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the light tenant alone again after the variants and take the lower p99 as the unloaded "
+        "baseline (a shared box's load only inflates it; default on)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     heavy = heavy_scenario(args.heavy_agents, args.seed)
@@ -325,12 +380,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="concurproxy-fairness-") as d:
         work = Path(d)
         unloaded = run_once(args, "vtc", {"light": light}, work)[0]["light"]
+        print(_unloaded_line(unloaded), file=sys.stderr, flush=True)
         alone = run_once(args, "vtc", {"heavy": heavy}, work)[0]["heavy"] if args.heavy_alone else None
         done = {}
         for p in args.policies.split(","):
             t0 = time.monotonic()
             done[p] = run_once(args, p, {"heavy": heavy, "light": light}, work)
+            rows, eng = done[p]
             print(f"{p}: run took {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+            print(format_rows(unloaded, None, {p: rows}, span, {p: eng}), file=sys.stderr, flush=True)
+        if args.unloaded_after:  # a second unloaded run: the lower p99 is the baseline (noise only inflates it)
+            again = run_once(args, "vtc", {"light": light}, work)[0]["light"]
+            print(_unloaded_line(again) + " (after)", file=sys.stderr, flush=True)
+            unloaded = min(unloaded, again, key=lambda r: r.p99_s)
     runs = {p: rows for p, (rows, _) in done.items()}
     print(format_rows(unloaded, alone, runs, span, {p: eng for p, (_, eng) in done.items()}))
     return 0

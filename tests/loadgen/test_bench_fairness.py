@@ -92,7 +92,14 @@ def test_variants_parse_their_modifiers_and_reserve_reaches_the_policy() -> None
     assert parse_variant("vtc", a) == Variant("vtc")
     assert parse_variant("vtc:0.5+prio-preempt", a) == Variant("vtc", 0.5, prio=True, preempt=True)
     assert parse_variant("vtc+reserve+lptt", a) == Variant("vtc", kv_reserve=0.15, long_prefill_token_threshold=128)
+    assert parse_variant("fifo+reserve@0.25+lptt@256", a) == Variant(
+        "fifo", kv_reserve=0.25, long_prefill_token_threshold=256
+    )
+    assert parse_variant("vtc+long@512", a).long_prefill_tokens == 512
     with pytest.raises(ValueError, match="bad variant"):
         parse_variant("vtc+turbo", a)
-    doc = policy_doc("http://127.0.0.1:1", "vtc", None, kv_reserve=0.15)
-    assert Policy.model_validate(doc).fairness.kv_reserve == 0.15
+    with pytest.raises(ValueError, match="bad variant"):
+        parse_variant("vtc+long", a)
+    doc = policy_doc("http://127.0.0.1:1", "vtc", None, kv_reserve=0.15, long_prefill_tokens=512)
+    fairness = Policy.model_validate(doc).fairness
+    assert (fairness.kv_reserve, fairness.long_prefill_tokens) == (0.15, 512)
