@@ -280,6 +280,7 @@ def format_table(arms: Sequence[Arm]) -> str:
         ("generated tokens", [f"{a.delta.generation_tokens:.0f}" for a in arms]),
         ("tasks completed", [f"{a.completed}/{a.started}" for a in arms]),
         ("goodput (tasks/min)", [f"{a.goodput_per_min:.1f}" for a in arms]),
+        ("task latency p50 (s)", [f"{a.summary['tasks']['latency_s']['p50']:.1f}" for a in arms]),
         ("elapsed (s)", [f"{a.results.meta.elapsed_s:.1f}" for a in arms]),
     ]
     w0 = max(len(r[0]) for r in rows)
