@@ -63,7 +63,7 @@ def _pin(cpu: int) -> list[str]:
 def process(cmd: list[str], health_url: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a loaded 2-core box can take tens of seconds
         while True:
             try:
                 import urllib.request
@@ -74,7 +74,8 @@ def process(cmd: list[str], health_url: str, env: dict[str, str] | None = None):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
+                proc.kill()  # still running (too slow): reading its stderr would wait for it forever
+                err = proc.communicate(timeout=10)[1].decode(errors="replace") if proc.stderr else ""
                 raise RuntimeError(f"{cmd[0:4]} did not start: {err[-2000:]}")
             time.sleep(0.1)
         yield proc
