@@ -21,7 +21,7 @@ from concurproxy.control.types import PriorityClass
 from concurproxy.errors import bad_request
 
 MAX_ID_LEN = 128
-_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_ID_RE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}\Z")  # \Z: "$" would accept a trailing newline
 _TRUE = frozenset({"1", "true", "yes"})
 DEFAULT_ROLE = "default"
 # Case-insensitive header names: aiohttp's CIMultiDict finds an ``istr`` without folding its case per

@@ -11,9 +11,9 @@ class AdmissionTimeout(ProxyError):
 
     def __init__(self, retry_after_s: float, *, replica: str = "", waited_s: float = 0.0) -> None:
         super().__init__(
-            503, "admission_timeout",
-            f"the agent was not admitted within {waited_s:.0f} s (replica {replica} is at capacity); "
-            "retry later",
+            503,
+            "admission_timeout",
+            f"the agent was not admitted within {waited_s:.0f} s (replica {replica} is at capacity); retry later",
             retry_after_s=retry_after_s,
         )
         self.replica = replica
@@ -25,7 +25,8 @@ class AdmissionRejected(ProxyError):
 
     def __init__(self, retry_after_s: float, *, reason: str = "queue-full", replica: str = "") -> None:
         super().__init__(
-            429, "admission_queue_full",
+            429,
+            "admission_queue_full",
             f"too many agents are waiting for admission on replica {replica}; retry later",
             retry_after_s=retry_after_s,
         )

@@ -35,7 +35,7 @@ def test_agent_done_header():
     assert extract_identity({"X-Agent-Id": "a", "X-Agent-Done": "1"}, {}, "t", "r").done
 
 
-@pytest.mark.parametrize("bad", ["has space", "x" * 129, "semi;colon", "new\nline", "ünï"])
+@pytest.mark.parametrize("bad", ["has space", "x" * 129, "semi;colon", "new\nline", "ünï", "trailing\n"])
 def test_invalid_ids_rejected(bad):
     with pytest.raises(ProxyError) as err:
         extract_identity({"X-Agent-Id": bad}, {}, "t", "r")
@@ -45,3 +45,10 @@ def test_invalid_ids_rejected(bad):
 def test_invalid_priority_rejected():
     with pytest.raises(ProxyError):
         extract_identity({"X-Priority": "urgent!"}, {}, "t", "r")
+
+
+def test_body_ids_with_a_trailing_newline_rejected():
+    for body in ({"user": "agent-1\n"}, {"metadata": {"task_id": "task\n"}}):
+        with pytest.raises(ProxyError) as err:
+            extract_identity({}, body, "t", "r")
+        assert err.value.status == 400
