@@ -270,11 +270,11 @@ class CompletionHandler:
             try:
                 resp = await c.forwarder.open(ctx, replica, payload, up_headers)
                 try:
-                    async with resp:
-                        if ctx.stream:
-                            return await c.forwarder.relay_stream(request, ctx, resp, strip_usage)
-                        return await c.forwarder.relay_json(ctx, resp)
+                    if ctx.stream:
+                        return await c.forwarder.relay_stream(request, ctx, resp, strip_usage)
+                    return await c.forwarder.relay_json(ctx, resp)
                 finally:
+                    resp.release()  # what `async with resp` does, without its two coroutines
                     ctx.upstream_s = time.perf_counter() - sent_at
             except UpstreamAttemptFailed as exc:  # before the first byte reached the client
                 if exc.passive_failure:
