@@ -60,10 +60,10 @@ def _pin(cpu: int) -> list[str]:
 
 
 @contextmanager
-def process(cmd: list[str], health_url: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def process(cmd: list[str], health_url: str, env: dict[str, str] | None = None, start_timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
-        deadline = time.monotonic() + 60  # a loaded 2-core box can take tens of seconds
+        deadline = time.monotonic() + start_timeout_s  # a loaded 2-core box can take tens of seconds
         while True:
             try:
                 import urllib.request

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import aiohttp
+import pytest
 
 from concurproxy.testing.stub_upstream import StubBehaviour, running_stub
-from loadgen.bench_overhead import BODY, cpu_seconds, report
+from loadgen.bench_overhead import BODY, cpu_seconds, free_port, process, report
 
 
 def test_cpu_seconds_counts_this_process_work() -> None:
@@ -48,3 +50,13 @@ async def test_paced_stub_waits_the_prefill_before_the_first_chunk() -> None:
             total = time.perf_counter() - t0
     assert first >= 0.05
     assert total >= first + 0.02 and b"[DONE]" in rest
+
+
+def test_a_server_that_never_becomes_healthy_fails_the_start_instead_of_hanging() -> None:
+    """Still running at the deadline: killed, then its stderr is read (reading first waited forever)."""
+    url = f"http://127.0.0.1:{free_port()}/health"  # nothing listens there
+    cmd = [sys.executable, "-c", "import sys, time; sys.stderr.write('starting'); sys.stderr.flush(); time.sleep(60)"]
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not start: starting"), process(cmd, url, start_timeout_s=0.5):
+        pass
+    assert time.monotonic() - t0 < 30
