@@ -78,10 +78,10 @@ class IncrementalPrefixHasher:
             if not ((n == b or (n > b and text[b].isspace())) and hash(text[:b]) == e[1]):
                 e = None
         if e is not None:
-            start, digest, base_n, base_keys, head = e
+            start, _, base_n, base_keys, head = e
             rest = text[start:] if start else text
         else:
-            start, digest, base_n, base_keys, head = 0, 0, 0, (), ()
+            start, base_n, base_keys, head = 0, 0, (), ()
             rest = text
         new = tokenize(rest)
         toks = [*head, *new] if head else new  # tokens from block len(base_keys) onwards
@@ -100,7 +100,7 @@ class IncrementalPrefixHasher:
         first = len(base_keys) * bt  # token index of toks[0]
         entries[agent_id] = (
             cut,
-            hash(text[:cut]) if cut != start else digest,
+            hash(text[:cut]),
             n_stable,
             keys[:k] if k != len(keys) else keys,
             tuple(toks[k * bt - first : n_stable - first]),
