@@ -217,7 +217,8 @@ class CompletionHandler:
                     ctx.queue_wait_s = ticket.queue_wait_s
                     headers = ctx.extra_headers
                     headers["x-concurproxy-replica"] = replica.id
-                    headers["x-concurproxy-queue-wait-ms"] = f"{ticket.queue_wait_s * 1000:.1f}"
+                    wait = ticket.queue_wait_s  # usually 0: skip the float formatting then
+                    headers["x-concurproxy-queue-wait-ms"] = f"{wait * 1000:.1f}" if wait else "0.0"
                     replica.in_flight += 1
                     try:
                         if c.dispatch is None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 class MetricsListener:
-    """Maps a finished :class:`StepContext` onto :meth:`ProxyMetrics.observe_step` (+ queue wait)."""
+    """Maps a finished :class:`StepContext` onto :meth:`ProxyMetrics.record_step` (step + queue wait)."""
 
     __slots__ = ("_clock", "_metrics")
 
@@ -33,18 +33,16 @@ class MetricsListener:
     def on_step_end(self, ctx: StepContext, now: float) -> None:
         replica = ctx.replica.id if ctx.replica is not None else None
         usage = ctx.usage
-        role = ctx.step.role
-        self._metrics.observe_step(
-            route=ctx.route,
-            tenant=ctx.identity.tenant,
-            role=role,
-            status=ctx.status or 499,  # 0 = the client went away before a status was chosen
-            duration_s=max(0.0, self._clock() - ctx.started),
-            replica=replica,
-            ttft_s=ctx.ttft_s,
-            upstream_s=ctx.upstream_s,
-            prompt_tokens=usage.prompt_tokens if usage is not None else 0,
-            completion_tokens=usage.completion_tokens if usage is not None else 0,
+        self._metrics.record_step(
+            ctx.route,
+            ctx.identity.tenant,
+            ctx.step.role,
+            ctx.status or 499,  # 0 = the client went away before a status was chosen
+            max(0.0, self._clock() - ctx.started),
+            replica,
+            ctx.ttft_s,
+            ctx.upstream_s,
+            usage.prompt_tokens if usage is not None else 0,
+            usage.completion_tokens if usage is not None else 0,
+            ctx.queue_wait_s if replica is not None else None,  # queue wait only for routed steps
         )
-        if replica is not None:
-            self._metrics.observe_queue_wait(replica, role, ctx.queue_wait_s)

@@ -245,6 +245,26 @@ class ProxyMetrics:
         completion_tokens: int = 0,
     ) -> None:
         """Record one finished step (any status). ``replica=None`` when refused before routing."""
+        self.record_step(
+            route, tenant, role, status, duration_s, replica, ttft_s, upstream_s, prompt_tokens, completion_tokens
+        )
+
+    def record_step(
+        self,
+        route: str,
+        tenant: str,
+        role: str,
+        status: int,
+        duration_s: float,
+        replica: str | None,
+        ttft_s: float | None,
+        upstream_s: float | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        queue_wait_s: float | None = None,
+    ) -> None:
+        """:meth:`observe_step` and, when given, :meth:`observe_queue_wait`, in one positional call
+        (the request path's form: keyword arguments and a second call cost more than the samples)."""
         key = (replica if replica is not None else NONE_REPLICA, role)
         self._p_requests.add((route, tenant, role, status))
         self._p_step.observe(key, duration_s)
@@ -256,6 +276,8 @@ class ProxyMetrics:
             self._p_tokens.add((tenant, role, "input"), prompt_tokens)
         if completion_tokens:
             self._p_tokens.add((tenant, role, "output"), completion_tokens)
+        if queue_wait_s is not None:
+            self._p_qwait.observe(key, queue_wait_s)
 
     def observe_queue_wait(self, replica: str | None, role: str, wait_s: float) -> None:
         self._p_qwait.observe((replica if replica is not None else NONE_REPLICA, role), wait_s)
