@@ -1,3 +1,6 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from concurproxy.server.sse import SSERelay
 
 CONTENT = b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
@@ -37,3 +40,34 @@ def test_garbage_is_relayed_not_crashed():
     junk = b'data: {"usage":{broken\n\n'
     assert relay.feed(junk) == junk
     assert relay.usage is None
+
+
+PIECES = [CONTENT, USAGE, DONE, b"\n", b"\r\n", b"data: x", b": comment\n\n", b"\n\n\n", b'"usage":']
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(st.sampled_from(PIECES), max_size=12),
+    cuts=st.lists(st.integers(1, 80), max_size=8),
+    strip=st.booleans(),
+)
+def test_whole_chunk_fast_path_equals_the_event_loop(parts: list[bytes], cuts: list[int], strip: bool) -> None:
+    """Same output per read, same counters, as feeding every read through the per-event loop."""
+    stream = b"".join(parts)
+    reads, pos = [], 0
+    for c in cuts:
+        reads.append(stream[pos : pos + c])
+        pos += c
+    reads.append(stream[pos:])
+    fast, slow = SSERelay(strip_usage=strip), SSERelay(strip_usage=strip)
+    for r in reads:
+        if r:
+            assert fast.feed(r) == slow._feed_events(r)
+    assert fast.flush() == slow.flush()
+    assert (fast.chunks_seen, fast.done_seen, fast.usage) == (slow.chunks_seen, slow.done_seen, slow.usage)
+
+
+def test_whole_content_chunks_take_the_fast_path_and_count():
+    relay = SSERelay(strip_usage=True)
+    assert relay.feed(CONTENT + CONTENT) == CONTENT + CONTENT and relay.chunks_seen == 2
+    assert relay.feed(USAGE + DONE) == DONE and relay.usage is not None and relay.done_seen
