@@ -138,7 +138,7 @@ class Forwarder:
         watchdog = _IdleWatchdog(resp, self.timeouts.idle_s)
         out: web.StreamResponse | None = None  # prepared with the first event (until then a retry is possible)
         try:
-            async for chunk in resp.iter_chunks():
+            while (chunk := await resp.next_chunk()) is not None:
                 watchdog.kick()
                 data = relay.feed(chunk)
                 if data:
@@ -147,7 +147,10 @@ class Forwarder:
                         ctx.ttft_s = time.perf_counter() - ctx.started
                         if ctx.on_first_token is not None:
                             ctx.on_first_token()
-                    await _write_to_client(out, data)
+                    try:  # _write_to_client, inlined: one coroutine less per chunk
+                        await out.write(data)
+                    except ConnectionResetError as exc:  # includes aiohttp.ClientConnectionResetError
+                        raise ClientGone from exc
             tail = relay.flush()
             if tail:
                 out = out or await self._start_stream(request, ctx)

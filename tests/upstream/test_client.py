@@ -119,6 +119,18 @@ async def test_chunked_sse_iter_chunks(env: tuple[str, Peers, UpstreamPool, asyn
     assert pool.stats()[url.removeprefix("http://")] == (1, 1, 0)
 
 
+async def test_next_chunk_reads_what_iter_chunks_yields(env: tuple[str, Peers, UpstreamPool, asyncio.Event]) -> None:
+    url, _, pool, _ = env
+    async with await pool.request("POST", url, "/sse", None, b"{}") as resp:
+        got = []
+        while (chunk := await resp.next_chunk()) is not None:
+            got.append(chunk)
+        assert b"".join(got) == b"".join(SSE) and resp.body_complete
+        assert await resp.next_chunk() is None  # stays at the end
+    with pytest.raises(RuntimeError):
+        resp.next_chunk()  # released
+
+
 async def test_connection_close_is_not_pooled(env: tuple[str, Peers, UpstreamPool, asyncio.Event]) -> None:
     url, peers, pool, _ = env
     for _ in range(3):

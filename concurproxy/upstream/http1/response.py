@@ -8,7 +8,7 @@ Not thread-safe; one consumer task reads it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 
 from concurproxy.upstream.http1.connection import Http1Connection
@@ -66,6 +66,14 @@ class UpstreamResponse:
             raise RuntimeError("response already released")
         while (data := await conn.next_data(timeout_s)) is not None:
             yield data
+
+    def next_chunk(self, timeout_s: float | None = None) -> Awaitable[bytes | None]:
+        """The next item :meth:`iter_chunks` would yield, or ``None`` at the end of the body: one
+        coroutine per chunk, without the async generator around it (the relay's per-chunk path)."""
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("response already released")
+        return conn.next_data(timeout_s)
 
     def release(self) -> None:
         """Give the connection back: pooled if the body was fully received, else closed. Idempotent."""
