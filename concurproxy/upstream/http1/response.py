@@ -53,6 +53,8 @@ class UpstreamResponse:
         first = await conn.next_data(t)
         if first is None:
             return b""
+        if conn.eof and not conn._chunks and conn.exc is None:  # what next_data would say: the end
+            return first
         parts = [first]
         while (more := await conn.next_data(t)) is not None:
             parts.append(more)
