@@ -89,8 +89,13 @@ class CompletionHandler:
                 raise ProxyError(503, "shutting_down", "this proxy instance is shutting down; retry", retry_after_s=1)
             limits = c.policy.limits
             try:
-                if request.content.is_eof():  # the whole body is already buffered (the usual case): no timer
-                    raw = await request.read()
+                content = request.content
+                if content.is_eof():  # the whole body is already buffered (the usual case): no timer
+                    # and no coroutines: take the buffer, with request.read()'s size limit
+                    raw = content.read_nowait()
+                    max_size = request._client_max_size
+                    if max_size and len(raw) > max_size:
+                        raise web.HTTPRequestEntityTooLarge(max_size, len(raw))
                 else:
                     async with asyncio.timeout(limits.body_read_timeout_s):
                         raw = await request.read()

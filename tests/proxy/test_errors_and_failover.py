@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 import pytest
 
@@ -82,6 +84,22 @@ async def test_unrouted_requests_get_json_errors_and_the_request_id(proxy_factor
             assert r.headers["X-Request-Id"] == "req-123"
         r = await h.session.get(h.url + "/health", headers={"X-Request-Id": "req-456"})
         assert r.status == 200 and r.headers["X-Request-Id"] == "req-456"
+
+
+@pytest.mark.parametrize("size", [100, 400_000])  # the stub takes bodies up to 1 MB
+async def test_compressed_body_is_read_whole(proxy_factory, size):
+    """The body is taken from the buffer when it has all arrived (decoded by then), else read."""
+    import gzip
+
+    body = {**CHAT, "messages": [{"role": "user", "content": "w " * size}]}
+    async with proxy_factory(listen={"max_body_bytes": 16_000_000}) as h:
+        r = await h.session.post(
+            h.url + "/v1/chat/completions",
+            data=gzip.compress(json.dumps(body).encode()),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+        assert r.status == 200, await r.text()
+        assert len(h.stubs[0].seen[-1]["messages"][0]["content"]) == 2 * size
 
 
 async def test_body_over_limit_is_413(proxy_factory):
