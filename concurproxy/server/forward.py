@@ -278,7 +278,8 @@ async def _write_eof_quietly(out: web.StreamResponse) -> None:
 
 
 def choose_candidates(pool: ReplicaPool, model: str | None, tried: Sequence[str]) -> list[Replica]:
-    return [r for r in pool.available(model) if r.id not in tried]
+    available = pool.available(model)  # a new list each call
+    return [r for r in available if r.id not in tried] if tried else available
 
 
 NowFn = Callable[[], float]
