@@ -1,6 +1,6 @@
 """Fairness through the real proxy: a heavy and a light tenant on one bundled worker, per policy.
 
-``python -m loadgen.bench_fairness [--duration 60] [--policies fifo,vtc,vtc:0.5] [--time-scale 5]``
+``python -m loadgen.bench_fairness [--duration 60] [--policies fifo,vtc,vtc+reserve+lptt+long@1024] [--time-scale 5]``
 
 Real processes on loopback ports: a fresh `concurproxy worker` (``--profile``, ``--time-scale``)
 for every run, and `concurproxy serve` in front of it with a generated policy: two tenants of
@@ -14,7 +14,9 @@ starts the worker with ``--scheduling-policy priority`` and opts the upstream in
 also passes ``--preempt-for-waiting`` (not a vLLM behaviour, see docs/worker.md). ``+reserve`` (or
 ``+reserve@R``) sets ``fairness.kv_reserve`` (``--kv-reserve``, default 0.25): the proxy keeps that share of
 the engine's KV free for the light tenant's steps; ``+lptt`` (or ``+lptt@N``) starts the worker with vLLM's
-``--long-prefill-token-threshold`` (``--lptt``, default 128). Modifiers combine (``vtc+reserve+lptt``).
+``--long-prefill-token-threshold`` (``--lptt``, default 128). ``+long@N`` sets
+``fairness.long_prefill_tokens`` (default 2048) of cost-aware dispatch. Modifiers combine; the default's
+``vtc+reserve+lptt+long@1024`` is the measured setting to deploy in front of vLLM (README).
 Each finished run also prints its rows to stderr. The load is two loadgen scenarios run at once, each
 its own tenant:
 
@@ -328,9 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m loadgen.bench_fairness", description=__doc__.split("\n")[0])
     ap.add_argument(
         "--policies",
-        default="fifo,vtc,vtc:0.5",
-        help="fairness policies to compare; NAME:SHARE also gives the light role that window_share, "
-        "a +prio suffix turns on engine-side priority scheduling (default fifo,vtc,vtc:0.5)",
+        default="fifo,vtc,vtc+reserve+lptt+long@1024",
+        help="fairness policies to compare; NAME:SHARE also gives the light role that window_share; modifiers "
+        "+prio, +prio-preempt, +reserve[@R], +lptt[@N], +long@N (see the module doc). Default "
+        "fifo,vtc,vtc+reserve+lptt+long@1024: the last is the setting to deploy (kv_reserve 0.25, the engine's "
+        "--long-prefill-token-threshold 128, long_prefill_tokens 1024), which meets the 2x target",
     )
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load per run (default 60)")
     ap.add_argument("--warmup", type=float, default=8.0, help="steps ending before this are not counted")
