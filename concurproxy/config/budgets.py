@@ -43,6 +43,11 @@ class TenantConfig(Model):
     key_file: str | None = Field(None, description="Path of a file holding one key per line (hashed at load).")
     weight: float = Field(1.0, gt=0, description="Fair-share weight.")
     tokens_per_min: int | None = Field(None, ge=1, description="Tenant-wide weighted token budget per minute.")
+    max_priority: Priority | None = Field(
+        None,
+        description="Most urgent class this tenant's steps may claim with X-Priority (or metadata.priority); a "
+        "claim above it is lowered to it and the response says so (null: any class).",
+    )
 
 
 class FairnessConfig(Model):

@@ -73,6 +73,8 @@ class Components:
     discovery: Any = None  # concurproxy.upstream.discovery.DnsDiscovery with a `discovery:` section
     discovery_resolver: Any = None  # a discovery Resolver used instead of the OS's (tests)
     dispatch: Any = None  # concurproxy.server.stages.dispatch.DispatchStage (cost-aware dispatch), when enabled
+    _caps: dict[str, PriorityClass] = field(default_factory=dict, repr=False)  # tenant -> max_priority
+    _caps_of: Policy | None = field(default=None, repr=False)
 
     @staticmethod
     def make_rate_limiter(policy: Policy) -> KeyedRateLimiter | None:
@@ -82,6 +84,21 @@ class Components:
     def role_priority(self, role: str) -> PriorityClass:
         cfg = self.policy.roles.get(role)
         return PriorityClass[cfg.priority.value] if cfg is not None else PriorityClass.normal
+
+    def step_priority(self, tenant: str, role: str, claimed: PriorityClass | None) -> tuple[PriorityClass, bool]:
+        """The step's class: its own claim (X-Priority), capped by the tenant's max_priority, else its role's.
+
+        Returns the class and whether the claim was lowered to the cap.
+        """
+        if claimed is None:
+            return self.role_priority(role), False
+        if self._caps_of is not self.policy:  # rebuilt once per policy (reloads swap the object)
+            self._caps = {t.name: PriorityClass[t.max_priority.value] for t in self.policy.tenants if t.max_priority}
+            self._caps_of = self.policy
+        cap = self._caps.get(tenant)
+        if cap is not None and claimed < cap:  # lower value = more urgent
+            return cap, True
+        return claimed, False
 
     def latest_pressure(self, replica_id: str) -> PressureSnapshot | None:
         return self.poller.latest(replica_id) if self.poller is not None else None

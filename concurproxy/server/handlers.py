@@ -132,12 +132,13 @@ class CompletionHandler:
             text = prompt_text(body)
             n_tokens, hashes = c.router.prompt_tokens(None if ident.one_shot else agent_id, text)
             local = n_tokens if n_tokens is not None else count_tokens(text)
+            priority, clamped = c.step_priority(tenant, ident.role, ident.priority)
             step = StepInfo(
                 tenant=tenant,
                 role=ident.role,
                 agent_id=agent_id,
                 task_id=f"{tenant}/{ident.task_id}",
-                priority=ident.priority if ident.priority is not None else c.role_priority(ident.role),
+                priority=priority,
                 est_prompt_tokens=c.calibration.estimate(model, local),
                 max_tokens=int(max_tokens),
                 last_step=ident.done,
@@ -155,6 +156,8 @@ class CompletionHandler:
                 local_prompt_tokens=local,
             )
             ctx.extra_headers["X-Request-Id"] = request_id
+            if clamped and ident.priority is not None:  # claimed above the tenant's max_priority: say what applies
+                ctx.extra_headers["x-concurproxy-priority"] = f"{priority.name}; requested={ident.priority.name}"
             # None when tracing is off: the step then makes no tracing calls at all
             trace = c.tracing.start_step(request.headers, route, ctx.step) if c.tracing.enabled else None
             error: BaseException | None = None

@@ -128,3 +128,35 @@ async def test_a_policy_reload_turns_the_opt_in_on_for_a_running_replica() -> No
             assert replica is not None and not replica.priority_scheduling
             assert "replica r0 priority_scheduling True" in apply_policy(c, new)
             assert c.pool.get("r0") is replica and replica.priority_scheduling
+
+
+async def test_a_tenant_cannot_claim_a_class_above_its_max_priority() -> None:
+    """X-Priority is self-declared: a tenant's max_priority caps it (the response names the class that
+    applied); a tenant without a cap, and a claim at or below the cap, are served as claimed."""
+    import hashlib
+
+    opted = StubBehaviour()
+    digest = {k: hashlib.sha256(k.encode()).hexdigest() for k in ("sk-capped", "sk-free")}
+    async with running_stub(opted) as u0:
+        doc = {
+            "upstreams": [{"url": u0, "name": "r0", "priority_scheduling": True}],
+            "tenants": [
+                {"name": "capped", "key_sha256": [digest["sk-capped"]], "max_priority": "normal"},
+                {"name": "free", "key_sha256": [digest["sk-free"]]},
+            ],
+        }
+        policy = load_policy(overrides=doc, env={})
+        async with running_proxy(policy, build_components(policy)) as url, aiohttp.ClientSession() as s:
+            cases = [
+                ("sk-capped", "critical", 2, "normal; requested=critical"),
+                ("sk-capped", "high", 2, "normal; requested=high"),
+                ("sk-capped", "low", 3, None),  # lowering itself is always allowed
+                ("sk-capped", None, 2, None),
+                ("sk-free", "critical", 0, None),
+            ]
+            for key, claim, sent, header in cases:
+                headers = {"Authorization": f"Bearer {key}"} | ({"X-Priority": claim} if claim else {})
+                async with s.post(url + "/v1/chat/completions", json=CHAT, headers=headers) as r:
+                    assert r.status == 200, await r.text()
+                    assert r.headers.get("x-concurproxy-priority") == header, (key, claim)
+                assert opted.seen[-1]["priority"] == sent, (key, claim)
