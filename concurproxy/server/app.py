@@ -61,6 +61,8 @@ def front(handler: Handler) -> Handler:
                 raise
             code, template = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
             resp = ProxyError(exc.status, code, template.format(path=request.path, method=request.method)).to_response()
+            if "Allow" in exc.headers:  # a 405 must name the methods the path takes (RFC 9110)
+                resp.headers["Allow"] = exc.headers["Allow"]
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception:

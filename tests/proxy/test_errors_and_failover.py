@@ -63,6 +63,9 @@ async def test_unknown_route_method_and_model(proxy_factory):
         r = await h.session.get(h.url + "/v1/chat/completions")
         assert r.status == 405
         assert_openai_error(await r.json(), "method_not_allowed")
+        assert r.headers["Allow"] == "POST"
+        r = await h.session.post(h.url + "/v1/agents/a1")
+        assert r.status == 405 and r.headers["Allow"] == "DELETE"
         r = await h.post("/v1/chat/completions", {**CHAT, "model": "nope"})
         assert r.status == 404
         assert_openai_error(await r.json(), "model_not_found")
