@@ -112,7 +112,8 @@ def build_app(components: Components, admin_routes: bool = True, api_routes: boo
         add_post("/admin/reload", front(admin.reload))
         add_post("/admin/replicas/{replica_id}/drain", front(admin.drain))
         add_post("/admin/replicas/{replica_id}/undrain", front(admin.undrain))
-    app.router.add_route("*", "/{path:.*}", front(not_routed))  # last: every unknown path or method
+    # last: every unknown path or method ([\s\S], not ".": a decoded path may hold a newline, "/%0A")
+    app.router.add_route("*", r"/{path:[\s\S]*}", front(not_routed))
     return app
 
 

@@ -80,6 +80,8 @@ async def test_unrouted_requests_get_json_errors_and_the_request_id(proxy_factor
             ("POST", "/v1/agents/a1", 405, "method_not_allowed"),
             ("PUT", "/admin/replicas/r0/drain", 405, "method_not_allowed"),
             ("GET", "/v1/models/extra", 404, "not_found"),
+            ("GET", "/%0A", 404, "not_found"),  # a newline in the decoded path (found by the fuzz test)
+            ("GET", "/v1/%0D%0Ax", 404, "not_found"),
         ]:
             r = await h.session.request(method, h.url + path, headers={"X-Request-Id": "req-123"})
             assert r.status == status, (method, path)
