@@ -45,13 +45,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +58,7 @@ from typing import Any
 import yaml
 
 from concurproxy.worker.profile import load_profile
-from loadgen.bench_overhead import free_port
+from loadgen.bench_overhead import free_port, process
 from loadgen.results import Results
 from loadgen.runner import run_scenario
 from loadgen.scenario import Scenario, parse_scenario
@@ -125,37 +124,6 @@ def policy_doc(
         },
         "telemetry": {"log_level": "WARNING"},
     }
-
-
-@contextmanager
-def process(cmd: list[str], health_url: str, start_s: float = 90.0) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``cmd`` until the block ends; wait up to ``start_s`` for ``health_url`` (a loaded shared box can take
-    20 s and more to start the proxy). A process that does not come up is killed before its stderr is read."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + start_s
-        while True:
-            try:
-                with urllib.request.urlopen(health_url, timeout=1) as r:  # loopback only
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                _, err = proc.communicate(timeout=10)
-                raise RuntimeError(f"{cmd[2:5]} did not start in {start_s:.0f} s: {err.decode()[-2000:]}")
-            time.sleep(0.2)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,8 +246,9 @@ def run_once(
         worker += ["--long-prefill-token-threshold", str(v.long_prefill_token_threshold)]
     proxy = [py, "-m", "concurproxy", "serve", "--config", str(cfg), "--port", str(pport)]
     with ExitStack() as stack:
-        stack.enter_context(process(worker, f"http://127.0.0.1:{wport}/health"))
-        stack.enter_context(process(proxy, f"http://127.0.0.1:{pport}/ready"))
+        # up to 90 s each: a loaded shared box can take 20 s and more to start the proxy
+        stack.enter_context(process(worker, f"http://127.0.0.1:{wport}/health", start_timeout_s=90))
+        stack.enter_context(process(proxy, f"http://127.0.0.1:{pport}/ready", start_timeout_s=90))
         model = load_profile(args.profile).model.name
         results = asyncio.run(_load(f"http://127.0.0.1:{pport}", model, tenants, args.duration, args.drain))
         with urllib.request.urlopen(f"http://127.0.0.1:{wport}/metrics", timeout=10) as resp:  # loopback only

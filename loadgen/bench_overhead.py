@@ -60,31 +60,47 @@ def _pin(cpu: int) -> list[str]:
 
 
 @contextmanager
-def process(cmd: list[str], health_url: str, env: dict[str, str] | None = None, start_timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+def process(  # type: ignore[no-untyped-def]
+    cmd: list[str],
+    health_url: str,
+    env: dict[str, str] | None = None,
+    start_timeout_s: float = 60.0,
+    stop_timeout_s: float = 10.0,
+    capture_stderr: bool = True,
+):
+    """Run ``cmd`` until the block ends, once ``health_url`` answers 200 (within ``start_timeout_s``: a loaded
+    2-core box can take tens of seconds). A process that does not come up is killed, then its stderr (when
+    captured) goes into the error. On exit: SIGTERM, ``stop_timeout_s`` to finish (valgrind writes its
+    profile then), SIGKILL."""
+    import urllib.request
+
+    stderr = subprocess.PIPE if capture_stderr else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
     try:
-        deadline = time.monotonic() + start_timeout_s  # a loaded 2-core box can take tens of seconds
+        deadline = time.monotonic() + start_timeout_s
         while True:
             try:
-                import urllib.request
-
-                with urllib.request.urlopen(health_url, timeout=1) as r:
+                with urllib.request.urlopen(health_url, timeout=1) as r:  # loopback only
                     if r.status == 200:
                         break
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()  # still running (too slow): reading its stderr would wait for it forever
-                err = proc.communicate(timeout=10)[1].decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"{cmd[0:4]} did not start: {err[-2000:]}")
+                _, err = proc.communicate(timeout=10)
+                text = err.decode(errors="replace")[-2000:] if err else ""
+                raise RuntimeError(f"{cmd[0:5]} did not start: {text}")  # within start_timeout_s
             time.sleep(0.1)
         yield proc
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(stop_timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 WRK_LUA = """

@@ -86,21 +86,8 @@ def measure(
     env["CONCURPROXY_LOG_LEVEL"] = "WARNING"
     stub_cmd = [py, "-m", "concurproxy.testing.stub_upstream", "--port", str(stub_port)]
     with process(stub_cmd, stub + "/health"):
-        proc = subprocess.Popen([*vg, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        try:
-            deadline = time.monotonic() + 120
-            import urllib.request
-
-            while True:
-                try:
-                    with urllib.request.urlopen(ready, timeout=5) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{target} did not start under valgrind")
-                time.sleep(0.5)
+        # valgrind starts slowly and writes its profile on SIGTERM: long timeouts both ways
+        with process([*vg, *cmd], ready, env=env, start_timeout_s=120, stop_timeout_s=60, capture_stderr=False) as proc:
             wrk(server + "/v1/chat/completions", connections, 2, cpu=1)  # warm-up, not counted
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
             idle_started = time.monotonic()
@@ -111,12 +98,6 @@ def measure(
             r = wrk(server + "/v1/chat/completions", connections, seconds, cpu=1)
             subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
             load_elapsed = time.monotonic() - load_started
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
     idle_ir = _total_ir([idle_file])
     ir = _total_ir([f for f in out_dir.glob("callgrind.out.*") if f != idle_file])
     if keep is None:
