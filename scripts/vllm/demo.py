@@ -1,13 +1,13 @@
 """Demo: the proxy in front of real vLLM CPU engines, side by side with the bare engine.
 
-    python -m scripts.vllm.demo [--size small] [--blocks 12] [--out results/vllm-demo]
+    python -m scripts.vllm.demo [--size medium] [--agents 24] [--blocks 12] [--out results/vllm-demo]
     bash scripts/vllm/demo.sh …                # installs the vLLM venv first if needed
 
 1. finds the vLLM interpreter (``$CONCURPROXY_VLLM_PYTHON`` or ``.venv-vllm/``; see install.sh);
-2. makes a random Llama + BPE tokenizer locally (``--size small``: 4 layers, hidden 512; its
+2. makes a random Llama + BPE tokenizer locally (``--size medium``: 6 layers, hidden 768; its
    text is random — the model exists to load the engine, not to say anything);
 3. starts two engines through ``concurproxy worker --engine vllm`` with ``--blocks`` KV blocks;
-4. admission: the tier's seeded agent loop (``AGENT_LOOP``: 24 agents x 5 steps, long private
+4. admission: the tier's seeded agent loop (``AGENT_LOOP`` with ``--agents`` 24, 5 steps, long private
    contexts) through the proxy in front of engine 0, arms ``none``, ``aimd``, ``aimd``, ``none``
    (cold prefix cache each time; goodput pooled per controller);
 5. routing: a 4-agent workload over both engines with ``round-robin`` then ``prefix-affinity``;
@@ -96,9 +96,11 @@ def _counters(a: Arm) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.vllm.demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", choices=("tiny", "small"), default="small", help="locally made model (default small)")
+    p.add_argument(
+        "--size", choices=("tiny", "small", "medium"), default="medium", help="locally made model (default medium)"
+    )
     p.add_argument("--blocks", type=int, default=12, help="KV blocks of 128 tokens per engine (default 12)")
-    p.add_argument("--agents", type=int, default=AGENT_LOOP["agents"], help="agents in the admission workload")
+    p.add_argument("--agents", type=int, default=24, help="agents in the admission workload (default 24)")
     p.add_argument("--out", type=Path, default=REPO / "results" / "vllm-demo")
     p.add_argument("--no-routing", action="store_true", help="one engine, admission comparison only")
     a = p.parse_args(argv)

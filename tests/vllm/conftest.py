@@ -1,9 +1,13 @@
-"""Real-vLLM CPU tier: fixtures that make the tiny model and start two real engines once per session.
+"""Real-vLLM CPU tier: fixtures that make the tier's model and start two real engines once per session.
 
 Skipped (with the reason) only when the engine is not installed: no interpreter at
 ``$CONCURPROXY_VLLM_PYTHON`` / ``.venv-vllm/bin/python``, or it cannot import vLLM. Install it
 with ``bash scripts/vllm/install.sh``. Everything else — the model failing to build, an engine
 that does not become healthy — is an error, not a skip.
+
+Model: ``make_tiny_model.py --size medium`` (41 M parameters, random weights): the smallest
+locally made model on which recomputing an evicted context costs more than the step it serves
+(see that script), so that what admission saves shows in goodput as it would on a real model.
 
 Engines: ``engines[0]`` and ``engines[1]``, each ``--num-gpu-blocks-override 12`` (12 × 128
 KV tokens), started together through ``concurproxy worker --engine vllm`` and pinned to one
@@ -38,6 +42,7 @@ from scripts.vllm.engines import (  # noqa: E402
 from scripts.vllm.harness import policy_for  # noqa: E402
 
 BLOCKS = 12
+MODEL_SIZE = "medium"
 _ENGINES = pytest.StashKey[contextlib.ExitStack]()
 INSTALL_HINT = "run `bash scripts/vllm/install.sh` or set CONCURPROXY_VLLM_PYTHON"
 
@@ -46,7 +51,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _in_tier(item):
             item.add_marker(pytest.mark.vllm)
-            item.add_marker(pytest.mark.timeout(420))
+            item.add_marker(pytest.mark.timeout(600))
 
 
 @pytest.fixture(scope="session")
@@ -61,10 +66,10 @@ def vllm_python() -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny-llama")
+def tier_model(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("medium-llama")
     r = subprocess.run(
-        [vllm_python, str(REPO / "scripts" / "vllm" / "make_tiny_model.py"), str(out), "--size", "tiny"],
+        [vllm_python, str(REPO / "scripts" / "vllm" / "make_tiny_model.py"), str(out), "--size", MODEL_SIZE],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert r.returncode == 0, f"make_tiny_model failed:\n{r.stdout}\n{r.stderr}"
@@ -73,11 +78,11 @@ def tiny_model(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 @pytest.fixture(scope="session")
 def engines(
-    request: pytest.FixtureRequest, vllm_python: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, vllm_python: str, tier_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[Engine]]:
     logs = tmp_path_factory.mktemp("vllm-logs")
     binds: list[str | None] = ["0", "1"] if (os.cpu_count() or 1) >= 2 else [None, None]
-    specs = [(tiny_model, BLOCKS, b) for b in binds]
+    specs = [(tier_model, BLOCKS, b) for b in binds]
     with contextlib.ExitStack() as stack:
         request.config.stash[_ENGINES] = stack  # closed early by pytest_runtest_teardown below
         engs = stack.enter_context(spawn_engines(specs, log_dir=logs, python=vllm_python, start_timeout_s=300))
