@@ -1,1 +1,1 @@
-"""Helpers for tests and benchmarks: a fast OpenAI-compatible stub upstream."""
+"""Helpers for tests and benchmarks: a fast OpenAI-compatible stub upstream, bounded waits."""

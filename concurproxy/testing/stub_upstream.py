@@ -35,6 +35,8 @@ class StubBehaviour:
     prompt_token_factor: float = 1.0  # reported prompt tokens = local count × this (a different tokenizer)
     kv_usage: float = 0.1  # what /metrics reports (vLLM names), so admission sees a healthy engine
     metrics_status: int = 200
+    kv_capacity_tokens: int | None = None  # also reported, as vLLM does (cache_config_info, 16-token blocks)
+    release: asyncio.Event | None = None  # answer only once it is set (a step kept in flight as long as a test needs)
     record: bool = True
     seen: list[dict[str, Any]] = field(default_factory=list)
     seen_headers: list[dict[str, str]] = field(default_factory=list)
@@ -85,6 +87,8 @@ async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
         b.seen_headers.append(dict(request.headers))
     if b.hang_s:
         await asyncio.sleep(b.hang_s)
+    if b.release is not None:
+        await b.release.wait()
     if b.status != 200:
         err = {"error": {"message": "stub failure", "type": "server_error", "code": b.status}}
         return web.Response(status=b.status, body=orjson.dumps(err), content_type="application/json")
@@ -151,6 +155,9 @@ def build_stub_app(behaviour: StubBehaviour | None = None) -> web.Application:
             f'vllm:num_requests_waiting{{engine="0",model_name="{b.model}"}} 0\n'
             f'vllm:num_preemptions_total{{engine="0",model_name="{b.model}"}} 0\n'
         )
+        if b.kv_capacity_tokens is not None:
+            blocks = b.kv_capacity_tokens // 16
+            text += f'vllm:cache_config_info{{block_size="16",engine="0",num_gpu_blocks="{blocks}"}} 1.0\n'
         return web.Response(status=b.metrics_status, text=text)
 
     app.router.add_get("/metrics", metrics)

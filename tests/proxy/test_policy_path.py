@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 
+from concurproxy.testing.poll import wait_until
 from concurproxy.testing.stub_upstream import StubBehaviour
 
 CHAT = {"model": "stub-model", "messages": [{"role": "user", "content": "plan the work"}], "max_tokens": 8}
@@ -14,15 +15,6 @@ CHAT = {"model": "stub-model", "messages": [{"role": "user", "content": "plan th
 
 def hdr(agent: str, role: str = "executor", task: str = "t1", **extra: str) -> dict[str, str]:
     return {"X-Agent-Id": agent, "X-Agent-Role": role, "X-Task-Id": task, **extra}
-
-
-async def wait_until(pred, what: str, tries: int = 500) -> None:
-    """Bounded wait for an effect that crosses sockets (not a sleep for correctness)."""
-    for _ in range(tries):
-        if await pred():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def admin_state(h) -> dict:
