@@ -94,6 +94,7 @@ async def state(request: web.Request) -> web.Response:
             "shared_state": c.shared_state.state() if c.shared_state is not None else {"backend": "memory"},
             "kv_events": c.kv_events.state() if c.kv_events is not None else None,
             "discovery": c.discovery.state() if c.discovery is not None else None,
+            "dispatch": c.dispatch.state() if c.dispatch is not None else None,
             "shutting_down": c.shutting_down,
         }
     )

@@ -37,6 +37,7 @@ from concurproxy.server.stages.observe import StepMetrics, health_listener
 from concurproxy.server.stages.routing import RoutingStage
 from concurproxy.signals.poller import PollTarget, PressurePoller
 from concurproxy.telemetry.admission import AdmissionMetricsListener, watch_admission
+from concurproxy.telemetry.dispatch import watch_dispatch
 from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.telemetry.pressure import pressure_hook
 from concurproxy.telemetry.tracing import build_tracing
@@ -97,7 +98,10 @@ def build_components(
     routing.snapshots = components.latest_pressure
     dispatch_params = DispatchParams.from_policy(policy.fairness)
     if admission_stage is not None and dispatch_params.enabled:
-        components.dispatch = DispatchStage(dispatch_params, snapshots=components.latest_pressure)
+        components.dispatch = DispatchStage(
+            dispatch_params, snapshots=components.latest_pressure, on_wait=metrics.dispatch_waited
+        )
+        watch_dispatch(metrics, components.dispatch, [r.id for r in pool])
     discovered_kv = policy.discovery is not None and policy.discovery.kv_events_port is not None
     if discovered_kv or any(u.kv_events is not None for u in policy.upstreams):
         feed = KvEventFeed(policy.routing.block_tokens, policy.routing.index_max_blocks)

@@ -184,6 +184,7 @@ class CompletionHandler:
                     trace.set("concurproxy.outcome", ctx.outcome)
                     trace.set("concurproxy.replica", ctx.replica.id if ctx.replica else "")
                     trace.set("concurproxy.queue_wait_s", ctx.queue_wait_s)
+                    trace.set("concurproxy.dispatch_wait_s", ctx.dispatch_wait_s)
                     trace.end(ctx.status or None, error)
         finally:
             self.c.active_steps -= 1

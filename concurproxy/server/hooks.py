@@ -38,7 +38,7 @@ class StepContext:
     route_reason: str = ""
     route_decision: Any = None  # the router's RouteDecision, when a routing stage chose
     queue_wait_s: float = 0.0
-    dispatch_wait_s: float = 0.0  # a long prefill held back at dispatch (stages/dispatch.py)
+    dispatch_wait_s: float = 0.0  # held at dispatch: prefill gate + KV reserve, all attempts (stages/dispatch.py)
     on_first_token: Callable[[], None] | None = None  # set by the dispatch stage; the relay calls it once
     attempts: int = 0
     status: int = 0

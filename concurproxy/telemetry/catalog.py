@@ -58,7 +58,7 @@ def _h(name: str, labels: tuple[str, ...], help: str) -> MetricSpec:
     return MetricSpec(name, "histogram", labels, help, buckets=LATENCY_BUCKETS)
 
 
-R, RR, TR = ("replica",), ("replica", "role"), ("tenant", "role")
+R, RR, RS, TR = ("replica",), ("replica", "role"), ("replica", "stage"), ("tenant", "role")
 
 SPECS: tuple[MetricSpec, ...] = (
     # --- request path -------------------------------------------------------------------------
@@ -108,6 +108,22 @@ SPECS: tuple[MetricSpec, ...] = (
        "Steps refused or clamped by a budget.", reason=("role_tokens_per_min",)),
     _g("concurproxy_fairness_virtual_tokens", ("tenant",),
        "Fairness virtual counter per tenant (VTC: weighted tokens served / tenant weight)."),
+    # --- dispatch (fairness.protect_priority / long_prefill_tokens / kv_reserve) -----------------
+    _c("concurproxy_dispatch_held_total", RS,
+       "Admitted steps held before the upstream call: stage=prefill_gate (a long prefill waited for a control "
+       "step or a prefill slot), kv_reserve (a step waited for the KV headroom kept for control steps)."),
+    _c("concurproxy_dispatch_forced_total", RS,
+       "Held steps sent because they reached the hold bound (max_prefill_hold_s, kv_reserve_max_hold_s), "
+       "not released: a high share means the bound, not the rule, decides."),
+    _h("concurproxy_dispatch_wait_seconds", RS,
+       "Time a held step waited at the stage, observed when it is sent (steps sent at once are not observed: "
+       "compare the count with concurproxy_requests_total)."),
+    _g("concurproxy_dispatch_waiting_steps", RS, "Steps waiting at the dispatch stage now."),
+    _g("concurproxy_dispatch_reserve_in_flight_tokens", R,
+       "KV footprint (prompt + max_tokens) of the replica's steps in flight that the KV reserve limits."),
+    _g("concurproxy_dispatch_reserve_limit_tokens", R,
+       "What those steps may hold while control steps are about: KV capacity x (1 - kv_reserve); NaN until the "
+       "engine's capacity is read."),
     # --- routing --------------------------------------------------------------------------------
     _c("concurproxy_routing_decisions_total", ("replica", "reason"),
        "Replica choices, by the scorer that decided (pin / prefix / least_loaded ...).", reason=("pin",)),

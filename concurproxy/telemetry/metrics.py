@@ -41,6 +41,12 @@ _PRESSURE_GAUGES = (
     "concurproxy_pressure_preemptions_per_second",
     "concurproxy_pressure_prefix_hit_ratio",
 )
+_DISPATCH_SERIES = (
+    "concurproxy_dispatch_held_total",
+    "concurproxy_dispatch_forced_total",
+    "concurproxy_dispatch_waiting_steps",
+    "concurproxy_dispatch_wait_seconds",
+)
 
 
 class _Family:
@@ -121,6 +127,7 @@ class ProxyMetrics:
         self._f: dict[str, _Family] = {s.name: self._build(s) for s in SPECS}
         self._batched.extend(f.pending for f in self._f.values() if f.pending is not None)
         self._pressure_ts: dict[str, float] = {}  # replica -> ts of newest good snapshot (or prime time)
+        self._dispatch_totals: dict[tuple[str, str], tuple[int, int]] = {}  # (replica, stage) -> held, forced seen
         self._placeholder: set[str] = set()  # replicas whose ts is still the prime time
         f = self._f
         self._requests, self._in_flight = f["concurproxy_requests_total"], f["concurproxy_requests_in_flight"]
@@ -345,6 +352,30 @@ class ProxyMetrics:
     def set_fairness_counter(self, tenant: str, value: float) -> None:
         self._f["concurproxy_fairness_virtual_tokens"].child(tenant).set(value)
 
+    # --- dispatch (server/stages/dispatch.py; wired by telemetry/dispatch.py) -------------------------
+    def dispatch_waited(self, replica: str, stage: str, wait_s: float) -> None:
+        """A held step was sent after ``wait_s`` at ``stage`` (only steps that waited: off the common path)."""
+        self._f["concurproxy_dispatch_wait_seconds"].pending.observe((replica, stage), wait_s)
+
+    def set_dispatch_state(self, replica: str, stage: str, *, waiting: int, held: int, forced: int) -> None:
+        """Publish a dispatch core's queue and its running totals (the counters advance by the difference
+        from the totals last published; a total that went down, a core rebuilt, counts from zero)."""
+        f, key = self._f, (replica, stage)
+        f["concurproxy_dispatch_waiting_steps"].child(replica, stage).set(waiting)
+        held0, forced0 = self._dispatch_totals.get(key, (0, 0))
+        f["concurproxy_dispatch_held_total"].child(replica, stage).inc(_advance(held0, held))
+        f["concurproxy_dispatch_forced_total"].child(replica, stage).inc(_advance(forced0, forced))
+        self._dispatch_totals[key] = (held, forced)
+
+    def set_dispatch_reserve(self, replica: str, *, in_flight_tokens: int, limit_tokens: int | None) -> None:
+        self._f["concurproxy_dispatch_reserve_in_flight_tokens"].child(replica).set(in_flight_tokens)
+        self._f["concurproxy_dispatch_reserve_limit_tokens"].child(replica).set(_nan(limit_tokens))
+
+    def prime_dispatch(self, replica: str, stage: str) -> None:
+        """Zero-valued dispatch series for a replica and an enabled stage (0 rather than no data)."""
+        for name in _DISPATCH_SERIES:
+            self._f[name].child(replica, stage)
+
     # --- routing and upstream -----------------------------------------------------------------------
     def routing_decision(
         self, replica: str, reason: object, *, pin_hit: bool = False, prefix_match_tokens: int = 0
@@ -366,6 +397,11 @@ class ProxyMetrics:
 
     def set_replica_health(self, replica: str, healthy: bool) -> None:
         self._f["concurproxy_replica_healthy"].child(replica).set(1 if healthy else 0)
+
+
+def _advance(published: int, total: int) -> int:
+    """How far a counter mirroring ``total`` moves (a total below what was published: it restarted)."""
+    return total - published if total >= published else total
 
 
 def _nan(v: float | int | None) -> float:

@@ -81,6 +81,8 @@ class DispatchParams:
 
 
 class PrefillGate:
+    stage = "prefill_gate"  # its `stage` label in the dispatch metrics
+
     def __init__(self, params: DispatchParams) -> None:
         self.params = params
         self._protected: set[int] = set()  # protected steps in flight

@@ -51,6 +51,8 @@ class _Waiter:
 
 
 class KvReserve:
+    stage = "kv_reserve"  # its `stage` label in the dispatch metrics
+
     def __init__(self, params: DispatchParams) -> None:
         self.params = params
         self._protected: set[int] = set()  # protected steps in flight

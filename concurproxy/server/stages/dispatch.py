@@ -11,6 +11,11 @@ relay) ends its prefill, and leaving the block — any outcome, cancellation
 included — ends the step in both cores, so neither keeps a step that is gone.
 The replica's KV capacity comes from its latest pressure snapshot
 (``snapshots``, set at assembly). Clock injected (``time.monotonic``).
+
+Telemetry: a step that waited is reported to ``on_wait(replica, stage, seconds)``
+once per core it waited at (``stage``: ``prefill_gate`` / ``kv_reserve``), when
+it is let go — steps sent at once cost nothing more. The cores' counters and
+queues are read at scrape time through ``state()`` (``telemetry/dispatch.py``).
 Concurrency: one event loop; no await between a core call and acting on it.
 """
 
@@ -29,6 +34,8 @@ from concurproxy.server.hooks import StepContext
 
 
 class _Holder(Protocol):
+    stage: str
+
     def deadline(self) -> float | None: ...
     def expire(self, now: float) -> list[int]: ...
 
@@ -39,10 +46,12 @@ class DispatchStage:
         params: DispatchParams,
         clock: Callable[[], float] = time.monotonic,
         snapshots: Callable[[str], PressureSnapshot | None] | None = None,
+        on_wait: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.params = params
         self.clock = clock
         self.snapshots = snapshots  # replica id → its latest pressure snapshot (KV capacity)
+        self.on_wait = on_wait  # (replica, stage, seconds waited) for each hold that ended in a send
         self._gates: dict[str, PrefillGate] = {}
         self._reserves: dict[str, KvReserve] = {}
         self._held: dict[int, asyncio.Future[None]] = {}
@@ -70,15 +79,14 @@ class DispatchStage:
         reserve = self.reserve(replica_id) if self.params.reserve_enabled else None
         since = self.clock()
         try:
-            waited = False
+            waited = 0.0
             if reserve is not None and not reserve.start(key, ctx.step, since, self._capacity(replica_id)):
-                await self._wait(reserve, key)
-                waited = True
-            if not gate.start(key, ctx.step, self.clock()):
-                await self._wait(gate, key)
-                waited = True
+                waited += await self._wait(reserve, key, replica_id, since)
+            now = self.clock() if waited else since
+            if not gate.start(key, ctx.step, now):
+                waited += await self._wait(gate, key, replica_id, now)
             if waited:
-                ctx.dispatch_wait_s = self.clock() - since
+                ctx.dispatch_wait_s += waited  # summed over attempts (a retry may wait again)
             ctx.on_first_token = lambda: self._wake(gate.first_token(key))
             yield
         finally:
@@ -88,7 +96,8 @@ class DispatchStage:
             if reserve is not None:
                 self._wake(reserve.end(key, self.clock()))
 
-    async def _wait(self, core: _Holder, key: int) -> None:
+    async def _wait(self, core: _Holder, key: int, replica_id: str, since: float) -> float:
+        """Wait until ``core`` lets the step go; returns the seconds waited (reported to ``on_wait``)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._held[key] = fut
         while not fut.done():
@@ -98,6 +107,10 @@ class DispatchStage:
                 await asyncio.wait_for(asyncio.shield(fut), timeout)
             except TimeoutError:
                 self._wake(core.expire(self.clock()))
+        waited = max(0.0, self.clock() - since)
+        if self.on_wait is not None:
+            self.on_wait(replica_id, core.stage, waited)
+        return waited
 
     def _wake(self, keys: Iterable[int]) -> None:
         for k in keys:
@@ -105,15 +118,19 @@ class DispatchStage:
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
-    def state(self) -> dict[str, dict[str, int]]:
+    def state(self) -> dict[str, dict[str, int | None]]:
         """Per replica: long steps waiting now, held so far, and started at the bound; with the KV reserve on,
-        the same for it and the KV footprint in flight (``/admin/state``)."""
-        out = {r: {"waiting": g.waiting(), "held": g.held, "forced": g.forced} for r, g in self._gates.items()}
+        the same for it, the KV footprint in flight and the limit it is held to while control steps are about
+        (None until the engine's capacity is known) (``/admin/state``, and the metrics at scrape time)."""
+        out: dict[str, dict[str, int | None]] = {
+            r: {"waiting": g.waiting(), "held": g.held, "forced": g.forced} for r, g in self._gates.items()
+        }
         for r, res in self._reserves.items():
             out.setdefault(r, {}).update(
                 reserve_waiting=res.waiting(),
                 reserve_held=res.held,
                 reserve_forced=res.forced,
                 reserve_in_flight_tokens=res.in_flight_tokens(),
+                reserve_limit_tokens=res.limit(),
             )
         return out

@@ -1,0 +1,70 @@
+"""Dispatch stage → metrics: what the prefill gate and the KV reserve hold, read at scrape time.
+
+Wire it once, where the stage is built::
+
+    stage = DispatchStage(params, snapshots=..., on_wait=metrics.dispatch_waited)
+    watch_dispatch(metrics, stage, replicas=[r.id for r in pool])
+
+* ``on_wait`` → ``concurproxy_dispatch_wait_seconds{replica, stage}``: called by the stage only for a step
+  that waited, when it is sent; a step sent at once costs nothing here.
+* At each scrape, ``stage.state()`` → ``concurproxy_dispatch_waiting_steps`` and the cores' running totals →
+  ``concurproxy_dispatch_held_total`` / ``concurproxy_dispatch_forced_total`` (the cores count anyway);
+  with the reserve on, ``concurproxy_dispatch_reserve_in_flight_tokens`` / ``_limit_tokens``.
+* The configured replicas get zero-valued series for the enabled stages up front (0, not "no data");
+  a replica that joins later (discovery) gets them at its first step.
+
+Concurrency: the refresher runs on the event loop, like the stage (see ``ProxyMetrics.add_refresher``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from concurproxy.telemetry.metrics import ProxyMetrics
+
+GATE, RESERVE = "prefill_gate", "kv_reserve"  # the stage label; PrefillGate.stage / KvReserve.stage
+_PREFIX = {GATE: "", RESERVE: "reserve_"}  # where each stage's numbers sit in a state() row
+
+
+class _Params(Protocol):
+    @property
+    def reserve_enabled(self) -> bool: ...
+
+
+class _Stage(Protocol):
+    @property
+    def params(self) -> _Params: ...
+
+    def state(self) -> Mapping[str, Mapping[str, int | None]]: ...
+
+
+def watch_dispatch(metrics: ProxyMetrics, stage: _Stage, replicas: Iterable[str] = ()) -> None:
+    """Prime the series of ``replicas`` and publish ``stage.state()`` at every scrape."""
+    stages = (GATE, RESERVE) if stage.params.reserve_enabled else (GATE,)
+    for replica in replicas:
+        for name in stages:
+            metrics.prime_dispatch(replica, name)
+        if RESERVE in stages:
+            metrics.set_dispatch_reserve(replica, in_flight_tokens=0, limit_tokens=None)
+
+    def refresh() -> None:
+        for replica, row in stage.state().items():
+            for name, prefix in _PREFIX.items():
+                held = row.get(prefix + "held")
+                if held is not None:
+                    metrics.set_dispatch_state(
+                        replica,
+                        name,
+                        waiting=row.get(prefix + "waiting") or 0,
+                        held=held,
+                        forced=row.get(prefix + "forced") or 0,
+                    )
+            if "reserve_in_flight_tokens" in row:
+                metrics.set_dispatch_reserve(
+                    replica,
+                    in_flight_tokens=row["reserve_in_flight_tokens"] or 0,
+                    limit_tokens=row.get("reserve_limit_tokens"),
+                )
+
+    metrics.add_refresher(refresh)
