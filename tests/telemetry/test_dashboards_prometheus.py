@@ -103,6 +103,10 @@ class ScriptedFleet:
             m.upstream_error(r, "timeout")
             m.upstream_retry(r, "connect")
             m.pressure_poll_error(r, "timeout")
+            for stage in ("prefill_gate", "kv_reserve"):
+                m.set_dispatch_state(r, stage, waiting=i % 3, held=2 * i, forced=i // 2)
+                m.dispatch_waited(r, stage, 0.05 * (1 + i % 7))
+            m.set_dispatch_reserve(r, in_flight_tokens=4000 + 100 * (i % 10), limit_tokens=6000)
             labels = ("0", "model")
             self.kv.labels(*labels).set(kv)
             self.running.labels(*labels).set(8)
@@ -197,7 +201,11 @@ async def live_fleet() -> AsyncIterator[tuple[str, list[str]]]:
     async with run_fleet("tiny", 2, time_scale=4.0) as workers:
         upstreams = [{"url": w.url, "name": f"r{i}"} for i, w in enumerate(workers)]
         aimd = {"initial": 4, "interval_ms": 100, "stale_after_ms": 2000, "cooldown_intervals": 1}
-        doc = {"upstreams": upstreams, "admission": {"controller": "aimd", "aimd": aimd, "max_queue_wait_s": 30}}
+        doc = {
+            "upstreams": upstreams,
+            "admission": {"controller": "aimd", "aimd": aimd, "max_queue_wait_s": 30},
+            "fairness": {"kv_reserve": 0.1},  # the reserve's series exist (no control role here: it never holds)
+        }
         policy = load_policy(overrides=doc, env={})
         async with running_proxy(policy, build_components(policy)) as proxy, aiohttp.ClientSession() as s:
             async with s.get(proxy + "/metrics") as r:

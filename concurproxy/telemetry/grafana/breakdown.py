@@ -19,7 +19,7 @@ def tenants() -> Board:
         "concurproxy-tenants",
         "concurproxy / Tenants, roles, budgets, fairness",
         "Who is served and who is refused: traffic, tokens, budget use and rejections per tenant and role, "
-        "and the fairness counters that order the admission queue.",
+        "the fairness counters that order the admission queue, and what dispatch holds back for control steps.",
         [TENANT_VAR, ROLE_VAR],
     )
     b.ts(
@@ -94,7 +94,39 @@ def tenants() -> Board:
         unit="s",
         w=12,
     )
+    dispatch(b)
     return b
+
+
+def dispatch(b: Board) -> None:
+    """What the prefill gate and the KV reserve hold back for control steps (fairness.protect_priority)."""
+    b.row("Dispatch: prefill gate and KV reserve")
+    b.ts(
+        "Steps held at dispatch",
+        [
+            (f"sum by (stage) (rate(concurproxy_dispatch_held_total[{RI}]))", "held {{stage}}"),
+            (f"sum by (stage) (rate(concurproxy_dispatch_forced_total[{RI}]))", "forced {{stage}}"),
+        ],
+        unit="reqps",
+        description="Held: a long prefill waited for a control step (prefill_gate) or a step waited for the KV "
+        "headroom kept for control steps (kv_reserve). Forced: sent at the hold bound, not released; forced close "
+        "to held means the bound, not the rule, decides.",
+    )
+    b.ts(
+        "Dispatch wait p95 (held steps)",
+        [(q(0.95, "concurproxy_dispatch_wait_seconds", 'stage=~".+"', ", stage"), "{{stage}}")],
+        unit="s",
+        description="Only steps that waited are observed; bounded by max_prefill_hold_s / kv_reserve_max_hold_s.",
+    )
+    b.ts(
+        "KV reserve: footprint in flight vs limit",
+        [
+            ("sum by (replica) (concurproxy_dispatch_reserve_in_flight_tokens)", "in flight {{replica}}"),
+            ("max by (replica) (concurproxy_dispatch_reserve_limit_tokens)", "limit {{replica}}"),
+        ],
+        description="Prompt + max_tokens of the steps the reserve limits; while control steps are about, a step "
+        "that would pass the limit (capacity x (1 - kv_reserve)) waits.",
+    )
 
 
 def routing() -> Board:
