@@ -1,11 +1,12 @@
 """Demo: the proxy in front of real vLLM CPU engines, side by side with the bare engine.
 
-    python -m scripts.vllm.demo [--size medium] [--agents 24] [--blocks 12] [--out results/vllm-demo]
+    python -m scripts.vllm.demo [--size large] [--agents 24] [--blocks 12] [--out results/vllm-demo]
     bash scripts/vllm/demo.sh …                # installs the vLLM venv first if needed
 
 1. finds the vLLM interpreter (``$CONCURPROXY_VLLM_PYTHON`` or ``.venv-vllm/``; see install.sh);
-2. makes a random Llama + BPE tokenizer locally (``--size medium``: 6 layers, hidden 768; its
-   text is random — the model exists to load the engine, not to say anything);
+2. makes a random Llama + BPE tokenizer locally (``--size large``: 6 layers, hidden 1024, a size
+   up from the test tier's ``medium``; its text is random — the model exists to load the
+   engine, not to say anything);
 3. starts two engines through ``concurproxy worker --engine vllm`` with ``--blocks`` KV blocks;
 4. admission: the tier's seeded agent loop (``AGENT_LOOP`` with ``--agents`` 24, 5 steps, long private
    contexts) through the proxy in front of engine 0, arms ``none``, ``aimd``, ``aimd``, ``none``
@@ -23,14 +24,20 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from concurproxy.server.app import running_proxy
 from loadgen.report import write_report
-from scripts.vllm.engines import REPO, find_vllm_python, spawn_engines, vllm_importable, where_vllm_python
+from scripts.vllm.engines import (
+    REPO,
+    find_vllm_python,
+    make_model_dir,
+    spawn_engines,
+    vllm_importable,
+    where_vllm_python,
+)
 from scripts.vllm.harness import (
     AGENT_LOOP,
     ROUTE,
@@ -53,14 +60,6 @@ def _binds(n_engines: int) -> list[str | None]:
         return [None] * n_engines
     k = max(1, min(4, (cores - 2) // n_engines))
     return [f"{i * k}" if k == 1 else f"{i * k}-{i * k + k - 1}" for i in range(n_engines)]
-
-
-def _model(py: str, out: Path, size: str) -> Path:
-    d = out / f"model-{size}"
-    if not (d / "model.safetensors").exists():
-        script = REPO / "scripts" / "vllm" / "make_tiny_model.py"
-        subprocess.run([py, str(script), str(d), "--size", size], check=True, timeout=600)
-    return d
 
 
 async def _admission(url: str, agents: int) -> list[Arm]:
@@ -97,8 +96,9 @@ def _counters(a: Arm) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.vllm.demo", description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--size", choices=("tiny", "small", "medium"), default="medium", help="locally made model (default medium)"
-    )
+        "--size", choices=("tiny", "small", "medium", "large"), default="large",
+        help="locally made model (default large; the test tier's is medium)",
+    )  # fmt: skip
     p.add_argument("--blocks", type=int, default=12, help="KV blocks of 128 tokens per engine (default 12)")
     p.add_argument("--agents", type=int, default=24, help="agents in the admission workload (default 24)")
     p.add_argument("--out", type=Path, default=REPO / "results" / "vllm-demo")
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vLLM is not usable ({why}); run: bash scripts/vllm/install.sh", file=sys.stderr)
         return 2
     a.out.mkdir(parents=True, exist_ok=True)
-    model = _model(py, a.out, a.size)
+    model = make_model_dir(py, a.out, a.size)
     n = 1 if a.no_routing else 2
     print(f"starting {n} vLLM engine(s): model {model.name}, {a.blocks} blocks x 128 tokens", flush=True)
     specs = [(model, a.blocks, b) for b in _binds(n)]

@@ -76,6 +76,15 @@ def vllm_importable(python: str, timeout_s: float = 120.0) -> str | None:
     return None
 
 
+def make_model_dir(python: str, out: Path, size: str) -> Path:
+    """``out/model-SIZE``, made with ``make_tiny_model.py`` by ``python`` (the vLLM venv's) unless it has weights."""
+    d = out / f"model-{size}"
+    if not (d / "model.safetensors").exists():
+        script = REPO / "scripts" / "vllm" / "make_tiny_model.py"
+        subprocess.run([python, str(script), str(d), "--size", size], check=True, timeout=600)
+    return d
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,15 +1,17 @@
 """Write a deterministic, randomly initialised Llama model + tokenizer that vLLM can serve offline.
 
-    .venv-vllm/bin/python scripts/vllm/make_tiny_model.py OUT_DIR [--size tiny|small|medium] [--seed 0]
+    .venv-vllm/bin/python scripts/vllm/make_tiny_model.py OUT_DIR [--size tiny|small|medium|large] [--seed 0]
 
 No hub is reachable from CI, so the test tier makes its model at test time:
 
 * config — Llama architecture; ``tiny``: 2 layers, hidden 256, 4 heads, 2 KV heads, MLP 512;
-  ``small``: 4 layers, hidden 512, 8 heads, 4 KV heads, MLP 1376; ``medium`` (the test tier and
-  the demo, 41 M parameters): 6 layers, hidden 768, 12 heads, 4 KV heads, MLP 2048. On one core
-  of the CPU build, prefilling ~750 tokens costs ~9 decode iterations of ``tiny`` but ~36 of
-  ``medium`` (55 vs 506 ms; 6 vs 14 ms an iteration): only on ``medium`` does recomputing an
-  evicted agent context cost more than the step it serves, as it does for real models on GPUs.
+  ``small``: 4 layers, hidden 512, 8 heads, 4 KV heads, MLP 1376; ``medium`` (the test tier,
+  41 M parameters): 6 layers, hidden 768, 12 heads, 4 KV heads, MLP 2048; ``large`` (the demo,
+  72 M): 6 layers, hidden 1024, 16 heads, 4 KV heads, MLP 2816. On one core of the CPU build,
+  prefilling ~750 tokens costs ~9 decode iterations of ``tiny`` but 31-36 of ``medium`` and
+  ``large`` (55 / 506 / 781 ms; 6 / 14 / 23 ms an iteration; ``python -m
+  scripts.vllm.model_costs``): only from ``medium`` up does recomputing an evicted agent context
+  cost more than the step it serves, as it does for real models on GPUs.
 * weights — every tensor drawn from a ``torch.Generator`` seeded with ``seed`` in sorted-name
   order (normal, std 0.02; norms 1.0), so the same seed gives byte-identical safetensors
   whatever transformers' own initialisation does. Saved as ``model.safetensors`` (bfloat16).
@@ -56,6 +58,7 @@ SIZES = {
     "tiny": Size(layers=2, hidden=256, heads=4, kv_heads=2, intermediate=512, vocab=2048),
     "small": Size(layers=4, hidden=512, heads=8, kv_heads=4, intermediate=1376, vocab=4096),
     "medium": Size(layers=6, hidden=768, heads=12, kv_heads=4, intermediate=2048, vocab=2048),
+    "large": Size(layers=6, hidden=1024, heads=16, kv_heads=4, intermediate=2816, vocab=2048),
 }
 
 
