@@ -15,7 +15,8 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 import aiohttp
-from aiohttp import web
+from aiohttp import web, web_urldispatcher
+from yarl import URL
 
 from concurproxy.config.models import Policy
 from concurproxy.errors import ProxyError
@@ -89,6 +90,37 @@ async def not_routed(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound()
 
 
+class NonPathTarget(web_urldispatcher.Resource):
+    """Request targets that are not a path — only ``OPTIONS *`` (RFC 9110 §9.3.7) gets here.
+
+    No route pattern can start without "/", so without this such a request got aiohttp's own
+    text/plain 404. aiohttp's router indexes resources by path prefix and this one sits under
+    the key "*", so it is only ever tried for that target: other requests pay nothing for it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name=None)
+
+    def _match(self, path: str) -> dict[str, str] | None:
+        return None if path.startswith("/") else {}
+
+    @property
+    def canonical(self) -> str:
+        return "*"
+
+    def raw_match(self, path: str) -> bool:
+        return path == "*"
+
+    def get_info(self) -> dict[str, str]:  # type: ignore[override]  # aiohttp types it with a private TypedDict
+        return {}
+
+    def url_for(self, *args: str, **kwargs: str) -> URL:
+        raise NotImplementedError("not a path")
+
+    def add_prefix(self, prefix: str) -> None:
+        raise NotImplementedError("not a path")
+
+
 def build_app(components: Components, admin_routes: bool = True, api_routes: bool = True) -> web.Application:
     """The proxy's app. With ``listen.admin_port`` set, the API and the admin routes
     (/admin/*, /metrics) are two apps on two listeners sharing the same components;
@@ -114,6 +146,9 @@ def build_app(components: Components, admin_routes: bool = True, api_routes: boo
         add_post("/admin/replicas/{replica_id}/undrain", front(admin.undrain))
     # last: every unknown path or method ([\s\S], not ".": a decoded path may hold a newline, "/%0A")
     app.router.add_route("*", r"/{path:[\s\S]*}", front(not_routed))
+    non_path = NonPathTarget()
+    app.router.register_resource(non_path)
+    non_path.add_route("*", front(not_routed))
     return app
 
 

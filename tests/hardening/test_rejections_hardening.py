@@ -119,6 +119,18 @@ async def test_overlong_request_line_is_414(proxy_factory):
         assert orjson.loads(body)["error"]["code"] == "uri_too_long"
 
 
+async def test_asterisk_request_target_is_openai_json(proxy_factory):
+    """``OPTIONS *`` (RFC 9110): a target no route pattern can match, still answered like any unknown route."""
+    async with proxy_factory() as h:
+        raw = b"OPTIONS * HTTP/1.1\r\nHost: x\r\nX-Request-Id: req-star\r\nConnection: close\r\n\r\n"
+        status, ctype, body = await _raw(h.url, raw)
+        assert (status, ctype.split(";")[0]) == (404, "application/json"), body[:200]
+        assert orjson.loads(body)["error"]["code"] == "not_found"
+        # The fallback sits under its own router key: real paths are routed as before.
+        assert (await h.session.get(h.url + "/health")).status == 200
+        assert (await h.session.options(h.url + "/v1/models")).status == 405
+
+
 def test_parse_error_classification_covers_aiohttp_server_errors():
     from aiohttp.http_exceptions import BadStatusLine, LineTooLong
 
