@@ -11,7 +11,8 @@ Wire it once, where the stage is built::
   ``concurproxy_dispatch_held_total`` / ``concurproxy_dispatch_forced_total`` (the cores count anyway);
   with the reserve on, ``concurproxy_dispatch_reserve_in_flight_tokens`` / ``_limit_tokens``.
 * The configured replicas get zero-valued series for the enabled stages up front (0, not "no data");
-  a replica that joins later (discovery) gets them at its first step.
+  a replica that joins later (reload, discovery) gets them when it joins (``prime_replica``, from
+  ``server/membership.py``), and one that leaves loses them with all its series.
 
 Concurrency: the refresher runs on the event loop, like the stage (see ``ProxyMetrics.add_refresher``).
 """
@@ -39,14 +40,18 @@ class _Stage(Protocol):
     def state(self) -> Mapping[str, Mapping[str, int | None]]: ...
 
 
+def prime_replica(metrics: ProxyMetrics, stage: _Stage, replica: str) -> None:
+    """Zero-valued series of ``replica`` for the enabled stages (at start, and when a replica joins)."""
+    for name in (GATE, RESERVE) if stage.params.reserve_enabled else (GATE,):
+        metrics.prime_dispatch(replica, name)
+    if stage.params.reserve_enabled:
+        metrics.set_dispatch_reserve(replica, in_flight_tokens=0, limit_tokens=None)
+
+
 def watch_dispatch(metrics: ProxyMetrics, stage: _Stage, replicas: Iterable[str] = ()) -> None:
     """Prime the series of ``replicas`` and publish ``stage.state()`` at every scrape."""
-    stages = (GATE, RESERVE) if stage.params.reserve_enabled else (GATE,)
     for replica in replicas:
-        for name in stages:
-            metrics.prime_dispatch(replica, name)
-        if RESERVE in stages:
-            metrics.set_dispatch_reserve(replica, in_flight_tokens=0, limit_tokens=None)
+        prime_replica(metrics, stage, replica)
 
     def refresh() -> None:
         for replica, row in stage.state().items():

@@ -5,8 +5,9 @@ time series. A :class:`BoundedLabel` passes through values it already knows
 (declared from the policy, e.g. configured roles and tenants) plus the first
 ``max_new`` values it sees, and maps everything else to ``"other"``.
 
-Concurrency: called from the event loop only (single-threaded); the set grows
-monotonically and is never shrunk, so a value's mapping never changes once made.
+Concurrency: called from the event loop only (single-threaded); the set only
+shrinks by :meth:`BoundedLabel.forget` (a replica that left the pool), so a value's
+mapping never changes while it is in use.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ class BoundedLabel:
     def declare(self, values: Iterable[str]) -> None:
         """Add values that are always allowed (configured tenants, roles, replicas)."""
         self._allowed.update(str(v) for v in values)
+
+    def forget(self, value: str) -> None:
+        """Drop a declared value that is gone for good (a replica that left), so churn does not grow the set."""
+        if value not in (OTHER, UNKNOWN):
+            self._allowed.discard(value)
 
     def bound(self, value: object) -> str:
         s = label_value(value)

@@ -10,9 +10,15 @@ refresher of every collection, applies the sums, so scrapes read exact values.
 Collectors are built from :data:`concurproxy.telemetry.catalog.SPECS` into the
 registry passed in (never the global one), so every test gets a fresh registry.
 
+Replicas that leave (:meth:`ProxyMetrics.forget_replica`) take every series with their
+``replica`` label with them; samples that still arrive for them (a step that was running
+there ends, a pressure read in flight) go to an unexported child for a while, so they do
+not bring a frozen series back.
+
 Concurrency: methods are called from the event loop thread; prometheus_client
-children are themselves thread-safe, and the caches only ever grow (bounded by
-the label guards), so a scrape from another thread sees consistent values.
+children are themselves thread-safe, and the caches only grow (bounded by the
+label guards) until a replica is forgotten, so a scrape from another thread
+sees consistent values.
 """
 
 from __future__ import annotations
@@ -23,16 +29,16 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from concurproxy.control.types import PressureSnapshot
 from concurproxy.telemetry.batch import PendingCounter, PendingHistogram
 from concurproxy.telemetry.catalog import SPECS, MetricSpec
-from concurproxy.telemetry.labels import BoundedLabel, label_value
+from concurproxy.telemetry.family import Family
+from concurproxy.telemetry.labels import BoundedLabel
 
 __all__ = ["SPECS", "ProxyMetrics"]
 
-_MAX_CACHE = 20_000  # beyond this, children are looked up without caching (memory bound)
 NONE_REPLICA = "none"  # replica label for steps refused before routing
 _PRESSURE_GAUGES = (
     "concurproxy_pressure_kv_usage_ratio",
@@ -47,33 +53,6 @@ _DISPATCH_SERIES = (
     "concurproxy_dispatch_waiting_steps",
     "concurproxy_dispatch_wait_seconds",
 )
-
-
-class _Family:
-    """A metric plus a cache raw-args -> child; label guards applied on a cache miss.
-
-    ``pending`` batches the family's samples (counters and histograms) until the next flush."""
-
-    __slots__ = ("_bounders", "_cache", "metric", "pending")
-
-    def __init__(self, metric: Any, bounders: tuple[BoundedLabel | None, ...], buckets: Any = None) -> None:
-        self.metric = metric
-        self._bounders = bounders
-        self._cache: dict[tuple[object, ...], Any] = {}
-        self.pending: Any = None
-        if buckets is not None:
-            self.pending = PendingHistogram(self.child, buckets)
-        elif isinstance(metric, Counter):
-            self.pending = PendingCounter(self.child)
-
-    def child(self, *key: object) -> Any:
-        c = self._cache.get(key)
-        if c is None:
-            values = [b.bound(v) if b is not None else label_value(v) for b, v in zip(self._bounders, key, strict=True)]
-            c = self.metric.labels(*values) if values else self.metric
-            if len(self._cache) < _MAX_CACHE:
-                self._cache[key] = c
-        return c
 
 
 class _Refresh:
@@ -112,9 +91,12 @@ class ProxyMetrics:
         clock: Callable[[], float] = time.monotonic,
         version: str = "0.1.0",
         max_new_label_values: int = 32,
+        forget_linger_s: float = 600.0,
     ) -> None:
         self.registry = registry
         self._clock = clock
+        self._gone: dict[str, float] = {}  # replica that left -> when (late samples for it are not exported)
+        self._linger_s = forget_linger_s
         self.guards: dict[str, BoundedLabel] = {
             "tenant": BoundedLabel(max_new=max_new_label_values),
             "role": BoundedLabel(max_new=max_new_label_values),
@@ -124,7 +106,7 @@ class ProxyMetrics:
         self._refreshers: list[Callable[[], None]] = []
         self._batched: list[PendingCounter | PendingHistogram] = []
         registry.register(_Refresh(self.flush, self._refreshers))  # first: what it sets is fresh in the same scrape
-        self._f: dict[str, _Family] = {s.name: self._build(s) for s in SPECS}
+        self._f: dict[str, Family] = {s.name: self._build(s) for s in SPECS}
         self._batched.extend(f.pending for f in self._f.values() if f.pending is not None)
         self._pressure_ts: dict[str, float] = {}  # replica -> ts of newest good snapshot (or prime time)
         self._dispatch_totals: dict[tuple[str, str], tuple[int, int]] = {}  # (replica, stage) -> held, forced seen
@@ -151,17 +133,8 @@ class ProxyMetrics:
         self._p_prefix = f["concurproxy_routing_prefix_match_tokens_total"].pending
         self._f["concurproxy_build_info"].child(version).set(1)
 
-    def _build(self, spec: MetricSpec) -> _Family:
-        name, labels = spec.name, list(spec.labels)
-        metric: Any
-        if spec.kind == "counter":
-            metric = Counter(name, spec.help, labels, registry=self.registry)
-        elif spec.kind == "gauge":
-            metric = Gauge(name, spec.help, labels, registry=self.registry)
-        else:
-            metric = Histogram(name, spec.help, labels, registry=self.registry, buckets=spec.buckets or ())
-        buckets = spec.buckets if spec.kind == "histogram" else None
-        return _Family(metric, tuple(self.guards.get(label) for label in spec.labels), buckets)
+    def _build(self, spec: MetricSpec) -> Family:
+        return Family(spec, self.registry, tuple(self.guards.get(label) for label in spec.labels), self._gone)
 
     def flush(self) -> None:
         """Apply the batched samples to the collectors (runs first at every collection)."""
@@ -210,6 +183,7 @@ class ProxyMetrics:
             self.guards[label].declare(values)
         now = self._clock()
         for r in known["replica"]:
+            self._gone.pop(r, None)  # (re)joined: its series are exported again
             if r not in self._pressure_ts:
                 self._pressure_ts[r] = now
                 self._placeholder.add(r)
@@ -229,6 +203,25 @@ class ProxyMetrics:
                     h.child(r, role)
         for route in known["route"]:
             self._in_flight.child(route)
+
+    def forget_replica(self, replica: str) -> None:
+        """The replica left the pool: remove every series carrying its ``replica`` label (found from the
+        catalog's labels), counters included (a target that goes away stops its series), and what is kept
+        for it here. Samples still arriving for it in the next ``forget_linger_s`` (a step that was running
+        there ends, a pressure read in flight) go to a child that is not exported; :meth:`prime` undoes it.
+        """
+        self.flush()  # its pending samples land before the series go
+        now = self._clock()
+        for r in [r for r, t in self._gone.items() if now - t >= self._linger_s]:
+            del self._gone[r]  # (in place: the families hold this dict)
+        self._gone[replica] = now
+        for f in self._f.values():
+            f.forget(replica)
+        self._pressure_ts.pop(replica, None)
+        self._placeholder.discard(replica)
+        for key in [k for k in self._dispatch_totals if k[0] == replica]:
+            del self._dispatch_totals[key]
+        self.guards["replica"].forget(replica)
 
     # --- request path -----------------------------------------------------------------------------
     def request_started(self, route: str) -> None:
@@ -318,7 +311,7 @@ class ProxyMetrics:
 
         Unknown fields (None) are exported as NaN, not 0, so a graph shows a gap, not a false value.
         """
-        if not snap.ok:
+        if not snap.ok or replica in self._gone:  # (a read that was in flight when its replica left)
             return
         f = self._f
         f["concurproxy_pressure_kv_usage_ratio"].child(replica).set(_nan(snap.kv_usage))
@@ -360,6 +353,8 @@ class ProxyMetrics:
     def set_dispatch_state(self, replica: str, stage: str, *, waiting: int, held: int, forced: int) -> None:
         """Publish a dispatch core's queue and its running totals (the counters advance by the difference
         from the totals last published; a total that went down, a core rebuilt, counts from zero)."""
+        if replica in self._gone:
+            return
         f, key = self._f, (replica, stage)
         f["concurproxy_dispatch_waiting_steps"].child(replica, stage).set(waiting)
         held0, forced0 = self._dispatch_totals.get(key, (0, 0))
