@@ -32,3 +32,16 @@ class AdmissionRejected(ProxyError):
         )
         self.reason = reason
         self.replica = replica
+
+
+class ReplicaLeft(ProxyError):
+    """The replica the step waited on left the pool (reload, DNS): 503 + Retry-After 1 s, at once."""
+
+    def __init__(self, replica: str) -> None:
+        super().__init__(
+            503,
+            "replica_left",
+            f"replica {replica} left the pool while the agent waited for admission; retry",
+            retry_after_s=1.0,
+        )
+        self.replica = replica

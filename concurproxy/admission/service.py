@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from concurproxy.admission.errors import AdmissionRejected, AdmissionTimeout
+from concurproxy.admission.errors import AdmissionRejected, AdmissionTimeout, ReplicaLeft
 from concurproxy.admission.listener import AdmissionListener
 from concurproxy.admission.ticket import StepTicket
 from concurproxy.config.admission import AdmissionConfig
@@ -141,6 +141,16 @@ class AdmissionService:
         self.core.set_shares(shares, now)
         for replica in self.core.replicas:
             self._grant(replica, now)
+        self._flush()
+
+    def forget_replica(self, replica: str) -> None:
+        """The replica left the pool (``server/membership.py``): its window is dropped (see
+        ``AdmissionCore.forget_replica``) and the steps waiting there get a 503 with Retry-After at once,
+        so their clients retry on the replicas that remain, rather than waiting out ``max_queue_wait_s``."""
+        for waiter_id in self.core.forget_replica(replica, self.clock()):
+            entry = self._waiting.pop(waiter_id, None)
+            if entry is not None and not entry[1].done():
+                entry[1].set_exception(ReplicaLeft(replica))
         self._flush()
 
     def release_agent(self, agent_id: str) -> bool:

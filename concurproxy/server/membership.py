@@ -1,9 +1,12 @@
 """Replicas joining and leaving a running proxy (policy reload, DNS discovery).
 
 One place that knows every part holding per-replica state: the pool, the pressure poller,
-the router's prefix index, the KV-event feed and the metrics. A joining replica starts with
-an empty cache and the most headroom, so the router gives it new agents first; a leaving
-one is dropped at once (steps already on it keep their reference and finish).
+the router's prefix index, the KV-event feed, the admission windows, the dispatch stage and
+the metrics. A joining replica starts with an empty cache and the most headroom, so the
+router gives it new agents first, and all its series exist from the start (0 / NaN); a
+leaving one is dropped at once: steps already on it keep their reference and finish, steps
+waiting for admission there get a 503 to retry elsewhere, steps held at its dispatch stage
+are let go, and every series with its ``replica`` label leaves ``/metrics``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import logging
 
 from concurproxy.server.components import Components
+from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.signals.poller import PollTarget
+from concurproxy.telemetry.dispatch import prime_replica as prime_dispatch
 from concurproxy.upstream.replica import Replica
 
 log = logging.getLogger("concurproxy.upstream")
@@ -23,6 +28,10 @@ def add_replica(c: Components, replica: Replica) -> None:
         c.poller.add_target(replica.id, PollTarget.from_url(replica.pressure_url or replica.metrics_url))
     if c.metrics is not None:
         c.metrics.prime(replicas=[replica.id])
+        if c.dispatch is not None:
+            prime_dispatch(c.metrics, c.dispatch, replica.id)
+    if c.dispatch is not None:
+        c.dispatch.join_replica(replica.id)
     if c.kv_events is not None:
         c.kv_events.add(replica)
     log.info("replica %s joined the pool (%s)", replica.id, replica.base_url)
@@ -35,4 +44,10 @@ def remove_replica(c: Components, replica_id: str) -> None:
     c.router.forget_replica(replica_id)
     if c.kv_events is not None:
         c.kv_events.remove(replica_id)
+    if isinstance(c.admission, AdmissionStage):
+        c.admission.service.forget_replica(replica_id)
+    if c.dispatch is not None:
+        c.dispatch.forget_replica(replica_id)
+    if c.metrics is not None:
+        c.metrics.forget_replica(replica_id)  # last: what the parts above emitted for it goes too
     log.info("replica %s left the pool", replica_id)

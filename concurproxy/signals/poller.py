@@ -62,9 +62,7 @@ class PollTarget:
     @classmethod
     def from_url(cls, url: str) -> PollTarget:
         """A URL whose path ends in ``/pressure`` is a node agent feed; anything else is ``/metrics``."""
-        kind: SourceKind = (
-            "node-agent" if urlsplit(url).path.rstrip("/").endswith("/pressure") else "engine-metrics"
-        )
+        kind: SourceKind = "node-agent" if urlsplit(url).path.rstrip("/").endswith("/pressure") else "engine-metrics"
         return cls(url, kind)
 
 
@@ -176,7 +174,8 @@ class PressurePoller:
             stats.failures += 1
             stats.consecutive_failures += 1
             stats.last_error = snap.error
-        await self._notify(replica_id, snap)
+        if self._trackers.get(replica_id) is tracker:  # not when the replica left during the read
+            await self._notify(replica_id, snap)
         return snap
 
     async def _read(self, target: PollTarget, tracker: PressureTracker) -> PressureSnapshot:

@@ -11,7 +11,8 @@ Event mapping (``concurproxy.control.admission.events.EventKind``):
 * admitted / queued / rejected / timeout / cancelled / paused / expired / released →
   ``concurproxy_admission_decisions_total{replica, decision=kind, reason}``
 * window → ``concurproxy_admission_window_changes_total{replica, direction, reason}``; direction
-  from the previous window of that replica, or (first change seen) ``down`` for ``thrash-*`` reasons
+  from the previous window of that replica, or (first change seen) ``down`` for ``thrash-*`` reasons;
+  without a value (``replica-left``) the previous window is forgotten
 * ended → ``concurproxy_tickets_ended_total{outcome}``; double_end → ``ticket_errors{double_release}``
 
 Concurrency: called on the event loop in decision order (see AdmissionListener).
@@ -38,7 +39,8 @@ class AdmissionMetricsListener:
     def on_admission_event(self, event: AdmissionEvent) -> None:
         kind, m = event.kind, self._metrics
         if kind is EventKind.window:
-            if event.value is None:
+            if event.value is None:  # the replica left the pool
+                self._window.pop(event.replica, None)
                 return
             new = event.value
             old = self._window.get(event.replica)

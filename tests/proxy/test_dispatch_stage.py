@@ -77,3 +77,36 @@ async def test_the_kv_reserve_holds_a_step_until_room_frees_and_reports_it() -> 
         await task
     assert order == ["first done", "second sent"] and second.dispatch_wait_s > 0
     assert stage.state()["r0"]["reserve_in_flight_tokens"] == 0
+
+
+async def test_a_replica_that_leaves_lets_its_held_steps_go_and_keeps_no_core() -> None:
+    from concurproxy.control.types import PressureSnapshot
+
+    snaps = {"r0": PressureSnapshot(ts=0.0, kv_capacity_tokens=10_000)}
+    params = DispatchParams(long_prefill_tokens=8000, max_hold_s=600.0, kv_reserve=0.2, reserve_max_hold_s=600.0)
+    stage = DispatchStage(params, snapshots=snaps.get)
+    sent: list[str] = []
+
+    async def run(name: str, c: StepContext) -> None:
+        async with stage.hold(c, "r0"):
+            sent.append(name)
+
+    async with stage.hold(ctx(300, PriorityClass.high), "r0"):  # a control step in flight: both cores hold
+        async with stage.hold(ctx(6000, PriorityClass.normal), "r0"):
+            held = [asyncio.create_task(run("long", ctx(9000, PriorityClass.normal)))]  # reserve, then the gate
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert stage.state()["r0"]["reserve_waiting"] == 1 and sent == []
+            stage.forget_replica("r0")
+            await asyncio.gather(*held)  # let go at once, while the control step still runs
+            assert sent == ["long"] and "r0" not in stage.state()
+    assert stage.state() == {}  # the steps that ended there brought no core back
+    for _ in range(3):  # a step that reaches the stage after its replica left gets cores that are not kept
+        await run("late", ctx(9000, PriorityClass.normal))
+    assert stage.state() == {} and sent == ["long", "late", "late", "late"]
+    stage.join_replica("r0")
+    await run("back", ctx(300, PriorityClass.normal))
+    assert "r0" in stage.state()
+    for i in range(5000):  # ids that come and go keep a bounded trace
+        stage.forget_replica(f"10.0.{i // 256}.{i % 256}:8000")
+    assert len(stage._left) <= 1024

@@ -49,12 +49,15 @@ class AdmissionCore:
         self._make_queue: QueueMaker = queue_maker or (lambda _replica: FifoQueue[int]())
         self._ids = itertools.count(1)
         self._windows: dict[str, ReplicaWindow] = {}
+        self._leaving: dict[str, ReplicaWindow] = {}  # replicas that left, until their last ticket ends
         self._home: dict[str, str] = {}  # agent_id -> replica holding its slot
         self._shares = WindowShares()
         self.log = EventLog()  # shared by every window: one drain per flush (the shell reads ``log.events``)
 
     def window(self, replica: str) -> ReplicaWindow:
         w = self._windows.get(replica)
+        if w is None and (w := self._leaving.pop(replica, None)) is not None:  # it came back before it drained
+            self._windows[replica] = w
         if w is None:
             w = ReplicaWindow(
                 replica,
@@ -71,6 +74,22 @@ class AdmissionCore:
     @property
     def replicas(self) -> list[str]:
         return list(self._windows)
+
+    def forget_replica(self, replica: str, now: float) -> list[int]:
+        """The replica left the pool: its window leaves ``state``, ``expire`` and grants, its agents lose
+        their home, and the ids of the steps waiting there are returned (the shell fails them). Steps running
+        there keep their tickets: the window stays out of sight until the last one ends (or the replica
+        comes back first, and it is used again), so nothing is kept for a replica id that comes and goes.
+        """
+        w = self._windows.pop(replica, None)
+        if w is None:
+            return []
+        for agent_id in [a for a, r in self._home.items() if r == replica]:
+            del self._home[agent_id]
+        waiters = w.close(now)
+        if w.open_tickets():
+            self._leaving[replica] = w
+        return waiters
 
     def set_shares(self, shares: WindowShares, now: float) -> None:
         """Role shares of every replica's window (``roles.*.window_share``; applied on reload too)."""
@@ -105,6 +124,11 @@ class AdmissionCore:
         release: bool = False,
     ) -> bool:
         w = self._windows.get(ticket.replica)
+        if w is None and (w := self._leaving.get(ticket.replica)) is not None:  # its replica left
+            first = w.end(ticket, outcome, now, prompt_tokens=prompt_tokens, output_tokens=output_tokens)
+            if not w.open_tickets():
+                del self._leaving[ticket.replica]
+            return first
         return (w if w is not None else self.window(ticket.replica)).end(
             ticket, outcome, now, prompt_tokens=prompt_tokens, output_tokens=output_tokens, release=release
         )

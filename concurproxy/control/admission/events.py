@@ -13,7 +13,7 @@ class EventKind(StrEnum):
     rejected = "rejected"  # reason: queue-full
     timeout = "timeout"  # waited max_queue_wait_s; value: waited seconds
     cancelled = "cancelled"  # waiter gave up (client gone); value: waited seconds
-    window = "window"  # window changed; reason: controller reason; value: new window
+    window = "window"  # window changed; reason: controller reason; value: new window (None: replica-left)
     paused = "paused"  # admitted agent lost its slot (over the window, between steps)
     expired = "expired"  # idle TTL
     released = "released"  # explicit release / finished

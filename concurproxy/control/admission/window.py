@@ -321,6 +321,18 @@ class ReplicaWindow:
         self._emit(EventKind.cancelled, now, "client", w.step, value=now - w.since)
         return True
 
+    def close(self, now: float) -> list[int]:
+        """The replica left the pool: every step waiting here gives up (``cancelled``, reason ``replica-left``)
+        and a ``window`` event without a value says the window is gone. Returns the waiters' ids."""
+        ids = list(self.queued)
+        for wid in ids:
+            w = self._waiters.remove(wid)
+            if w is not None:
+                self.counters.cancelled_waits += 1
+                self._emit(EventKind.cancelled, now, "replica-left", w.step, value=now - w.since)
+        self._emit(EventKind.window, now, "replica-left")
+        return ids
+
     def expire(self, now: float) -> ExpireResult:
         """Drop agents idle for ``idle_ttl_s`` and time out waiters past ``max_queue_wait_s``."""
         expired = self._pausing.expire(self._cfg.idle_ttl_s, now)

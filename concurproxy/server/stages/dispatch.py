@@ -12,6 +12,10 @@ included — ends the step in both cores, so neither keeps a step that is gone.
 The replica's KV capacity comes from its latest pressure snapshot
 (``snapshots``, set at assembly). Clock injected (``time.monotonic``).
 
+A replica that leaves the pool (``forget_replica``) loses its cores: the steps
+they hold are let go at once (to the replica they were routed to, like any step
+already on it), and steps in flight end in the cores they started in.
+
 Telemetry: a step that waited is reported to ``on_wait(replica, stage, seconds)``
 once per core it waited at (``stage``: ``prefill_gate`` / ``kv_reserve``), when
 it is let go — steps sent at once cost nothing more. The cores' counters and
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -31,6 +36,8 @@ from typing import Protocol
 from concurproxy.control.dispatch import DispatchParams, KvReserve, PrefillGate
 from concurproxy.control.types import PressureSnapshot
 from concurproxy.server.hooks import StepContext
+
+_MAX_LEFT = 1024
 
 
 class _Holder(Protocol):
@@ -56,18 +63,40 @@ class DispatchStage:
         self._reserves: dict[str, KvReserve] = {}
         self._held: dict[int, asyncio.Future[None]] = {}
         self._ids = itertools.count(1)
+        self._left: dict[str, None] = {}  # replicas that left the pool, oldest first (at most _MAX_LEFT)
 
     def gate(self, replica_id: str) -> PrefillGate:
         g = self._gates.get(replica_id)
         if g is None:
-            g = self._gates[replica_id] = PrefillGate(self.params)
+            g = PrefillGate(self.params)
+            if replica_id not in self._left:
+                self._gates[replica_id] = g
         return g
 
     def reserve(self, replica_id: str) -> KvReserve:
         r = self._reserves.get(replica_id)
         if r is None:
-            r = self._reserves[replica_id] = KvReserve(self.params)
+            r = KvReserve(self.params)
+            if replica_id not in self._left:
+                self._reserves[replica_id] = r
         return r
+
+    def forget_replica(self, replica_id: str) -> None:
+        """The replica left the pool: drop its cores, letting every step they hold go now (never stranded).
+
+        A step that reaches the stage for it later (routed just before it left) gets cores of its own
+        that are not kept, so a replica id that comes and goes keeps nothing here (``_left`` is bounded).
+        """
+        for core in (self._gates.pop(replica_id, None), self._reserves.pop(replica_id, None)):
+            if core is not None:
+                self._wake(core.expire(math.inf))
+        self._left[replica_id] = None
+        if len(self._left) > _MAX_LEFT:
+            del self._left[next(iter(self._left))]
+
+    def join_replica(self, replica_id: str) -> None:
+        """The replica (re)joined the pool: its cores are kept again from its first step."""
+        self._left.pop(replica_id, None)
 
     def _capacity(self, replica_id: str) -> int | None:
         snap = self.snapshots(replica_id) if self.snapshots is not None else None
@@ -83,7 +112,7 @@ class DispatchStage:
             if reserve is not None and not reserve.start(key, ctx.step, since, self._capacity(replica_id)):
                 waited += await self._wait(reserve, key, replica_id, since)
             now = self.clock() if waited else since
-            if not gate.start(key, ctx.step, now):
+            if not gate.start(key, ctx.step, now) and self._gates.get(replica_id) is gate:  # (else: it left)
                 waited += await self._wait(gate, key, replica_id, now)
             if waited:
                 ctx.dispatch_wait_s += waited  # summed over attempts (a retry may wait again)
