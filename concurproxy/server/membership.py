@@ -1,12 +1,13 @@
 """Replicas joining and leaving a running proxy (policy reload, DNS discovery).
 
 One place that knows every part holding per-replica state: the pool, the pressure poller,
-the router's prefix index, the KV-event feed, the admission windows, the dispatch stage and
-the metrics. A joining replica starts with an empty cache and the most headroom, so the
-router gives it new agents first, and all its series exist from the start (0 / NaN); a
-leaving one is dropped at once: steps already on it keep their reference and finish, steps
-waiting for admission there get a 503 to retry elsewhere, steps held at its dispatch stage
-are let go, and every series with its ``replica`` label leaves ``/metrics``.
+the router's prefix index, the KV-event feed, the admission windows (and, with Redis, their
+shared state), the dispatch stage and the metrics. A joining replica starts with an empty
+cache and the most headroom, so the router gives it new agents first, and all its series
+exist from the start (0 / NaN). A leaving one is dropped at once: steps already on it keep
+their reference and finish, steps waiting for admission there get a 503 to retry elsewhere,
+steps held at its dispatch stage are let go, and every series with its ``replica`` label
+leaves ``/metrics``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def remove_replica(c: Components, replica_id: str) -> None:
         c.kv_events.remove(replica_id)
     if isinstance(c.admission, AdmissionStage):
         c.admission.service.forget_replica(replica_id)
+    if c.shared_state is not None:  # state.backend: redis (its leases there are given back at the next sync)
+        c.shared_state.forget_replica(replica_id)
     if c.dispatch is not None:
         c.dispatch.forget_replica(replica_id)
     if c.metrics is not None:

@@ -47,6 +47,10 @@ class SyncPart(Protocol):
         """JSON-ready entries for /admin/state."""
         ...
 
+    def forget_replica(self, replica: str) -> None:
+        """The replica left the pool: drop what the part keeps for it."""
+        ...
+
 
 def budget_key(prefix: str, key: BucketKey) -> str:
     tenant, role = key
@@ -97,6 +101,9 @@ class BudgetSync:
     def failed(self) -> None:
         self.ledger.take()  # spent against the local share while Redis is away: not charged later
 
+    def forget_replica(self, replica: str) -> None:
+        return None  # budgets are per tenant and role
+
     def view(self) -> dict[str, Any]:
         fleet = {f"{t}/{r or '*'}": round(v, 3) for (t, r), v in self.levels.items()}
         return {"budget_share": self.engine.fleet_share, "budget_levels": fleet}
@@ -146,11 +153,20 @@ class FairnessSync:
                 if extra > 1e-9:  # < 0: the totals were lost (Redis restarted empty); start over from them
                     others[tenant] = extra
                 seen[tenant] = total
-            self.queues[replica].absorb_service(others)
+            q = self.queues.get(replica)
+            if q is not None:  # (None: the replica left while the sync was in flight)
+                q.absorb_service(others)
         self._pushed = []
+
+    def forget_replica(self, replica: str) -> None:
+        """The replica left the pool: its queue and counters go (its unpushed service with them)."""
+        for d in (self.queues, self._seen, self._carry):
+            d.pop(replica, None)
 
     def failed(self) -> None:
         for replica, mine in self._pushed:
+            if replica not in self.queues:
+                continue
             carry = self._carry.setdefault(replica, {})
             for tenant, amount in mine.items():
                 carry[tenant] = carry.get(tenant, 0.0) + amount

@@ -67,6 +67,7 @@ class RedisState:
         self._shares: dict[str, ReplicaShare] = {}
         self._controllers: dict[str, SharedWindowController] = {}
         self._renewed: dict[str, set[str]] = {}
+        self._left: set[str] = set()  # replicas that left the pool, until a sync gave their leases back
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self.parts: list[SyncPart] = []  # budgets, fairness counters: ride on the sync pipeline
@@ -111,8 +112,18 @@ class RedisState:
             s = self._shares[replica] = ReplicaShare(replica, self._connected, live_instances=self.live_instances)
         return s
 
+    def forget_replica(self, replica: str) -> None:
+        """The replica left the pool: its share and controller go now; its leases are given back at the
+        next sync (this instance holds no agent there any more), after which nothing is kept for it."""
+        self._shares.pop(replica, None)
+        self._controllers.pop(replica, None)
+        self._left.add(replica)
+        for part in self.parts:
+            part.forget_replica(replica)
+
     def wrap(self, replica: str, controller: WindowController) -> SharedWindowController:
         """The admission core's controller maker calls this once per replica."""
+        self._left.discard(replica)  # (it came back)
         c = self._controllers[replica] = SharedWindowController(controller, self.share(replica))
         return c
 
@@ -226,6 +237,12 @@ class RedisState:
             at += n
         for r, res in zip(replicas, results[1 : 1 + len(replicas)], strict=True):
             mine = held.get(r, set())
+            if r in self._left:  # it left the pool: this sync gave its leases back
+                if mine:  # (agents still seen there when the sync began: the next sync gives them back)
+                    self._renewed[r] = mine
+                else:
+                    self._renewed.pop(r, None)
+                continue
             self._renewed[r] = mine
             s = self.share(r)
             w = int(res[0])
@@ -234,6 +251,7 @@ class RedisState:
             s.mine = set(mine)
             s.others = len(s.members - mine)
             s.live_instances = self.live_instances
+        self._left &= self._renewed.keys()  # nothing more to give back for the others
         self.syncs += 1
         self._set_connected(True)
         if self.on_sync is not None:
