@@ -117,6 +117,8 @@ async def test_live_pool_follows_dns_new_replica_gets_new_agents_first() -> None
         dns.addrs = frozenset({"127.0.0.3", "127.0.0.4", "127.0.0.2"} - {gone.split(":")[0]})
         await c.discovery.refresh()
         assert c.pool.get(gone) is None
+        exported = {s.labels.get("replica") for fam in registry.collect() for s in fam.samples}
+        assert gone not in exported and new in exported  # its series left /metrics with it (no ghost replica)
         moved = [a for a in old if old[a] == gone]
         assert all([await step(a) != gone for a in moved])  # re-pinned on their next step, which completes
         assert registry.get_sample_value("concurproxy_routing_repins_total", {"reason": "replica-down"}) == len(moved)
