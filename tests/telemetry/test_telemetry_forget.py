@@ -80,3 +80,16 @@ def test_churn_keeps_a_bounded_trace() -> None:
         "r0",
         "none",
     }
+
+
+def test_the_admission_listener_forgets_a_window_that_is_gone() -> None:
+    from concurproxy.control.admission.events import AdmissionEvent, EventKind
+    from concurproxy.telemetry.admission import AdmissionMetricsListener
+
+    reg = CollectorRegistry()
+    listener = AdmissionMetricsListener(ProxyMetrics(reg, clock=Clock()))
+    listener.on_admission_event(AdmissionEvent(EventKind.window, "r1", 0.0, "increase", value=5))
+    listener.on_admission_event(AdmissionEvent(EventKind.window, "r1", 1.0, "replica-left"))
+    assert listener._window == {}
+    labels = {"replica": "r1", "direction": "up", "reason": "replica-left"}
+    assert reg.get_sample_value("concurproxy_admission_window_changes_total", labels) is None  # not a change
