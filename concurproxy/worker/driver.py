@@ -10,6 +10,14 @@ one event loop, no locking is needed.
 Times the engine reports (TTFT, queue time, metrics) are in engine-clock
 seconds, i.e. what the profiled GPU would show; with ``--time-scale 10`` the
 client sees them ten times shorter.
+
+Host lag: the engine clock is the wall clock, so when the host is late (a
+step's sleep overshoots because the CPU is busy, a wake-up after ``submit``
+waits for the loop) the engine clock runs on while the engine could have been
+computing. ``lag_s`` sums those engine-clock seconds: near zero on an idle
+host, and what a CPU-starved host adds to every latency the worker shows. A
+real GPU does not wait for its host's CPU, so comparisons with the
+virtual-time simulation subtract it (tests/simulate/test_crosscheck.py).
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ class EngineDriver:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
+        self.lag_s = 0.0  # engine-clock seconds the engine was ready to step but the host had not run it
+        self._woken_at = 0.0  # when submit() woke an idle engine
         self.on_step: Callable[[StepResult], None] | None = None  # after each step's time passed (KV events)
 
     def now(self) -> float:
@@ -83,7 +93,9 @@ class EngineDriver:
         )
         q: asyncio.Queue[RequestOutput] = asyncio.Queue()
         self._queues[req_id] = q
-        self._wake.set()
+        if not self._wake.is_set():
+            self._woken_at = self.now()
+            self._wake.set()
         return q
 
     def abort(self, req_id: str) -> None:
@@ -97,10 +109,12 @@ class EngineDriver:
             if not engine.has_work():
                 self._wake.clear()
                 await self._wake.wait()
+                self.lag_s += max(0.0, self.now() - self._woken_at)
                 continue
             res = engine.step(self.now())
             wait = (res.end - self.now()) / self.time_scale
             await asyncio.sleep(max(wait, 0.0))
+            self.lag_s += max(0.0, self.now() - res.end)
             if self.on_step is not None:
                 self.on_step(res)
             for out in res.outputs:
