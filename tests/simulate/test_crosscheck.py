@@ -2,12 +2,26 @@
 
 Same scenario, same seed, one ``tiny`` worker: loadgen → ``running_proxy`` → the worker's
 engine in real time (``run_fleet``), versus ``simulate`` with the same profile in virtual
-time. Tolerances (stated, generous because the real run shares a busy 2-core machine and
-adds HTTP/SSE overhead the simulation does not model):
+time. Tolerances (stated):
 
 * tasks completed and completion tokens: equal (ignore_eos makes outputs exact);
-* goodput (tasks/min over the busy period) within 40 %;
+* goodput (tasks/min over the busy period) within 40 %, the real busy period taken in the
+  engine's time: wall clock minus the worker's host lag (``EngineDriver.lag_s``, the seconds
+  the simulated GPU was ready to step but this process's event loop had not run it yet);
 * preemptions within max(8, 50 % of the larger count).
+
+Why the host lag is subtracted: the worker's engine clock is the wall clock, so on a CPU-starved
+machine every engine step ends late and the real run stretches with the machine's load, not with
+anything the proxy or the simulation does. Measured on the 2-core box with 6-10 CPU burners
+(load 7-11): raw wall-clock goodput fell to 0.25-0.59x the simulation's (0.85-0.91x unloaded)
+and the old check failed 4 runs in 4 with 10 burners, while the lag-corrected goodput stayed at
+0.95-0.97x (none) and 0.86-0.95x (aimd), 0.97-1.00x unloaded; the engine's modelled busy time
+matched the simulation's within 2 % (none) and 10 % (aimd) at every load. Hence one attempt, no
+retries. What the comparison still catches: the simulation's timing or batching drifting from the worker
+engine's, and engine idle time the simulation does not reproduce (tool pauses, admission holds,
+requests that reach the engine late through the proxy). What it no longer sees: a slow host —
+including code that blocks this process's event loop, which the lag absorbs (the proxy's own
+per-step cost is measured by loadgen/bench_overhead.py, not here).
 """
 
 from __future__ import annotations
@@ -46,7 +60,8 @@ def _busy_minutes(res: object) -> float:
     return (end - start) / 60.0
 
 
-async def _real_run(sc: object, controller: str, tenants: list[dict[str, object]]) -> tuple[object, int, object]:
+async def _real_run(sc: object, controller: str, tenants: list[dict[str, object]]) -> tuple[object, int, float, object]:
+    """Results, the engine's preemptions, the worker's host lag (s) and the policy used."""
     async with run_fleet("tiny", 1, time_scale=1.0, seed=sc.seed) as workers:  # type: ignore[attr-defined]
         policy = load_policy(
             overrides={
@@ -59,28 +74,22 @@ async def _real_run(sc: object, controller: str, tenants: list[dict[str, object]
         )
         async with running_proxy(policy) as proxy:
             real = await run_scenario(sc, proxy, run_tag="")  # type: ignore[arg-type]
-        return real, workers[0].engine.stats.preemptions, policy
+        return real, workers[0].engine.stats.preemptions, workers[0].driver.lag_s, policy
 
 
 @pytest.mark.parametrize("controller", ["none", "aimd"])
 async def test_simulation_agrees_with_real_time_run(controller: str) -> None:
     sc = parse_scenario(SCENARIO)
     tenants = [{"name": "alpha", "key_sha256": [hashlib.sha256(b"sk-alpha").hexdigest()]}]
-    seen = []
-    # The real run is wall-clock: a CPU-starved machine (other jobs on 2 cores) slows it and nothing
-    # else. Counts must match on every attempt; the timing comparison gets up to three tries.
-    for _ in range(3):
-        real, real_preempt, policy = await _real_run(sc, controller, tenants)
-        sim = simulate(uniform_fleet("tiny", 1, seed=sc.seed), policy, sc, SimOptions())  # type: ignore[arg-type]
-        rs, ss = real.summary(), sim.results.summary()  # type: ignore[attr-defined]
-        assert rs["tasks"]["completed"] == ss["tasks"]["completed"] == 8
-        assert rs["steps"]["completion_tokens"] == ss["steps"]["completion_tokens"]
-        g_real = 8 / _busy_minutes(real)
-        g_sim = 8 / _busy_minutes(sim.results)
-        p_sim = sim.fleet.preemptions
-        seen.append((round(g_real, 1), round(g_sim, 1), real_preempt, p_sim))
-        if abs(g_real - g_sim) <= 0.4 * max(g_real, g_sim) and abs(real_preempt - p_sim) <= max(
-            8, 0.5 * max(real_preempt, p_sim)
-        ):
-            return
-    pytest.fail(f"simulation and real run disagree in every attempt (goodput real, sim, preemptions real, sim): {seen}")
+    real, real_preempt, lag_s, policy = await _real_run(sc, controller, tenants)
+    sim = simulate(uniform_fleet("tiny", 1, seed=sc.seed), policy, sc, SimOptions())  # type: ignore[arg-type]
+    rs, ss = real.summary(), sim.results.summary()  # type: ignore[attr-defined]
+    assert rs["tasks"]["completed"] == ss["tasks"]["completed"] == 8
+    assert rs["steps"]["completion_tokens"] == ss["steps"]["completion_tokens"]
+    wall_min = _busy_minutes(real)
+    g_real = 8 / (wall_min - lag_s / 60.0)  # in engine time: the host's lag is not the system's
+    g_sim = 8 / _busy_minutes(sim.results)
+    p_sim = sim.fleet.preemptions
+    seen = f"goodput real {g_real:.1f} (wall clock {8 / wall_min:.1f}, host lag {lag_s:.2f} s) vs sim {g_sim:.1f}"
+    assert abs(g_real - g_sim) <= 0.4 * max(g_real, g_sim), seen
+    assert abs(real_preempt - p_sim) <= max(8, 0.5 * max(real_preempt, p_sim)), (real_preempt, p_sim)
