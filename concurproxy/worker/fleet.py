@@ -59,9 +59,11 @@ class Worker:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> str:
+        driver = self.driver
         registry = make_registry(
-            self.engine, self.served_model, self.profile.memory_utilization, self.legacy_metric_names
-        )
+            self.engine, self.served_model, self.profile.memory_utilization, self.legacy_metric_names,
+            host_lag_s=lambda: driver.lag_s,
+        )  # fmt: skip
         state = WorkerState(self.driver, registry, self.served_model, self.engine.config.max_model_len)
         runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
         await runner.setup()

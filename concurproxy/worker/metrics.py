@@ -16,7 +16,7 @@ the cache. Worker-only series use the ``concurworker_`` prefix. With
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -36,8 +36,10 @@ class EngineCollector(Collector):
         engine_index: str = "0",
         gpu_memory_utilization: float = 0.9,
         legacy_names: bool = False,
+        host_lag_s: Callable[[], float] | None = None,
     ) -> None:
         self.engine = engine
+        self.host_lag_s = host_lag_s  # the driver's lag (real time only; None in virtual time)
         self.model_name = model_name
         self.engine_index = engine_index
         self.gpu_memory_utilization = gpu_memory_utilization
@@ -142,6 +144,13 @@ class EngineCollector(Collector):
         )
         yield self._counter("concurworker_engine_steps", "Engine iterations run.", s.steps)
         yield self._counter("concurworker_engine_busy_seconds", "Engine-clock seconds spent in steps.", s.busy_time)
+        if self.host_lag_s is not None:
+            yield self._counter(
+                "concurworker_host_lag_seconds",
+                "Engine-clock seconds the engine was ready to step but waited for the host CPU (a busy host "
+                "stretches every latency the worker shows by this much; a real GPU would not wait).",
+                self.host_lag_s(),
+            )
         yield self._gauge("concurworker_kv_blocks_total", "KV cache blocks.", cfg.num_blocks)
         yield self._gauge(
             "concurworker_kv_blocks_cached", "Blocks holding a reusable cached prefix.", e.pool.num_cached
@@ -149,10 +158,16 @@ class EngineCollector(Collector):
 
 
 def make_registry(
-    engine: Engine, model_name: str, gpu_memory_utilization: float = 0.9, legacy_names: bool = False
+    engine: Engine,
+    model_name: str,
+    gpu_memory_utilization: float = 0.9,
+    legacy_names: bool = False,
+    host_lag_s: Callable[[], float] | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(
-        EngineCollector(engine, model_name, gpu_memory_utilization=gpu_memory_utilization, legacy_names=legacy_names)
-    )
+    collector = EngineCollector(
+        engine, model_name, gpu_memory_utilization=gpu_memory_utilization, legacy_names=legacy_names,
+        host_lag_s=host_lag_s,
+    )  # fmt: skip
+    registry.register(collector)
     return registry

@@ -148,6 +148,7 @@ async def test_metrics_use_vllm_names_and_agree_with_the_engine(worker: Worker, 
     assert val("vllm:e2e_request_latency_seconds_count") == 2
     assert val("vllm:request_queue_time_seconds_count") == 2
     assert val("concurworker_recomputed_prefill_tokens_total") == 0
+    assert val("concurworker_host_lag_seconds_total") == worker.driver.lag_s  # the driver's, read at scrape time
     info = [k for k in samples if k[0] == "vllm:cache_config_info"]
     labels = dict(info[0][1])
     assert labels["block_size"] == "16" and labels["num_gpu_blocks"] == "64"
