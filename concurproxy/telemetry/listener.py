@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 class MetricsListener:
-    """Maps a finished :class:`StepContext` onto :meth:`ProxyMetrics.record_step` (step + queue wait)."""
+    """Maps a finished :class:`StepContext` onto :meth:`ProxyMetrics.observe_step` (step + queue wait)."""
 
     __slots__ = ("_clock", "_metrics")
 
@@ -33,7 +33,7 @@ class MetricsListener:
     def on_step_end(self, ctx: StepContext, now: float) -> None:
         replica = ctx.replica.id if ctx.replica is not None else None
         usage = ctx.usage
-        self._metrics.record_step(
+        self._metrics.observe_step(
             ctx.route,
             ctx.identity.tenant,
             ctx.step.role,

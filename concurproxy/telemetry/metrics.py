@@ -232,7 +232,6 @@ class ProxyMetrics:
 
     def observe_step(
         self,
-        *,
         route: str,
         tenant: str,
         role: str,
@@ -243,28 +242,10 @@ class ProxyMetrics:
         upstream_s: float | None = None,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
-    ) -> None:
-        """Record one finished step (any status). ``replica=None`` when refused before routing."""
-        self.record_step(
-            route, tenant, role, status, duration_s, replica, ttft_s, upstream_s, prompt_tokens, completion_tokens
-        )
-
-    def record_step(
-        self,
-        route: str,
-        tenant: str,
-        role: str,
-        status: int,
-        duration_s: float,
-        replica: str | None,
-        ttft_s: float | None,
-        upstream_s: float | None,
-        prompt_tokens: int,
-        completion_tokens: int,
         queue_wait_s: float | None = None,
     ) -> None:
-        """:meth:`observe_step` and, when given, :meth:`observe_queue_wait`, in one positional call
-        (the request path's form: keyword arguments and a second call cost more than the samples)."""
+        """Record one finished step (any status), and its queue wait when given. ``replica=None`` when
+        refused before routing. The request path calls it positionally (keywords cost more than the samples)."""
         key = (replica if replica is not None else NONE_REPLICA, role)
         self._p_requests.add((route, tenant, role, status))
         self._p_step.observe(key, duration_s)
