@@ -31,13 +31,14 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from concurproxy.control.dispatch import DispatchParams, KvReserve, PrefillGate
 from concurproxy.control.types import PressureSnapshot
 from concurproxy.server.hooks import StepContext
 
 _MAX_LEFT = 1024
+_Core = TypeVar("_Core", PrefillGate, KvReserve)
 
 
 class _Holder(Protocol):
@@ -67,19 +68,18 @@ class DispatchStage:
 
     def gate(self, replica_id: str) -> PrefillGate:
         g = self._gates.get(replica_id)
-        if g is None:
-            g = PrefillGate(self.params)
-            if replica_id not in self._left:
-                self._gates[replica_id] = g
-        return g
+        return g if g is not None else self._new_core(self._gates, PrefillGate, replica_id)
 
     def reserve(self, replica_id: str) -> KvReserve:
         r = self._reserves.get(replica_id)
-        if r is None:
-            r = KvReserve(self.params)
-            if replica_id not in self._left:
-                self._reserves[replica_id] = r
-        return r
+        return r if r is not None else self._new_core(self._reserves, KvReserve, replica_id)
+
+    def _new_core(self, cores: dict[str, _Core], make: Callable[[DispatchParams], _Core], replica_id: str) -> _Core:
+        """A replica's core on its first step; not kept for a replica that left (``_left``)."""
+        c = make(self.params)
+        if replica_id not in self._left:
+            cores[replica_id] = c
+        return c
 
     def forget_replica(self, replica_id: str) -> None:
         """The replica left the pool: drop its cores, letting every step they hold go now (never stranded).
