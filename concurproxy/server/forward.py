@@ -19,7 +19,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -28,14 +27,19 @@ from concurproxy.config.server import TimeoutsConfig
 from concurproxy.errors import ProxyError
 from concurproxy.server.hooks import StepContext
 from concurproxy.server.sse import SSERelay, Usage
-from concurproxy.upstream.http1 import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
+from concurproxy.upstream.http1 import (
+    UpstreamError,
+    UpstreamPool,
+    UpstreamRequestError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from concurproxy.upstream.pool import ReplicaPool
 from concurproxy.upstream.replica import Replica
 
 log = logging.getLogger("concurproxy.forward")
 
 RETRYABLE_STATUS = frozenset({502, 503})
-_HOP_HEADERS = ("traceparent", "tracestate", "x-request-id")
 
 
 class UpstreamAttemptFailed(Exception):
@@ -47,12 +51,11 @@ class UpstreamAttemptFailed(Exception):
         self.passive_failure = passive_failure  # counts against the replica's health
 
 
-def upstream_headers(replica: Replica, client_headers: Any, request_id: str) -> dict[str, str]:
+def upstream_headers(replica: Replica, trace_headers: dict[str, str], request_id: str) -> dict[str, str]:
+    """``trace_headers``: the client's trace context, already validated (``server/propagation.py``)."""
     headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
-    for name in _HOP_HEADERS[:2]:
-        value = client_headers.get(name)
-        if value:
-            headers[name] = value
+    if trace_headers:
+        headers.update(trace_headers)
     if replica.api_key:
         headers["Authorization"] = f"Bearer {replica.api_key}"
     return headers
@@ -83,6 +86,8 @@ class Forwarder:
             raise UpstreamAttemptFailed(
                 "timeout", f"{replica.id}: no response within {self.timeouts.first_byte_s:g}s", passive_failure=True
             ) from exc
+        except UpstreamRequestError as exc:  # nothing was sent and no replica is to blame: the request itself
+            raise ProxyError(400, "invalid_request", f"the request cannot be forwarded: {exc}") from None
         except UpstreamError as exc:  # connect refused/reset, closed before any byte, garbage answer
             raise UpstreamAttemptFailed(
                 "connect", f"{replica.id}: {type(exc).__name__}: {exc}", passive_failure=True

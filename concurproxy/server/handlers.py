@@ -24,6 +24,7 @@ from concurproxy.server.components import COMPONENTS, Components
 from concurproxy.server.engine_priority import with_priority
 from concurproxy.server.forward import UpstreamAttemptFailed, choose_candidates, upstream_headers
 from concurproxy.server.hooks import StepContext
+from concurproxy.server.propagation import propagated_headers
 from concurproxy.telemetry.logging import REQUEST_ID_KEY
 from concurproxy.telemetry.tracing import NoopPhase, NoopStep, Phase, StepTrace
 from concurproxy.tokens import count_tokens, prompt_text
@@ -156,6 +157,10 @@ class CompletionHandler:
                 local_prompt_tokens=local,
             )
             ctx.extra_headers["X-Request-Id"] = request_id
+            if "traceparent" in request.headers or "tracestate" in request.headers:
+                ctx.trace_headers, dropped = propagated_headers(request.headers)
+                if dropped and c.metrics is not None:
+                    c.metrics.propagation_dropped(dropped)
             if clamped and ident.priority is not None:  # claimed above the tenant's max_priority: say what applies
                 ctx.extra_headers["x-concurproxy-priority"] = f"{priority.name}; requested={ident.priority.name}"
             # None when tracing is off: the step then makes no tracing calls at all
@@ -271,7 +276,7 @@ class CompletionHandler:
         assert c.forwarder is not None
         if replica.priority_scheduling:  # the engine queues by the step's class (engine_priority.py)
             payload = with_priority(payload, ctx.body, ctx.step.priority)
-        up_headers = upstream_headers(replica, request.headers, ctx.request_id)
+        up_headers = upstream_headers(replica, ctx.trace_headers, ctx.request_id)
         sent_at = time.perf_counter()
         with (
             trace.phase("upstream", **{"concurproxy.replica": replica.id}) if trace is not None else _NO_PHASE as phase

@@ -54,6 +54,7 @@ class StepContext:
     budget_charged: bool = False  # a reservation was settled for this step
     error_code: str | None = None  # the code of the error answered, if any
     budget_denied: str | None = None  # the budget rule that refused the step
+    trace_headers: dict[str, str] = field(default_factory=dict)  # the client's valid trace context, sent upstream
 
 
 class Ticket(Protocol):

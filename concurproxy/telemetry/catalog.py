@@ -139,6 +139,9 @@ SPECS: tuple[MetricSpec, ...] = (
     _c("concurproxy_upstream_retries_total", ("replica", "kind"),
        "Attempts that failed on the replica before the first byte reached the client and were retried "
        "elsewhere (kind: connect / timeout / status).", kind=("connect",)),
+    _c("concurproxy_propagation_dropped_total", ("header",),
+       "Client trace-context headers not sent upstream because they break their W3C grammar "
+       "(header: traceparent / tracestate).", header=("traceparent", "tracestate")),
     _g("concurproxy_replica_healthy", R, "1 when the replica is in rotation, 0 when taken out."),
     _g("concurproxy_build_info", ("version",), "Always 1; the proxy version as a label."),
 )  # fmt: skip

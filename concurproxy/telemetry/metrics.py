@@ -371,6 +371,11 @@ class ProxyMetrics:
     def upstream_retry(self, replica: str, kind: object) -> None:
         self._f["concurproxy_upstream_retries_total"].child(replica, kind).inc()
 
+    def propagation_dropped(self, headers: tuple[str, ...]) -> None:
+        family = self._f["concurproxy_propagation_dropped_total"]
+        for name in headers:
+            family.child(name).inc()
+
     def set_replica_health(self, replica: str, healthy: bool) -> None:
         self._f["concurproxy_replica_healthy"].child(replica).set(1 if healthy else 0)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from concurproxy.testing.stub_upstream import StubBehaviour
@@ -208,6 +208,13 @@ def _count(name: str) -> None:
 
 @FUZZ
 @given(route=st.sampled_from([r for r in ROUTES if r[0] == b"POST"][:2]), headers=HEADERS, body=BODIES)
+# found by hypothesis 6.170: a non-ASCII traceparent was copied upstream and failed to encode (500)
+@example(route=(b"POST", CHAT_PATH), headers=[(b"traceparent", b"\x80")], body=_dumps(VALID_CHAT))
+@example(
+    route=(b"POST", CHAT_PATH),
+    headers=[(b"traceparent", b"\x80")],
+    body=b'{"model":"stub-model","messages":[{"role":"","":""}],"":4}',
+)
 def test_completion_routes_answer_well_formed(proxy: ProxyThread, route, headers, body) -> None:
     _count("completions")
     method, path = route

@@ -15,6 +15,7 @@ from concurproxy.upstream.http1.errors import (
     UpstreamDisconnected,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamRequestError,
     UpstreamTimeout,
 )
 from concurproxy.upstream.http1.parser import Headers
@@ -29,6 +30,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamPool",
     "UpstreamProtocolError",
+    "UpstreamRequestError",
     "UpstreamResponse",
     "UpstreamTimeout",
 ]

@@ -10,6 +10,8 @@ catch the family with one narrow ``except``. The split matters for retry policy:
 * :class:`UpstreamTimeout` - no response head (or no body data) within the limit.
 * :class:`UpstreamProtocolError` - the bytes were not valid HTTP/1.x.
 * :class:`UpstreamAborted` - the caller closed/aborted the response while a read waited.
+* :class:`UpstreamRequestError` - the caller's request cannot be written as valid HTTP/1.1
+  (bad method, target, header name or value): nothing was sent, and no replica is to blame.
 """
 
 from __future__ import annotations
@@ -41,3 +43,7 @@ class UpstreamProtocolError(UpstreamError):
 
 class UpstreamAborted(UpstreamError):
     """The response was closed/aborted by the caller while a read was pending."""
+
+
+class UpstreamRequestError(UpstreamError, ValueError):
+    """The request cannot be serialised as valid HTTP/1.1; raised before anything is sent."""

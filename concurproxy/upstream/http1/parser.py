@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from concurproxy.upstream.http1.errors import UpstreamProtocolError
+from concurproxy.upstream.http1.errors import UpstreamProtocolError, UpstreamRequestError
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 4096
@@ -87,21 +87,43 @@ class ResponseHead:
     keep_alive: bool  # the server allows reusing the connection after this response
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # RFC 9110 token (method, field name)
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")  # no CR/LF/NUL/controls; latin-1 encodable
+_TARGET = re.compile(r"[\x21-\x7e]+\Z")  # origin-form: visible ASCII, no whitespace
+_CHECKED_NAMES: set[str] = set()  # header names already found valid (a handful): no regex per step
+
+
 def build_request(method: str, path: str, host_header: str, headers: Mapping[str, str] | None, body: bytes) -> bytes:
     """Serialise one request. Caller headers named Host/Content-Length/Connection/Transfer-Encoding
-    are dropped (the client owns framing), except that a caller ``Host`` replaces the default."""
+    are dropped (the client owns framing), except that a caller ``Host`` replaces the default.
+
+    Raises :class:`UpstreamRequestError` (nothing is sent) for a method that is not a token, a target
+    with whitespace, controls or non-ASCII, a header name that is not a token, or a value holding
+    CR/LF/NUL or a character outside latin-1: such a request would be malformed on the wire or
+    split into two (request smuggling), whatever the caller meant."""
     host = host_header
+    if _TOKEN.match(method) is None:
+        raise UpstreamRequestError(f"invalid method {method[:40]!r}")
+    if _TARGET.match(path) is None:
+        raise UpstreamRequestError(f"invalid request target {path[:80]!r}")
     lines = [f"{method} {path} HTTP/1.1\r\n"]
     if headers:
         for name, value in headers.items():
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
-                raise ValueError(f"invalid header {name!r}")
+            if name not in _CHECKED_NAMES:
+                if _TOKEN.match(name) is None:
+                    raise UpstreamRequestError(f"invalid header name {name[:40]!r}")
+                if len(_CHECKED_NAMES) < 1024:
+                    _CHECKED_NAMES.add(name)
+            if _FIELD_VALUE.match(value) is None:
+                raise UpstreamRequestError(f"invalid value for header {name!r}")
             low = name.lower()
             if low in _SKIP_REQUEST_HEADERS:
                 if low == "host":
                     host = value
                 continue
             lines.append(f"{name}: {value}\r\n")
+    if _FIELD_VALUE.match(host) is None:
+        raise UpstreamRequestError(f"invalid Host {host[:80]!r}")
     lines.append(f"Host: {host}\r\nContent-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n")
     return "".join(lines).encode("latin-1") + body
 
