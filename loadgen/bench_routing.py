@@ -107,9 +107,7 @@ def run(
                 task = pending.pop(req_id)[0]
                 heapq.heappush(wake, (now, -1 - len(retry_ids), task))
                 retry_ids.add(f"retry-{task.task_no}-{task.step}")
-        busy = [
-            (max(e.busy_until, now), rid) for rid, e in engines.items() if e.has_work() and rid not in dead
-        ]
+        busy = [(max(e.busy_until, now), rid) for rid, e in engines.items() if e.has_work() and rid not in dead]
         t_eng, rid = min(busy) if busy else (float("inf"), "")
         t_wake = wake[0][0] if wake else float("inf")
         if t_wake <= t_eng:
@@ -260,9 +258,7 @@ def micro() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        prog="python -m loadgen.bench_routing", description=__doc__.split("\n")[0]
-    )
+    ap = argparse.ArgumentParser(prog="python -m loadgen.bench_routing", description=__doc__.split("\n")[0])
     ap.add_argument("--agents", type=int, default=48)
     ap.add_argument("--replicas", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=90.0, help="virtual seconds per policy")
@@ -277,21 +273,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(micro())
         return
     base = load_profile(a.profile).engine_config(seed=a.seed)
-    config = dataclasses.replace(
-        base, num_blocks=a.blocks, max_model_len=min(base.max_model_len, a.blocks * 16)
-    )
-    spec = AgentSpec(
-        steps=16, system_tokens=512, task_tokens=1024, tool_tokens=256, output_tokens=32, tool_pause_s=0.5
-    )
+    config = dataclasses.replace(base, num_blocks=a.blocks, max_model_len=min(base.max_model_len, a.blocks * 16))
+    spec = AgentSpec(steps=16, system_tokens=512, task_tokens=1024, tool_tokens=256, output_tokens=32, tool_pause_s=0.5)
     print(
         f"{a.agents} agents x {spec.steps} steps (context {spec.system_tokens + spec.task_tokens}"
         f"->{spec.final_context()} tokens, shared system prompt {spec.system_tokens}), "
         f"{a.replicas} replicas x {a.blocks} blocks, {a.seconds:.0f} virtual s, profile {a.profile}"
     )
-    rows = [
-        run(p, config, spec, a.agents, a.replicas, a.seconds, a.seed, a.kill_at)
-        for p in (a.policy or POLICIES)
-    ]
+    rows = [run(p, config, spec, a.agents, a.replicas, a.seconds, a.seed, a.kill_at) for p in (a.policy or POLICIES)]
     print(format_results(rows))
     if a.kill_at is not None:
         for r in rows:

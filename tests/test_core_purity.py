@@ -15,9 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "concurproxy"
 CORE_PACKAGES = ("control", "routing")
-FORBIDDEN = frozenset(
-    {"asyncio", "aiohttp", "redis", "prometheus_client", "opentelemetry", "httpx", "time", "uvloop"}
-)
+FORBIDDEN = frozenset({"asyncio", "aiohttp", "redis", "prometheus_client", "opentelemetry", "httpx", "time", "uvloop"})
 
 
 def core_modules() -> list[Path]:

@@ -52,9 +52,7 @@ def resolve_python(python: str | None, env: Mapping[str, str] | None = None) -> 
     return sys.executable
 
 
-def build_command(
-    python: str, host: str, port: int, vllm_args: Sequence[str], module: str = VLLM_MODULE
-) -> list[str]:
+def build_command(python: str, host: str, port: int, vllm_args: Sequence[str], module: str = VLLM_MODULE) -> list[str]:
     for arg in vllm_args:
         if arg.split("=", 1)[0] in ("--host", "--port"):
             raise LaunchError(f"pass {arg.split('=', 1)[0]} to concurproxy, not in the vLLM arguments")
@@ -97,14 +95,10 @@ class _Child:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(sig)
             killer = asyncio.create_task(kill_now.wait())
-            done, _ = await asyncio.wait(
-                {self.exited, killer}, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({self.exited, killer}, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
             killer.cancel()
             if self.exited not in done:
-                self._write(
-                    f"vLLM did not stop within {grace_s:g} s of {signal.Signals(sig).name}; killing it"
-                )
+                self._write(f"vLLM did not stop within {grace_s:g} s of {signal.Signals(sig).name}; killing it")
                 self._killpg()
         return await self.finish()
 
@@ -208,9 +202,7 @@ async def run_vllm_async(
                     )
                     return code or 1
                 if stopped.done():
-                    return await child.stop(
-                        received[-1] if received else signal.SIGTERM, stop_grace_s, kill_now
-                    )
+                    return await child.stop(received[-1] if received else signal.SIGTERM, stop_grace_s, kill_now)
             print(f"concurproxy: vLLM healthy at {engine_url}", file=log, flush=True)
             if on_ready is not None:
                 result = on_ready(engine_url, agent_url)

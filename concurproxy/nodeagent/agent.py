@@ -111,9 +111,7 @@ class NodeAgent:
                 self._every(self.config.scrape_interval_s, lambda: self.scrape_once(session)),
                 name="node-agent-scrape",
             ),
-            asyncio.create_task(
-                self._every(self.config.gpu_interval_s, self.read_gpus_once), name="node-agent-gpu"
-            ),
+            asyncio.create_task(self._every(self.config.gpu_interval_s, self.read_gpus_once), name="node-agent-gpu"),
         ]
         try:
             yield
@@ -130,9 +128,7 @@ class NodeAgent:
         return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _health(self, request: web.Request) -> web.Response:
         snap = self.state.tracker.snapshot_at(self._clock())

@@ -11,16 +11,12 @@ if TYPE_CHECKING:
 
 def add_agent_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine-url", required=True, help="engine base URL, e.g. http://127.0.0.1:8000")
-    p.add_argument(
-        "--host", default="127.0.0.1", help="listen address (0.0.0.0 to let a remote proxy read it)"
-    )
+    p.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 to let a remote proxy read it)")
     p.add_argument("--port", type=int, default=9400, help="listen port (0 = any free port)")
     p.add_argument("--metrics-path", default="/metrics", help="engine Prometheus path")
     p.add_argument("--scrape-interval-ms", type=int, default=100, help="engine /metrics read period")
     p.add_argument("--gpu-interval-ms", type=int, default=1000, help="NVML read period")
-    p.add_argument(
-        "--stale-after-ms", type=int, default=1000, help="engine data older than this is reported not ok"
-    )
+    p.add_argument("--stale-after-ms", type=int, default=1000, help="engine data older than this is reported not ok")
     p.add_argument("--no-nvml", action="store_true", help="do not touch NVML (report it unavailable)")
 
 

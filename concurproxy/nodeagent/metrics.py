@@ -56,13 +56,9 @@ class AgentCollector(Collector):
         for name, doc, value in gauges:
             if value is not None:
                 yield GaugeMetricFamily(P + name, doc, value=float(value))
-        yield GaugeMetricFamily(
-            P + "nvml_available", "1 when NVML answers.", value=1.0 if st.gpu.available else 0.0
-        )
+        yield GaugeMetricFamily(P + "nvml_available", "1 when NVML answers.", value=1.0 if st.gpu.available else 0.0)
         used = GaugeMetricFamily(P + "gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu", "name"])
-        total = GaugeMetricFamily(
-            P + "gpu_memory_total_bytes", "GPU memory in total.", labels=["gpu", "name"]
-        )
+        total = GaugeMetricFamily(P + "gpu_memory_total_bytes", "GPU memory in total.", labels=["gpu", "name"])
         util = GaugeMetricFamily(P + "gpu_utilization_ratio", "SM busy fraction.", labels=["gpu", "name"])
         mutil = GaugeMetricFamily(
             P + "gpu_memory_utilization_ratio", "Memory controller busy fraction.", labels=["gpu", "name"]

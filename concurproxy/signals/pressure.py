@@ -45,9 +45,7 @@ class _Point:
 class PressureTracker:
     """Per-replica state between polls: last sample, counter history, failures."""
 
-    def __init__(
-        self, stale_after_s: float = 1.0, rate_window_s: float = 1.0, source: str = "engine-metrics"
-    ):
+    def __init__(self, stale_after_s: float = 1.0, rate_window_s: float = 1.0, source: str = "engine-metrics"):
         if stale_after_s <= 0 or rate_window_s < 0:
             raise ValueError("stale_after_s must be > 0 and rate_window_s >= 0")
         self.stale_after_s = stale_after_s

@@ -34,12 +34,16 @@ def step(agent: str, prompt: int = 100) -> StepInfo:
 
 
 def service(window: int = 1, clock: FakeClock | None = None, **cfg: Any) -> AdmissionService:
-    base: dict[str, Any] = {"controller": "static", "static": StaticConfig(window=window),
-                            "max_queue_wait_s": 60, "max_queue_length": 3, "starvation_timeout_s": 1000,
-                            "idle_ttl_s": 30}
+    base: dict[str, Any] = {
+        "controller": "static",
+        "static": StaticConfig(window=window),
+        "max_queue_wait_s": 60,
+        "max_queue_length": 3,
+        "starvation_timeout_s": 1000,
+        "idle_ttl_s": 30,
+    }
     base.update(cfg)
-    return AdmissionService(AdmissionConfig(**base), clock=clock or FakeClock(),
-                            listeners=[RecordingListener()])
+    return AdmissionService(AdmissionConfig(**base), clock=clock or FakeClock(), listeners=[RecordingListener()])
 
 
 async def settle() -> None:
@@ -231,8 +235,14 @@ async def test_listeners_get_typed_events_and_a_broken_one_is_counted() -> None:
     held.end()
     (await asyncio.wait_for(waiter, 1)).end()
     kinds = [e.kind for e in rec.events]
-    assert kinds == [EventKind.admitted, EventKind.queued, EventKind.ended, EventKind.released,
-                     EventKind.admitted, EventKind.ended]
+    assert kinds == [
+        EventKind.admitted,
+        EventKind.queued,
+        EventKind.ended,
+        EventKind.released,
+        EventKind.admitted,
+        EventKind.ended,
+    ]
     assert rec.events[4].reason == "new" and svc.listener_errors == len(kinds)
 
 
@@ -271,8 +281,9 @@ async def test_gate_adapter_records_usage_releases_done_agents_and_keeps_outcome
     gate = AdmissionStage(svc)
 
     def ctx(agent: str, done: bool) -> Any:
-        return SimpleNamespace(step=step(agent), replica=SimpleNamespace(id="r0"), usage=None,
-                               identity=SimpleNamespace(done=done))
+        return SimpleNamespace(
+            step=step(agent), replica=SimpleNamespace(id="r0"), usage=None, identity=SimpleNamespace(done=done)
+        )
 
     c1 = ctx("a", done=False)
     async with gate.acquire(c1) as t:

@@ -26,8 +26,14 @@ class FakeClock:
 
 async def scenario(data: st.DataObject, window: int, qlen: int, plans: list[tuple[list[str], bool]]) -> None:
     clock = FakeClock()
-    cfg = AdmissionConfig(controller="static", static=StaticConfig(window=window), max_queue_wait_s=20,
-                          max_queue_length=qlen, idle_ttl_s=5, starvation_timeout_s=15)
+    cfg = AdmissionConfig(
+        controller="static",
+        static=StaticConfig(window=window),
+        max_queue_wait_s=20,
+        max_queue_length=qlen,
+        idle_ttl_s=5,
+        starvation_timeout_s=15,
+    )
     svc = AdmissionService(cfg, clock=clock)
     entered = 0
 
@@ -86,9 +92,11 @@ async def scenario(data: st.DataObject, window: int, qlen: int, plans: list[tupl
     st.data(),
     st.integers(1, 3),
     st.integers(1, 4),
-    st.lists(st.tuples(st.lists(st.sampled_from(FATES), min_size=1, max_size=3), st.booleans()),
-             min_size=1, max_size=7),
+    st.lists(
+        st.tuples(st.lists(st.sampled_from(FATES), min_size=1, max_size=3), st.booleans()), min_size=1, max_size=7
+    ),
 )
-def test_every_ticket_ends_exactly_once(data: st.DataObject, window: int, qlen: int,
-                                        plans: list[tuple[list[str], bool]]) -> None:
+def test_every_ticket_ends_exactly_once(
+    data: st.DataObject, window: int, qlen: int, plans: list[tuple[list[str], bool]]
+) -> None:
     asyncio.run(scenario(data, window, qlen, plans))

@@ -32,7 +32,7 @@ def runs() -> dict[str, VTimeResult]:
 
 
 def second_half_mean(r: VTimeResult, attr: str) -> float:
-    pts = r.trace[len(r.trace) // 2:]
+    pts = r.trace[len(r.trace) // 2 :]
     return sum(getattr(p, attr) for p in pts) / len(pts)
 
 
@@ -40,7 +40,7 @@ def test_window_settles_near_the_capacity_edge(runs: dict[str, VTimeResult]) -> 
     r = runs["aimd"]
     assert 2.0 <= second_half_mean(r, "window") <= 4.5
     assert 2.0 <= second_half_mean(r, "active") <= 4.0
-    assert max(p.window for p in r.trace[len(r.trace) // 2:]) <= 8
+    assert max(p.window for p in r.trace[len(r.trace) // 2 :]) <= 8
 
 
 def test_few_preemptions_and_goodput_near_the_best_static_window(runs: dict[str, VTimeResult]) -> None:

@@ -16,8 +16,7 @@ ops = st.lists(
         st.tuples(st.just("end"), st.integers(0, 1000), st.sampled_from(list(Outcome))),
         st.tuples(st.just("end_again"), st.integers(0, 1000), st.sampled_from(list(Outcome))),
         st.tuples(st.just("cancel"), st.integers(0, 1000), st.just(0)),
-        st.tuples(st.just("pressure"), st.sampled_from(["fresh", "thrash", "failed", "none"]),
-                  st.floats(0, 1)),
+        st.tuples(st.just("pressure"), st.sampled_from(["fresh", "thrash", "failed", "none"]), st.floats(0, 1)),
         st.tuples(st.just("time"), st.floats(0, 20), st.just(0)),
         st.tuples(st.just("release"), st.integers(0, 12), st.just(0)),
     ),
@@ -28,8 +27,13 @@ ops = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(ops, st.booleans())
 def test_tickets_window_and_staleness(seq: list[tuple], capacity_known: bool) -> None:  # type: ignore[type-arg]
-    cfg = AdmissionConfig(idle_ttl_s=15, max_queue_wait_s=40, max_queue_length=20, starvation_timeout_s=25,
-                          aimd=AIMDConfig(initial=3, min=1, max=6, stale_after_ms=1000))
+    cfg = AdmissionConfig(
+        idle_ttl_s=15,
+        max_queue_wait_s=40,
+        max_queue_length=20,
+        starvation_timeout_s=25,
+        aimd=AIMDConfig(initial=3, min=1, max=6, stale_after_ms=1000),
+    )
     w = ReplicaWindow("r", AIMDController(cfg.aimd), cfg, FifoQueue[int]())
     now = 0.0
     issued: list[Ticket] = []
@@ -72,8 +76,7 @@ def test_tickets_window_and_staleness(seq: list[tuple], capacity_known: bool) ->
             cap = 20000 if capacity_known else None
             snap = {
                 "fresh": PressureSnapshot(ts=now, kv_usage=b * 0.8, kv_capacity_tokens=cap),
-                "thrash": PressureSnapshot(ts=now, kv_usage=0.95, preemptions_per_s=1.0,
-                                           kv_capacity_tokens=cap),
+                "thrash": PressureSnapshot(ts=now, kv_usage=0.95, preemptions_per_s=1.0, kv_capacity_tokens=cap),
                 "failed": PressureSnapshot(ts=now, ok=False),
                 "none": None,
             }[a]

@@ -21,8 +21,7 @@ CFG = AdmissionConfig(idle_ttl_s=30, max_queue_wait_s=120, max_queue_length=3, s
 
 
 def step(agent: str, prompt: int = 100, tenant: str = "t") -> StepInfo:
-    return StepInfo(tenant=tenant, role="r", agent_id=agent, task_id="task", est_prompt_tokens=prompt,
-                    max_tokens=100)
+    return StepInfo(tenant=tenant, role="r", agent_id=agent, task_id="task", est_prompt_tokens=prompt, max_tokens=100)
 
 
 def static(window: int, cfg: AdmissionConfig = CFG) -> ReplicaWindow:

@@ -12,9 +12,7 @@ from concurproxy.control.types import StepInfo
 
 ROLES = {
     "planner": RoleConfig(tokens_per_min=50_000, max_prompt_tokens=8000, max_output_tokens=1000),
-    "critic": RoleConfig(
-        tokens_per_min=20_000, max_steps_per_task=5, on_output_limit="reject", max_output_tokens=500
-    ),
+    "critic": RoleConfig(tokens_per_min=20_000, max_steps_per_task=5, on_output_limit="reject", max_output_tokens=500),
 }
 TENANTS = [TenantConfig(name="a", tokens_per_min=60_000), TenantConfig(name="b")]
 LIMITS = BudgetLimits.from_policy(ROLES, TENANTS, FairnessConfig(input_weight=1, output_weight=3))
@@ -44,9 +42,7 @@ def test_charged_equals_reported_at_fixed_time(ops: list[tuple]) -> None:  # typ
     for o in ops:
         if o[0] == "check":
             _, tenant, role, prompt, max_tokens, task = o
-            d = e.check(
-                StepInfo(tenant, role, "ag", task, est_prompt_tokens=prompt, max_tokens=max_tokens), now
-            )
+            d = e.check(StepInfo(tenant, role, "ag", task, est_prompt_tokens=prompt, max_tokens=max_tokens), now)
             if isinstance(d, Allow):
                 open_res.append(d.reservation)
         elif open_res:
@@ -60,9 +56,7 @@ def test_charged_equals_reported_at_fixed_time(ops: list[tuple]) -> None:  # typ
     for tenant in ("a", "b"):
         for role in ("planner", "default", None):
             level = e.bucket_level(tenant, role, now)
-            cap = (
-                LIMITS.tenant_tokens_per_min.get(tenant) if role is None else LIMITS.role(role).tokens_per_min
-            )
+            cap = LIMITS.tenant_tokens_per_min.get(tenant) if role is None else LIMITS.role(role).tokens_per_min
             if cap is None:
                 assert level is None
                 continue

@@ -20,9 +20,7 @@ def queue(**kw: object) -> FairQueue[int]:
 costs = st.tuples(st.integers(1, 4000), st.integers(0, 500))  # (prompt, output) of one step
 
 
-def run_backlogged(
-    q: FairQueue[int], tenants: dict[str, list[tuple[int, int]]], pops: int
-) -> list[tuple[str, float]]:
+def run_backlogged(q: FairQueue[int], tenants: dict[str, list[tuple[int, int]]], pops: int) -> list[tuple[str, float]]:
     """All tenants backlogged from t=0 (each step's usage charged as soon as it is served)."""
     steps: dict[int, StepInfo] = {}
     usage: dict[int, tuple[int, int]] = {}
@@ -92,9 +90,7 @@ def test_no_backlogged_flow_waits_beyond_the_bound(weights: list[float], pool: l
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    st.lists(st.tuples(st.sampled_from(["p", "e", "m"]), st.sampled_from(list(PriorityClass))), min_size=1)
-)
+@given(st.lists(st.tuples(st.sampled_from(["p", "e", "m"]), st.sampled_from(list(PriorityClass))), min_size=1))
 def test_priority_classes_first_within_a_tenant(items: list[tuple[str, PriorityClass]]) -> None:
     q = queue()
     for i, (role, prio) in enumerate(items):
@@ -109,9 +105,7 @@ def test_priority_classes_first_within_a_tenant(items: list[tuple[str, PriorityC
     st.lists(st.tuples(st.booleans(), st.floats(0, 3), st.booleans()), min_size=1, max_size=80),
     st.floats(0, 10),
 )
-def test_long_step_is_never_bypassed_after_max_bypass_s(
-    events: list[tuple[bool, float, bool]], bypass: float
-) -> None:
+def test_long_step_is_never_bypassed_after_max_bypass_s(events: list[tuple[bool, float, bool]], bypass: float) -> None:
     """A short step served while an older long step waits: that long step waited < max_bypass_s."""
     q = queue(long_prefill_tokens=1000, max_bypass_s=bypass)
     now, n = 0.0, 0

@@ -8,9 +8,7 @@ from concurproxy.control.fairness import FairnessParams, FairQueue, VTCPolicy, V
 from concurproxy.control.types import PriorityClass, StepInfo
 
 
-def step(
-    tenant: str, role: str = "r", prompt: int = 100, prio: PriorityClass = PriorityClass.normal
-) -> StepInfo:
+def step(tenant: str, role: str = "r", prompt: int = 100, prio: PriorityClass = PriorityClass.normal) -> StepInfo:
     return StepInfo(tenant, role, "ag", "t", prio, est_prompt_tokens=prompt, max_tokens=0)
 
 

@@ -8,8 +8,18 @@ from concurproxy.config.admission import AIMDConfig
 from concurproxy.control.limits import AIMDController
 from concurproxy.control.types import PressureSnapshot
 
-CFG = AIMDConfig(initial=10, min=2, max=12, increase=1, decrease=0.7, kv_target=0.8, kv_high_water=0.9,
-                 interval_ms=250, stale_after_ms=1000, cooldown_intervals=2)
+CFG = AIMDConfig(
+    initial=10,
+    min=2,
+    max=12,
+    increase=1,
+    decrease=0.7,
+    kv_target=0.8,
+    kv_high_water=0.9,
+    interval_ms=250,
+    stale_after_ms=1000,
+    cooldown_intervals=2,
+)
 
 
 def snap(ts: float, kv: float | None = 0.5, **kw: object) -> PressureSnapshot:
@@ -31,9 +41,7 @@ def snap(ts: float, kv: float | None = 0.5, **kw: object) -> PressureSnapshot:
         ("no sample holds, saturated", None, 10, 10, "no-data"),
     ],
 )
-def test_single_update(
-    name: str, snapshot: PressureSnapshot | None, in_use: int, window: int, reason: str
-) -> None:
+def test_single_update(name: str, snapshot: PressureSnapshot | None, in_use: int, window: int, reason: str) -> None:
     c = AIMDController(CFG)
     d = c.update(snapshot, in_use, now=1.5)
     assert (d.window, d.reason) == (window, reason), name

@@ -27,7 +27,11 @@ configs = st.builds(
     lambda lo, span, init, inc, dec: AIMDConfig(
         min=lo, max=lo + span, initial=lo + min(init, span), increase=inc, decrease=dec
     ),
-    st.integers(1, 20), st.integers(0, 200), st.integers(0, 200), st.floats(0.1, 8.0), st.floats(0.05, 0.95),
+    st.integers(1, 20),
+    st.integers(0, 200),
+    st.integers(0, 200),
+    st.floats(0.1, 8.0),
+    st.floats(0.05, 0.95),
 )
 
 
@@ -38,8 +42,9 @@ def test_window_bounds_thrash_and_staleness(cfg: AIMDConfig, seq: list[tuple]) -
     now = 0.0
     for adv, age, ok, kv, pre, hit, waiting, in_use in seq:
         now += adv
-        s = PressureSnapshot(ts=now - age, ok=ok, kv_usage=kv, preemptions_per_s=pre, prefix_hit_rate=hit,
-                             waiting=waiting)
+        s = PressureSnapshot(
+            ts=now - age, ok=ok, kv_usage=kv, preemptions_per_s=pre, prefix_hit_rate=hit, waiting=waiting
+        )
         before = c.window
         fresh = ok and age <= cfg.stale_after_ms / 1000
         thrash = fresh and c.thrash_reason(s) is not None

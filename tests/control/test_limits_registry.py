@@ -34,8 +34,9 @@ def test_none_is_unbounded() -> None:
     assert (d.window, d.saturated) == (UNBOUNDED, False)
 
 
-@pytest.mark.parametrize(("name", "cls"), [("aimd", AIMDController), ("static", StaticController),
-                                           ("none", NoneController)])
+@pytest.mark.parametrize(
+    ("name", "cls"), [("aimd", AIMDController), ("static", StaticController), ("none", NoneController)]
+)
 def test_builtins_by_name(name: str, cls: type) -> None:
     reg = ControllerRegistry(entry_points_loader=lambda: [])
     c = reg.create(AdmissionConfig(controller=name))

@@ -113,9 +113,7 @@ def test_unknown_and_malformed_events_are_skipped_and_counted() -> None:
     assert b.skipped == {"unknown": 1, "malformed": 5}
 
 
-@pytest.mark.parametrize(
-    "payload", [b"\xc1garbage", pack(7), pack([1.0]), pack(["x", []]), pack([1.0, 3]), b""]
-)
+@pytest.mark.parametrize("payload", [b"\xc1garbage", pack(7), pack([1.0]), pack(["x", []]), pack([1.0, 3]), b""])
 def test_not_a_batch_raises(payload: bytes) -> None:
     with pytest.raises(KvDecodeError):
         decode_payload(payload)

@@ -57,9 +57,7 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def agent_beside(
-    engine_url: str, probe: GpuProbe, clock: Clock
-) -> AsyncIterator[tuple[NodeAgent, str]]:
+async def agent_beside(engine_url: str, probe: GpuProbe, clock: Clock) -> AsyncIterator[tuple[NodeAgent, str]]:
     agent = NodeAgent(NodeAgentConfig(engine_url=engine_url), probe, clock=clock, wall=lambda: 1.7e9)
     async with serve_app(agent.build_app(background=False)) as url:
         yield agent, url

@@ -111,9 +111,7 @@ async def test_healthy_then_clean_stop_with_node_agent(tmp_path: Path) -> None:
         "SIGTERM",
     ]
     engine = feeds[0]["engine"]
-    assert (
-        isinstance(engine, dict) and engine["kv_usage"] == 0.25 and engine["kv_capacity_tokens"] == 48 * 128
-    )
+    assert isinstance(engine, dict) and engine["kv_usage"] == 0.25 and engine["kv_capacity_tokens"] == 48 * 128
     out = log.getvalue()
     assert "[vllm] INFO fake engine: shut down cleanly" in out and "vLLM healthy at" in out
 

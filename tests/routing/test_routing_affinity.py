@@ -50,9 +50,7 @@ def test_pinned_agent_stays_and_reports_matched_blocks() -> None:
 def test_weighted_numbers_decide_against_a_weak_pin() -> None:
     # Only kv-headroom (w=1) and session-affinity (w=0.1): a 30-point headroom gap beats the pin.
     reg = default_registry()
-    scorers = reg.build(
-        [ScorerConfig(type="session-affinity", weight=0.1), ScorerConfig(type="kv-headroom", weight=1)]
-    )
+    scorers = reg.build([ScorerConfig(type="session-affinity", weight=0.1), ScorerConfig(type="kv-headroom", weight=1)])
     r = PrefixAffinityRouter(scorers)
     views = [ReplicaView("r0", kv_usage=0.5), ReplicaView("r1", kv_usage=0.1)]
     r.pins.set("a", "r0", 0.0)
@@ -178,9 +176,7 @@ def test_replica_death_mid_run_repins_every_agent_once() -> None:
 
 def test_no_eligible_replica_raises() -> None:
     with pytest.raises(NoHealthyReplica):
-        router().route(
-            RouteRequest("a"), [ReplicaView("r0", healthy=False), ReplicaView("r1", draining=True)], 0.0
-        )
+        router().route(RouteRequest("a"), [ReplicaView("r0", healthy=False), ReplicaView("r1", draining=True)], 0.0)
 
 
 def test_non_sticky_requests_leave_no_pin() -> None:

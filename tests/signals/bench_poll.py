@@ -54,10 +54,7 @@ async def main() -> None:
         for _ in range(rounds):
             await agent.scrape_once(s)
         cpu = (time.process_time() - c0) / rounds
-        print(
-            f"node agent scrape: {cpu * 1e6:.0f} µs CPU each (both ends)"
-            f" → {cpu / 0.1 * 100:.1f}% of a core at 10 Hz"
-        )
+        print(f"node agent scrape: {cpu * 1e6:.0f} µs CPU each (both ends) → {cpu / 0.1 * 100:.1f}% of a core at 10 Hz")
     await runner.cleanup()
 
 

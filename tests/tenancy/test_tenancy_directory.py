@@ -34,9 +34,7 @@ def test_lookup_from_hashes_env_and_file(tmp_path: Path) -> None:
         TenantConfig(name="research", key_sha256=[sha("sk-r1").upper()], key_env="RESEARCH_KEY", weight=2),
         TenantConfig(name="ops", key_file=str(f)),
     ]
-    d = TenantDirectory.from_policy(
-        tenants, AuthConfig(allow_anonymous=False), env={"RESEARCH_KEY": "sk-r2\n"}
-    )
+    d = TenantDirectory.from_policy(tenants, AuthConfig(allow_anonymous=False), env={"RESEARCH_KEY": "sk-r2\n"})
     assert len(d) == 4
     assert d.lookup("sk-r1") == "research"
     assert d.lookup("sk-r2") == "research"
@@ -69,9 +67,7 @@ def test_anonymous_when_allowed() -> None:
         ),
     ],
 )
-def test_unusable_key_sources_fail_at_load(
-    tenants: list[TenantConfig], env: dict[str, str], match: str
-) -> None:
+def test_unusable_key_sources_fail_at_load(tenants: list[TenantConfig], env: dict[str, str], match: str) -> None:
     with pytest.raises(TenancyError, match=match):
         TenantDirectory.from_policy(tenants, AuthConfig(), env=env)
 

@@ -96,9 +96,7 @@ def simulate(policy: str, cfg: BenchConfig, *, heavy: bool = True) -> dict[str, 
             tenant = "heavy" if is_heavy else "light"
             prompt = ctx[agent] if is_heavy else 300
             out = rng.randint(128, 384) if is_heavy else 32
-            step = StepInfo(
-                tenant, "executor" if is_heavy else "monitor", f"a{agent}", "t", est_prompt_tokens=prompt
-            )
+            step = StepInfo(tenant, "executor" if is_heavy else "monitor", f"a{agent}", "t", est_prompt_tokens=prompt)
             started[agent] = (step, now, out)
             q.push(agent, step, now)
         else:

@@ -41,9 +41,7 @@ class FifoPolicy:
     def remove(self, state: FifoState, item: Hashable) -> bool:
         return state.pop(item, None) is not None
 
-    def charge(
-        self, state: FifoState, step: StepInfo, prompt_tokens: int, output_tokens: int, now: float
-    ) -> None:
+    def charge(self, state: FifoState, step: StepInfo, prompt_tokens: int, output_tokens: int, now: float) -> None:
         return None
 
     def size(self, state: FifoState) -> int:
