@@ -1,19 +1,26 @@
-"""Parse OpenAI request bodies and build OpenAI-shaped responses (pure, no I/O)."""
+"""The chat/completions codec: parse OpenAI request bodies, write OpenAI-shaped answers (pure, no I/O)."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from concurproxy.tokens import prompt_text, tokenize
+from concurproxy.worker.codec import (
+    BadRequest,
+    Generation,
+    opt_bool,
+    opt_int,
+    priority,
+    require_object,
+    sse,
+)
+from concurproxy.worker.engine import RequestOutput
 
-
-class BadRequest(ValueError):
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.param = param
-        self.status = status
+__all__ = ["BadRequest", "ChatCodec", "ChatExchange", "error_body", "parse_request", "usage"]
 
 
 def error_body(
@@ -22,41 +29,21 @@ def error_body(
     return {"error": {"message": message, "type": type_, "param": param, "code": status}}
 
 
+def openai_error(message: str, status: int, param: str | None = None) -> dict[str, Any]:
+    """The OpenAI error envelope (chat, completions and Responses share it, as in vLLM)."""
+    return error_body(message, status, param, "invalid_request_error" if status < 500 else "internal_error")
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedRequest:
     chat: bool
-    prompt_ids: list[int]
-    max_tokens: int | None
-    stream: bool
+    gen: Generation
     include_usage: bool
-    ignore_eos: bool
     model: str | None
-    priority: int = 0  # vLLM's extra parameter: lower = scheduled earlier (needs the priority policy)
-
-
-def _opt_int(body: Mapping[str, Any], key: str) -> int | None:
-    v = body.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise BadRequest(f"'{key}' must be an integer", key)
-    if v < 1:
-        raise BadRequest(f"'{key}' must be at least 1", key)
-    return v
-
-
-def _opt_bool(body: Mapping[str, Any], key: str) -> bool:
-    v = body.get(key, False)
-    if v is None:
-        return False
-    if not isinstance(v, bool):
-        raise BadRequest(f"'{key}' must be a boolean", key)
-    return v
 
 
 def parse_request(body: Any, chat: bool) -> ParsedRequest:
-    if not isinstance(body, Mapping):
-        raise BadRequest("the request body must be a JSON object")
+    body = require_object(body)
     if chat:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -79,30 +66,16 @@ def parse_request(body: Any, chat: bool) -> ParsedRequest:
     n = body.get("n", 1)
     if n not in (1, None):
         raise BadRequest("only n=1 is supported", "n")
-    max_tokens = _opt_int(body, "max_completion_tokens") if chat else None
+    max_tokens = opt_int(body, "max_completion_tokens") if chat else None
     if max_tokens is None:
-        max_tokens = _opt_int(body, "max_tokens")
-    stream = _opt_bool(body, "stream")
+        max_tokens = opt_int(body, "max_tokens")
+    stream = opt_bool(body, "stream")
     opts = body.get("stream_options")
     if opts is not None and not isinstance(opts, Mapping):
         raise BadRequest("'stream_options' must be an object", "stream_options")
-    include_usage = bool(opts and opts.get("include_usage"))
     model = body.get("model")
-    priority = body.get("priority", 0)
-    if priority is None:
-        priority = 0
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise BadRequest("'priority' must be an integer", "priority")
-    return ParsedRequest(
-        chat=chat,
-        prompt_ids=prompt_ids,
-        max_tokens=max_tokens,
-        stream=stream,
-        include_usage=include_usage,
-        ignore_eos=_opt_bool(body, "ignore_eos"),
-        model=model if isinstance(model, str) else None,
-        priority=priority,
-    )
+    gen = Generation(prompt_ids, max_tokens, stream, opt_bool(body, "ignore_eos"), priority(body))
+    return ParsedRequest(chat, gen, bool(opts and opts.get("include_usage")), model if isinstance(model, str) else None)
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
@@ -114,81 +87,88 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dic
     }
 
 
-def chunk(
-    req_id: str,
-    created: int,
-    model: str,
-    chat: bool,
-    text: str | None,
-    finish_reason: str | None,
-    first: bool = False,
-    with_usage_field: bool = False,
-) -> dict[str, Any]:
-    if chat:
-        delta: dict[str, Any] = {}
-        if first:
-            delta["role"] = "assistant"
-        if text is not None:
-            delta["content"] = text
-        choice: dict[str, Any] = {
-            "index": 0,
-            "delta": delta,
-            "logprobs": None,
-            "finish_reason": finish_reason,
+def _usage_of(out: RequestOutput) -> dict[str, Any]:
+    return usage(out.prompt_tokens, out.output_tokens, out.cached_tokens)
+
+
+@dataclass(slots=True)
+class ChatExchange:
+    """One chat or completions request. Streams ``data:`` chunks ending in ``data: [DONE]``."""
+
+    parsed: ParsedRequest
+    model: str
+    req_id: str = ""
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def __post_init__(self) -> None:
+        self.req_id = f"{'chatcmpl' if self.parsed.chat else 'cmpl'}-{uuid.uuid4().hex}"
+
+    @property
+    def gen(self) -> Generation:
+        return self.parsed.gen
+
+    def _chunk(self, text: str | None, finish_reason: str | None, first: bool = False) -> bytes:
+        if self.parsed.chat:
+            delta: dict[str, Any] = {"role": "assistant"} if first else {}
+            if text is not None:
+                delta["content"] = text
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        out = {"id": self.req_id, "object": self._object(True), "created": self.created, "model": self.model}
+        out["choices"] = [choice]
+        if self.parsed.include_usage:
+            out["usage"] = None
+        return sse(out)
+
+    def _object(self, chunk: bool) -> str:
+        if not self.parsed.chat:
+            return "text_completion"
+        return "chat.completion.chunk" if chunk else "chat.completion"
+
+    def opening(self) -> bytes:
+        return b""
+
+    def first(self, out: RequestOutput) -> bytes:
+        # as vLLM: the role chunk goes out with the first engine output, not on arrival,
+        # so a client's (and the proxy's) time to the first event is the engine's TTFT
+        return self._chunk("", None, first=True) if self.parsed.chat else b""
+
+    def delta(self, text: str) -> bytes:
+        return self._chunk(text, None)
+
+    def closing(self, last: RequestOutput, text: str) -> bytes:
+        frames = self._chunk(None if self.parsed.chat else "", last.finish_reason)
+        if self.parsed.include_usage:
+            head = {"id": self.req_id, "object": self._object(True), "created": self.created, "model": self.model}
+            frames += sse({**head, "choices": [], "usage": _usage_of(last)})
+        return frames + b"data: [DONE]\n\n"
+
+    def body(self, last: RequestOutput, text: str) -> dict[str, Any]:
+        if self.parsed.chat:
+            msg = {"role": "assistant", "content": text}
+            choice: dict[str, Any] = {"index": 0, "message": msg, "logprobs": None, "finish_reason": last.finish_reason}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": last.finish_reason}
+        return {
+            "id": self.req_id,
+            "object": self._object(False),
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": _usage_of(last),
         }
-        obj = "chat.completion.chunk"
-    else:
-        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
-        obj = "text_completion"
-    out: dict[str, Any] = {
-        "id": req_id,
-        "object": obj,
-        "created": created,
-        "model": model,
-        "choices": [choice],
-    }
-    if with_usage_field:
-        out["usage"] = None
-    return out
 
 
-def usage_chunk(req_id: str, created: int, model: str, chat: bool, usage_obj: dict[str, Any]) -> dict[str, Any]:
-    obj = "chat.completion.chunk" if chat else "text_completion"
-    return {
-        "id": req_id,
-        "object": obj,
-        "created": created,
-        "model": model,
-        "choices": [],
-        "usage": usage_obj,
-    }
+@dataclass(frozen=True, slots=True)
+class ChatCodec:
+    """``/v1/chat/completions`` (``chat=True``) or ``/v1/completions``."""
 
+    model: str
+    chat: bool
 
-def completion(
-    req_id: str,
-    created: int,
-    model: str,
-    chat: bool,
-    text: str,
-    finish_reason: str | None,
-    usage_obj: dict[str, Any],
-) -> dict[str, Any]:
-    if chat:
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "logprobs": None,
-            "finish_reason": finish_reason,
-        }
-        obj = "chat.completion"
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-        obj = "text_completion"
-    return {
-        "id": req_id,
-        "object": obj,
-        "created": created,
-        "model": model,
-        "choices": [choice],
-        "usage": usage_obj,
-    }
+    def parse(self, body: Any) -> ChatExchange:
+        return ChatExchange(parse_request(body, self.chat), self.model)
+
+    def error(self, message: str, status: int, param: str | None = None) -> dict[str, Any]:
+        return openai_error(message, status, param)

@@ -1,9 +1,13 @@
-"""OpenAI-compatible HTTP front of the simulated engine (aiohttp).
+"""HTTP front of the simulated engine (aiohttp): three chat-like APIs over one engine.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (SSE streaming
 with ``stream_options.include_usage``, or one JSON body with ``usage``),
-``GET /v1/models``, ``GET /health``, ``GET /metrics`` (vLLM names, see
-:mod:`concurproxy.worker.metrics`).
+``POST /v1/responses`` (+ ``GET``/``DELETE /v1/responses/{id}``, ``POST
+/v1/responses/{id}/cancel``), ``POST /v1/messages`` (+
+``/v1/messages/count_tokens``), ``GET /v1/models``, ``GET /health``, ``GET
+/metrics`` (vLLM names, see :mod:`concurproxy.worker.metrics`). The request
+and answer shapes of each API live in its codec (``openai_io``,
+``responses_io``, ``messages_io``); this module runs any of them on the engine.
 
 A client that disconnects mid-request has its request aborted in the engine
 (its blocks are freed): the server runs with handler cancellation on, and a
@@ -13,27 +17,20 @@ failed write while streaming aborts too.
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from concurproxy.worker.codec import BadRequest, Codec, Exchange
 from concurproxy.worker.driver import EngineDead, EngineDriver
 from concurproxy.worker.engine import RequestOutput, RequestRejected
-from concurproxy.worker.openai_io import (
-    BadRequest,
-    ParsedRequest,
-    chunk,
-    completion,
-    error_body,
-    parse_request,
-    usage,
-    usage_chunk,
-)
+from concurproxy.worker.messages_io import MessagesCodec, anthropic_error, conversation_ids
+from concurproxy.worker.openai_io import ChatCodec, openai_error
+from concurproxy.worker.responses_io import ResponsesCodec, not_found
+from concurproxy.worker.responses_store import ResponseStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +39,7 @@ class WorkerState:
     registry: CollectorRegistry
     model_name: str
     max_model_len: int
+    responses: ResponseStore = field(default_factory=ResponseStore)  # stored Responses (bounded LRU)
 
 
 STATE: web.AppKey[WorkerState] = web.AppKey("concurworker_state", WorkerState)
@@ -51,104 +49,115 @@ def _json(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
 
 
-def _error(message: str, status: int, param: str | None = None) -> web.Response:
-    type_ = "invalid_request_error" if status < 500 else "internal_error"
-    return _json(error_body(message, status, param, type_), status)
+def _serve(codec: Codec) -> Any:
+    """The aiohttp handler that runs ``codec``'s requests on the engine."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await _generate(request, codec)
+
+    return handler
 
 
-async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
+async def _generate(request: web.Request, codec: Codec) -> web.StreamResponse:
     state = request.app[STATE]
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError as exc:
-        return _error(f"invalid JSON body: {exc}", 400)
+        return _json(codec.error(f"invalid JSON body: {exc}", 400), 400)
     try:
-        parsed = parse_request(body, chat)
+        ex = codec.parse(body)
     except BadRequest as exc:
-        return _error(str(exc), exc.status, exc.param)
-    req_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        return _json(codec.error(str(exc), exc.status, exc.param), exc.status)
+    gen = ex.gen
     try:
-        queue = state.driver.submit(req_id, parsed.prompt_ids, parsed.max_tokens, parsed.ignore_eos, parsed.priority)
+        queue = state.driver.submit(ex.req_id, gen.prompt_ids, gen.max_tokens, gen.ignore_eos, gen.priority)
     except RequestRejected as exc:
-        return _error(str(exc), 400)
+        return _json(codec.error(str(exc), 400), 400)
     except EngineDead as exc:
-        return _error(str(exc), 500)
+        return _json(codec.error(str(exc), 500), 500)
     finished = False
     try:
-        if parsed.stream:
-            resp = await _stream(request, state, parsed, req_id, queue)
-        else:
-            resp = await _collect(state, parsed, req_id, queue)
+        resp = await (_stream(request, ex, queue) if gen.stream else _collect(ex, queue))
         finished = True
         return resp
     except ConnectionResetError:
         return web.Response(status=499)
     finally:
         if not finished:
-            state.driver.abort(req_id)
+            state.driver.abort(ex.req_id)
 
 
-async def _collect(
-    state: WorkerState, parsed: ParsedRequest, req_id: str, queue: asyncio.Queue[RequestOutput]
-) -> web.Response:
+async def _collect(ex: Exchange, queue: asyncio.Queue[RequestOutput]) -> web.Response:
     parts: list[str] = []
     while True:
         out = await queue.get()
         parts.append(out.new_text)
         if out.finished:
-            break
-    body = completion(
-        req_id,
-        int(time.time()),
-        state.model_name,
-        parsed.chat,
-        "".join(parts),
-        out.finish_reason,
-        usage(out.prompt_tokens, out.output_tokens, out.cached_tokens),
-    )
-    return _json(body)
+            return _json(ex.body(out, "".join(parts)))
 
 
-async def _stream(
-    request: web.Request,
-    state: WorkerState,
-    parsed: ParsedRequest,
-    req_id: str,
-    queue: asyncio.Queue[RequestOutput],
-) -> web.StreamResponse:
+async def _stream(request: web.Request, ex: Exchange, queue: asyncio.Queue[RequestOutput]) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
-    created, model, chat, inc = int(time.time()), state.model_name, parsed.chat, parsed.include_usage
-
-    async def send(obj: dict[str, Any]) -> None:
-        await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
-
-    role_pending = chat  # as vLLM: the role chunk goes out with the first engine output, not on arrival,
-    while True:  # so a client's (and the proxy's) time to the first event is the engine's TTFT
+    if head := ex.opening():
+        await resp.write(head)
+    parts: list[str] = []
+    first = True
+    while True:
         out = await queue.get()
-        if role_pending:
-            await send(chunk(req_id, created, model, chat, "", None, first=True, with_usage_field=inc))
-            role_pending = False
+        if first:
+            first = False
+            if frames := ex.first(out):
+                await resp.write(frames)
         if out.new_text:
-            await send(chunk(req_id, created, model, chat, out.new_text, None, with_usage_field=inc))
+            parts.append(out.new_text)
+            await resp.write(ex.delta(out.new_text))
         if out.finished:
             break
-    await send(chunk(req_id, created, model, chat, None if chat else "", out.finish_reason, with_usage_field=inc))
-    if inc:
-        await send(
-            usage_chunk(req_id, created, model, chat, usage(out.prompt_tokens, out.output_tokens, out.cached_tokens))
-        )
-    await resp.write(b"data: [DONE]\n\n")
+    await resp.write(ex.closing(out, "".join(parts)))
     await resp.write_eof()
     return resp
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await _generate(request, chat=True)
+def _response_id(request: web.Request) -> tuple[WorkerState, str]:
+    return request.app[STATE], request.match_info["response_id"]
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await _generate(request, chat=False)
+def _responses_error(exc: BadRequest) -> web.Response:
+    return _json(openai_error(str(exc), exc.status, exc.param), exc.status)
+
+
+async def get_response(request: web.Request) -> web.Response:
+    state, resp_id = _response_id(request)
+    stored = state.responses.get(resp_id)
+    if stored is None:
+        return _responses_error(not_found(resp_id, "response_id"))
+    return _json(stored.response)
+
+
+async def delete_response(request: web.Request) -> web.Response:
+    state, resp_id = _response_id(request)
+    if not state.responses.delete(resp_id):
+        return _responses_error(not_found(resp_id, "response_id"))
+    return _json({"id": resp_id, "object": "response", "deleted": True})
+
+
+async def cancel_response(request: web.Request) -> web.Response:
+    # as vLLM: only background responses can be cancelled, and the worker runs none in the background
+    state, resp_id = _response_id(request)
+    if state.responses.get(resp_id) is None:
+        return _responses_error(not_found(resp_id, "response_id"))
+    return _responses_error(BadRequest("Cannot cancel a synchronous response.", "response_id"))
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    try:
+        ids = conversation_ids(orjson.loads(await request.read()))
+    except orjson.JSONDecodeError as exc:
+        return _json(anthropic_error(f"invalid JSON body: {exc}", 400), 400)
+    except BadRequest as exc:
+        return _json(anthropic_error(str(exc), exc.status), exc.status)
+    return _json({"input_tokens": len(ids)})
 
 
 async def models(request: web.Request) -> web.Response:
@@ -183,8 +192,15 @@ async def metrics(request: web.Request) -> web.Response:
 def build_app(state: WorkerState) -> web.Application:
     app = web.Application()
     app[STATE] = state
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
+    model = state.model_name
+    app.router.add_post("/v1/chat/completions", _serve(ChatCodec(model, chat=True)))
+    app.router.add_post("/v1/completions", _serve(ChatCodec(model, chat=False)))
+    app.router.add_post("/v1/responses", _serve(ResponsesCodec(model, state.responses)))
+    app.router.add_get("/v1/responses/{response_id}", get_response)
+    app.router.add_delete("/v1/responses/{response_id}", delete_response)
+    app.router.add_post("/v1/responses/{response_id}/cancel", cancel_response)
+    app.router.add_post("/v1/messages", _serve(MessagesCodec(model)))
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
