@@ -40,6 +40,7 @@ class Worker:
     preempt_for_waiting: bool = False  # not in vLLM: see EngineConfig
     engine: Engine = field(init=False)
     driver: EngineDriver = field(init=False)
+    state: WorkerState | None = field(init=False, default=None)  # the HTTP front's state, once started
     _runner: web.AppRunner | None = field(init=False, default=None)
     _publisher: KvEventPublisher | None = field(init=False, default=None)
 
@@ -64,7 +65,7 @@ class Worker:
             self.engine, self.served_model, self.profile.memory_utilization, self.legacy_metric_names,
             host_lag_s=lambda: driver.lag_s,
         )  # fmt: skip
-        state = WorkerState(self.driver, registry, self.served_model, self.engine.config.max_model_len)
+        state = self.state = WorkerState(self.driver, registry, self.served_model, self.engine.config.max_model_len)
         runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)

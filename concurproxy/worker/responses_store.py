@@ -40,6 +40,10 @@ class ResponseStore:
     def __len__(self) -> int:
         return len(self._items)
 
+    def responses(self) -> list[dict[str, Any]]:
+        """The stored Response objects, least recently used first (for inspection; no LRU touch)."""
+        return [item.response for item in self._items.values()]
+
     def get(self, resp_id: str) -> StoredResponse | None:
         item = self._items.get(resp_id)
         if item is not None:
