@@ -1,9 +1,10 @@
-"""One HTTP attempt of one step against an OpenAI-compatible target.
+"""One HTTP attempt of one step against an OpenAI- or Anthropic-compatible target.
 
-Streaming (SSE) attempts measure TTFT as the time to the first chunk that
-carries a choice; token counts come from the final ``usage`` chunk
-(``stream_options.include_usage``) or, when the target sends none, from the
-streamed text under ``concurproxy.tokens``. The proxy's
+The step's API codec (:mod:`loadgen.apis`) reads each streamed event (or the
+whole answer): streaming attempts measure TTFT as the time to the first event
+that carries generated output; token counts come from the usage the API
+reports or, when the target sends none, from the generated text under
+``concurproxy.tokens``. The proxy's
 ``x-concurproxy-queue-wait-ms`` / ``x-concurproxy-replica`` response headers
 are recorded when present. Every attempt is bounded by ``timeout_s`` overall.
 """
@@ -21,6 +22,7 @@ import httpx
 import orjson
 
 from concurproxy.tokens import count_tokens
+from loadgen.apis import Api, ChatApi
 
 QUEUE_WAIT_HEADER = "x-concurproxy-queue-wait-ms"
 REPLICA_HEADER = "x-concurproxy-replica"
@@ -31,11 +33,19 @@ class TargetUnreachable(ConnectionError):
     """The target did not answer at all (refused, DNS, timeout) before the run started."""
 
 
-def chat_url(target: str) -> str:
+def api_url(target: str, path: str) -> str:
+    """``target`` (a base URL, with or without ``/v1``) joined with an API path such as ``/v1/messages``."""
     base = target.rstrip("/")
     if base.endswith("/v1"):
         base = base[:-3]
-    return base + "/v1/chat/completions"
+    return base + path
+
+
+_CHAT = ChatApi()
+
+
+def chat_url(target: str) -> str:
+    return api_url(target, _CHAT.path)
 
 
 async def check_target(client: httpx.AsyncClient, target: str, timeout_s: float = 5.0) -> None:
@@ -60,6 +70,8 @@ class Attempt:
     replica: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None  # the prefix-cache hit the target reported
+    response_id: str | None = None  # Responses API: for previous_response_id chaining
     error: str | None = None
     retry_after_s: float | None = None
 
@@ -89,46 +101,26 @@ def _read_headers(a: Attempt, h: httpx.Headers) -> None:
     a.retry_after_s = _retry_after(h.get("retry-after"))
 
 
-def _usage(a: Attempt, doc: dict[str, Any]) -> None:
-    u = doc.get("usage")
-    if isinstance(u, dict):
-        if isinstance(u.get("prompt_tokens"), int):
-            a.prompt_tokens = u["prompt_tokens"]
-        if isinstance(u.get("completion_tokens"), int):
-            a.completion_tokens = u["completion_tokens"]
-
-
-def _chunk_text(doc: dict[str, Any]) -> str:
-    out = []
-    for ch in doc.get("choices") or ():
-        delta = ch.get("delta") or ch.get("message") or {}
-        c = delta.get("content") if isinstance(delta, dict) else None
-        if isinstance(c, str):
-            out.append(c)
-        elif isinstance(ch.get("text"), str):
-            out.append(ch["text"])
-    return "".join(out)
-
-
-async def _stream(a: Attempt, r: httpx.Response, clock: Callable[[], float]) -> None:
+async def _stream(a: Attempt, r: httpx.Response, api: Api, clock: Callable[[], float]) -> None:
     text: list[str] = []
     async for line in r.aiter_lines():
         if not line.startswith("data:"):
-            continue
+            continue  # "event:" names repeat the data's "type"; the codecs dispatch on that
         data = line[5:].strip()
         if data == "[DONE]":
             break
         doc = orjson.loads(data)
         if not isinstance(doc, dict):
             continue
-        if "error" in doc:
+        if "error" in doc and "type" not in doc:  # an OpenAI-shaped error written into the stream
             a.error = f"stream error: {str(doc['error'])[:_ERR_BODY_CHARS]}"
             break
-        if doc.get("choices"):
-            if a.ttft is None:
-                a.ttft = clock() - a.start
-            text.append(_chunk_text(doc))
-        _usage(a, doc)
+        output, piece = api.event(a, doc)
+        if a.error is not None:
+            break
+        if output and a.ttft is None:
+            a.ttft = clock() - a.start
+        text.append(piece)
     if a.completion_tokens is None and text:
         a.completion_tokens = count_tokens("".join(text))
 
@@ -140,6 +132,7 @@ async def send(
     headers: dict[str, str],
     timeout_s: float,
     clock: Callable[[], float] = time.monotonic,
+    api: Api = _CHAT,
 ) -> Attempt:
     """POST one step; never raises for HTTP/transport failures (they become ``status``/``error``)."""
     a = Attempt(status=0, start=clock(), end=0.0)
@@ -154,13 +147,13 @@ async def send(
                     raw = await r.aread()
                     a.error = raw[:_ERR_BODY_CHARS].decode("utf-8", "replace") or f"HTTP {r.status_code}"
                 elif body.get("stream"):
-                    await _stream(a, r, clock)
+                    await _stream(a, r, api, clock)
                 else:
                     doc = orjson.loads(await r.aread())
                     a.ttft = clock() - a.start
-                    _usage(a, doc)
+                    text = api.whole(a, doc) if isinstance(doc, dict) else ""
                     if a.completion_tokens is None:
-                        a.completion_tokens = count_tokens(_chunk_text(doc))
+                        a.completion_tokens = count_tokens(text)
     except TimeoutError:
         a.error = f"timeout after {timeout_s:g}s"
     except httpx.HTTPError as e:

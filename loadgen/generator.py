@@ -132,7 +132,10 @@ def build_task(sc: Scenario, seed: int, index: int, arrival_s: float | None, tag
     sys_n = shape.system_prompt_tokens
     system = words(f"{seed}:system:{tenant.name}", sys_n)
     task_n = sample_int(shape.task_prompt_tokens, rng)
-    base = [("system", system, sys_n), ("user", words(f"{seed}:{index}:task", task_n), task_n)]
+    # no system message at all when it would be empty: the Messages API has no empty system prompt,
+    # and every API must send the same conversation
+    base = [("system", system, sys_n)] if sys_n else []
+    base.append(("user", words(f"{seed}:{index}:task", task_n), task_n))
     roles = shape.roles
 
     def agent(name: str, role: str, spec: RoleSpec) -> _Agent:

@@ -27,7 +27,7 @@ class StepSpec:
     est_prompt_tokens: int  # exact under concurproxy.tokens
     priority: str = "normal"
     pause_after_s: float = 0.0  # tool pause before the chain's next step
-    agent_done: bool = False  # last step of this agent: sends X-Agent-Done: 1
+    agent_done: bool = False  # last step of this agent: X-Agent-Done: 1 when the client sends done signals
     at_s: float | None = None  # trace replay: earliest start, seconds after the run start
 
     def body(self, model: str, stream: bool) -> dict[str, Any]:
@@ -44,17 +44,14 @@ class StepSpec:
             b["stream_options"] = {"include_usage": True}
         return b
 
-    def headers(self, api_key: str) -> dict[str, str]:
-        h = {
-            "Authorization": f"Bearer {api_key}",
+    def identity_headers(self) -> dict[str, str]:
+        """The agent identity a client may send (``client.identity: headers``)."""
+        return {
             "X-Task-Id": self.task_id,
             "X-Agent-Id": self.agent_id,
             "X-Agent-Role": self.role,
             "X-Priority": self.priority,
         }
-        if self.agent_done:
-            h["X-Agent-Done"] = "1"
-        return h
 
 
 Chain = tuple[StepSpec, ...]

@@ -33,6 +33,7 @@ class StepResult:
     completion_tokens: int = 0
     max_tokens: int = 0
     error: str | None = None
+    cached_tokens: int | None = None  # the prefix-cache hit the target reported, when it did
 
     @property
     def ok(self) -> bool:
@@ -91,6 +92,7 @@ class Meta:
     label: str = ""  # shown in reports / A-B tables
     scrape_errors: int = 0
     truncated: bool = False  # the hard end (duration + drain) cancelled running tasks
+    client: dict[str, Any] = field(default_factory=dict)  # the scenario's client mode (api, identity, …)
 
 
 @dataclass(slots=True)

@@ -7,7 +7,10 @@ they are cancelled and recorded as ``cancelled`` (the run is ``truncated``).
 At most ``max_inflight`` HTTP requests are outstanding at any time (a
 semaphore), and requests go only to ``target``. 429/503 answers are retried
 per ``scenario.retry``; a step that still fails fails its task (its sibling
-branches are cancelled).
+branches are cancelled). Steps go out in ``scenario.client``'s API and mode
+(:mod:`loadgen.apis`): which headers, and, with ``responses_chain``, each
+agent's later steps as ``previous_response_id`` + the new input (the chain of
+an agent is followed within its task chain).
 
 Concurrency: everything runs on one event loop; the counters and result lists
 are mutated only from it.
@@ -25,7 +28,8 @@ from typing import Any
 
 import httpx
 
-from loadgen.client import chat_url, check_target, send
+from loadgen.apis import Link, chain_link, headers, make_api
+from loadgen.client import Attempt, api_url, check_target, send
 from loadgen.generator import iter_tasks
 from loadgen.plan import Chain, StepSpec, TaskPlan
 from loadgen.progress import Counters, Progress
@@ -52,7 +56,8 @@ class Runner:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.sc, self.target, self.client, self.clock = sc, target, client, clock
-        self.url = chat_url(target)
+        self.api = make_api(sc.client)
+        self.url = api_url(target, self.api.path)
         self.model = model or sc.model
         self.sem = asyncio.Semaphore(max_inflight or sc.max_inflight)
         self.steps: list[StepResult] = []
@@ -63,15 +68,16 @@ class Runner:
     def now(self) -> float:
         return self.clock() - self.t0
 
-    async def run_step(self, plan: TaskPlan, spec: StepSpec) -> None:
-        body = spec.body(self.model, self.sc.stream)
-        headers = spec.headers(plan.api_key)
+    async def run_step(self, plan: TaskPlan, spec: StepSpec, link: Link | None = None) -> Attempt:
+        """Run one step (with retries); return its successful attempt or raise ``_StepFailed``."""
+        body = self.api.body(spec, self.model, self.sc.stream, link)
+        hdrs = headers(spec, self.api, plan.api_key, self.sc.client)
         r = self.sc.retry
         for attempt in range(1, r.max_attempts + 1):
             async with self.sem:
                 self.c.inflight += 1
                 try:
-                    a = await send(self.client, self.url, body, headers, self.sc.request_timeout_s, self.clock)
+                    a = await send(self.client, self.url, body, hdrs, self.sc.request_timeout_s, self.clock, self.api)
                 finally:
                     self.c.inflight -= 1
             res = StepResult(
@@ -91,12 +97,13 @@ class Runner:
                 completion_tokens=a.completion_tokens or 0,
                 max_tokens=spec.max_tokens,
                 error=a.error,
+                cached_tokens=a.cached_tokens,
             )
             self.steps.append(res)
             if res.ok:
                 self.c.steps_ok += 1
                 self.c.add_latency(res.total_s)
-                return
+                return a
             self.c.errors += 1
             self.c.http_429 += a.status == 429
             if a.status not in _RETRYABLE or attempt == r.max_attempts:
@@ -106,10 +113,14 @@ class Runner:
         raise _StepFailed(spec.agent_id)
 
     async def run_chain(self, plan: TaskPlan, chain: Chain) -> None:
+        links: dict[str, Link] = {}  # agent → its last answered step (Responses chaining only)
+        chaining = self.sc.client.responses_chain
         for spec in chain:
             if spec.at_s is not None and spec.at_s > self.now():
                 await asyncio.sleep(spec.at_s - self.now())
-            await self.run_step(plan, spec)
+            a = await self.run_step(plan, spec, chain_link(links.get(spec.agent_id), spec) if chaining else None)
+            if chaining and a.response_id is not None:
+                links[spec.agent_id] = Link(spec.messages, a.response_id)
             if spec.pause_after_s > 0:
                 await asyncio.sleep(spec.pause_after_s)
 
@@ -269,5 +280,6 @@ async def run_scenario(
         label=label,
         scrape_errors=scraper.errors if scraper else 0,
         truncated=truncated,
+        client=scenario.client.model_dump(),
     )
     return Results(meta, runner.steps, runner.tasks, scraper.result() if scraper else [])

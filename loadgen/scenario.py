@@ -114,6 +114,36 @@ class Retry(Model):
     max_backoff_s: float = Field(default=10.0, ge=0)
 
 
+class ClientSpec(Model):
+    """How the simulated clients speak. ``api``: the wire API of every step (the same conversation
+    in each). ``identity: headers`` sends X-Agent-Id/X-Task-Id/X-Agent-Role/X-Priority; ``none``
+    sends only the API key, as most real agent frameworks do. ``done_signal`` sends X-Agent-Done on
+    each agent's last step; real clients never do, and it names no agent without identity headers,
+    so it defaults to ``identity == headers`` and is an error with ``identity: none``.
+    ``responses_chain`` (``api: responses`` only) sends each agent's later steps as
+    ``previous_response_id`` + the new input items instead of the whole history."""
+
+    api: Literal["chat", "responses", "messages"] = "chat"
+    identity: Literal["headers", "none"] = "headers"
+    done_signal: bool = True
+    responses_chain: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _done_follows_identity(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("done_signal") is None:
+            return {**data, "done_signal": data.get("identity", "headers") == "headers"}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClientSpec:
+        if self.done_signal and self.identity == "none":
+            raise ValueError("done_signal needs identity: headers (X-Agent-Done names no agent without X-Agent-Id)")
+        if self.responses_chain and self.api != "responses":
+            raise ValueError("responses_chain needs api: responses")
+        return self
+
+
 class Scenario(Model):
     name: str = "scenario"
     description: str = ""
@@ -130,6 +160,7 @@ class Scenario(Model):
     tenants: list[Tenant] = Field(default_factory=lambda: [Tenant(name="default", api_key="sk-loadgen")], min_length=1)
     task: TaskShape = TaskShape()
     trace: TraceSpec | None = None
+    client: ClientSpec = ClientSpec()
 
     @model_validator(mode="after")
     def _bounded(self) -> Scenario:
@@ -179,6 +210,38 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", base_dir
         trace = sc.trace.model_copy(update={"path": str(base_dir / sc.trace.path)})
         sc = sc.model_copy(update={"trace": trace})
     return sc
+
+
+def with_overrides(
+    sc: Scenario,
+    *,
+    client: Mapping[str, Any] | None = None,
+    agents: int | None = None,
+    steps: int | None = None,
+) -> Scenario:
+    """``sc`` with command-line overrides, validated again (a bad combination is a ``ScenarioError``).
+
+    ``client``: fields of ``client`` (``None`` values are ignored; a new ``identity`` without a
+    ``done_signal`` re-derives the default). ``agents``: a closed loop of that many concurrent
+    tasks and that many tasks in all (in a one-agent-per-task scenario such as ``plain-loop``,
+    N agents). ``steps``: steps per executor branch (``task.branch_steps``, every tenant's too).
+    """
+    data = sc.model_dump()
+    if client:
+        given = {k: v for k, v in client.items() if v is not None}
+        merged = {**data["client"], **given}
+        if "identity" in given and "done_signal" not in given:
+            merged["done_signal"] = None
+        data["client"] = merged
+    if agents is not None:
+        if sc.trace is not None or data["arrivals"]["mode"] != "closed":
+            raise ScenarioError(f"{sc.name}: --agents needs closed-loop arrivals (arrivals.mode: closed)")
+        data["arrivals"]["concurrency"] = agents
+        data["max_tasks"] = agents
+    if steps is not None:
+        for shape in [data["task"], *(t["task"] for t in data["tenants"] if t["task"] is not None)]:
+            shape["branch_steps"] = {"dist": "constant", "value": float(steps)}
+    return parse_scenario(data, f"{sc.name} (with command-line overrides)")
 
 
 def bundled_scenarios() -> dict[str, Path]:

@@ -7,9 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from concurproxy.tokens import count_tokens, render_chat
+from loadgen.apis import ChatApi, headers
 from loadgen.generator import arrival_times, iter_tasks
-from loadgen.plan import TaskPlan
-from loadgen.scenario import Scenario, parse_scenario
+from loadgen.plan import StepSpec, TaskPlan
+from loadgen.scenario import ClientSpec, Scenario, parse_scenario
 
 BASE = {
     "max_tasks": 5,
@@ -21,8 +22,12 @@ BASE = {
 }
 
 
+def _headers(s: StepSpec, p: TaskPlan) -> dict[str, str]:
+    return headers(s, ChatApi(), p.api_key, ClientSpec())
+
+
 def _requests(plans: list[TaskPlan]) -> list[tuple]:
-    return [(tuple(sorted(s.headers(p.api_key).items())), str(s.body("m", True))) for p in plans for s in p.steps()]
+    return [(tuple(sorted(_headers(s, p).items())), str(s.body("m", True))) for p in plans for s in p.steps()]
 
 
 def test_same_seed_same_requests_in_same_order() -> None:
@@ -147,4 +152,4 @@ def test_tenant_mix_follows_weights() -> None:
     mix = Counter(p.tenant for p in plans)
     assert 0.7 < mix["a"] / 2000 < 0.8
     assert all(p.n_steps == (1 if p.tenant == "a" else 2) for p in plans)  # per-tenant task shape
-    assert all(s.headers(p.api_key)["Authorization"] == f"Bearer k{p.tenant}" for p in plans for s in p.steps())
+    assert all(_headers(s, p)["Authorization"] == f"Bearer k{p.tenant}" for p in plans for s in p.steps())
