@@ -21,7 +21,7 @@ from loadgen.generator import iter_tasks
 from loadgen.report import write_report
 from loadgen.results import Results, load_results
 from loadgen.runner import run_scenario
-from loadgen.scenario import ScenarioError, bundled_scenarios, load_scenario
+from loadgen.scenario import Scenario, ScenarioError, bundled_scenarios, load_scenario, with_overrides
 from loadgen.scrape import DEFAULT_SERIES
 from loadgen.trace import TraceError
 
@@ -37,6 +37,19 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-inflight", type=int, help="hard cap on concurrent requests (overrides the scenario)")
     p.add_argument("--run-tag", help="task id prefix (default: random per run)")
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress")
+    c = p.add_argument_group("client mode (overrides the scenario's `client`)")
+    c.add_argument("--api", choices=["chat", "responses", "messages"], help="wire API of every step")
+    c.add_argument("--identity", choices=["headers", "none"], help="send X-Agent-Id/X-Task-Id/… or only the key")
+    c.add_argument(
+        "--done-signal", action=argparse.BooleanOptionalAction, help="send X-Agent-Done on each agent's last step"
+    )
+    c.add_argument(
+        "--responses-chain",
+        action=argparse.BooleanOptionalAction,
+        help="(--api responses) send later steps as previous_response_id + new input",
+    )
+    c.add_argument("--agents", type=int, help="closed loop of N concurrent tasks, N in all (plain-loop: N agents)")
+    c.add_argument("--steps", type=int, help="steps per agent branch (task.branch_steps)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +129,16 @@ def _kw(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _overridden(sc: Scenario, args: argparse.Namespace) -> Scenario:
+    client = {
+        "api": args.api,
+        "identity": args.identity,
+        "done_signal": args.done_signal,
+        "responses_chain": args.responses_chain,
+    }
+    return with_overrides(sc, client=client, agents=args.agents, steps=args.steps)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out, err = Console(), Console(stderr=True)
@@ -141,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"prompt tokens {min(sizes, default=0)}..{max(sizes, default=0)}"
                 )
             return 0
+        sc = _overridden(sc, args)
         if args.cmd == "run":
             res = asyncio.run(run_scenario(sc, args.target, label=args.label, **_kw(args)))
             res.save(args.out)
