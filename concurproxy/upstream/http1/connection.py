@@ -82,13 +82,14 @@ class Http1Connection(asyncio.Protocol):
                     "upstream closed the connection before the response head"
                     + (" (partial head received)" if self.got_bytes else ""),
                     got_bytes=self.got_bytes,
+                    sent=True,  # HEAD state begins with transport.write(): the server may have read it
                 )
             )
         elif st == BODY:
             if self._mode == _UNTIL_CLOSE:
                 self._finish()
             else:
-                self._fail(UpstreamDisconnected("upstream closed the connection mid-body", got_bytes=True))
+                self._fail(UpstreamDisconnected("upstream closed the connection mid-body", got_bytes=True, sent=True))
         elif self.in_pool and self.on_idle_lost is not None:
             self.on_idle_lost(self)
 
@@ -114,12 +115,15 @@ class Http1Connection(asyncio.Protocol):
 
     # --- request side -----------------------------------------------------------
     async def send(self, payload: bytes, head_timeout_s: float | None, no_body: bool) -> ResponseHead:
-        """Write the request; return the parsed head. Any failure leaves the connection unusable."""
+        """Write the request; return the parsed head. Any failure leaves the connection unusable.
+
+        Raises :class:`UpstreamDisconnected` with ``sent=False`` (nothing written) when the
+        connection was already closing, e.g. the server's FIN arrived while it was idle."""
         if self.closed or self.transport is None or self.transport.is_closing():
             # the server's FIN arrived but connection_lost has not run yet (uvloop would raise on write)
             self.closed = True
             self.keep_alive = False
-            raise UpstreamDisconnected("connection already closed", got_bytes=False)
+            raise UpstreamDisconnected("connection already closed", got_bytes=False, sent=False)
         self.state = HEAD
         self.got_bytes = False
         self.head = None
