@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from concurproxy.upstream.http1.chunked import ChunkedDecoder
 from concurproxy.upstream.http1.errors import UpstreamProtocolError
-from concurproxy.upstream.http1.parser import ChunkedDecoder, build_request, parse_head
+from concurproxy.upstream.http1.parser import build_request, parse_head
 
 
 def test_build_request_adds_framing_and_drops_caller_framing() -> None:
