@@ -1,7 +1,8 @@
-"""When a request may be re-sent on another connection (issue 21 item 4).
+"""When a connection may be reused and a request re-sent (issue 21 items 4 and 5).
 
 A request the server may have read is never sent twice unless its method is idempotent (a
-second POST is a second generation on the GPU).
+second POST is a second generation on the GPU); a connection whose byte stream is not exactly
+one response per request never returns to the pool (the next request may be another tenant's).
 """
 
 from __future__ import annotations
@@ -130,3 +131,91 @@ async def test_server_closing_the_idle_connection_before_the_write_resends_a_pos
 
 def test_idle_timeout_default_is_below_uvicorns_keep_alive() -> None:
     assert UpstreamPool().idle_timeout_s < 5.0  # uvicorn (vLLM) closes idle connections after 5 s
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 47\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 47\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+    ids=["204-length", "204-chunked", "304-length", "304-chunked"],
+)
+async def test_bodyless_response_announcing_a_body_is_not_reused(first: bytes) -> None:
+    """The server announced a body it must not send; if it sends it late, the pooled connection's
+    next request (maybe another tenant's) reads it as its own response."""
+    leaked = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret"  # 47 bytes: the 'body'
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idx: int) -> None:
+        await read_request(reader)
+        if idx == 0:
+            writer.write(first)
+            await writer.drain()
+            await read_request(reader)  # only a reused connection gets here...
+            writer.write(leaked)  # ...and the late body arrives as if it answered the new request
+            await writer.drain()
+            await asyncio.Event().wait()
+        writer.write(FRESH)
+        await writer.drain()
+        await asyncio.Event().wait()
+
+    pool = UpstreamPool(max_per_host=1)
+    async with raw_server(script) as target:
+        try:
+            async with await pool.request("GET", target, "/", None, b"") as resp:
+                assert resp.status in (204, 304) and await resp.read() == b""
+            async with await pool.request("GET", target, "/", None, b"") as resp:
+                assert await resp.read() == b"fresh"
+        finally:
+            await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "method"),
+    [
+        (OK + b"HTTP/1.1 200 OK\r\n", "GET"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nstray", "GET"),
+        (b"HTTP/1.1 204 No Content\r\n\r\nstray", "GET"),
+        (b"HTTP/1.1 304 Not Modified\r\n\r\nstray", "GET"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray", "HEAD"),
+    ],
+    ids=["length", "chunked", "204", "304", "HEAD"],
+)
+@pytest.mark.parametrize("later", [False, True], ids=["same-write", "while-idle"])
+async def test_stray_bytes_after_a_response_close_the_connection(answer: bytes, method: str, later: bool) -> None:
+    stray_sent = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idx: int) -> None:
+        await read_request(reader)
+        if idx == 0:
+            cut = answer.rindex(b"stray") if b"stray" in answer else len(OK)
+            if later:
+                writer.write(answer[:cut])
+                await writer.drain()
+                await asyncio.sleep(0.02)  # the client has the response and pooled the connection
+                writer.write(answer[cut:])
+            else:
+                writer.write(answer)
+            await writer.drain()
+            stray_sent.set()
+            await asyncio.Event().wait()
+        writer.write(FRESH)
+        await writer.drain()
+        await asyncio.Event().wait()
+
+    pool = UpstreamPool(max_per_host=1)
+    async with raw_server(script) as target:
+        try:
+            async with await pool.request(method, target, "/", None, b"") as resp:
+                await resp.read()
+            await stray_sent.wait()
+            for _ in range(200):  # the stray bytes reach the idle connection, which is dropped
+                if pool.stats()[_key(target)] == (0, 0, 0):
+                    break
+                await asyncio.sleep(0.001)
+            async with await pool.request("GET", target, "/", None, b"") as resp:
+                assert await resp.read() == b"fresh"
+        finally:
+            await pool.close()

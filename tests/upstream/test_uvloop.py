@@ -38,6 +38,10 @@ REUSE_SCENARIOS: list[Callable[[], Coroutine[Any, Any, None]]] = [
     lambda: test_reuse.test_post_the_server_may_have_read_is_not_sent_again("rst"),
     lambda: test_reuse.test_idempotent_request_is_sent_once_more_on_a_fresh_connection("GET"),
     test_reuse.test_server_closing_the_idle_connection_before_the_write_resends_a_post,
+    lambda: test_reuse.test_bodyless_response_announcing_a_body_is_not_reused(
+        b"HTTP/1.1 204 No\r\nContent-Length: 47\r\n\r\n"
+    ),
+    lambda: test_reuse.test_stray_bytes_after_a_response_close_the_connection(test_reuse.OK + b"x", "GET", True),
 ]
 
 

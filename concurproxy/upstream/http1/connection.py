@@ -16,6 +16,11 @@ one split across reads goes through :class:`HeadReader`, which searches each byt
 head limits (size, field count) apply to the whole head however it arrives (``parse_head``),
 and at most ``MAX_INTERIM`` 1xx responses are skipped before the final one.
 
+Reuse: any byte the response did not account for (after the body, after a body-less 204/304/
+HEAD response, or while idle) makes the connection unusable, as does a 204/304 whose head
+announces a body: those bytes would otherwise be read as the next request's response, and the
+next request may be another tenant's.
+
 Timeouts are single loop timers (``call_later``), not ``wait_for`` wrappers: expiring
 one fails the pending future with :class:`UpstreamTimeout` and aborts the connection
 (its state is unknown, so it is never reused).
@@ -264,8 +269,10 @@ class Http1Connection(asyncio.Protocol):
         fut = self._head_fut
         if fut is not None and not fut.done():
             fut.set_result(head)
-        if self._no_body or head.status in (204, 304) or head.content_length == 0:
-            if data:
+        status = head.status
+        if self._no_body or status == 204 or status == 304 or head.content_length == 0:
+            # a 204/304 announcing a body (Content-Length > 0, chunked) may still be sending it
+            if data or ((status == 204 or status == 304) and (head.chunked or head.content_length)):
                 self.keep_alive = False
             self._finish()
         elif head.chunked:
