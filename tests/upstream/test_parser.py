@@ -60,6 +60,10 @@ def test_parse_head_basic_and_case_insensitive() -> None:
         (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3", False, 3, False),
         (b"HTTP/1.0 200 OK\r\nContent-Length: 3", False, 3, False),
         (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 3", False, 3, True),
+        # HTTP/1.0: reused only when keep-alive AND length-delimited (RFC 9112 9.3, 6.1)
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked", True, None, False),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive", False, None, False),
+        (b"HTTP/1.0 200 OK\r\nConnection: not-keep-alive\r\nContent-Length: 3", False, 3, False),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip", False, None, False),
         (b"HTTP/1.1 204", False, None, True),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3", False, 3, True),

@@ -1,4 +1,4 @@
-"""When a connection may be reused and a request re-sent (issue 21 items 4 and 5).
+"""When a connection may be reused and a request re-sent (issue 21 items 4, 5 and 6's HTTP/1.0 rule).
 
 A request the server may have read is never sent twice unless its method is idempotent (a
 second POST is a second generation on the GPU); a connection whose byte stream is not exactly
@@ -217,5 +217,35 @@ async def test_stray_bytes_after_a_response_close_the_connection(answer: bytes, 
                 await asyncio.sleep(0.001)
             async with await pool.request("GET", target, "/", None, b"") as resp:
                 assert await resp.read() == b"fresh"
+        finally:
+            await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "reused"),
+    [
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", True),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
+    ],
+    ids=["keep-alive+length", "keep-alive+chunked", "no-keep-alive"],
+)
+async def test_http10_response_is_reused_only_if_keep_alive_and_length_delimited(answer: bytes, reused: bool) -> None:
+    conns: list[int] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idx: int) -> None:
+        while True:
+            await read_request(reader)
+            conns.append(idx)
+            writer.write(answer)
+            await writer.drain()
+
+    pool = UpstreamPool(max_per_host=1)
+    async with raw_server(script) as target:
+        try:
+            for _ in range(2):
+                async with await pool.request("GET", target, "/", None, b"") as resp:
+                    assert resp.version == "1.0" and await resp.read() == b"ok"
+            assert conns == ([0, 0] if reused else [0, 1])
         finally:
             await pool.close()

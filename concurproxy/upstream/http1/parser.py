@@ -1,7 +1,8 @@
 """HTTP/1.1 wire format: pure functions and one reassembly buffer (no I/O, no asyncio).
 
 * :func:`build_request` - one ``bytes`` with request line, headers and body
-  (``Host``, ``Content-Length`` and ``Connection: keep-alive`` added here).
+  (``Host``, ``Content-Length``, ``Connection: keep-alive`` and ``Accept-Encoding: identity``
+  added here: the client never decodes a content coding, so it must not be sent one).
 * :func:`parse_head` - status line + header block (everything before the blank
   line) into a :class:`ResponseHead`; strict: obs-fold, bad names, conflicting
   ``Content-Length`` are errors, never guesses (request-smuggling hygiene).
@@ -30,7 +31,8 @@ from concurproxy.upstream.http1.errors import UpstreamProtocolError, UpstreamReq
 MAX_HEAD_BYTES = 64 * 1024  # status line + header fields; vLLM sends < 300 bytes
 MAX_HEADER_FIELDS = 100  # Apache's LimitRequestFields default; engines send about 5
 _MAX_LENGTH_DIGITS = 18  # < 2**63: int() never sees thousands of digits (ValueError past 4300)
-_SKIP_REQUEST_HEADERS = frozenset({"content-length", "connection", "transfer-encoding", "host"})
+# framing and coding headers belong to the client; a caller's Host replaces the default
+_SKIP_REQUEST_HEADERS = frozenset({"content-length", "connection", "transfer-encoding", "host", "accept-encoding"})
 # header lines: token name, colon, value without CR/LF/NUL; lines joined by CRLF (no obs-fold)
 _LINE = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*"
 _HEADER_BLOCK = re.compile(_LINE + rb"(?:\r\n" + _LINE + rb")*")
@@ -97,9 +99,24 @@ _TARGET = re.compile(r"[\x21-\x7e]+\Z")  # origin-form: visible ASCII, no whites
 _CHECKED_NAMES: set[str] = set()  # header names already found valid (a handful): no regex per step
 
 
+def host_header(host: str, port: int) -> str:
+    """The ``Host`` value for a connection target, computed once per target (not per request).
+
+    An IPv6 literal goes in brackets (RFC 9110 7.2 / RFC 3986 ``IP-literal``) without its zone
+    id (``%eth0`` means nothing to the server; Go's net/http drops it too); the port is left out
+    when it is 80. Raises :class:`UpstreamRequestError` for a host no request could carry."""
+    if ":" in host:
+        host = f"[{host.split('%', 1)[0]}]"
+    value = host if port == 80 else f"{host}:{port}"
+    if not host or _FIELD_VALUE.match(value) is None:
+        raise UpstreamRequestError(f"invalid upstream host {host[:80]!r}")
+    return value
+
+
 def build_request(method: str, path: str, host_header: str, headers: Mapping[str, str] | None, body: bytes) -> bytes:
-    """Serialise one request. Caller headers named Host/Content-Length/Connection/Transfer-Encoding
-    are dropped (the client owns framing), except that a caller ``Host`` replaces the default.
+    """Serialise one request. Caller headers named Host/Content-Length/Connection/Transfer-Encoding/
+    Accept-Encoding are dropped (the client owns framing and codings), except that a caller ``Host``
+    replaces ``host_header`` (which is trusted: built once by :func:`host_header`).
 
     Raises :class:`UpstreamRequestError` (nothing is sent) for a method that is not a token, a target
     with whitespace, controls or non-ASCII, a header name that is not a token, or a value holding
@@ -126,9 +143,11 @@ def build_request(method: str, path: str, host_header: str, headers: Mapping[str
                     host = value
                 continue
             lines.append(f"{name}: {value}\r\n")
-    if _FIELD_VALUE.match(host) is None:
-        raise UpstreamRequestError(f"invalid Host {host[:80]!r}")
-    lines.append(f"Host: {host}\r\nContent-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n")
+    # identity: without Accept-Encoding any coding is acceptable (RFC 9110 12.5.3), and a gzip
+    # body would reach the client labelled as JSON: the proxy relays bodies, it never decodes them
+    lines.append(
+        f"Host: {host}\r\nContent-Length: {len(body)}\r\nConnection: keep-alive\r\nAccept-Encoding: identity\r\n\r\n"
+    )
     return "".join(lines).encode("latin-1") + body
 
 
@@ -174,10 +193,20 @@ def parse_head(block: bytes) -> ResponseHead:
         if len(cl) > _MAX_LENGTH_DIGITS or not cl.isdigit() or not cl.isascii():
             raise UpstreamProtocolError(f"bad Content-Length {cl[:40]!r}")
         content_length = int(cl)
-    conn_tokens = d.get("connection", "").lower()
-    keep_alive = "close" not in conn_tokens if version == "1.1" else "keep-alive" in conn_tokens
-    chunked = False
+    conn = d.get("connection")
     te = d.get("transfer-encoding")
+    if version == "1.1":
+        keep_alive = conn is None or "close" not in conn.lower()
+    else:
+        # HTTP/1.0: persistent only if the server says keep-alive (RFC 9112 9.3) AND the body is
+        # length-delimited; a 1.0 message with Transfer-Encoding has faulty framing (RFC 9112 6.1)
+        keep_alive = (
+            conn is not None
+            and te is None
+            and content_length is not None
+            and "keep-alive" in (t.strip() for t in conn.lower().split(","))
+        )
+    chunked = False
     if te is not None:
         chunked = te.rsplit(",", 1)[-1].strip().lower() == "chunked"
         if content_length is not None:

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from concurproxy.upstream.http1.connection import Http1Connection
 from concurproxy.upstream.http1.errors import UpstreamConnectError, UpstreamDisconnected
-from concurproxy.upstream.http1.parser import build_request
+from concurproxy.upstream.http1.parser import build_request, host_header
 from concurproxy.upstream.http1.response import UpstreamResponse
 
 Target = str | tuple[str, int]
@@ -45,9 +45,7 @@ class _HostPool:
         self.host = host
         self.port = port
         self.prefix = prefix
-        self.host_header = host if port == 80 else f"{host}:{port}"
-        if ":" in host and port != 80:
-            self.host_header = f"[{host}]:{port}"
+        self.host_header = host_header(host, port)
         self.idle: list[Http1Connection] = []
         self.conns: set[Http1Connection] = set()
         self.total = 0  # open + opening connections (slots taken)
@@ -208,7 +206,7 @@ class UpstreamPool:
         hp = self._hosts.get(target)
         if hp is None:
             if isinstance(target, tuple):
-                host, port, prefix = target[0], int(target[1]), ""
+                host, port, prefix = target[0].strip("[]"), int(target[1]), ""
             else:
                 u = urlsplit(target)
                 if u.scheme != "http" or not u.hostname:
