@@ -126,7 +126,22 @@ def test_chunked_decoder_any_split(
     assert dec.tail == tail
 
 
-@pytest.mark.parametrize("wire", [b"zz\r\n", b"5\r\nhelloXX", b"-1\r\n", b"\r\n", b"1" * 5000])
+@settings(max_examples=100, deadline=None)
+@given(pieces=st.lists(st.binary(min_size=1, max_size=300), max_size=12), upper=st.booleans())
+def test_chunked_decoder_one_chunk_per_read(pieces: list[bytes], upper: bool) -> None:
+    """The streaming case: each read one whole chunk with a plain size line (the regex path), either hex case."""
+    dec = ChunkedDecoder()
+    got: list[bytes] = []
+    for p in pieces:
+        size = f"{len(p):X}" if upper else f"{len(p):x}"
+        got += dec.feed(size.encode() + b"\r\n" + p + b"\r\n")
+    got += dec.feed(b"0\r\n\r\n")
+    assert dec.done and got == pieces
+
+
+@pytest.mark.parametrize(
+    "wire", [b"zz\r\n", b"5\r\nhelloXX", b"5\r\nhelloX\n", b"0x5\r\nhello\r\n", b"-1\r\n", b"\r\n", b"1" * 5000]
+)
 def test_chunked_decoder_rejects(wire: bytes) -> None:
     with pytest.raises(UpstreamProtocolError):
         ChunkedDecoder().feed(wire)
