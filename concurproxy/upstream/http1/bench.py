@@ -116,7 +116,7 @@ class _LlhttpHandler:
 def _llhttp(wire: list[bytes], steady: bool = False) -> Callable[[], None] | None:
     """``steady``: feed ``wire`` once to enter the body, then time feeding ``wire[-1]`` alone."""
     try:
-        import httptools  # type: ignore[import-not-found]
+        import httptools
     except ImportError:
         return None
     handler = _LlhttpHandler()
