@@ -179,8 +179,8 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
     c.session = session  # health checks, pressure polling: aiohttp; the hot path: our own client
     per_host = max((u.max_connections for u in c.policy.upstreams), default=1024)
-    # No Accept-Encoding is sent upstream, so bodies come back (and leave) uncompressed.
-    http = UpstreamPool(max_per_host=per_host, connect_timeout_s=c.policy.timeouts.connect_s, idle_timeout_s=60)
+    # The client sends Accept-Encoding: identity upstream, so bodies come back (and leave) uncompressed.
+    http = UpstreamPool(max_per_host=per_host, connect_timeout_s=c.policy.timeouts.connect_s)
     c.forwarder = Forwarder(http, c.pool, c.policy.timeouts)
     await c.pool.check_once(session)
     c.pool.start(session)

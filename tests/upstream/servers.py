@@ -39,7 +39,7 @@ Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[N
 
 
 @asynccontextmanager
-async def raw_server(script: Script) -> AsyncIterator[tuple[str, int]]:
+async def raw_server(script: Script, host: str = "127.0.0.1") -> AsyncIterator[tuple[str, int]]:
     """``script(reader, writer, conn_index)`` runs per accepted connection; the writer is closed after."""
     count = 0
     tasks: set[asyncio.Task[None]] = set()
@@ -59,7 +59,7 @@ async def raw_server(script: Script) -> AsyncIterator[tuple[str, int]]:
             writer.close()
             tasks.discard(task)
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(handle, host, 0)
     port = server.sockets[0].getsockname()[1]
     try:
         yield ("127.0.0.1", port)
@@ -73,9 +73,14 @@ async def raw_server(script: Script) -> AsyncIterator[tuple[str, int]]:
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     """Read one request (head + Content-Length body); return its body."""
+    return (await read_request_head(reader))[1]
+
+
+async def read_request_head(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """Read one request; return its head (with the blank line) and its Content-Length body."""
     head = await reader.readuntil(b"\r\n\r\n")
     length = 0
     for line in head.split(b"\r\n"):
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":", 1)[1])
-    return await reader.readexactly(length)
+    return head, await reader.readexactly(length)

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from concurproxy.upstream.http1.chunked import ChunkedDecoder
 from concurproxy.upstream.http1.errors import UpstreamProtocolError
-from concurproxy.upstream.http1.parser import ChunkedDecoder, build_request, parse_head
+from concurproxy.upstream.http1.parser import build_request, parse_head
 
 
 def test_build_request_adds_framing_and_drops_caller_framing() -> None:
@@ -59,6 +60,10 @@ def test_parse_head_basic_and_case_insensitive() -> None:
         (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3", False, 3, False),
         (b"HTTP/1.0 200 OK\r\nContent-Length: 3", False, 3, False),
         (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 3", False, 3, True),
+        # HTTP/1.0: reused only when keep-alive AND length-delimited (RFC 9112 9.3, 6.1)
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked", True, None, False),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive", False, None, False),
+        (b"HTTP/1.0 200 OK\r\nConnection: not-keep-alive\r\nContent-Length: 3", False, 3, False),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip", False, None, False),
         (b"HTTP/1.1 204", False, None, True),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3", False, 3, True),
@@ -121,7 +126,22 @@ def test_chunked_decoder_any_split(
     assert dec.tail == tail
 
 
-@pytest.mark.parametrize("wire", [b"zz\r\n", b"5\r\nhelloXX", b"-1\r\n", b"\r\n", b"1" * 5000])
+@settings(max_examples=100, deadline=None)
+@given(pieces=st.lists(st.binary(min_size=1, max_size=300), max_size=12), upper=st.booleans())
+def test_chunked_decoder_one_chunk_per_read(pieces: list[bytes], upper: bool) -> None:
+    """The streaming case: each read one whole chunk with a plain size line (the regex path), either hex case."""
+    dec = ChunkedDecoder()
+    got: list[bytes] = []
+    for p in pieces:
+        size = f"{len(p):X}" if upper else f"{len(p):x}"
+        got += dec.feed(size.encode() + b"\r\n" + p + b"\r\n")
+    got += dec.feed(b"0\r\n\r\n")
+    assert dec.done and got == pieces
+
+
+@pytest.mark.parametrize(
+    "wire", [b"zz\r\n", b"5\r\nhelloXX", b"5\r\nhelloX\n", b"0x5\r\nhello\r\n", b"-1\r\n", b"\r\n", b"1" * 5000]
+)
 def test_chunked_decoder_rejects(wire: bytes) -> None:
     with pytest.raises(UpstreamProtocolError):
         ChunkedDecoder().feed(wire)

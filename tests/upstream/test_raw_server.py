@@ -13,7 +13,8 @@ from .servers import raw_server, read_request
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-async def test_stale_keepalive_is_retried_once_on_a_fresh_connection() -> None:
+async def test_stale_keepalive_get_is_retried_once_on_a_fresh_connection() -> None:
+    """GET is idempotent: sent again on a new connection when a reused one closes unanswered."""
     conns: list[int] = []
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idx: int) -> None:
@@ -27,7 +28,7 @@ async def test_stale_keepalive_is_retried_once_on_a_fresh_connection() -> None:
     async with raw_server(script) as target:
         try:
             for _ in range(2):
-                async with await pool.request("POST", target, "/", None, b"x") as resp:
+                async with await pool.request("GET", target, "/", None, b"") as resp:
                     assert await resp.read() == b"ok"
             assert conns == [0, 1]  # the second request went to conn 0, failed unanswered, then conn 1
         finally:

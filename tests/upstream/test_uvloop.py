@@ -11,7 +11,7 @@ import uvloop
 
 from concurproxy.upstream.http1 import UpstreamPool
 
-from . import test_client, test_raw_server, test_streaming
+from . import test_client, test_raw_server, test_reuse, test_streaming
 from .servers import Peers, aiohttp_server
 
 SCENARIOS: list[Callable[[], Coroutine[Any, Any, None]]] = [
@@ -19,7 +19,7 @@ SCENARIOS: list[Callable[[], Coroutine[Any, Any, None]]] = [
     test_streaming.test_slow_consumer_pauses_upstream,
     test_streaming.test_abort_mid_stream_server_sees_disconnect,
     test_streaming.test_server_closing_idle_connections_is_transparent,
-    test_raw_server.test_stale_keepalive_is_retried_once_on_a_fresh_connection,
+    test_raw_server.test_stale_keepalive_get_is_retried_once_on_a_fresh_connection,
     test_raw_server.test_fresh_connection_closed_without_answer_is_an_error,
     test_raw_server.test_reused_connection_already_closing_is_retried,
     test_raw_server.test_body_until_close_and_interim_1xx,
@@ -32,6 +32,25 @@ SCENARIOS: list[Callable[[], Coroutine[Any, Any, None]]] = [
 def test_on_uvloop(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+REUSE_SCENARIOS: list[Callable[[], Coroutine[Any, Any, None]]] = [
+    lambda: test_reuse.test_post_the_server_may_have_read_is_not_sent_again("rst"),
+    lambda: test_reuse.test_idempotent_request_is_sent_once_more_on_a_fresh_connection("GET"),
+    test_reuse.test_server_closing_the_idle_connection_before_the_write_resends_a_post,
+    lambda: test_reuse.test_bodyless_response_announcing_a_body_is_not_reused(
+        b"HTTP/1.1 204 No\r\nContent-Length: 47\r\n\r\n"
+    ),
+    lambda: test_reuse.test_stray_bytes_after_a_response_close_the_connection(test_reuse.OK + b"x", "GET", True),
+]
+
+
+@pytest.mark.parametrize("scenario", range(len(REUSE_SCENARIOS)))
+def test_reuse_rules_on_uvloop(scenario: int) -> None:
+    """uvloop reports a server's FIN/RST through its own transports: the re-send rules must hold there too."""
+    make = REUSE_SCENARIOS[scenario]
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(make())
 
 
 def test_fixture_scenarios_on_uvloop() -> None:

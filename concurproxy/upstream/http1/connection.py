@@ -11,6 +11,16 @@ or until the server closes. Body bytes are queued in ``_chunks``; when more than
 (``pause_reading``) and resumes as soon as the consumer takes them (bounded memory,
 TCP backpressure reaches the upstream).
 
+Head reassembly: a head that arrives in one read (the usual case) is searched once in place;
+one split across reads goes through :class:`HeadReader`, which searches each byte once. The
+head limits (size, field count) apply to the whole head however it arrives (``parse_head``),
+and at most ``MAX_INTERIM`` 1xx responses are skipped before the final one.
+
+Reuse: any byte the response did not account for (after the body, after a body-less 204/304/
+HEAD response, or while idle) makes the connection unusable, as does a 204/304 whose head
+announces a body: those bytes would otherwise be read as the next request's response, and the
+next request may be another tenant's.
+
 Timeouts are single loop timers (``call_later``), not ``wait_for`` wrappers: expiring
 one fails the pending future with :class:`UpstreamTimeout` and aborts the connection
 (its state is unknown, so it is never reused).
@@ -22,6 +32,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 
+from concurproxy.upstream.http1.chunked import ChunkedDecoder
 from concurproxy.upstream.http1.errors import (
     UpstreamAborted,
     UpstreamDisconnected,
@@ -29,10 +40,11 @@ from concurproxy.upstream.http1.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from concurproxy.upstream.http1.parser import MAX_HEAD_BYTES, ChunkedDecoder, ResponseHead, parse_head
+from concurproxy.upstream.http1.parser import HeadReader, ResponseHead, parse_head
 
 IDLE, HEAD, BODY, DONE = range(4)
 _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(3)
+MAX_INTERIM = 8  # 1xx responses skipped per request (100 Continue, 103 Early Hints): one or two in practice
 
 
 class Http1Connection(asyncio.Protocol):
@@ -50,7 +62,8 @@ class Http1Connection(asyncio.Protocol):
         self.head: ResponseHead | None = None
         self.eof = False  # body complete
         self.exc: UpstreamError | None = None  # terminal body error
-        self._buf = b""
+        self._partial: HeadReader | None = None  # a head split across reads
+        self._interim = 0
         self._head_fut: asyncio.Future[ResponseHead] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -82,13 +95,14 @@ class Http1Connection(asyncio.Protocol):
                     "upstream closed the connection before the response head"
                     + (" (partial head received)" if self.got_bytes else ""),
                     got_bytes=self.got_bytes,
+                    sent=True,  # HEAD state begins with transport.write(): the server may have read it
                 )
             )
         elif st == BODY:
             if self._mode == _UNTIL_CLOSE:
                 self._finish()
             else:
-                self._fail(UpstreamDisconnected("upstream closed the connection mid-body", got_bytes=True))
+                self._fail(UpstreamDisconnected("upstream closed the connection mid-body", got_bytes=True, sent=True))
         elif self.in_pool and self.on_idle_lost is not None:
             self.on_idle_lost(self)
 
@@ -114,13 +128,17 @@ class Http1Connection(asyncio.Protocol):
 
     # --- request side -----------------------------------------------------------
     async def send(self, payload: bytes, head_timeout_s: float | None, no_body: bool) -> ResponseHead:
-        """Write the request; return the parsed head. Any failure leaves the connection unusable."""
+        """Write the request; return the parsed head. Any failure leaves the connection unusable.
+
+        Raises :class:`UpstreamDisconnected` with ``sent=False`` (nothing written) when the
+        connection was already closing, e.g. the server's FIN arrived while it was idle."""
         if self.closed or self.transport is None or self.transport.is_closing():
             # the server's FIN arrived but connection_lost has not run yet (uvloop would raise on write)
             self.closed = True
             self.keep_alive = False
-            raise UpstreamDisconnected("connection already closed", got_bytes=False)
+            raise UpstreamDisconnected("connection already closed", got_bytes=False, sent=False)
         self.state = HEAD
+        self._interim = 0
         self.got_bytes = False
         self.head = None
         self.eof = False
@@ -218,34 +236,43 @@ class Http1Connection(asyncio.Protocol):
         self._wake()
 
     def _on_head_bytes(self, data: bytes) -> None:
-        if self._buf:
-            data = self._buf + data
-            self._buf = b""
-        while True:
-            idx = data.find(b"\r\n\r\n")
-            if idx < 0:
-                if len(data) > MAX_HEAD_BYTES:
-                    self.abort(UpstreamProtocolError("response head larger than 64 KiB"))
+        try:
+            while True:
+                partial = self._partial
+                if partial is None:
+                    idx = data.find(b"\r\n\r\n")  # the usual case: the whole head in this read
+                    if idx < 0:
+                        self._partial = partial = HeadReader()
+                        partial.feed(data)  # raises if this alone is over the limit
+                        return
+                    head = parse_head(data[:idx])
+                    data = data[idx + 4 :]
                 else:
-                    self._buf = data
-                return
-            try:
-                head = parse_head(data[:idx])
-            except UpstreamProtocolError as exc:
-                self.abort(exc)
-                return
-            data = data[idx + 4 :]
-            if head.status >= 200 or head.status == 101:
-                break
-            # 1xx interim response (100 Continue, 103 Early Hints): skip it, keep reading
+                    got = partial.feed(data)
+                    if got is None:
+                        return
+                    self._partial = None
+                    head = parse_head(got[0])
+                    data = got[1]
+                if head.status >= 200 or head.status == 101:
+                    break
+                # 1xx interim response (100 Continue, 103 Early Hints): skip it, keep reading
+                self._interim += 1
+                if self._interim > MAX_INTERIM:
+                    raise UpstreamProtocolError(f"more than {MAX_INTERIM} interim (1xx) responses")
+        except UpstreamProtocolError as exc:
+            self.abort(exc)
+            return
         self.head = head
         self.keep_alive = head.keep_alive
         self.state = BODY
         fut = self._head_fut
         if fut is not None and not fut.done():
             fut.set_result(head)
-        if self._no_body or head.status in (204, 304) or head.content_length == 0:
-            if data:
+        status = head.status
+        if self._no_body or status == 204 or status == 304 or head.content_length == 0:
+            # a 204/304 announcing a body (Content-Length > 0, chunked) may still be sending it
+            if data or ((status == 204 or status == 304) and (head.chunked or head.content_length)):
                 self.keep_alive = False
             self._finish()
         elif head.chunked:

@@ -3,14 +3,19 @@
 Per host: at most ``max_per_host`` connections (idle + leased + being opened).
 Idle connections form a LIFO stack (the most recently used is the warmest and the
 least likely to have been closed by the server's keep-alive timer); connections idle
-longer than ``idle_timeout_s`` are closed lazily, when the stack is touched. When all
-slots are taken, requests queue FIFO; a released connection (or a freed slot) is handed
-to the oldest waiter directly.
+longer than ``idle_timeout_s`` are closed lazily, when the stack is touched. The default
+(4 s) is below common engines' keep-alive (uvicorn, hence vLLM: 5 s), so the client
+normally gives up an idle connection before the server closes it under a request.
+When all slots are taken, requests queue FIFO; a released connection (or a freed slot)
+is handed to the oldest waiter directly.
 
-Stale keep-alive: if a *reused* connection fails before any response byte arrived
-(server closed it while idle), the request is sent once more on a fresh connection.
-Nothing was received, so the server did not answer it; vLLM/worker requests we send
-are safe to repeat in that case.
+Stale keep-alive (the rule nginx's ``proxy_next_upstream`` applies by default, and Go's
+``net/http``): a reused connection found closing before the request was written (the
+server's FIN arrived while it sat idle) is dropped and the request goes on another one -
+nothing was sent. If it fails after the request was written but before any response
+byte, the server may have read it and begun a generation: the request is sent once more
+on a fresh connection only if its method is idempotent (GET, HEAD, OPTIONS, TRACE, PUT,
+DELETE); a POST is not, and the caller gets ``UpstreamDisconnected(sent=True)``.
 
 Concurrency: single event loop; no locks. ``UpstreamPool`` must be used from the loop
 that created its first connection.
@@ -25,10 +30,11 @@ from urllib.parse import urlsplit
 
 from concurproxy.upstream.http1.connection import Http1Connection
 from concurproxy.upstream.http1.errors import UpstreamConnectError, UpstreamDisconnected
-from concurproxy.upstream.http1.parser import build_request
+from concurproxy.upstream.http1.parser import build_request, host_header
 from concurproxy.upstream.http1.response import UpstreamResponse
 
 Target = str | tuple[str, int]
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
 
 
 class _HostPool:
@@ -39,9 +45,7 @@ class _HostPool:
         self.host = host
         self.port = port
         self.prefix = prefix
-        self.host_header = host if port == 80 else f"{host}:{port}"
-        if ":" in host and port != 80:
-            self.host_header = f"[{host}]:{port}"
+        self.host_header = host_header(host, port)
         self.idle: list[Http1Connection] = []
         self.conns: set[Http1Connection] = set()
         self.total = 0  # open + opening connections (slots taken)
@@ -179,7 +183,7 @@ class UpstreamPool:
         self,
         max_per_host: int = 100,
         connect_timeout_s: float = 5.0,
-        idle_timeout_s: float = 30.0,
+        idle_timeout_s: float = 4.0,
         high_water: int = 256 * 1024,
     ) -> None:
         if max_per_host < 1:
@@ -202,7 +206,7 @@ class UpstreamPool:
         hp = self._hosts.get(target)
         if hp is None:
             if isinstance(target, tuple):
-                host, port, prefix = target[0], int(target[1]), ""
+                host, port, prefix = target[0].strip("[]"), int(target[1]), ""
             else:
                 u = urlsplit(target)
                 if u.scheme != "http" or not u.hostname:
@@ -226,7 +230,9 @@ class UpstreamPool:
 
         ``target`` is a base URL (``http://host:port[/prefix]``) or ``(host, port)``;
         ``read_timeout_s`` bounds the wait for the head and, by default, each wait in ``read()``.
-        Raises UpstreamConnectError, UpstreamTimeout, UpstreamDisconnected, UpstreamProtocolError.
+        Raises UpstreamConnectError, UpstreamTimeout, UpstreamDisconnected, UpstreamProtocolError,
+        UpstreamRequestError. A reused connection that the server closed is retried as the module
+        docstring says (never a POST the server may have read).
         """
         hp = self._host_pool(target)
         payload = build_request(method, hp.prefix + path if hp.prefix else path, hp.host_header, headers, body)
@@ -242,9 +248,12 @@ class UpstreamPool:
                 await conn.send(payload, read_timeout_s, no_body)
             except UpstreamDisconnected as exc:
                 hp.put(conn)
-                if reused and not exc.got_bytes and not fresh:
-                    fresh = True  # stale keep-alive connection: one retry on a new one
-                    continue
+                if reused and not exc.got_bytes:
+                    if not exc.sent:
+                        continue  # closed while idle, nothing written: the next one (idle ones are finite)
+                    if not fresh and method in IDEMPOTENT_METHODS:
+                        fresh = True  # the server may have read it: safe to repeat only if idempotent, once
+                        continue
                 raise
             except BaseException:
                 conn.abort()
