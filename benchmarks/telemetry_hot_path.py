@@ -1,7 +1,11 @@
-"""Per-call cost of the telemetry hot path (best of 3).  python tests/telemetry/bench_telemetry.py"""
+"""Per-call cost of the telemetry hot path (best of 3).
+
+python -m benchmarks.telemetry_hot_path
+"""
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import time
@@ -49,7 +53,9 @@ def step_trace(tracing: Tracing | NoopTracing) -> None:
             pass
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    prog = "python -m benchmarks.telemetry_hot_path"
+    argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0]).parse_args(argv)
     reg = CollectorRegistry()
     m = ProxyMetrics(reg)
     m.prime(replicas=[f"r{i}" for i in range(8)], tenants=["a", "b"], roles=["planner", "coder"], routes=[CHAT])
