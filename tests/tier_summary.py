@@ -5,7 +5,7 @@ A tier is a set of tests that need something outside Python: a marker names it (
 counted in its tier; a tier with skipped tests shows the skip reasons (the tests' own, without
 their parenthesised hints) and the one command that installs what it needs. The line::
 
-    tiers: core 998 passed | redis 14 passed | prometheus 7 passed | deploy-schemas 2 skipped \
+    tiers: core 1070 passed | redis 8 passed | prometheus 4 passed | deploy-schemas 2 skipped \
 (schema validators not installed under /tmp/k8sval/node_modules) → npm install --prefix /tmp/k8sval … \
 | vllm 6 not run (CONCURPROXY_QUICK=1) → bash scripts/test.sh
 
