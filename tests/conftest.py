@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from tier_summary import TierSummary
 
 from concurproxy.config import load_policy
 from concurproxy.config.models import Policy
@@ -16,6 +17,11 @@ from concurproxy.server.assembly import build_components
 from concurproxy.server.components import Components
 from concurproxy.server.hooks import StepContext
 from concurproxy.testing.stub_upstream import StubBehaviour, running_stub
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The one-line tier summary at the end of every run (tests/tier_summary.py)."""
+    config.pluginmanager.register(TierSummary(config), "concurproxy-tier-summary")
 
 
 class RecordingListener:

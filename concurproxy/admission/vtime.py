@@ -11,7 +11,7 @@ the agent. Deterministic for a given (config, spec, agents, duration, seed).
 
 ``switch=(t, spec2)``: tasks started from virtual time ``t`` on follow ``spec2``
 (a workload whose mix changes part-way; agents already running finish as they
-began). Used by the convergence tests and by ``concurproxy.admission.bench``.
+began). Used by the convergence tests and by ``benchmarks.admission_vtime``.
 """
 
 from __future__ import annotations
@@ -201,14 +201,3 @@ def run_vtime(
         step_latency_p99_s=_pct(latencies, 0.99),
         trace=trace,
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m concurproxy.admission.vtime``: the benchmark in ``concurproxy.admission.bench``."""
-    from concurproxy.admission.bench import main as bench_main
-
-    bench_main(argv)
-
-
-if __name__ == "__main__":
-    main()

@@ -10,7 +10,7 @@ No hub is reachable from CI, so the test tier makes its model at test time:
   72 M): 6 layers, hidden 1024, 16 heads, 4 KV heads, MLP 2816. On one core of the CPU build,
   prefilling ~750 tokens costs ~9 decode iterations of ``tiny`` but 31-36 of ``medium`` and
   ``large`` (55 / 506 / 781 ms; 6 / 14 / 23 ms an iteration; ``python -m
-  scripts.vllm.model_costs``): only from ``medium`` up does recomputing an evicted agent context
+  benchmarks.vllm_model_costs``): only from ``medium`` up does recomputing an evicted agent context
   cost more than the step it serves, as it does for real models on GPUs.
 * weights — every tensor drawn from a ``torch.Generator`` seeded with ``seed`` in sorted-name
   order (normal, std 0.02; norms 1.0), so the same seed gives byte-identical safetensors

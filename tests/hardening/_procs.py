@@ -15,11 +15,11 @@ import urllib.error
 import urllib.request
 from types import TracebackType
 
-from loadgen.soak import _free_port
-from loadgen.soak import open_fds as open_fds  # re-exported for the hardening tests
-from loadgen.soak import rss_bytes as rss_bytes
+from benchmarks.soak import _free_port
+from benchmarks.soak import open_fds as open_fds  # re-exported for the hardening tests
+from benchmarks.soak import rss_bytes as rss_bytes
 
-# One definition of the /proc probes: the soak benchmark's (loadgen is importable in tests).
+# One definition of the /proc probes: the soak benchmark's (benchmarks/ is on the tests' path).
 free_port = _free_port
 
 

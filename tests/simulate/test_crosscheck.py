@@ -21,7 +21,7 @@ retries. What the comparison still catches: the simulation's timing or batching 
 engine's, and engine idle time the simulation does not reproduce (tool pauses, admission holds,
 requests that reach the engine late through the proxy). What it no longer sees: a slow host —
 including code that blocks this process's event loop, which the lag absorbs (the proxy's own
-per-step cost is measured by loadgen/bench_overhead.py, not here).
+per-step cost is measured by benchmarks/overhead.py, not here).
 """
 
 from __future__ import annotations

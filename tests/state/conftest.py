@@ -78,7 +78,7 @@ class RedisServer:
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     if REDIS is None:
-        pytest.skip("no redis-server binary (apt-get install redis-server; .ci/run installs it)")
+        pytest.skip("no redis-server binary (apt-get install redis-server; scripts/test.sh installs it)")
     server = RedisServer()
     server.start()
     try:

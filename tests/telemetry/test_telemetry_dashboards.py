@@ -114,7 +114,7 @@ def test_alert_rules_cover_what_should_wake_someone() -> None:
 
 promtool = pytest.mark.skipif(
     shutil.which("promtool") is None,
-    reason="promtool not installed (Debian package `prometheus`, installed by .ci/run)",
+    reason="promtool not installed (Debian package `prometheus`, installed by scripts/test.sh)",
 )
 
 

@@ -194,9 +194,8 @@ class Engine:
             scheduled_self = True
             while not self._grow(req, num_new):
                 victim = pop_victim(self.running, cfg.scheduling_policy)
-                if victim.pos < i:  # already scheduled in this step: it gives its tokens back
-                    k = next(k for k, (r, _) in enumerate(scheduled) if r is victim.req)
-                    budget += scheduled.pop(k)[1]
+                if victim.pos < i:  # already scheduled in this step
+                    budget += self._give_back(scheduled, victim.req)
                     i -= 1
                 self._preempt(victim.req)
                 preempted.append(victim.req.req_id)
@@ -214,11 +213,7 @@ class Engine:
                 num_new = self._admit(self.waiting[0], budget, start)
                 if num_new == 0:
                     if cfg.preempt_for_waiting and (loser := lower_priority_victim(self.running, self.waiting[0])):
-                        for k, (r, n) in enumerate(scheduled):  # scheduled in this step: it gives its tokens back
-                            if r is loser:
-                                budget += n
-                                del scheduled[k]
-                                break
+                        budget += self._give_back(scheduled, loser)
                         self.running.remove(loser)
                         self._preempt(loser)
                         preempted.append(loser.req_id)
@@ -248,6 +243,16 @@ class Engine:
             return False
         req.blocks.extend(self.pool.allocate(need))
         return True
+
+    @staticmethod
+    def _give_back(scheduled: list[tuple[EngineRequest, int]], req: EngineRequest) -> int:
+        """Take a request that is being preempted out of this step's schedule: the tokens it had been
+        given in this step go back to the step's budget (0 if it was not scheduled yet)."""
+        for k, (r, n) in enumerate(scheduled):
+            if r is req:
+                del scheduled[k]
+                return n
+        return 0
 
     def _preempt(self, req: EngineRequest) -> None:
         self.pool.free(reversed(req.blocks))

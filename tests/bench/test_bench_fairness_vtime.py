@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurproxy.control.fairness.bench import BenchConfig, main, simulate
+from benchmarks.fairness_vtime import BenchConfig, main, simulate
 
 
 def test_vtc_protects_light_tenant_latency_and_keeps_heavy_busy() -> None:

@@ -1,11 +1,11 @@
 """Instructions per request of the proxy (and the bare pass-through), counted by callgrind.
 
-    python -m loadgen.callgrind_overhead [--seconds 8] [--connections 16] [--target proxy|bare|both]
+    python -m benchmarks.callgrind_overhead [--seconds 8] [--connections 16] [--target proxy|bare|both]
 
 Timings on a shared 2-core machine move by 2x with the neighbours' load; instruction
 counts do not. The server runs under ``valgrind --tool=callgrind`` with instrumentation
 off; it is switched on only while ``wrk`` drives the benchmark's request (the same body
-and identity headers as ``bench_overhead``), then the total instructions (Ir) are divided
+and identity headers as ``benchmarks.overhead``), then the total instructions (Ir) are divided
 by the requests wrk completed. Needs valgrind (callgrind_control) and wrk.
 
 The server runs with Python's own allocator, as in production (no ``PYTHONMALLOC=malloc``).
@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from loadgen.bench_overhead import free_port, process, wrk
+from benchmarks.overhead import free_port, process, wrk
 
 
 def _total_ir(files: list[Path]) -> int:
@@ -68,7 +68,7 @@ def measure(
             cmd += ["--config", policy]
         ready = server + "/ready"
     else:
-        cmd = [py, "-m", "loadgen.bare_passthrough", "--upstream", stub, "--port", str(server_port)]
+        cmd = [py, "-m", "benchmarks.bare_passthrough", "--upstream", stub, "--port", str(server_port)]
         ready = server + "/ready"
     out_dir = keep or Path(tempfile.mkdtemp(prefix="callgrind-"))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,29 +1,27 @@
-"""Benchmark: CPU cost of pressure polling (proxy side) and of the node agent's scraping.
+"""CPU cost of pressure polling (proxy side) and of the node agent's scraping.
 
-Run: PYTHONPATH=. python tests/signals/bench_poll.py
-A fake engine serves a realistic vLLM body (see bench_parse.py) on loopback; we measure the
-process CPU time (not wall time) spent per poll, which is what the proxy pays.
+    python -m benchmarks.pressure_poll
+
+A fake engine serves a realistic vLLM body (see ``benchmarks.metrics_parse``) on loopback; we
+measure the process CPU time (not wall time) spent per poll, which is what the proxy pays.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 import time
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_parse import realistic_vllm_body
-
+from benchmarks.metrics_parse import realistic_vllm_body
 from concurproxy.nodeagent.agent import NodeAgent, NodeAgentConfig
 from concurproxy.nodeagent.gpu import DisabledProbe
 from concurproxy.signals.poller import PressurePoller
 
 
-async def main() -> None:
+async def run() -> None:
     body = realistic_vllm_body(1)
 
     async def metrics(request: web.Request) -> web.Response:
@@ -58,5 +56,11 @@ async def main() -> None:
     await runner.cleanup()
 
 
+def main(argv: list[str] | None = None) -> None:
+    prog = "python -m benchmarks.pressure_poll"
+    argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0]).parse_args(argv)
+    asyncio.run(run())
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

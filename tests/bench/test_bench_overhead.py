@@ -9,8 +9,8 @@ import time
 import aiohttp
 import pytest
 
+from benchmarks.overhead import BODY, cpu_seconds, free_port, process, report
 from concurproxy.testing.stub_upstream import StubBehaviour, running_stub
-from loadgen.bench_overhead import BODY, cpu_seconds, free_port, process, report
 
 
 def test_cpu_seconds_counts_this_process_work() -> None:

@@ -1,6 +1,6 @@
 """Micro benchmark: this client vs ``aiohttp.ClientSession`` against one local aiohttp server.
 
-    python -m concurproxy.upstream.http1.bench [--seconds 2] [--concurrency 1,64] [--stream] [--pin] [--parsers]
+    python -m benchmarks.http1_client [--seconds 2] [--concurrency 1,64] [--stream] [--pin] [--parsers]
 
 The server runs in a child process (uvloop), so the client's ``process_time`` is
 the client's CPU alone. Each request POSTs a ~600 B chat-style JSON body and reads a

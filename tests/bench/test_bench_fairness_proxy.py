@@ -1,12 +1,10 @@
-"""loadgen.bench_fairness: the generated policy validates, rows are computed from the measured window."""
+"""benchmarks.fairness_proxy: the generated policy validates, rows are computed from the measured window."""
 
 from __future__ import annotations
 
 import hashlib
 
-from concurproxy.config.models import Policy
-from concurproxy.tenancy.directory import TenantDirectory
-from loadgen.bench_fairness import (
+from benchmarks.fairness_proxy import (
     KEYS,
     EngineRow,
     engine_row,
@@ -16,6 +14,8 @@ from loadgen.bench_fairness import (
     policy_doc,
     tenant_row,
 )
+from concurproxy.config.models import Policy
+from concurproxy.tenancy.directory import TenantDirectory
 from loadgen.results import Meta, Results, StepResult
 
 
@@ -86,7 +86,7 @@ def test_variants_parse_their_modifiers_and_reserve_reaches_the_policy() -> None
 
     import pytest
 
-    from loadgen.bench_fairness import Variant, parse_variant
+    from benchmarks.fairness_proxy import Variant, parse_variant
 
     a = argparse.Namespace(kv_reserve=0.15, lptt=128)
     assert parse_variant("vtc", a) == Variant("vtc")

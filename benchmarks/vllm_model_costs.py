@@ -1,6 +1,6 @@
 """What one locally made model costs on a real vLLM CPU engine: prefill vs decode.
 
-    python -m scripts.vllm.model_costs [--size tiny|small|medium|large] [--out DIR]
+    python -m benchmarks.vllm_model_costs [--size tiny|small|medium|large] [--out DIR]
 
 Makes the model (``make_tiny_model.py``) if ``DIR/model-SIZE`` has none, starts one engine
 (12 blocks, pinned to core 0) and sends straight to it, one at a time: a warm-up, prompts of
@@ -56,7 +56,7 @@ async def measure(url: str) -> tuple[list[tuple[int, float]], dict[int, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.vllm.model_costs", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.vllm_model_costs", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=("tiny", "small", "medium", "large"), default="medium")
     p.add_argument("--out", type=Path, default=REPO / "results" / "vllm-models")
     a = p.parse_args(argv)

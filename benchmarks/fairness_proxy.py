@@ -1,6 +1,7 @@
 """Fairness through the real proxy: a heavy and a light tenant on one bundled worker, per policy.
 
-``python -m loadgen.bench_fairness [--duration 60] [--policies fifo,vtc,vtc+reserve+lptt+long@1024] [--time-scale 5]``
+    python -m benchmarks.fairness_proxy [--duration 60] [--policies fifo,vtc,vtc+reserve+lptt+long@1024]
+        [--time-scale 5]
 
 Real processes on loopback ports: a fresh `concurproxy worker` (``--profile``, ``--time-scale``)
 for every run, and `concurproxy serve` in front of it with a generated policy: two tenants of
@@ -57,8 +58,8 @@ from typing import Any
 
 import yaml
 
+from benchmarks.overhead import free_port, process
 from concurproxy.worker.profile import load_profile
-from loadgen.bench_overhead import free_port, process
 from loadgen.results import Results
 from loadgen.runner import run_scenario
 from loadgen.scenario import Scenario, parse_scenario
@@ -296,7 +297,7 @@ def format_rows(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m loadgen.bench_fairness", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.fairness_proxy", description=__doc__.split("\n")[0])
     ap.add_argument(
         "--policies",
         default="fifo,vtc,vtc+reserve+lptt+long@1024",

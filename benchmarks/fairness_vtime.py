@@ -1,6 +1,6 @@
 """Virtual-time benchmark: a heavy and a light tenant share a fixed-capacity server, fifo vs vtc.
 
-    python -m concurproxy.control.fairness.bench [--seconds 600] [--slots 32] [--seed 1]
+    python -m benchmarks.fairness_vtime [--seconds 600] [--slots 32] [--seed 1]
 
 Model (pure simulation, no sleeps, seeded): the server runs at most ``slots``
 steps at once (the admission window); a step occupies a slot for

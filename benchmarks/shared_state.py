@@ -1,6 +1,6 @@
 """Benchmark the shared state against a local redis-server.
 
-    python -m concurproxy.state.bench [--redis-url URL] [--seconds 2] [--agents 16]
+    python -m benchmarks.shared_state [--redis-url URL] [--seconds 2] [--agents 16]
 
 Without ``--redis-url`` it starts ``redis-server`` on a free loopback port (no
 persistence) and stops it at the end. It prints:
@@ -169,7 +169,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m concurproxy.state.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.shared_state", description=__doc__.split("\n")[0])
     p.add_argument("--redis-url", help="an existing Redis (default: start redis-server on a free port)")
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--agents", type=int, default=16)

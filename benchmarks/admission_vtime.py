@@ -1,6 +1,6 @@
 """Admission benchmark in virtual time: controllers × load levels on a worker profile.
 
-``python -m concurproxy.admission.bench --profile llama3-8b-h100`` runs the
+``python -m benchmarks.admission_vtime --profile llama3-8b-h100`` runs the
 profile's agent preset (``concurproxy.worker.thrash.PRESETS``: contexts that
 grow every step, tool pauses between steps) through ``run_vtime`` once per
 controller — ``none``, ``static`` at several windows (the best of which is an

@@ -1,6 +1,6 @@
 """Virtual-time routing benchmark: one multi-agent workload over simulated engines, per policy.
 
-``python -m loadgen.bench_routing [--agents 48 --replicas 4 --seconds 90 --blocks 4000]``
+``python -m benchmarks.routing_vtime [--agents 48 --replicas 4 --seconds 90 --blocks 4000]``
 
 ``agents`` closed-loop agents (:class:`concurproxy.worker.agents.AgentTask`: a shared system
 prompt, a private task, a tool result appended every step, a tool pause between steps) send
@@ -258,7 +258,7 @@ def micro() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m loadgen.bench_routing", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.routing_vtime", description=__doc__.split("\n")[0])
     ap.add_argument("--agents", type=int, default=48)
     ap.add_argument("--replicas", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=90.0, help="virtual seconds per policy")

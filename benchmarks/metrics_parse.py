@@ -1,13 +1,14 @@
-"""Benchmark: hand-written engine metrics parser vs prometheus_client's parser.
+"""Hand-written engine metrics parser vs prometheus_client's parser.
 
-Run: python tests/signals/bench_parse.py [engines]
+    python -m benchmarks.metrics_parse [ENGINES]
+
 Builds a vLLM V1 body shaped like a real one (the gauges/counters we read, 12 histograms
 with vLLM's bucket counts, process/python metrics), per data-parallel engine.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import timeit
 from pathlib import Path
 
@@ -15,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from concurproxy.signals.engine_metrics import parse_engine_metrics
 
-HERE = Path(__file__).parent
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "signals" / "fixtures"
 
 
 def realistic_vllm_body(engines: int = 1) -> str:
-    base = (HERE / "fixtures" / "vllm_v1.txt").read_text()
+    base = (FIXTURES / "vllm_v1.txt").read_text()
     lines = [base]
     model = 'model_name="meta-llama/Llama-3.1-8B-Instruct"'
     hists = [
@@ -69,8 +70,10 @@ def with_prometheus_client(text: str) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    engines = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.metrics_parse", description=__doc__.split("\n")[0])
+    ap.add_argument("engines", nargs="?", type=int, default=1, help="data-parallel engines in the body (default 1)")
+    engines = ap.parse_args(argv).engines
     body = realistic_vllm_body(engines)
     n = 200
     ours = min(timeit.repeat(lambda: parse_engine_metrics(body, 0.0), number=n, repeat=3)) / n

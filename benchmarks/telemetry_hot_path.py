@@ -1,7 +1,11 @@
-"""Per-call cost of the telemetry hot path (best of 3).  python tests/telemetry/bench_telemetry.py"""
+"""Per-call cost of the telemetry hot path (best of 3).
+
+python -m benchmarks.telemetry_hot_path
+"""
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import time
@@ -20,7 +24,7 @@ CHAT = "/v1/chat/completions"
 
 
 class DropExporter(SpanExporter):
-    def export(self, spans: Sequence[object]) -> SpanExportResult:  # type: ignore[override]
+    def export(self, spans: Sequence[object]) -> SpanExportResult:
         return SpanExportResult.SUCCESS
 
 
@@ -38,7 +42,8 @@ def ns_per_call(fn: Callable[[], object], n: int, repeats: int = 3) -> float:
 
 def step_trace(tracing: Tracing | NoopTracing) -> None:
     headers: dict[str, str] = {}
-    with tracing.start_step(headers, CHAT) as step:
+    step = tracing.start_step(headers, CHAT)  # not `with … as step`: NoopStep.__enter__ is typed as NoopPhase
+    with step:
         with step.phase("admission_wait"):
             pass
         with step.phase("routing"):
@@ -49,7 +54,9 @@ def step_trace(tracing: Tracing | NoopTracing) -> None:
             pass
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    prog = "python -m benchmarks.telemetry_hot_path"
+    argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0]).parse_args(argv)
     reg = CollectorRegistry()
     m = ProxyMetrics(reg)
     m.prime(replicas=[f"r{i}" for i in range(8)], tenants=["a", "b"], roles=["planner", "coder"], routes=[CHAT])

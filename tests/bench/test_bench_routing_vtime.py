@@ -2,7 +2,7 @@
 
 import dataclasses
 
-import loadgen.bench_routing as bench
+import benchmarks.routing_vtime as bench
 from concurproxy.worker.agents import AgentSpec
 from concurproxy.worker.profile import load_profile
 

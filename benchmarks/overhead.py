@@ -1,6 +1,6 @@
 """Per-step overhead of the proxy: the same load direct to a stub upstream and through the proxy.
 
-    python -m loadgen.bench_overhead [--duration 5] [--out overhead.json]
+    python -m benchmarks.overhead [--duration 5] [--out overhead.json]
 
 Layout on a 2-core machine: the proxy runs alone on CPU 0 (``taskset``); the
 stub upstream and the load client share CPU 1. Both paths are measured in the
@@ -220,7 +220,7 @@ def _servers(stub_args: list[str]):  # type: ignore[no-untyped-def]
     py = sys.executable
     stub_cmd = [*_pin(1), py, "-m", "concurproxy.testing.stub_upstream", "--port", str(stub_port), *stub_args]
     proxy_cmd = [*_pin(0), py, "-m", "concurproxy", "serve", "--upstream", stub, "--port", str(proxy_port)]
-    bare_cmd = [*_pin(0), py, "-m", "loadgen.bare_passthrough", "--upstream", stub, "--port", str(bare_port)]
+    bare_cmd = [*_pin(0), py, "-m", "benchmarks.bare_passthrough", "--upstream", stub, "--port", str(bare_port)]
     return (stub_cmd, proxy_cmd, bare_cmd), (stub, proxy, bare)
 
 

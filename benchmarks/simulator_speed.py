@@ -1,6 +1,6 @@
 """Simulator speed: simulated seconds per wall-clock second at several fleet sizes.
 
-``python -m concurproxy.simulate.bench [--sizes 8:2500,16:5000,...] [--seconds S]``
+``python -m benchmarks.simulator_speed [--sizes 8:2500,16:5000,...] [--seconds S]``
 
 Workload (``CAPACITY``, also the docs' worked example): open-loop Poisson task
 arrivals; a task is a planner, 4 executor branches of 3–8 growing steps (tool

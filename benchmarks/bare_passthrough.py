@@ -1,6 +1,6 @@
 """A bare aiohttp + uvloop pass-through (no policy at all): the Python floor the proxy is compared to.
 
-python -m loadgen.bare_passthrough --upstream http://127.0.0.1:8000 --port 9100
+python -m benchmarks.bare_passthrough --upstream http://127.0.0.1:8000 --port 9100
 """
 
 from __future__ import annotations

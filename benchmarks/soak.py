@@ -1,6 +1,6 @@
 """Soak: steady multi-agent load through a real proxy to bundled workers, watching for leaks.
 
-``python -m loadgen.soak --duration 600`` starts two bundled workers
+``python -m benchmarks.soak --duration 600`` starts two bundled workers
 (`concurproxy worker --profile tiny`) and `concurproxy serve` in front of them
 (all subprocesses on free loopback ports, killed at the end), then runs a
 closed loop of ``--agents`` agents: each agent does 2-6 steps (mixed streamed /
@@ -210,7 +210,7 @@ async def soak(duration_s: float, agents: int, warmup_s: float, workdir: Path) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m loadgen.soak", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of load, warm-up included (default 600)")
     ap.add_argument("--agents", type=int, default=16, help="concurrent closed-loop agents (default 16)")
     ap.add_argument("--warmup", type=float, help="seconds before the first RSS sample (default: 10%% of duration)")
