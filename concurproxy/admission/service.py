@@ -63,6 +63,8 @@ class AdmissionService:
         self.listener_errors = 0
         self._waiting: dict[int, tuple[str, asyncio.Future[Admitted]]] = {}
         self._log = self.core.log  # the core's decision events, drained by ``_flush``
+        self._timer: asyncio.TimerHandle | None = None  # a tick at the core's next deadline
+        self._timer_at = 0.0
 
     # ---- control loop -----------------------------------------------------------------
     def on_pressure(self, replica: str, snapshot: PressureSnapshot | None, now: float | None = None) -> WindowDecision:
@@ -82,6 +84,28 @@ class AdmissionService:
         for replica in self.core.replicas:
             self._grant(replica, now)
         self._flush()
+        self._arm()
+
+    def _arm(self) -> None:
+        """Tick at the core's next deadline (an idle agent turning dormant while steps wait), so a freed
+        slot is granted then, not at the next periodic tick. One timer; moved only to an earlier time."""
+        if not self._waiting:
+            return
+        deadline = self.core.deadline()
+        if deadline is None or (self._timer is not None and self._timer_at <= deadline):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the event loop (tests driving tick by hand)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.tick()
 
     async def run(self, interval_s: float | None = None) -> None:
         """Call ``tick`` every ``interval_s`` (default: the AIMD interval) until cancelled."""
@@ -105,6 +129,7 @@ class AdmissionService:
         self._waiting[result.waiter_id] = (replica, fut)
         self._grant(replica, now)  # the queue may be able to move right away
         self._flush()
+        self._arm()
         try:
             admitted = await fut
         except asyncio.CancelledError:
@@ -132,6 +157,7 @@ class AdmissionService:
         )
         if self.core.has_waiters(ticket.replica):  # (checked here too: one call less per step)
             self._grant(ticket.replica, now)
+            self._arm()  # its agent went idle: it may turn dormant while steps wait
         self._flush()
         return first
 

@@ -55,6 +55,7 @@ class VTimeResult:
     step_latency_p50_s: float
     step_latency_p99_s: float
     trace: list[TracePoint] = field(default_factory=list)
+    idle_waiting_s: float = 0.0  # engine idle (nothing to run) while steps waited for admission
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -74,6 +75,7 @@ def run_vtime(
     interval_s: float | None = None,
     seed: int = 0,
     switch: tuple[float, AgentSpec] | None = None,
+    done_signal: bool = True,
 ) -> VTimeResult:
     core = AdmissionCore(admission)
     engine = Engine(engine_config)
@@ -93,6 +95,7 @@ def run_vtime(
     latencies: list[float] = []
     trace: list[TracePoint] = []
     last = (0, 0, 0, 0.0)  # preemptions, hits, queries, t
+    idle_waiting = 0.0
 
     def submit(task: AgentTask, ticket: Ticket, since: float) -> None:
         nonlocal n_req
@@ -158,8 +161,16 @@ def run_vtime(
             elif isinstance(res, Queued):
                 waiting[res.waiter_id] = (task, now)
             grant()
+        dl = core.window(REPLICA).deadline()
+        if dl is not None and dl <= now:
+            grant()
+            dl = core.window(REPLICA).deadline()
+            dl = dl if dl is not None and dl > now else None
         if not engine.has_work():
-            now = min(ready[0][0] if ready else duration_s, next_tick)
+            later = min(ready[0][0] if ready else duration_s, next_tick, dl if dl is not None else duration_s)
+            if waiting:
+                idle_waiting += later - now
+            now = later
             continue
         res_step = engine.step(now)
         now = res_step.end
@@ -174,7 +185,12 @@ def run_vtime(
             task_units += 1.0 / task.spec.steps
             latencies.append(now - since)
             core.end(
-                ticket, Outcome.success, now, prompt_tokens=prompt_len, output_tokens=len(tokens), release=task.done
+                ticket,
+                Outcome.success,
+                now,
+                prompt_tokens=prompt_len,
+                output_tokens=len(tokens),
+                release=task.done and done_signal,
             )
             if task.done:
                 tasks_done += 1
@@ -200,4 +216,5 @@ def run_vtime(
         step_latency_p50_s=_pct(latencies, 0.5),
         step_latency_p99_s=_pct(latencies, 0.99),
         trace=trace,
+        idle_waiting_s=idle_waiting,
     )

@@ -7,6 +7,49 @@ from pydantic import Field, model_validator
 from concurproxy.config.base import Model
 
 
+class ProbeConfig(Model):
+    """The goodput probe (``control/admission/overcommit.py``): tries admitting more than the window and the
+    footprint budget allow, keeps it when the replica delivered more output tokens per second."""
+
+    enabled: bool = Field(True, description="Probe at all (off: the window and the budget are what they say).")
+    epoch_s: float = Field(2.0, gt=0, description="Shortest measurement epoch (also needs epoch_steps steps).")
+    epoch_steps: int = Field(16, ge=1, description="Fewest completed steps in a measurement epoch.")
+    epoch_cycles: float = Field(
+        1.0,
+        ge=0,
+        description="...and at least this many steps per agent holding a slot: an over-admitted agent shows "
+        "its cost only as its context grows over its next steps.",
+    )
+    up: float = Field(1.25, gt=1, description="A probe multiplies the limits by this.")
+    gain: float = Field(0.05, ge=0, description="A probe is kept when goodput rose by at least this share.")
+    hit_drop: float = Field(
+        0.2, gt=0, le=1, description="...and the prefix-hit rate did not fall by this much (absolute)."
+    )
+    hold_epochs: int = Field(
+        4, ge=1, description="Settled steady epochs between probes (doubles after a refused probe)."
+    )
+    max_hold_epochs: int = Field(32, ge=1, description="Cap of that doubling.")
+    open_at: float = Field(
+        8.0, gt=1, description="A kept probe at or above this multiplier lifts the limits entirely (pass-through)."
+    )
+
+
+class DormancyConfig(Model):
+    """When an idle agent is probably gone (``control/admission/returns.py``): most clients never send
+    X-Agent-Done, so a finished agent just stops sending."""
+
+    enabled: bool = Field(
+        True, description="Off: an idle agent keeps its slot for idle_ttl_s whoever waits (the behaviour before)."
+    )
+    factor: float = Field(
+        4.0, gt=0, description="Idle longer than this × the 90th percentile of observed return gaps: dormant."
+    )
+    min_s: float = Field(
+        0.05, ge=0, description="Never dormant before this (a busy client's turnaround in a plain agent loop)."
+    )
+    initial_s: float = Field(2.0, ge=0, description="The bound before any agent returned on the replica.")
+
+
 class AIMDConfig(Model):
     initial: int = Field(8, ge=1, description="Window (active agents per replica) at start.")
     min: int = Field(1, ge=1, description="Window never goes below this: some progress is always possible.")
@@ -72,6 +115,15 @@ class AIMDConfig(Model):
     kv_peak_samples: int = Field(
         4, ge=1, description="Grow only when the highest KV usage of this many recent samples is below kv_target."
     )
+    footprint_hard_cap: bool = Field(
+        False,
+        description="Make the footprint budget a wall: no goodput probe beyond it and no work-conserving "
+        "admission past it (by default it is a signal that probing and an idle engine may override).",
+    )
+    probe: ProbeConfig = Field(
+        default_factory=lambda: ProbeConfig(),
+        description="Goodput probe: how far admission may go beyond the window and the footprint budget.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> AIMDConfig:
@@ -101,4 +153,13 @@ class AdmissionConfig(Model):
     max_queue_length: int = Field(10000, ge=1, description="Waiting steps beyond this are refused at once (429).")
     starvation_timeout_s: float = Field(
         30.0, gt=0, description="An agent waiting this long is admitted next even above the window (anti-starvation)."
+    )
+    dormancy: DormancyConfig = Field(
+        default_factory=lambda: DormancyConfig(),
+        description="An idle agent past its return bound gives its slot to a waiting step (it resumes with priority).",
+    )
+    work_conserving: bool = Field(
+        True,
+        description="While nothing runs on a replica and the engine queues nothing, a step waiting only for "
+        "footprint room is admitted (the engine is never left idle for a predicted overflow).",
     )

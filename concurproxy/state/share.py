@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from concurproxy.control.limits.base import UNBOUNDED, WindowController, WindowDecision
+from concurproxy.control.limits.base import UNBOUNDED, StepSample, WindowController, WindowDecision
 from concurproxy.control.types import PressureSnapshot
 
 
@@ -75,3 +75,6 @@ class SharedWindowController:
         w = self.window
         changed, self._last = w != self._last, w
         return replace(d, window=w, changed=changed)
+
+    def on_step(self, sample: StepSample) -> None:
+        self.inner.on_step(sample)

@@ -60,6 +60,8 @@ class _ReplicaState(Protocol):
     window: int
     active_agents: int
     waiting: int
+    idle_waiting_s: float
+    probe_multiplier: float
 
 
 class _Core(Protocol):
@@ -76,6 +78,13 @@ def watch_admission(metrics: ProxyMetrics, service: _Service) -> None:
 
     def refresh() -> None:
         for replica, st in service.core.state(service.clock()).items():
-            metrics.set_admission_state(replica, window=st.window, active=st.active_agents, queued=st.waiting)
+            metrics.set_admission_state(
+                replica,
+                window=st.window,
+                active=st.active_agents,
+                queued=st.waiting,
+                idle_waiting_s=st.idle_waiting_s,
+                multiplier=st.probe_multiplier,
+            )
 
     metrics.add_refresher(refresh)

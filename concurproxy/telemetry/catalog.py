@@ -83,6 +83,12 @@ SPECS: tuple[MetricSpec, ...] = (
     _c("concurproxy_admission_window_changes_total", ("replica", "direction", "reason"),
        "Window changes with the controller's reason; direction=down are thrash back-offs.",
        direction=("down",), reason=("thrash-preemption",)),
+    _c("concurproxy_admission_idle_waiting_seconds_total", R,
+       "Seconds with no step running on the replica while steps waited for admission (work conservation: "
+       "keep near zero; read at scrape time)."),
+    _g("concurproxy_admission_limit_multiplier", R,
+       "The goodput probe's multiplier of the window and the KV footprint budget: 1 = as modelled, above 1 = "
+       "admitting more paid off in delivered goodput, +Inf = limits lifted."),
     _c("concurproxy_tickets_ended_total", ("outcome",),
        "Admission tickets ended, by outcome (success / error / cancelled / timeout).",
        outcome=("success", "error", "cancelled", "timeout")),

@@ -110,6 +110,7 @@ class ProxyMetrics:
         self._batched.extend(f.pending for f in self._f.values() if f.pending is not None)
         self._pressure_ts: dict[str, float] = {}  # replica -> ts of newest good snapshot (or prime time)
         self._dispatch_totals: dict[tuple[str, str], tuple[int, int]] = {}  # (replica, stage) -> held, forced seen
+        self._idle_waiting: dict[str, float] = {}  # replica -> idle-while-waiting seconds published
         self._placeholder: set[str] = set()  # replicas whose ts is still the prime time
         f = self._f
         self._requests, self._in_flight = f["concurproxy_requests_total"], f["concurproxy_requests_in_flight"]
@@ -221,6 +222,7 @@ class ProxyMetrics:
         self._placeholder.discard(replica)
         for key in [k for k in self._dispatch_totals if k[0] == replica]:
             del self._dispatch_totals[key]
+        self._idle_waiting.pop(replica, None)
         self.guards["replica"].forget(replica)
 
     # --- request path -----------------------------------------------------------------------------
@@ -267,10 +269,26 @@ class ProxyMetrics:
     def admission_decision(self, replica: str | None, decision: object, reason: object) -> None:
         self._p_decisions.add((replica or NONE_REPLICA, decision, reason))
 
-    def set_admission_state(self, replica: str, *, window: float, active: int, queued: int) -> None:
-        self._f["concurproxy_admission_window"].child(replica).set(window)
-        self._f["concurproxy_admission_active_agents"].child(replica).set(active)
-        self._f["concurproxy_admission_queued_agents"].child(replica).set(queued)
+    def set_admission_state(
+        self,
+        replica: str,
+        *,
+        window: float,
+        active: int,
+        queued: int,
+        idle_waiting_s: float = 0.0,
+        multiplier: float = 1.0,
+    ) -> None:
+        f = self._f
+        f["concurproxy_admission_window"].child(replica).set(window)
+        f["concurproxy_admission_active_agents"].child(replica).set(active)
+        f["concurproxy_admission_queued_agents"].child(replica).set(queued)
+        f["concurproxy_admission_limit_multiplier"].child(replica).set(multiplier)
+        published = self._idle_waiting.get(replica, 0.0)  # mirrored total: a window rebuilt restarts at 0
+        f["concurproxy_admission_idle_waiting_seconds_total"].child(replica).inc(
+            idle_waiting_s - published if idle_waiting_s >= published else idle_waiting_s
+        )
+        self._idle_waiting[replica] = idle_waiting_s
 
     def window_changed(self, replica: str, old: float, new: float, reason: object) -> None:
         """Count a window change; ``direction`` is up/down from old→new (no-op when equal)."""

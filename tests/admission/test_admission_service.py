@@ -16,7 +16,7 @@ from concurproxy.admission import (
     RecordingListener,
     StepTicket,
 )
-from concurproxy.config.admission import AdmissionConfig, AIMDConfig, StaticConfig
+from concurproxy.config.admission import AdmissionConfig, AIMDConfig, DormancyConfig, StaticConfig
 from concurproxy.control.admission import AdmissionEvent, EventKind
 from concurproxy.control.types import PressureSnapshot, StepInfo
 
@@ -258,7 +258,7 @@ async def test_snapshot_state_is_json() -> None:
 
 async def test_idle_agent_expires_and_its_slot_goes_to_the_waiter() -> None:
     clock = FakeClock()
-    svc = service(window=1, clock=clock)
+    svc = service(window=1, clock=clock, dormancy=DormancyConfig(enabled=False))
     (await svc.acquire(step("a"), "r0")).end()  # a is idle (tool pause), keeps its slot
     waiter = spawn(svc, "b")
     await settle()
@@ -270,6 +270,42 @@ async def test_idle_agent_expires_and_its_slot_goes_to_the_waiter() -> None:
     svc.tick()
     (await asyncio.wait_for(waiter, 1)).end()
     assert counters(svc).expired == 1
+
+
+async def test_dormant_agent_yields_its_slot_to_a_waiter_at_its_return_bound() -> None:
+    """No X-Agent-Done (the common client): a finished agent's slot goes to a waiter once the agent has been
+    idle past its return bound, not after the 30 s idle TTL; if it comes back it resumes with priority."""
+    clock = FakeClock()
+    svc = service(window=1, clock=clock, dormancy=DormancyConfig(initial_s=2.0))
+    (await svc.acquire(step("a"), "r0")).end()  # a finished; it never says so
+    waiter = spawn(svc, "b")
+    await settle()
+    clock.t += 1.9
+    svc.tick()
+    await settle()
+    assert not waiter.done()
+    clock.t += 0.1
+    svc.tick()
+    ticket = await asyncio.wait_for(waiter, 1)
+    assert ticket.ticket.reason == "new"
+    assert counters(svc).yielded == 1 and counters(svc).expired == 0
+    back = spawn(svc, "a")  # a returns after all: it waits, first in the resume lane
+    await settle()
+    assert not back.done()
+    ticket.end()  # b's step ends; b holds its slot until it, in turn, turns dormant
+    clock.t += 2.0
+    svc.tick()
+    assert (await asyncio.wait_for(back, 1)).ticket.reason == "resume"
+
+
+async def test_a_dormant_agent_keeps_its_slot_while_nobody_waits() -> None:
+    clock = FakeClock()
+    svc = service(window=1, clock=clock, dormancy=DormancyConfig(initial_s=2.0))
+    (await svc.acquire(step("a"), "r0")).end()
+    clock.t += 25  # long past the bound, within the TTL: holding costs nothing
+    svc.tick()
+    assert counters(svc).yielded == 0
+    assert (await svc.acquire(step("a"), "r0")).ticket.reason == "in-window"
 
 
 async def test_gate_adapter_records_usage_releases_done_agents_and_keeps_outcome() -> None:

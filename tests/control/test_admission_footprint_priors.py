@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from concurproxy.config.admission import AdmissionConfig, AIMDConfig
+from concurproxy.config.admission import AdmissionConfig, AIMDConfig, DormancyConfig
 from concurproxy.control.admission import Admitted, EventKind, FifoQueue, Outcome, Queued, ReplicaWindow, Ticket
 from concurproxy.control.admission.footprint import Footprint, FootprintPriors
 from concurproxy.control.limits import AIMDController
@@ -19,7 +19,11 @@ def step(agent: str, prompt: int, *, last_step: bool = False) -> StepInfo:
 
 
 def window(capacity: int, **aimd: float) -> ReplicaWindow:
-    cfg = AdmissionConfig(aimd=AIMDConfig(initial=64, max=64, stale_after_ms=60_000, **aimd))  # type: ignore[arg-type]
+    cfg = AdmissionConfig(  # the footprint rules alone: idle agents hold their slots, no work-conserving admission
+        aimd=AIMDConfig(initial=64, max=64, stale_after_ms=60_000, **aimd),  # type: ignore[arg-type]
+        dormancy=DormancyConfig(enabled=False),
+        work_conserving=False,
+    )
     w = ReplicaWindow("r0", AIMDController(cfg.aimd), cfg, FifoQueue[int]())
     w.on_pressure(PressureSnapshot(ts=0, kv_usage=0.1, kv_capacity_tokens=capacity), 0)
     return w
@@ -113,17 +117,18 @@ def test_tuning_fields_are_validated(field: str, value: float) -> None:
         AIMDConfig(**{field: value})  # type: ignore[arg-type]
 
 
-def test_contexts_that_outgrew_the_budget_pause_the_newest_idle_agent() -> None:
+def test_contexts_that_outgrew_the_budget_pause_the_longest_idle_agent() -> None:
     w = window(1000, footprint_headroom=1.0, growth_lookahead_steps=0, footprint_peak_share=0.0)
     tickets = {a: admitted(w.try_admit(step(a, 100), 0)) for a in ("a", "b", "c")}  # 300 of 1000
     w.end(tickets["a"], Outcome.success, 1, prompt_tokens=100, output_tokens=300)  # a holds 400
     w.end(tickets["b"], Outcome.success, 1, prompt_tokens=100, output_tokens=300)  # b holds 400: 900 fits
     assert w.active == 3
     w.end(tickets["c"], Outcome.success, 2, prompt_tokens=100, output_tokens=300)  # 1200 > 1000
-    assert [a.agent_id for a in w.state(2).agents] == ["a", "b"]
+    # b idle since 1, c since 2: b goes (the engine's own LRU order; a, the first kept, always stays)
+    assert [a.agent_id for a in w.state(2).agents] == ["a", "c"]
     paused = [e for e in w.drain_events() if e.kind is EventKind.paused]
-    assert [(e.agent_id, e.reason) for e in paused] == [("c", "over-budget")]
-    assert isinstance(w.try_admit(step("c", 420), 3), Queued)  # its next step waits to resume
+    assert [(e.agent_id, e.reason) for e in paused] == [("b", "over-budget")]
+    assert isinstance(w.try_admit(step("b", 420), 3), Queued)  # its next step waits to resume
 
 
 def test_a_running_agent_is_not_paused_and_the_oldest_keeps_its_slot() -> None:

@@ -45,6 +45,9 @@ class Settable:
     def update(self, snapshot: object, in_use: int, now: float) -> WindowDecision:
         return WindowDecision(self.window, False, "test")
 
+    def on_step(self, sample: object) -> None:
+        return None
+
 
 def admitted(r: object) -> Ticket:
     assert isinstance(r, Admitted), r

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from concurproxy.config.admission import AdmissionConfig, AIMDConfig, StaticConfig
+from concurproxy.config.admission import AdmissionConfig, AIMDConfig, DormancyConfig, StaticConfig
 from concurproxy.config.budgets import RoleConfig
 from concurproxy.control.admission import (
     Admitted,
@@ -23,7 +23,15 @@ from concurproxy.control.admission import (
 from concurproxy.control.limits import AIMDController, StaticController
 from concurproxy.control.types import PressureSnapshot, StepInfo
 
-CFG = AdmissionConfig(idle_ttl_s=30, max_queue_wait_s=120, max_queue_length=100, starvation_timeout_s=30)
+# Idle agents hold their slots here (no dormancy, no work-conserving admission): the share rules alone.
+CFG = AdmissionConfig(
+    idle_ttl_s=30,
+    max_queue_wait_s=120,
+    max_queue_length=100,
+    starvation_timeout_s=30,
+    dormancy=DormancyConfig(enabled=False),
+    work_conserving=False,
+)
 SHARES = WindowShares.from_roles(
     {"monitor": RoleConfig(window_share=0.25), "executor": RoleConfig(), "default": RoleConfig(window_share=0.1)}
 )

@@ -46,6 +46,9 @@ class _Fixed:
     def update(self, snapshot: object, in_use: int, now: float) -> WindowDecision:
         return WindowDecision(self.window, False, "static")
 
+    def on_step(self, sample: object) -> None:
+        return None
+
 
 def test_controller_reports_the_capped_window_and_keeps_its_own() -> None:
     share = ReplicaShare("r", connected=True, global_window=4, others=1)

@@ -18,8 +18,11 @@ Pure: the caller passes ``now``; single caller (the replica's window).
 
 from __future__ import annotations
 
+import math
+
 from concurproxy.config.admission import AIMDConfig
 from concurproxy.control.admission.held import HeldAgents
+from concurproxy.control.admission.overcommit import OvercommitProbe
 from concurproxy.control.admission.small import SmallAgentLane
 from concurproxy.control.limits.base import UNBOUNDED, WindowController, snapshot_problem
 from concurproxy.control.types import PressureSnapshot, StepInfo
@@ -32,6 +35,8 @@ class Capacity:
         self.small = SmallAgentLane.from_config(aimd)
         self.snapshot: PressureSnapshot | None = None
         self._headroom = aimd.footprint_headroom
+        self._hard_cap = aimd.footprint_hard_cap
+        self.probe = OvercommitProbe(aimd.probe)
 
     def observe(self, snapshot: PressureSnapshot | None) -> PressureSnapshot | None:
         """Keep the newest snapshot (one older than the held one is ignored); the one held now."""
@@ -51,7 +56,19 @@ class Capacity:
         s = self.snapshot
         if self.controller.stale_after_s is None or s is None or not s.kv_capacity_tokens:
             return None
-        return int(self._headroom * s.kv_capacity_tokens)
+        if self._hard_cap:
+            return int(self._headroom * s.kv_capacity_tokens)
+        m = self.probe.multiplier
+        return None if m == math.inf else int(self._headroom * s.kv_capacity_tokens * m)
+
+    def slots(self) -> int:
+        """Agents that may hold slots now: W, times the goodput probe's multiplier for controllers that
+        read pressure (``static``/``none`` are what they say)."""
+        w = self.controller.window
+        if self.controller.stale_after_s is None or w >= UNBOUNDED:
+            return w
+        m = self.probe.multiplier
+        return UNBOUNDED if m == math.inf else (w if m == 1.0 else math.ceil(w * m))
 
     def small_fits(self, step: StepInfo, now: float) -> bool:
         """May this new agent be admitted by the small-agent lane now?"""
@@ -65,7 +82,7 @@ class Capacity:
         sat = self.saturation(now)
         if sat is not None:
             return f"saturated-{sat}"
-        if len(self.held.slot_holders()) >= self.controller.window:
+        if len(self.held.slot_holders()) >= self.slots():
             return "window-full"
         budget = self.budget()
         if budget is not None and self.held.agents:

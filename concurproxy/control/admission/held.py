@@ -89,26 +89,33 @@ class HeldAgents:
         return [a for a in holders[window:] if a.running == 0]
 
     def over_budget(self, shares: WindowShares, window: int, budget: int) -> list[HeldAgent]:
-        """Admitted contexts that outgrew the cache: the idle agents to pause, last-kept first,
+        """Admitted contexts that outgrew the cache: the idle agents to pause, longest idle first,
         until the rest fit ``budget``.
 
         The footprint check happens at admission; if the agents' *current* contexts (no
         lookahead, no floor) no longer fit the budget, evicting someone's prefix is certain and
         the engine shows it only as a falling hit rate (no preemption, KV gauge below high
-        water while agents sit in tool pauses). Pausing between steps, in reverse keep order
-        (role shares respected, as when the window shrinks), is the window's own remedy; the
-        first-kept agent always keeps its place.
+        water while agents sit in tool pauses). Pausing between steps is the window's own
+        remedy. Longest idle first — the engine's own LRU order for cached prefixes: an agent
+        idle longest is the one most likely finished (most clients never say so) or in a long
+        tool call, so its prefix is the cheapest to lose. The first-kept agent always keeps its place.
         """
         held = sum(a.fp.context for a in self.agents.values())
         out: list[HeldAgent] = []
         if held <= budget:  # the usual case: no ranking needed
             return out
-        for a in reversed(self.keep_order(shares, window)[1:]):
+        order = self.keep_order(shares, window)
+        rank = {a.agent_id: i for i, a in enumerate(order)}
+        guaranteed = {a.agent_id for a in shares.split(self.slot_holders(), window)[0]} if shares else set()
+        idle = [a for a in order[1:] if a.running == 0]
+        # burst agents before those within their role's guarantee, small ones last; longest idle first within
+        # (ties: the newest admitted first, like a cut of W)
+        idle.sort(key=lambda a: (a.small, a.agent_id in guaranteed, a.last_seen, -rank[a.agent_id]))
+        for a in idle:
             if held <= budget:
                 break
-            if a.running == 0:
-                held -= a.fp.context
-                out.append(a)
+            held -= a.fp.context
+            out.append(a)
         return out
 
     def states(self, now: float) -> list[AgentState]:

@@ -34,6 +34,7 @@ class Counters:
     timeouts: int = 0
     cancelled_waits: int = 0
     paused: int = 0
+    yielded: int = 0  # idle slot holders that gave their slot to a waiter (dormant, or work conservation)
     expired: int = 0
     released: int = 0
     ended: dict[str, int] = field(default_factory=dict)
@@ -61,6 +62,10 @@ class ReplicaState:
     kv_usage: float | None
     counters: Counters
     agents: list[AgentState]
+    slots: int = 0  # agents that may hold slots now: W × probe_multiplier (W for static/none)
+    probe_multiplier: float = 1.0  # the goodput probe's multiplier of W and the footprint budget (inf: lifted)
+    return_bound_s: float = 0.0  # idle agents past this are dormant: they yield their slot to waiting steps
+    idle_waiting_s: float = 0.0  # seconds with no step running here while steps waited (work conservation)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

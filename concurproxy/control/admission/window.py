@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.control.admission.capacity import Capacity
 from concurproxy.control.admission.events import AdmissionEvent, EventKind, EventLog
+from concurproxy.control.admission.gate import IdleWaitClock, SlotGate
 from concurproxy.control.admission.held import HeldAgent, HeldAgents
 from concurproxy.control.admission.pausing import Pausing
 from concurproxy.control.admission.shares import WindowShares
@@ -24,12 +25,8 @@ from concurproxy.control.admission.tickets import (
     WaiterTimeout,
 )
 from concurproxy.control.admission.waiters import Waiter, WaiterSet
-from concurproxy.control.limits.base import WindowController, WindowDecision
+from concurproxy.control.limits.base import StepSample, WindowController, WindowDecision
 from concurproxy.control.types import PressureSnapshot, StepInfo, WaitQueue
-
-# A below-share waiter blocked by slots or by the KV footprint budget takes burst agents' slots
-# (and their footprint) back; stale pressure data is never overridden.
-_RECLAIMABLE = ("window-full", "footprint")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +99,8 @@ class ReplicaWindow:
         self.shares = WindowShares()
         self._pausing = Pausing(replica, self._held, self.counters, self._log)
         self._paused = self._pausing.paused  # agent id -> when it lost its slot (its next step resumes)
+        self._gate = SlotGate(config, self._cap, self._held, self._pausing, self.open_tickets, self._reclaim)
+        self._idle = IdleWaitClock()
 
     # ---- pressure and window ------------------------------------------------------------
     @property
@@ -126,6 +125,10 @@ class ReplicaWindow:
                 self.counters.window_decreases += 1
             self._emit(EventKind.window, now, d.reason, value=d.window)
         self._decision = d
+        if self._cap.controller.stale_after_s is not None:  # the probe moves limits only for pressure readers
+            hit = None if snapshot is None else snapshot.prefix_hit_rate
+            holders = len(self._agents)
+            self._cap.probe.on_tick(now, self._cap.saturation(now) is None, bool(self._waiters), hit, holders)
         self._pause_over_window(now)
         return d
 
@@ -140,6 +143,8 @@ class ReplicaWindow:
     def try_admit(self, step: StepInfo, now: float) -> AdmitResult:
         agent = self._agents.get(step.agent_id)
         if agent is not None:
+            if not agent.running:
+                self._gate.returns.record(now - agent.last_seen)
             agent.releasing = False
             agent.priors.on_step(agent.fp, step.est_prompt_tokens)
             return Admitted(self._open(step, agent, now, "in-window"))
@@ -150,11 +155,15 @@ class ReplicaWindow:
         if self._cap.small_fits(step, now):
             agent = self._admit_agent(step, now, small=True)
             return Admitted(self._open(step, agent, now, "small"))
-        if not self._waiters and self._cap.block_reason(step, now) is None:
-            agent = self._admit_agent(step, now)
-            return Admitted(self._open(step, agent, now, self._cap.new_reason()))
+        if not self._waiters:
+            reason = self._gate.reason(step, "queue", self._cap.new_reason(), now)
+            if reason is not None:
+                agent = self._admit_agent(step, now)
+                return Admitted(self._open(step, agent, now, reason))
         wid = next(self._ids)
         self._waiters.push(wid, step, now, resume=step.agent_id in self._paused)
+        if not self._tickets:
+            self._idle.observe(now, True)
         self.counters.queued += 1
         self._emit(
             EventKind.queued, now, self._cap.block_reason(step, now) or "behind-queue", step, value=len(self._waiters)
@@ -166,24 +175,40 @@ class ReplicaWindow:
         grants = self._grant_small(now)
         while (oldest := self._waiters.oldest()) is not None:
             starved = now - oldest.since >= self._cfg.starvation_timeout_s
-            share = None if starved else self._share_waiter()
-            resume = None if starved or share else self._waiters.oldest_resume()
-            w = oldest if starved else share or resume or self._waiters.next_in_queue(now)
+            w, lane = self._next_waiter(oldest, starved, now)
             if w is None:
                 break
-            block = self._cap.block_reason(w.step, now)
-            while block in _RECLAIMABLE and share is not None and self._reclaim(now):
+            default = lane if lane in ("share", "resume") else "new"
+            reason = self._gate.reason(w.step, lane, default, now)
+            if reason is None and starved:
                 block = self._cap.block_reason(w.step, now)
-            reason = "share" if share is not None else "resume" if resume is not None else "new"
-            if block is not None:
-                if not (starved and not block.startswith("saturated") and self._stalled(now, w)):
-                    break
-                reason = "starvation"
-            self._waiters.take(w, not starved and share is None and resume is None, now)
+                if block is not None and not block.startswith("saturated") and self._stalled(now, w):
+                    reason = "starvation"
+            if reason is None:
+                break
+            self._waiters.take(w, lane == "queue", now)
             grants.append(self._grant_waiter(w, now, reason))
             for other in self._waiters.remove_agent(w.step.agent_id):
                 grants.append(self._grant_waiter(other, now, "in-window"))
         return grants
+
+    def _next_waiter(self, oldest: Waiter, starved: bool, now: float) -> tuple[Waiter | None, str]:
+        """The waiter to serve next and its lane: the oldest when it starves, else a role below
+        its share, else a paused agent resuming, else the wait queue's choice."""
+        if starved:
+            return oldest, "starved"
+        share = self._share_waiter()
+        if share is not None:
+            return share, "share"
+        resume = self._waiters.oldest_resume()
+        if resume is not None:
+            return resume, "resume"
+        return self._waiters.next_in_queue(now), "queue"
+
+    def deadline(self) -> float | None:
+        """When time alone frees a slot here while steps wait (an idle agent turns dormant), or None;
+        the shell grants again then instead of at its next periodic tick."""
+        return self._gate.deadline() if self._waiters else None
 
     def _grant_small(self, now: float) -> list[Grant]:
         """Admit waiting new agents that the small-agent lane fits, in arrival order."""
@@ -249,6 +274,8 @@ class ReplicaWindow:
     def _open(self, step: StepInfo, agent: HeldAgent, now: float, reason: str, waited: float = 0.0) -> Ticket:
         t = Ticket(next(self._ids), self.replica, agent.agent_id, step, now, reason)
         self._tickets[t.id] = t
+        if self._idle._since is not None:  # a step runs: an idle-while-waiting period ends
+            self._idle.observe(now, False)
         agent.running += 1
         agent.steps += 1
         agent.last_seen = now
@@ -296,6 +323,10 @@ class ReplicaWindow:
         )
         if prompt_tokens or output_tokens:
             self._waiters.queue.charge(step, prompt_tokens, output_tokens, now)
+        ok = outcome is Outcome.success
+        if ok:
+            self._cap.probe.on_step(output_tokens)
+        self.controller.on_step(StepSample(output_tokens, now - ticket.admitted_at, len(self._tickets) + 1, ok))
         agent = self._agents.get(ticket.agent_id)
         if agent is not None:
             agent.running -= 1
@@ -306,6 +337,8 @@ class ReplicaWindow:
                 self._drop(agent, EventKind.released, now, "finished")
         if len(self._agents) > 1 or self._pausing.reclaiming:  # one agent is never beyond W (>= 1) or the budget
             self._pause_over_window(now)
+        if not self._tickets and self._waiters:
+            self._idle.observe(now, True)
         return True
 
     def release_agent(self, agent_id: str, now: float) -> bool:
@@ -319,6 +352,7 @@ class ReplicaWindow:
             return False
         self.counters.cancelled_waits += 1
         self._emit(EventKind.cancelled, now, "client", w.step, value=now - w.since)
+        self._note_idle(now)
         return True
 
     def close(self, now: float) -> list[int]:
@@ -331,6 +365,7 @@ class ReplicaWindow:
                 self.counters.cancelled_waits += 1
                 self._emit(EventKind.cancelled, now, "replica-left", w.step, value=now - w.since)
         self._emit(EventKind.window, now, "replica-left")
+        self._note_idle(now)
         return ids
 
     def expire(self, now: float) -> ExpireResult:
@@ -345,13 +380,17 @@ class ReplicaWindow:
             timeouts.append(
                 WaiterTimeout(w.waiter_id, w.step.agent_id, now - w.since, self.retry_after_s(len(self._waiters) + pos))
             )
+        self._note_idle(now)
         return ExpireResult(expired, timeouts)
+
+    def _note_idle(self, now: float) -> None:
+        self._idle.observe(now, not self._tickets and bool(self._waiters))
 
     def _drop(self, agent: HeldAgent, kind: EventKind, now: float, reason: str) -> None:
         self._pausing.drop(agent, kind, now, reason)
 
     def _pause_over_window(self, now: float) -> None:
-        self._pausing.pause_excess(self.shares, self.window, self._cap.budget(), now)
+        self._pausing.pause_excess(self.shares, self._cap.slots(), self._cap.budget(), now)
 
     # ---- events and state --------------------------------------------------------------
     def _emit(
@@ -401,4 +440,8 @@ class ReplicaWindow:
             kv_usage=None if s is None else s.kv_usage,
             counters=replace(self.counters, ended=dict(self.counters.ended)),
             agents=self._held.states(now),
+            slots=self._cap.slots(),
+            probe_multiplier=self._cap.probe.multiplier,
+            return_bound_s=self._gate.returns.bound(),
+            idle_waiting_s=self._idle.total(now),
         )

@@ -6,7 +6,7 @@ import math
 from collections import deque
 
 from concurproxy.config.admission import AIMDConfig
-from concurproxy.control.limits.base import WindowDecision, snapshot_problem
+from concurproxy.control.limits.base import StepSample, WindowDecision, snapshot_problem
 from concurproxy.control.types import PressureSnapshot
 
 
@@ -93,6 +93,9 @@ class AIMDController:
 
     def _in_cooldown(self, now: float) -> bool:
         return self._last_decrease_at is not None and now - self._last_decrease_at < self._cooldown_s
+
+    def on_step(self, sample: StepSample) -> None:
+        return None
 
     def thrash_reason(self, s: PressureSnapshot) -> str | None:
         """Which thrash indicator ``s`` shows against the previous sample, or None."""

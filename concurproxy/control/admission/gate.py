@@ -1,0 +1,112 @@
+"""Whether a new agent may take a slot on one replica now, and what gives way for it.
+
+Order of the checks (``SlotGate.reason``), each with its event reason:
+
+1. ``Capacity.block_reason``: fresh pressure data, a free slot (W × the goodput probe's
+   multiplier), room in the footprint budget. Stale or missing data admits nothing new,
+   and nothing below overrides that.
+2. A role below its guaranteed share takes a burst agent's slot (``share``; see `WindowShares`).
+3. A *dormant* agent — idle past its return bound (`ReturnGaps`) — gives its slot to whoever
+   waits (``Pausing.yield_dormant``): most clients never say an agent is done, and a slot held
+   by a finished agent while others wait is the engine idling for nothing. If it comes back it
+   resumes with priority.
+4. **Work conservation** (``work_conserving``): when steps wait only for footprint room while
+   nothing of ours runs on the replica and the engine queues nothing, the step is admitted
+   (``work-conserving``): the footprint is a prediction of overflow, an idle engine is a
+   certain loss. Not with ``footprint_hard_cap``. The count of slots is never exceeded this way:
+   W is the controller's answer to thrash the engine showed.
+
+``deadline()`` tells the shell when time alone will free a slot (an idle agent turning dormant
+while steps wait), so it can grant then instead of at its next periodic tick.
+
+Pure: ``now`` is passed in; single caller (the replica's window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from concurproxy.config.admission import AdmissionConfig
+from concurproxy.control.admission.capacity import Capacity
+from concurproxy.control.admission.held import HeldAgents
+from concurproxy.control.admission.pausing import Pausing
+from concurproxy.control.admission.returns import ReturnGaps
+from concurproxy.control.types import StepInfo
+
+# A below-share waiter blocked by slots or by the KV footprint budget takes burst agents' slots
+# (and their footprint) back; stale pressure data is never overridden.
+RECLAIMABLE = ("window-full", "footprint")
+
+
+class SlotGate:
+    def __init__(
+        self,
+        config: AdmissionConfig,
+        cap: Capacity,
+        held: HeldAgents,
+        pausing: Pausing,
+        running: Callable[[], int],
+        reclaim: Callable[[float], bool],
+    ) -> None:
+        d = config.dormancy
+        self.returns = ReturnGaps(factor=d.factor, min_s=d.min_s, max_s=config.idle_ttl_s, initial_s=d.initial_s)
+        self._cap = cap
+        self._held = held
+        self._pausing = pausing
+        self._running = running  # steps of ours running on the replica now
+        self._reclaim = reclaim
+        self._conserve = config.work_conserving and not config.aimd.footprint_hard_cap
+        self._dormancy = d.enabled
+
+    def reason(self, step: StepInfo, lane: str, default: str, now: float) -> str | None:
+        """Why a new agent starting with ``step`` may take a slot now (``default`` when nothing had
+        to give way), or None: it waits. May pause a dormant agent or reclaim a burst one."""
+        cap = self._cap
+        block = cap.block_reason(step, now)
+        while block in RECLAIMABLE and lane == "share" and self._reclaim(now):
+            block = cap.block_reason(step, now)
+        while block in RECLAIMABLE and self._dormancy and self._pausing.yield_dormant(self.returns.bound(), now):
+            block = cap.block_reason(step, now)
+        if block is None:
+            return default
+        if block == "footprint" and self._conserve and self.engine_idle():
+            return "work-conserving"
+        return None
+
+    def engine_idle(self) -> bool:
+        """No step of ours runs on the replica and the engine reports nothing waiting either."""
+        if self._running():
+            return False
+        s = self._cap.snapshot
+        return s is None or not s.waiting
+
+    def deadline(self) -> float | None:
+        """When the longest-idle slot holder turns dormant (None: no idle holder). The caller asks only
+        while steps wait."""
+        if not self._dormancy:
+            return None
+        idle = [a.last_seen for a in self._held.agents.values() if a.running == 0 and not a.small]
+        return min(idle) + self.returns.bound() if idle else None
+
+
+class IdleWaitClock:
+    """Seconds a replica spent with no step of ours running while steps waited for admission: the work
+    conservation the gate promises, measured (``/admin/state``, and the metric
+    ``concurproxy_admission_idle_waiting_seconds_total``).
+
+    ``observe(now, idle_waiting)`` after every change of either; the time since the previous call
+    counts when the previous state was idle-and-waiting. O(1); single caller."""
+
+    __slots__ = ("_since", "total_s")
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+        self._since: float | None = None
+
+    def observe(self, now: float, idle_waiting: bool) -> None:
+        if self._since is not None and now > self._since:
+            self.total_s += now - self._since
+        self._since = now if idle_waiting else None
+
+    def total(self, now: float) -> float:
+        return self.total_s + (now - self._since if self._since is not None and now > self._since else 0.0)
