@@ -113,11 +113,19 @@ def _tool_call(call: Any) -> dict[str, Any]:
 
 
 def _message(msg: Any, wrap: bool) -> dict[str, Any]:
-    if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
+    if msg.__class__ is not dict or msg.get("role").__class__ is not str:
         raise Unrenderable("message")
     role = msg["role"]
-    parts = _texts(role, msg.get("content"), wrap)
-    content: Any = parts if wrap else "\n".join(parts)
+    content: Any = msg.get("content")
+    if content.__class__ is str and not wrap and not (role == "system" and content.startswith(_BILLING_HEADER)):
+        # the usual message, on every step for the whole history: as vLLM builds it, {role, content}
+        # in that order; the sandboxed template cannot modify it, so the client's dict itself will do
+        if len(msg) == 2 and role != "developer":
+            return msg if next(iter(msg)) == "role" else {"role": role, "content": content}
+        parts: list[Any] = [content]
+    else:
+        parts = _texts(role, content, wrap)
+        content = parts if wrap else "\n".join(parts)
     out: dict[str, Any] = {"role": role, "content": content}
     if role == "assistant":
         calls = msg.get("tool_calls")
@@ -146,10 +154,10 @@ def _message(msg: Any, wrap: bool) -> dict[str, Any]:
 
 def _developer_as_system(conv: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """vLLM's _convert_developer_to_system + _consolidate_system_messages."""
-    conv = [{**m, "role": "system"} if m["role"] == "developer" else m for m in conv]
-    for m in conv:
-        if m["role"] == "system":
-            m.pop("tools", None)
+    conv = [
+        {k: v for k, v in m.items() if k != "tools"} | {"role": "system"} if m["role"] == "developer" else m
+        for m in conv
+    ]
     systems = [i for i, m in enumerate(conv) if m["role"] == "system"]
     if not systems or systems == [0]:
         return conv

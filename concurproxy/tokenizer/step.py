@@ -4,8 +4,9 @@
 
 ``n_tokens`` sizes the step for admission (KV footprint) and budgets; ``keys`` are the chained
 block keys (:mod:`concurproxy.routing.prefix`) prefix routing matches against its indexes, or
-None when the routing policy keeps no prefixes. ``agent_id`` is None for a one-step agent
-(nothing cached).
+None when the routing policy keeps no prefixes. ``agent_id`` is None for a one-step agent:
+its chat is then cached under its opening messages (a client without identity headers still
+resends its history), in a separate, smaller LRU so such steps never evict real agents.
 
 *Which tokens.* A model with a ``models: {NAME: {tokenizer: DIR}}`` entry gets the ids vLLM
 computes for the body (:mod:`concurproxy.tokenizer.model`): the chat template rendered as vLLM
@@ -25,6 +26,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from concurproxy.routing.prefix import hash_tokens
 from concurproxy.routing.prompt_cache import IncrementalPrefixHasher
 from concurproxy.tokenizer.conversation import Unrenderable
@@ -35,6 +38,7 @@ from concurproxy.tokens import count_tokens, prompt_text
 
 COMPLETIONS = "/v1/completions"
 ESTIMATOR = "estimator"
+ANONYMOUS = 1024  # conversations cached for steps without an agent id, per model (LRU)
 
 
 class StepTokens:
@@ -43,6 +47,12 @@ class StepTokens:
         self.block_tokens = block_tokens
         self._encoders = {
             name: IncrementalEncoder(_encode_fn(m), m.cut_tokens, m.margin, block_tokens, max_agents=max_agents)
+            for name, m in self.models.items()
+        }
+        # Steps without an agent id, keyed by their conversation's opening (see _opening): a client that
+        # sends no identity still resends its history, and a full encode costs ~3 ms per 1k tokens.
+        self._openings = {
+            name: IncrementalEncoder(_encode_fn(m), m.cut_tokens, m.margin, block_tokens, max_agents=ANONYMOUS)
             for name, m in self.models.items()
         }
         # The estimator's per-agent hasher, as the routing stage kept it before (only when keys are used).
@@ -54,8 +64,11 @@ class StepTokens:
     ) -> tuple[int, Sequence[int] | None]:
         m = self.models.get(model)
         if m is not None:
+            enc, key = self._encoders[model], agent_id
+            if key is None and route != COMPLETIONS:
+                enc, key = self._openings[model], _opening(body)
             try:
-                return self._model_tokens(m, self._encoders[model], agent_id, body, route)
+                return self._model_tokens(m, enc, key, body, route)
             except Unrenderable as exc:
                 self.fallbacks[(model, str(exc))] += 1
             except TemplateError:  # raise_exception() in the template: vLLM answers 400 to this step
@@ -105,6 +118,21 @@ class StepTokens:
     def tokenizer_of(self, model: str) -> str:
         m = self.models.get(model)
         return m.source if m is not None else ESTIMATOR
+
+
+def _opening(body: Mapping[str, Any]) -> str | None:
+    """A one-step agent's cache key: its messages up to the first user turn (system prompt + task).
+
+    Agents sharing a system prompt usually differ by their task, so they rarely share a key; when
+    they do, the prefix check fails and the step is encoded whole (exact either way)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    end = next((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), 0)
+    try:
+        return str(hash(orjson.dumps(messages[: end + 1])))
+    except TypeError:  # not JSON (cannot come from a parsed body, but the key must never raise)
+        return None
 
 
 def _encode_fn(m: ModelTokenizer) -> Encode:

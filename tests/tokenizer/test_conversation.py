@@ -192,3 +192,25 @@ def test_the_environment_is_transformers() -> None:
 )
 def test_content_format_is_detected_like_vllm(source: str, fmt: str) -> None:
     assert ChatTemplate(source, {}).content_format == fmt
+
+
+def test_the_body_is_left_as_it_came() -> None:
+    """Plain messages reach the template as the client's own dicts (no copy per step): nothing may change them."""
+    body = {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "developer", "content": "d", "tools": [1]},
+            {"role": "user", "content": "u"},
+            {"content": "reordered", "role": "user"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "a", "function": {"name": "f", "arguments": "{}"}}],
+            },
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+    }
+    before = json.dumps(body)
+    msgs = seen(body)[0]
+    assert json.dumps(body) == before
+    assert list(msgs[2]) == ["role", "content"]  # vLLM's key order, whatever the client's

@@ -49,6 +49,20 @@ def test_chat_steps_count_and_hash_the_models_ids(model: ModelTokenizer) -> None
     )
 
 
+def test_steps_without_an_agent_id_resume_by_their_opening_messages(model: ModelTokenizer) -> None:
+    st = StepTokens({"m": model}, 16)
+    first = chat("task one " * 20, "reply " * 10, "tool result " * 10)
+    later = {"model": "m", "messages": [*first["messages"], {"role": "assistant", "content": "more " * 10}]}
+    other = chat("task two " * 20)
+    for body in (first, later, other):
+        n, keys = st.step_tokens(None, "m", body, CHAT)
+        ids = model.chat_ids(body)
+        assert n == len(ids) and list(keys or ()) == hash_tokens(ids, 16)
+    assert len(st._openings["m"]) == 2 and len(st._encoders["m"]) == 0  # apart from real agents
+    entry = st._openings["m"]._entries[next(iter(st._openings["m"]._entries))]
+    assert entry.cuts[-1].n > len(model.chat_ids(first)) - 20  # the later step resumed near its end
+
+
 def test_completions_as_vllm_takes_them(tokenizer_dirs: dict[str, Path]) -> None:
     m = ModelTokenizer.load(ModelTokensConfig(tokenizer=str(tokenizer_dirs["metaspace"])))
     st = StepTokens({"m": m}, 4)
