@@ -39,9 +39,15 @@ from concurproxy.tokens import count_tokens, prompt_text
 COMPLETIONS = "/v1/completions"
 ESTIMATOR = "estimator"
 ANONYMOUS = 1024  # conversations cached for steps without an agent id, per model (LRU)
+# What rendering an arbitrary template over client data can raise; vLLM turns each into a 400
+# (safe_apply_chat_template), so the step is counted with the estimator, never failed here.
+TEMPLATE_FAILURES = (TemplateError, TypeError, ValueError, LookupError, ArithmeticError, AttributeError, RecursionError)
 
 
 class StepTokens:
+    """Per model: its tokenizer and two incremental encoders (agents; steps without an agent id);
+    the estimator's hasher for every other model. Not thread-safe: the proxy's event loop owns it."""
+
     def __init__(self, models: Mapping[str, ModelTokenizer], block_tokens: int | None, max_agents: int = 4096) -> None:
         self.models = dict(models)
         self.block_tokens = block_tokens
@@ -71,7 +77,7 @@ class StepTokens:
                 return self._model_tokens(m, enc, key, body, route)
             except Unrenderable as exc:
                 self.fallbacks[(model, str(exc))] += 1
-            except TemplateError:  # raise_exception() in the template: vLLM answers 400 to this step
+            except TEMPLATE_FAILURES:  # raise_exception(), or the template's own bug: vLLM answers 400 to it
                 self.fallbacks[(model, "template_error")] += 1
         text = prompt_text(body)
         if self._estimator is None:

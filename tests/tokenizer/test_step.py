@@ -20,6 +20,7 @@ from concurproxy.testing.stub_upstream import StubBehaviour, running_stub
 from concurproxy.tokenizer import TokenizerLoadError, build_step_tokens
 from concurproxy.tokenizer.model import ModelTokenizer
 from concurproxy.tokenizer.step import StepTokens
+from concurproxy.tokenizer.template import ChatTemplate
 from concurproxy.tokens import count_tokens, prompt_text
 
 CHAT = "/v1/chat/completions"
@@ -101,6 +102,11 @@ def test_template_errors_fall_back(tokenizer_dirs: dict[str, Path]) -> None:
     body = {"model": "m", "messages": [{"role": "system", "content": "no system role here"}]}
     assert st.step_tokens("a", "m", body, CHAT)[0] == count_tokens(prompt_text(body))
     assert st.fallbacks[("m", "template_error")] == 1
+    buggy = StepTokens(
+        {"m": ModelTokenizer(m.source, m.tokenizer, {"default": ChatTemplate("{{ 1 + messages }}", {})})}, 16
+    )
+    assert buggy.step_tokens("a", "m", chat("x"), CHAT)[0] == count_tokens(prompt_text(chat("x")))  # TypeError
+    assert buggy.fallbacks[("m", "template_error")] == 1
 
 
 def test_forget_drops_the_agents_caches(model: ModelTokenizer) -> None:
