@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.config.base import Model
 from concurproxy.config.budgets import AuthConfig, BudgetsConfig, FairnessConfig, RoleConfig, TenantConfig
+from concurproxy.config.model_tokens import ModelTokensConfig
 from concurproxy.config.routing import RoutingConfig
 from concurproxy.config.server import (
     DnsDiscoveryConfig,
@@ -80,5 +81,8 @@ class Policy(Model):
     budgets: BudgetsConfig = BudgetsConfig()
     fairness: FairnessConfig = FairnessConfig()
     routing: RoutingConfig = RoutingConfig()
+    models: dict[str, ModelTokensConfig] = Field(
+        default_factory=dict, description="Per served model name: its tokenizer and chat template (optional)."
+    )
     state: StateConfig = StateConfig()
     telemetry: TelemetryConfig = TelemetryConfig()

@@ -4,7 +4,8 @@ A SUB socket connects to the engine's publisher (``tcp://host:5557``) and receiv
 ``[topic, seq, payload]``. Each message is decoded and applied to the index with its
 sequence number. On a gap, when the engine exposes a replay endpoint (ROUTER), the
 subscriber first asks it for the missing batches (a DEALER sends ``[b"", start_seq]`` and
-reads ``[b"", seq, payload]`` until ``seq == -1``) and applies them in order, bounded by
+reads ``[b"", seq, payload]`` — vLLM 0.32: ``[b"", topic, seq, payload]`` — until ``seq == -1``)
+and applies them in order, bounded by
 ``replay_timeout_s``; batches it cannot get make the index forget the replica (see
 :mod:`concurproxy.kvevents.index`). Undecodable messages are counted, never fatal.
 
@@ -146,8 +147,10 @@ class KvEventSubscriber:
             async with asyncio.timeout(self.replay_timeout_s):
                 while True:
                     frames = await dealer.recv_multipart()
+                    if len(frames) == 4:  # vLLM 0.32 puts the topic in: [b"", topic, seq, payload]
+                        frames = [frames[0], frames[2], frames[3]]
                     if len(frames) != 3:
-                        raise KvDecodeError("replay reply is not [b'', seq, payload]")
+                        raise KvDecodeError("replay reply is not [b'', (topic,) seq, payload]")
                     seq = int.from_bytes(frames[1], "big", signed=True)
                     if seq == END_SEQ:
                         break

@@ -93,6 +93,7 @@ async def state(request: web.Request) -> web.Response:
             "admission": admission,
             "shared_state": c.shared_state.state() if c.shared_state is not None else {"backend": "memory"},
             "kv_events": c.kv_events.state() if c.kv_events is not None else None,
+            "tokenizers": c.tokens.describe(),
             "discovery": c.discovery.state() if c.discovery is not None else None,
             "dispatch": c.dispatch.state() if c.dispatch is not None else None,
             "shutting_down": c.shutting_down,

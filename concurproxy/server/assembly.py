@@ -22,7 +22,7 @@ from concurproxy.control.dispatch import DispatchParams
 from concurproxy.control.fairness.base import FairnessParams
 from concurproxy.control.fairness.registry import default_registry as fairness_registry
 from concurproxy.control.types import PressureSnapshot
-from concurproxy.routing import build_router
+from concurproxy.routing import PrefixAffinityRouter, build_router
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.components import Components
 from concurproxy.server.hooks import NoAdmission
@@ -42,6 +42,7 @@ from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.telemetry.pressure import pressure_hook
 from concurproxy.telemetry.tracing import build_tracing
 from concurproxy.tenancy.directory import TenantDirectory
+from concurproxy.tokenizer import build_step_tokens
 from concurproxy.upstream.discovery import DnsDiscovery, SystemResolver
 from concurproxy.upstream.pool import ReplicaPool
 from concurproxy.upstream.replica import Replica
@@ -85,15 +86,20 @@ def build_components(
         )
 
     aimd = policy.admission.aimd
+    router = build_router(policy.routing)
+    # Block keys only for a policy that routes on prefixes; token counts for every policy.
+    uses_prefix = isinstance(router, PrefixAffinityRouter)
+    tokens = build_step_tokens(policy, policy.routing.block_tokens if uses_prefix else None)
     routing = RoutingStage(
-        build_router(policy.routing),
+        router,
         policy.routing.block_tokens,
         aimd.stale_after_ms / 1000,
         snapshots=None,
         windows=admission_stage.window_room if admission_stage is not None else None,
+        tokens=tokens,
     )
     components = Components(
-        policy=policy, pool=pool, tenants=tenants, router=routing, admission=admission, metrics=metrics
+        policy=policy, pool=pool, tenants=tenants, router=routing, admission=admission, metrics=metrics, tokens=tokens
     )
     routing.snapshots = components.latest_pressure
     dispatch_params = DispatchParams.from_policy(policy.fairness)

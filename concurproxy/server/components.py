@@ -20,6 +20,7 @@ from concurproxy.server.stages.calibration import TokenCalibration
 from concurproxy.signals.poller import PressurePoller
 from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.telemetry.tracing import NoopTracing, Tracing
+from concurproxy.tokenizer.step import StepTokens
 from concurproxy.upstream.pool import ReplicaPool
 
 
@@ -64,6 +65,7 @@ class Components:
     active_steps: int = 0  # completions requests being handled (queued, upstream or streaming)
     rate_limiter: KeyedRateLimiter | None = None
     calibration: TokenCalibration = field(default_factory=TokenCalibration)
+    tokens: StepTokens = field(default_factory=lambda: StepTokens({}, None))  # a step's token count + prefix keys
     admin_url: str | None = None  # the admin listener's URL, when it has its own
     policy_path: str | None = None  # where the policy came from (reloads read it again)
     policy_overrides: dict[str, object] = field(default_factory=dict)  # command-line flags, re-applied on reload

@@ -27,7 +27,6 @@ from concurproxy.server.hooks import StepContext
 from concurproxy.server.propagation import propagated_headers
 from concurproxy.telemetry.logging import REQUEST_ID_KEY
 from concurproxy.telemetry.tracing import NoopPhase, NoopStep, Phase, StepTrace
-from concurproxy.tokens import count_tokens, prompt_text
 from concurproxy.upstream.replica import Replica
 
 log = logging.getLogger("concurproxy.server")
@@ -129,10 +128,8 @@ class CompletionHandler:
                 )
             max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
             agent_id = f"{tenant}/{ident.agent_id}"  # agents are scoped under their tenant
-            # One tokenization per step: the router's prefix hasher counts tokens as it hashes.
-            text = prompt_text(body)
-            n_tokens, hashes = c.router.prompt_tokens(None if ident.one_shot else agent_id, text)
-            local = n_tokens if n_tokens is not None else count_tokens(text)
+            # One tokenization per step (the model's tokenizer, else the estimator): size and prefix keys.
+            local, hashes = c.tokens.step_tokens(None if ident.one_shot else agent_id, model, body, route)
             priority, clamped = c.step_priority(tenant, ident.role, ident.priority)
             step = StepInfo(
                 tenant=tenant,

@@ -33,7 +33,7 @@ class StepContext:
     model: str | None
     stream: bool
     started: float
-    prompt_hashes: Sequence[int] | None = None  # from the router's prompt_tokens, when it hashes prefixes
+    prompt_hashes: Sequence[int] | None = None  # block keys from StepTokens, when the routing policy uses them
     replica: Replica | None = None
     route_reason: str = ""
     route_decision: Any = None  # the router's RouteDecision, when a routing stage chose
@@ -72,11 +72,6 @@ class AdmissionGate(Protocol):
 
 
 class Router(Protocol):
-    def prompt_tokens(self, agent_id: str | None, text: str) -> tuple[int | None, Sequence[int] | None]:
-        """Per-step routing data from the canonical prompt: ``(token count, prefix hashes)``, each
-        None when this router does not compute it. ``agent_id`` is None for a one-step agent."""
-        ...
-
     def pick(self, ctx: StepContext, candidates: Sequence[Replica], now: float) -> Replica:
         """Choose among ``candidates`` (non-empty, healthy, serving the model)."""
         ...

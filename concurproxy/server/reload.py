@@ -31,7 +31,7 @@ from concurproxy.upstream.replica import Replica
 
 log = logging.getLogger("concurproxy.reload")
 
-RESTART_ONLY = ("listen", "admission", "fairness", "routing", "state", "telemetry", "discovery")
+RESTART_ONLY = ("listen", "admission", "fairness", "routing", "models", "state", "telemetry", "discovery")
 
 
 def fingerprint(policy: Policy) -> str:

@@ -87,8 +87,13 @@ async def test_gap_without_replay_forgets_the_replica(ctx: zmq.asyncio.Context) 
     pub.close(linger=0)
 
 
-async def test_gap_is_filled_from_the_replay_socket(ctx: zmq.asyncio.Context) -> None:
+@pytest.mark.parametrize("topic", [None, b"kv"], ids=["seq-payload", "vllm-0.32-topic-seq-payload"])
+async def test_gap_is_filled_from_the_replay_socket(ctx: zmq.asyncio.Context, topic: bytes | None) -> None:
+    """Both reply shapes: [b"", seq, payload] (older vLLM, the bundled worker) and vLLM 0.32's
+    [b"", topic, seq, payload] (its end marker: [b"", b"", -1, b""])."""
     pub, url = await publisher(ctx)
+    head = [b""] if topic is None else [b"", topic]
+    end = [b""] if topic is None else [b"", b""]
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     rport = router.bind_to_random_port("tcp://127.0.0.1")
@@ -98,8 +103,8 @@ async def test_gap_is_filled_from_the_replay_socket(ctx: zmq.asyncio.Context) ->
         ident, _empty, start = await router.recv_multipart()
         for seq in sorted(buffer):
             if seq >= int.from_bytes(start, "big"):
-                await router.send_multipart([ident, b"", seq.to_bytes(8, "big"), buffer[seq]])
-        await router.send_multipart([ident, b"", (-1).to_bytes(8, "big", signed=True), b""])
+                await router.send_multipart([ident, *head, seq.to_bytes(8, "big"), buffer[seq]])
+        await router.send_multipart([ident, *end, (-1).to_bytes(8, "big", signed=True), b""])
 
     idx, seen = KvEventIndex(16), Counter()
     server = asyncio.create_task(serve_replay())

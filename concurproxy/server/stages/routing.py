@@ -1,10 +1,11 @@
 """Routing stage: build the router's view of the replicas and carry out its choice.
 
 Adapter between the request path and a pure `concurproxy.routing.Router`. Per
-step it hashes the canonical prompt into chained block hashes (only for
-policies that use them), builds one `ReplicaView` per candidate from health,
-drain state, the latest pressure snapshot and admission-window room, and after
-a served step tells the router the prefix is now resident there.
+step it routes on the prompt's chained block keys (computed before, by
+`concurproxy.tokenizer.StepTokens`, only for policies that use them), builds one
+`ReplicaView` per candidate from health, drain state, the latest pressure
+snapshot and admission-window room, and after a served step tells the router the
+prefix is now resident there.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 from concurproxy.control.types import PressureSnapshot
 from concurproxy.routing import PrefixAffinityRouter, ReplicaView, RouteRequest
-from concurproxy.routing.prompt_cache import IncrementalPrefixHasher
 from concurproxy.routing.types import Router
 from concurproxy.server.hooks import StepContext
+from concurproxy.tokenizer.step import StepTokens
 from concurproxy.upstream.replica import Replica
 
 SnapshotFn = Callable[[str], PressureSnapshot | None]
@@ -30,6 +31,7 @@ class RoutingStage:
         stale_after_s: float,
         snapshots: SnapshotFn | None = None,
         windows: WindowFn | None = None,
+        tokens: StepTokens | None = None,
     ) -> None:
         self.router = router
         self.block_tokens = block_tokens
@@ -37,15 +39,7 @@ class RoutingStage:
         self.snapshots = snapshots
         self.windows = windows
         self.uses_prefix = isinstance(router, PrefixAffinityRouter)
-        # Re-tokenizes only what an agent's prompt added since its last step (~10x cheaper than rehashing).
-        self.hasher = IncrementalPrefixHasher(block_tokens) if self.uses_prefix else None
-
-    def prompt_tokens(self, agent_id: str | None, text: str) -> tuple[int | None, Sequence[int] | None]:
-        """Hash the prompt's blocks (when the policy uses them): ``(token count, keys)``, or Nones."""
-        if self.hasher is None:
-            return None, None
-        n_tokens, keys, _ = self.hasher.prompt(agent_id, text)
-        return n_tokens, keys
+        self.tokens = tokens  # its per-agent caches are dropped with the agent (release)
 
     def pick(self, ctx: StepContext, candidates: Sequence[Replica], now: float) -> Replica:
         step = ctx.step
@@ -104,7 +98,7 @@ class RoutingStage:
             self.release(ctx.step.agent_id)
 
     def release(self, agent_id: str) -> None:
-        """The agent is finished: drop its pin and its cached prompt hashes."""
+        """The agent is finished: drop its pin and its cached prompt encoding."""
         self.router.release(agent_id)
-        if self.hasher is not None:
-            self.hasher.forget(agent_id)
+        if self.tokens is not None:
+            self.tokens.forget(agent_id)
