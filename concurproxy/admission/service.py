@@ -169,6 +169,14 @@ class AdmissionService:
             self._grant(replica, now)
         self._flush()
 
+    def set_tenant_weights(self, weight: Callable[[str], float]) -> None:
+        """Tenants' weights for their fair shares of the slots (startup and reload); waiters granted."""
+        self.core.set_tenant_weights(weight)
+        now = self.clock()
+        for replica in self.core.replicas:
+            self._grant(replica, now)
+        self._flush()
+
     def forget_replica(self, replica: str) -> None:
         """The replica left the pool (``server/membership.py``): its window is dropped (see
         ``AdmissionCore.forget_replica``) and the steps waiting there get a 503 with Retry-After at once,

@@ -50,6 +50,18 @@ class DormancyConfig(Model):
     initial_s: float = Field(2.0, ge=0, description="The bound before any agent returned on the replica.")
 
 
+class TenantSlotsConfig(Model):
+    """Slots shared between tenants at step boundaries (``control/admission/tenants.py``)."""
+
+    enabled: bool = Field(True, description="Off: an agent keeps its slot whoever waits (the behaviour before).")
+    quantum_steps: int = Field(
+        4,
+        ge=1,
+        description="Steps an agent takes in its slot before it may give the slot to a waiting tenant below its "
+        "fair share, or to a higher priority class (its prefix is reused that many times first).",
+    )
+
+
 class AIMDConfig(Model):
     initial: int = Field(8, ge=1, description="Window (active agents per replica) at start.")
     min: int = Field(1, ge=1, description="Window never goes below this: some progress is always possible.")
@@ -157,6 +169,10 @@ class AdmissionConfig(Model):
     dormancy: DormancyConfig = Field(
         default_factory=lambda: DormancyConfig(),
         description="An idle agent past its return bound gives its slot to a waiting step (it resumes with priority).",
+    )
+    tenant_slots: TenantSlotsConfig = Field(
+        default_factory=lambda: TenantSlotsConfig(),
+        description="Tenants share a replica's slots by weighted max-min fairness, claimed at step boundaries.",
     )
     work_conserving: bool = Field(
         True,

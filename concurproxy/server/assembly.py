@@ -80,6 +80,7 @@ def build_components(
             core=shared_stage.shared_admission_core(policy.admission, shared, queue_maker) if shared else None,
         )
         service.set_shares(WindowShares.from_roles(policy.roles))
+        service.set_tenant_weights(params.weight)
         watch_admission(metrics, service)  # type: ignore[arg-type]  # structural: core.state(now)
         admission = admission_stage = (
             AdmissionStage(service) if shared is None else shared_stage.SharedAdmissionStage(service, shared)

@@ -205,7 +205,7 @@ def test_guarantee_bounds(size: int, ops: list[tuple[str, int, bool]]) -> None:
             open_tickets[g.admitted.ticket.agent_id] = g.admitted.ticket
         agents = [Holder(a.agent_id, a.role, a.running_steps) for a in w.state(now).agents]
         assert len(agents) <= size
-        if w._share_waiter() is not None and len(agents) >= size:
+        if w._lanes._share_waiter() is not None and len(agents) >= size:
             burst = SHARES.split(agents, size)[1]
             assert all(a.running > 0 for a in burst), "an idle burst agent kept a slot a below-share role waits for"
 

@@ -52,6 +52,7 @@ class AdmissionCore:
         self._leaving: dict[str, ReplicaWindow] = {}  # replicas that left, until their last ticket ends
         self._home: dict[str, str] = {}  # agent_id -> replica holding its slot
         self._shares = WindowShares()
+        self._tenant_weight: Callable[[str], float] = lambda _tenant: 1.0
         self.log = EventLog()  # shared by every window: one drain per flush (the shell reads ``log.events``)
 
     def window(self, replica: str) -> ReplicaWindow:
@@ -68,6 +69,7 @@ class AdmissionCore:
                 log=self.log,
             )
             w.shares = self._shares
+            w.set_tenant_weight(self._tenant_weight)
             self._windows[replica] = w
         return w
 
@@ -96,6 +98,12 @@ class AdmissionCore:
         self._shares = shares
         for w in self._windows.values():
             w.set_shares(shares, now)
+
+    def set_tenant_weights(self, weight: Callable[[str], float]) -> None:
+        """Tenants' weights for their fair shares of each replica's slots (``tenants[].weight``; reload too)."""
+        self._tenant_weight = weight
+        for w in self._windows.values():
+            w.set_tenant_weight(weight)
 
     def on_pressure(self, replica: str, snapshot: PressureSnapshot | None, now: float) -> WindowDecision:
         return self.window(replica).on_pressure(snapshot, now)

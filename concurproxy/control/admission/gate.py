@@ -5,7 +5,9 @@ Order of the checks (``SlotGate.reason``), each with its event reason:
 1. ``Capacity.block_reason``: fresh pressure data, a free slot (W × the goodput probe's
    multiplier), room in the footprint budget. Stale or missing data admits nothing new,
    and nothing below overrides that.
-2. A role below its guaranteed share takes a burst agent's slot (``share``; see `WindowShares`).
+2. A role below its guaranteed share takes a burst agent's slot (``share``; see `WindowShares`);
+   a tenant below its fair share of the slots, or a higher priority class, claims the slot of an
+   agent past its quantum (``claim``; see `TenantSlots`).
 3. A *dormant* agent — idle past its return bound (`ReturnGaps`) — gives its slot to whoever
    waits (``Pausing.yield_dormant``): most clients never say an agent is done, and a slot held
    by a finished agent while others wait is the engine idling for nothing. If it comes back it
@@ -47,6 +49,7 @@ class SlotGate:
         pausing: Pausing,
         running: Callable[[], int],
         reclaim: Callable[[float], bool],
+        claim: Callable[[StepInfo, float], bool],
     ) -> None:
         d = config.dormancy
         self.returns = ReturnGaps(factor=d.factor, min_s=d.min_s, max_s=config.idle_ttl_s, initial_s=d.initial_s)
@@ -55,6 +58,7 @@ class SlotGate:
         self._pausing = pausing
         self._running = running  # steps of ours running on the replica now
         self._reclaim = reclaim
+        self._claim = claim
         self._conserve = config.work_conserving and not config.aimd.footprint_hard_cap
         self._dormancy = d.enabled
 
@@ -64,6 +68,8 @@ class SlotGate:
         cap = self._cap
         block = cap.block_reason(step, now)
         while block in RECLAIMABLE and lane == "share" and self._reclaim(now):
+            block = cap.block_reason(step, now)
+        while block in RECLAIMABLE and lane == "claim" and self._claim(step, now):
             block = cap.block_reason(step, now)
         while block in RECLAIMABLE and self._dormancy and self._pausing.yield_dormant(self.returns.bound(), now):
             block = cap.block_reason(step, now)

@@ -9,7 +9,7 @@ from concurproxy.config.admission import AIMDConfig
 from concurproxy.control.admission.footprint import Footprint, FootprintPriors, RolePriors
 from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.admission.state import AgentState
-from concurproxy.control.types import StepInfo
+from concurproxy.control.types import PriorityClass, StepInfo
 
 
 @dataclass(slots=True)
@@ -25,6 +25,7 @@ class HeldAgent:
     steps: int = 0
     releasing: bool = False
     small: bool = False  # admitted by the small-agent lane: holds no slot of W
+    priority: PriorityClass = PriorityClass.normal  # of the step that admitted it
 
 
 class HeldAgents:

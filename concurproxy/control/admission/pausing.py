@@ -39,11 +39,13 @@ class Pausing:
         self.log = log
         self.paused: dict[str, float] = {}
         self.reclaiming: set[str] = set()
+        self.reclaim_reason: dict[str, str] = {}  # marked agents that give their slot for a tenant claim
 
     def drop(self, agent: HeldAgent, kind: EventKind, now: float, reason: str) -> None:
         """``agent`` loses its slot (``kind``: paused, expired or released)."""
         del self.held.agents[agent.agent_id]
         self.reclaiming.discard(agent.agent_id)
+        self.reclaim_reason.pop(agent.agent_id, None)
         if kind is EventKind.paused:
             self.counters.paused += 1
             self.paused[agent.agent_id] = now
@@ -89,9 +91,13 @@ class Pausing:
         idle = [a for a in self.held.agents.values() if a.running == 0 and not a.small]
         return min(idle, key=lambda a: a.last_seen, default=None)
 
-    def give_back(self, agent: HeldAgent, now: float) -> None:
-        self.counters.share_reclaims += 1
-        self.drop(agent, EventKind.paused, now, "share-reclaim")
+    def give_back(self, agent: HeldAgent, now: float, reason: str = "share-reclaim") -> None:
+        """A burst agent (role share) or an agent over its tenant's share of slots gives its slot to a waiter."""
+        if reason == "share-reclaim":
+            self.counters.share_reclaims += 1
+        else:
+            self.counters.tenant_claims += 1
+        self.drop(agent, EventKind.paused, now, reason)
 
     def reclaim(self, shares: WindowShares, window: int, now: float) -> bool:
         """Take a slot back from a burst agent for a below-share waiter. True: a slot is free now.
@@ -118,8 +124,8 @@ class Pausing:
         """
         agents = self.held.agents
         if self.reclaiming:
-            for aid in [aid for aid in self.reclaiming if agents[aid].running == 0]:
-                self.give_back(agents[aid], now)
+            for aid in [aid for aid in self.reclaiming if aid in agents and agents[aid].running == 0]:
+                self.give_back(agents[aid], now, self.reclaim_reason.pop(aid, "share-reclaim"))
         n = len(agents)
         if n > window:
             for a in self.held.over_window(shares, window):

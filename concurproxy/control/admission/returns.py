@@ -23,6 +23,7 @@ Pure: gaps and ``now`` are passed in; single caller (the replica's window).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -55,7 +56,7 @@ class ReturnGaps:
                 b = self.initial_s
             else:
                 ordered = sorted(self._gaps)
-                q90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+                q90 = ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]  # nearest rank
                 b = self.factor * q90
             b = min(self.max_s, max(self.min_s, b))
             self._bound = b

@@ -29,6 +29,7 @@ class Counters:
     admitted_starvation: int = 0
     admitted_small: int = 0  # new agents admitted by the small-agent lane (aimd.small_agent_tokens)
     share_reclaims: int = 0  # slots taken back from burst agents for a role below its window_share
+    tenant_claims: int = 0  # slots given by agents over their tenant's share (or of a lower class) to a waiter
     queued: int = 0
     rejected: int = 0
     timeouts: int = 0

@@ -35,6 +35,7 @@ class WaiterSet:
         self._by_agent: dict[str, list[int]] = {}
         self._resume: dict[int, Waiter] = {}  # paused agents' steps, arrival order
         self._by_role: dict[str, dict[int, Waiter]] = {}  # arrival order per role (window shares)
+        self._by_tenant: dict[str, dict[int, Waiter]] = {}  # arrival order per tenant (tenant slot shares)
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -49,6 +50,7 @@ class WaiterSet:
             self._resume[waiter_id] = w
         self._by_agent.setdefault(step.agent_id, []).append(waiter_id)
         self._by_role.setdefault(step.role, {})[waiter_id] = w
+        self._by_tenant.setdefault(step.tenant, {})[waiter_id] = w
         self.queue.push(waiter_id, step, now)
 
     def oldest(self) -> Waiter | None:
@@ -61,6 +63,16 @@ class WaiterSet:
         """The longest-waiting step whose role satisfies ``wanted`` (one call per waiting role)."""
         heads = [next(iter(ws.values())) for role, ws in self._by_role.items() if wanted(role)]
         return min(heads, key=lambda w: (w.since, w.waiter_id), default=None)
+
+    def tenants(self) -> list[str]:
+        """Tenants with a waiting step."""
+        return list(self._by_tenant)
+
+    def tenant_heads(self) -> list[Waiter]:
+        """Each waiting tenant's longest-waiting step, oldest first."""
+        heads = [next(iter(ws.values())) for ws in self._by_tenant.values()]
+        heads.sort(key=lambda w: (w.since, w.waiter_id))
+        return heads
 
     def next_in_queue(self, now: float) -> Waiter | None:
         wid = self.queue.peek(now)
@@ -94,10 +106,11 @@ class WaiterSet:
     def _forget(self, w: Waiter) -> None:
         del self.by_id[w.waiter_id]
         self._resume.pop(w.waiter_id, None)
-        same_role = self._by_role[w.step.role]
-        del same_role[w.waiter_id]
-        if not same_role:
-            del self._by_role[w.step.role]
+        for index, key in ((self._by_role, w.step.role), (self._by_tenant, w.step.tenant)):
+            same = index[key]
+            del same[w.waiter_id]
+            if not same:
+                del index[key]
         ids = self._by_agent.get(w.step.agent_id)
         if ids is not None:
             ids.remove(w.waiter_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from concurproxy.config.admission import AdmissionConfig
@@ -11,9 +11,11 @@ from concurproxy.control.admission.capacity import Capacity
 from concurproxy.control.admission.events import AdmissionEvent, EventKind, EventLog
 from concurproxy.control.admission.gate import IdleWaitClock, SlotGate
 from concurproxy.control.admission.held import HeldAgent, HeldAgents
+from concurproxy.control.admission.lanes import Lanes
 from concurproxy.control.admission.pausing import Pausing
 from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.admission.state import Counters, ReplicaState
+from concurproxy.control.admission.tenants import TenantSlots
 from concurproxy.control.admission.tickets import (
     AdmitResult,
     Admitted,
@@ -99,7 +101,11 @@ class ReplicaWindow:
         self.shares = WindowShares()
         self._pausing = Pausing(replica, self._held, self.counters, self._log)
         self._paused = self._pausing.paused  # agent id -> when it lost its slot (its next step resumes)
-        self._gate = SlotGate(config, self._cap, self._held, self._pausing, self.open_tickets, self._reclaim)
+        self._tenant_slots = TenantSlots(config.tenant_slots.quantum_steps) if config.tenant_slots.enabled else None
+        self._lanes = Lanes(self, self._waiters, self._held, self._pausing, self._cap, self._tenant_slots)
+        self._gate = SlotGate(
+            config, self._cap, self._held, self._pausing, self.open_tickets, self._lanes.reclaim, self._lanes.claim
+        )
         self._idle = IdleWaitClock()
 
     # ---- pressure and window ------------------------------------------------------------
@@ -175,10 +181,10 @@ class ReplicaWindow:
         grants = self._grant_small(now)
         while (oldest := self._waiters.oldest()) is not None:
             starved = now - oldest.since >= self._cfg.starvation_timeout_s
-            w, lane = self._next_waiter(oldest, starved, now)
+            w, lane = self._lanes.next(oldest, starved, now)
             if w is None:
                 break
-            default = lane if lane in ("share", "resume") else "new"
+            default = lane if lane in ("share", "resume", "claim") else "new"
             reason = self._gate.reason(w.step, lane, default, now)
             if reason is None and starved:
                 block = self._cap.block_reason(w.step, now)
@@ -191,19 +197,6 @@ class ReplicaWindow:
             for other in self._waiters.remove_agent(w.step.agent_id):
                 grants.append(self._grant_waiter(other, now, "in-window"))
         return grants
-
-    def _next_waiter(self, oldest: Waiter, starved: bool, now: float) -> tuple[Waiter | None, str]:
-        """The waiter to serve next and its lane: the oldest when it starves, else a role below
-        its share, else a paused agent resuming, else the wait queue's choice."""
-        if starved:
-            return oldest, "starved"
-        share = self._share_waiter()
-        if share is not None:
-            return share, "share"
-        resume = self._waiters.oldest_resume()
-        if resume is not None:
-            return resume, "resume"
-        return self._waiters.next_in_queue(now), "queue"
 
     def deadline(self) -> float | None:
         """When time alone frees a slot here while steps wait (an idle agent turns dormant), or None;
@@ -231,16 +224,10 @@ class ReplicaWindow:
         self._pausing.reclaiming.clear()
         self._pause_over_window(now)
 
-    def _share_waiter(self) -> Waiter | None:
-        """The longest-waiting step of a role below its guaranteed share, if any."""
-        if not self.shares:
-            return None
-        counts, w = self.shares.counts(self._held.slot_holders()), self.window
-        return self._waiters.oldest_of_roles(lambda role: self.shares.below(role, counts, w))
-
-    def _reclaim(self, now: float) -> bool:
-        """Take a slot back from a burst agent for a below-share waiter (see `Pausing.reclaim`)."""
-        return self._pausing.reclaim(self.shares, self.window, now)
+    def set_tenant_weight(self, weight: Callable[[str], float]) -> None:
+        """Tenants' weights for their fair shares of the slots (``tenants[].weight``)."""
+        if self._tenant_slots is not None:
+            self._tenant_slots.weight = weight
 
     def _stalled(self, now: float, w: Waiter) -> bool:
         ref = w.since if self._last_new_admit is None else max(w.since, self._last_new_admit)
@@ -259,7 +246,9 @@ class ReplicaWindow:
 
     def _admit_agent(self, step: StepInfo, now: float, *, small: bool = False) -> HeldAgent:
         fp, priors = self._held.new_footprint(step), self._held.priors_of(step.role)
-        agent = HeldAgent(step.agent_id, step.tenant, step.role, now, now, fp, priors, small=small)
+        agent = HeldAgent(
+            step.agent_id, step.tenant, step.role, now, now, fp, priors, small=small, priority=step.priority
+        )
         if small:
             self.counters.admitted_small += 1
         self._agents[step.agent_id] = agent

@@ -1,0 +1,114 @@
+"""Which waiting step a replica serves next, and which held agent gives way for it.
+
+Lanes, in order (``Lanes.next``):
+
+1. **starved** — a step waiting ``starvation_timeout_s`` or more (anti-starvation);
+2. **share** — the longest-waiting step of a role below its guaranteed window share; a burst
+   agent's slot is reclaimed for it (``reclaim``, `WindowShares`);
+3. **claim** — the longest-waiting step of a tenant below its fair share of the slots, or of a
+   higher priority class than a holder past its quantum; that holder gives its slot (``claim``,
+   `TenantSlots`);
+4. **resume** — a paused agent coming back (its prefix is invested and hot here);
+5. **queue** — the pluggable wait queue's choice (fifo, vtc, ...).
+
+Pure; single caller (the replica's window, which owns every object handed in).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from concurproxy.control.admission.capacity import Capacity
+from concurproxy.control.admission.held import HeldAgents
+from concurproxy.control.admission.pausing import Pausing
+from concurproxy.control.admission.tenants import TenantSlots
+from concurproxy.control.admission.waiters import Waiter, WaiterSet
+from concurproxy.control.types import StepInfo
+
+if TYPE_CHECKING:
+    from concurproxy.control.admission.window import ReplicaWindow
+
+
+class Lanes:
+    def __init__(
+        self,
+        window: ReplicaWindow,
+        waiters: WaiterSet,
+        held: HeldAgents,
+        pausing: Pausing,
+        cap: Capacity,
+        tenant_slots: TenantSlots | None,
+    ) -> None:
+        self.window = window  # for its role shares and W, which change
+        self.waiters = waiters
+        self.held = held
+        self.pausing = pausing
+        self.cap = cap
+        self.tenant_slots = tenant_slots
+
+    def next(self, oldest: Waiter, starved: bool, now: float) -> tuple[Waiter | None, str]:
+        """The waiter to serve next and its lane: the oldest when it starves, else a role below
+        its share, else a paused agent resuming, else the wait queue's choice."""
+        if starved:
+            return oldest, "starved"
+        share = self._share_waiter()
+        if share is not None:
+            return share, "share"
+        claim = self._claim_waiter()
+        if claim is not None:
+            return claim, "claim"
+        resume = self.waiters.oldest_resume()
+        if resume is not None:
+            return resume, "resume"
+        return self.waiters.next_in_queue(now), "queue"
+
+    def _share_waiter(self) -> Waiter | None:
+        """The longest-waiting step of a role below its guaranteed share, if any."""
+        if not self.window.shares:
+            return None
+        counts, w = self.window.shares.counts(self.held.slot_holders()), self.window.window
+        return self.waiters.oldest_of_roles(lambda role: self.window.shares.below(role, counts, w))
+
+    def _claim_waiter(self) -> Waiter | None:
+        """The longest-waiting step that may claim a slot from another tenant's agent above its fair share
+        of the slots, or from a lower priority class (see `TenantSlots`); None when none may."""
+        slots = self.tenant_slots
+        if slots is None:
+            return None
+        heads = self.waiters.tenant_heads()
+        holders = self.held.slot_holders()
+        if not heads or not holders:
+            return None
+        if len(heads) == 1 and all(
+            h.tenant == heads[0].step.tenant and h.priority <= heads[0].step.priority for h in holders
+        ):
+            return None  # one tenant, no lower class holding a slot: nothing to claim (the common case)
+        shares = slots.shares(self.cap.slots(), holders, self.waiters.tenants())
+        for w in heads:
+            if slots.victim(w.step.tenant, w.step.priority, holders, shares) is not None:
+                return w
+        return None
+
+    def claim(self, step: StepInfo, now: float) -> bool:
+        """Take a slot for ``step`` (lane ``claim``) from an agent over its tenant's share or of a lower
+        priority class: an idle one gives it now (True); a running one is marked and gives it when its step
+        ends (False: the waiter waits until then)."""
+        slots = self.tenant_slots
+        if slots is None:
+            return False
+        holders = self.held.slot_holders()
+        shares = slots.shares(self.cap.slots(), holders, self.waiters.tenants())
+        victim = slots.victim(step.tenant, step.priority, holders, shares)
+        if victim is None:
+            return False
+        if victim.running == 0:
+            self.pausing.give_back(self.held.agents[victim.agent_id], now, "tenant-share")
+            return True
+        if not any(r in self.pausing.reclaim_reason for r in self.pausing.reclaiming):  # one mark at a time
+            self.pausing.reclaiming.add(victim.agent_id)
+            self.pausing.reclaim_reason[victim.agent_id] = "tenant-share"
+        return False
+
+    def reclaim(self, now: float) -> bool:
+        """Take a slot back from a burst agent for a below-share waiter (see `Pausing.reclaim`)."""
+        return self.pausing.reclaim(self.window.shares, self.window.window, now)
