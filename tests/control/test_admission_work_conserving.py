@@ -8,7 +8,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from concurproxy.config.admission import AdmissionConfig, AIMDConfig, DormancyConfig, StaticConfig, TenantSlotsConfig
+from concurproxy.config.admission import AdmissionConfig, AIMDConfig, DormancyConfig, StaticConfig
 from concurproxy.control.admission import Admitted, EventKind, FifoQueue, Outcome, Queued, ReplicaWindow, Ticket
 from concurproxy.control.admission.returns import ReturnGaps
 from concurproxy.control.admission.tenants import fair_shares
@@ -152,7 +152,7 @@ def test_a_light_tenant_claims_an_idle_slot_past_the_quantum_at_once() -> None:
 
 
 def test_a_running_agent_gives_its_slot_when_its_step_ends_and_only_past_the_quantum() -> None:
-    w, tickets = _heavy_window(2, steps=2)  # below the quantum (4): nothing to claim yet
+    w, _tickets = _heavy_window(2, steps=2)  # below the quantum (4): nothing to claim yet
     assert isinstance(w.try_admit(step("l0", tenant="light"), 2.0), Queued)
     assert w.grant(2.0) == []
     w2, tickets2 = _heavy_window(2, steps=4)
