@@ -1,7 +1,7 @@
 """Window controllers: how many agents a replica may have active (aimd, static, none, plugins)."""
 
 from concurproxy.control.limits.aimd import AIMDController
-from concurproxy.control.limits.base import UNBOUNDED, WindowController, WindowDecision, snapshot_problem
+from concurproxy.control.limits.base import UNBOUNDED, StepSample, WindowController, WindowDecision, snapshot_problem
 from concurproxy.control.limits.none import NoneController
 from concurproxy.control.limits.registry import (
     ENTRY_POINT_GROUP,
@@ -19,6 +19,7 @@ __all__ = [
     "ControllerRegistry",
     "NoneController",
     "StaticController",
+    "StepSample",
     "UnknownControllerError",
     "WindowController",
     "WindowDecision",

@@ -38,6 +38,22 @@ class WindowDecision:
     saturated: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class StepSample:
+    """One step that ended on the replica, as a controller sees it (``on_step``).
+
+    ``latency_s``: from the step's admission to its end (dispatch hold, engine queue, prefill,
+    decode, relay). ``running``: steps running on the replica when it ended, itself included
+    (the concurrency the latency was measured at). ``ok``: it ended as a success; failed or
+    cancelled steps carry no usable latency or output.
+    """
+
+    output_tokens: int
+    latency_s: float
+    running: int
+    ok: bool = True
+
+
 class WindowController(Protocol):
     """Decides the size of one replica's active-agent window.
 
@@ -48,6 +64,9 @@ class WindowController(Protocol):
     ``stale_after_s`` tells the admission window how old a snapshot may be
     before the replica counts as saturated between updates; ``None`` means the
     controller does not use pressure at all (``static``, ``none``).
+
+    ``on_step`` is fed every step that ends on the replica (`StepSample`): output tokens
+    for goodput, latency and concurrency for latency-based limits.
     """
 
     name: str
@@ -57,6 +76,10 @@ class WindowController(Protocol):
     def window(self) -> int: ...
 
     def update(self, snapshot: PressureSnapshot | None, in_use: int, now: float) -> WindowDecision: ...
+
+    def on_step(self, sample: StepSample) -> None:
+        """A step ended on the replica (goodput and latency samples; controllers that need none ignore it)."""
+        ...
 
 
 def snapshot_problem(snapshot: PressureSnapshot | None, now: float, stale_after_s: float) -> str | None:

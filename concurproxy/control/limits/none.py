@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurproxy.control.limits.base import UNBOUNDED, WindowDecision
+from concurproxy.control.limits.base import UNBOUNDED, StepSample, WindowDecision
 from concurproxy.control.types import PressureSnapshot
 
 
@@ -25,3 +25,6 @@ class NoneController:
 
     def update(self, snapshot: PressureSnapshot | None, in_use: int, now: float) -> WindowDecision:
         return WindowDecision(UNBOUNDED, False, "unbounded")
+
+    def on_step(self, sample: StepSample) -> None:
+        return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurproxy.config.admission import StaticConfig
-from concurproxy.control.limits.base import WindowDecision
+from concurproxy.control.limits.base import StepSample, WindowDecision
 from concurproxy.control.types import PressureSnapshot
 
 
@@ -30,3 +30,6 @@ class StaticController:
 
     def update(self, snapshot: PressureSnapshot | None, in_use: int, now: float) -> WindowDecision:
         return WindowDecision(self._window, False, "static")
+
+    def on_step(self, sample: StepSample) -> None:
+        return None
