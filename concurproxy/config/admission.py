@@ -146,15 +146,121 @@ class AIMDConfig(Model):
         return self
 
 
+class GradientConfig(Model):
+    """Latency-based window (``controller: gradient``), for replicas without a usable KV signal.
+
+    Gradient2 / Envoy adaptive concurrency: W follows ``tolerance x baseline / recent`` of the
+    per-output-token step latency, with a periodic re-probe of the baseline at a reduced window.
+    """
+
+    initial: int = Field(
+        64,
+        ge=1,
+        description="Window at start. Generous, like Envoy's: a first burst passes without waiting, and the "
+        "window is cut only on evidence (latency rising above the baseline).",
+    )
+    min: int = Field(1, ge=1, description="Window never goes below this: some progress is always possible.")
+    max: int = Field(256, ge=1, description="Window never goes above this.")
+    tolerance: float = Field(
+        1.5,
+        ge=1.0,
+        description="Recent latency may reach this multiple of the baseline before the window is cut "
+        "(Gradient2's rtt tolerance). Above 1 so that the gentle per-token slowdown of batching does not "
+        "cut the window; queueing past the engine's knee (latency ~ concurrency) does.",
+    )
+    smoothing: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Share of the new estimate taken per sample window (Gradient2's smoothing, 0.2): "
+        "the rest is the previous window, so one noisy window moves W little.",
+    )
+    queue_allowance: float = Field(
+        1.0,
+        ge=0,
+        description="Growth allowance per window, as a multiple of sqrt(W) (Envoy's burst headroom): "
+        "new = W x gradient + queue_allowance x sqrt(W).",
+    )
+    window_s: float = Field(
+        1.0,
+        gt=0,
+        description="Short-term latency: the token-weighted mean over at least this long (one law step per "
+        "window). LLM steps last seconds, so shorter windows hold too few samples.",
+    )
+    min_samples: int = Field(
+        4, ge=1, description="A window closes only once it holds this many successful steps (it extends until then)."
+    )
+    baseline_windows: int = Field(
+        600,
+        ge=1,
+        description="Baseline (long-term latency) rises toward the recent latency by 1/this per window "
+        "(Gradient2's long window, 600): slow, so a rising latency shows as a gradient below 1.",
+    )
+    baseline_fall: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="When the recent latency sits below the baseline, the baseline falls toward it by this "
+        "share per window (Gradient2's drift handling: recover quickly after a long overload).",
+    )
+    min_utilisation: float = Field(
+        1.0, gt=0, le=1, description="Grow the window only when at least this share of it holds agents."
+    )
+    probe_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="Re-measure the baseline this often (Envoy's min-RTT interval, 60 s; the first probe "
+        "follows the first sample window): the baseline cannot drift up for ever.",
+    )
+    probe_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Each probe level shrinks the window to this share of the previous level (the first: of "
+        "the agents holding slots): once W has settled near the knee, one level is below it.",
+    )
+    probe_elasticity: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="The probe goes one level deeper while latency fell nearly in proportion to the running "
+        "steps, log(L_prev/L) >= this x log(r_prev/r): the engine was still queueing, the knee is lower.",
+    )
+    probe_samples: int = Field(
+        8, ge=1, description="A probe level ends once this many steps that started after its drain ended."
+    )
+    probe_max_s: float = Field(
+        30.0,
+        gt=0,
+        description="A probe level ends after this long, or twice the longest step seen lately if longer "
+        "(draining takes up to one such step, measuring about one more), whatever it measured.",
+    )
+    probe_jitter: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="Each probe interval is lengthened by up to this share at random (Envoy's 15%), when "
+        "the controller is handed a random source; replicas then do not probe in lockstep.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> GradientConfig:
+        if not self.min <= self.initial <= self.max:
+            raise ValueError("need min <= initial <= max")
+        return self
+
+
 class StaticConfig(Model):
     window: int = Field(16, ge=1, description="Fixed number of active agents per replica.")
 
 
 class AdmissionConfig(Model):
     controller: str = Field(
-        "aimd", description="Window controller by registered name: aimd | static | none | a plugin's name."
+        "aimd",
+        description="Window controller by registered name: aimd | gradient | static | none | a plugin's name.",
     )
     aimd: AIMDConfig = AIMDConfig()
+    gradient: GradientConfig = GradientConfig()
     static: StaticConfig = StaticConfig()
     idle_ttl_s: float = Field(
         30.0, gt=0, description="An admitted agent keeps its slot across tool pauses this long after its last step."

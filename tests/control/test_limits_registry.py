@@ -11,6 +11,7 @@ from concurproxy.control.limits import (
     UNBOUNDED,
     AIMDController,
     ControllerRegistry,
+    GradientController,
     NoneController,
     StaticController,
     UnknownControllerError,
@@ -35,7 +36,13 @@ def test_none_is_unbounded() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "cls"), [("aimd", AIMDController), ("static", StaticController), ("none", NoneController)]
+    ("name", "cls"),
+    [
+        ("aimd", AIMDController),
+        ("gradient", GradientController),
+        ("static", StaticController),
+        ("none", NoneController),
+    ],
 )
 def test_builtins_by_name(name: str, cls: type) -> None:
     reg = ControllerRegistry(entry_points_loader=lambda: [])
@@ -54,15 +61,15 @@ def make_plugin(cfg: AdmissionConfig) -> WindowController:
 
 
 def test_plugin_from_entry_point_group() -> None:
-    ep = EntryPoint(name="gradient", value=f"{__name__}:make_plugin", group="concurproxy.controllers")
+    ep = EntryPoint(name="vegas", value=f"{__name__}:make_plugin", group="concurproxy.controllers")
     reg = ControllerRegistry(entry_points_loader=lambda: [ep])
-    assert reg.create(AdmissionConfig(controller="gradient")).window == 3
-    assert reg.names() == ["aimd", "gradient", "none", "static"]
+    assert reg.create(AdmissionConfig(controller="vegas")).window == 3
+    assert reg.names() == ["aimd", "gradient", "none", "static", "vegas"]
 
 
 def test_unknown_name_lists_known() -> None:
     reg = ControllerRegistry(entry_points_loader=lambda: [])
-    with pytest.raises(UnknownControllerError, match="aimd, none, static"):
+    with pytest.raises(UnknownControllerError, match="aimd, gradient, none, static"):
         reg.create(AdmissionConfig(controller="nope"))
 
 

@@ -1,7 +1,8 @@
-"""Window controllers: how many agents a replica may have active (aimd, static, none, plugins)."""
+"""Window controllers: how many agents a replica may have active (aimd, gradient, static, none, plugins)."""
 
 from concurproxy.control.limits.aimd import AIMDController
 from concurproxy.control.limits.base import UNBOUNDED, StepSample, WindowController, WindowDecision, snapshot_problem
+from concurproxy.control.limits.gradient import GradientController
 from concurproxy.control.limits.none import NoneController
 from concurproxy.control.limits.registry import (
     ENTRY_POINT_GROUP,
@@ -17,6 +18,7 @@ __all__ = [
     "AIMDController",
     "ControllerFactory",
     "ControllerRegistry",
+    "GradientController",
     "NoneController",
     "StaticController",
     "StepSample",

@@ -8,11 +8,12 @@ from importlib.metadata import EntryPoint, entry_points
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.control.limits.aimd import AIMDController
 from concurproxy.control.limits.base import WindowController
+from concurproxy.control.limits.gradient import GradientController
 from concurproxy.control.limits.none import NoneController
 from concurproxy.control.limits.static import StaticController
 
 #: Entry-point group a plugin package uses to add a controller, e.g. in its pyproject:
-#: ``[project.entry-points."concurproxy.controllers"] gradient = "mypkg.gradient:make"``
+#: ``[project.entry-points."concurproxy.controllers"] vegas = "mypkg.vegas:make"``
 #: where ``make(config: AdmissionConfig) -> WindowController``.
 ENTRY_POINT_GROUP = "concurproxy.controllers"
 
@@ -27,6 +28,10 @@ def _aimd(cfg: AdmissionConfig) -> WindowController:
     return AIMDController(cfg.aimd)
 
 
+def _gradient(cfg: AdmissionConfig) -> WindowController:
+    return GradientController(cfg.gradient)
+
+
 def _static(cfg: AdmissionConfig) -> WindowController:
     return StaticController(cfg.static)
 
@@ -35,7 +40,7 @@ def _none(cfg: AdmissionConfig) -> WindowController:
     return NoneController()
 
 
-BUILTIN: Mapping[str, ControllerFactory] = {"aimd": _aimd, "static": _static, "none": _none}
+BUILTIN: Mapping[str, ControllerFactory] = {"aimd": _aimd, "gradient": _gradient, "static": _static, "none": _none}
 
 
 class ControllerRegistry:
