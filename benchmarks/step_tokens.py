@@ -1,6 +1,6 @@
 """Cost per step of the proxy's prompt tokens with a model tokenizer, at 1k, 16k and 128k-token contexts.
 
-    PYTHONPATH=. python -m benchmarks.step_tokens [--sizes 1024,16384,131072] [--reps 15]
+    python -m benchmarks.step_tokens [--sizes 1024,16384,131072] [--reps 15]
 
 An agent loop's step k+1 resends step k's history plus the reply and a tool result (~300
 tokens). Per context size this times, as the request path calls it

@@ -13,6 +13,7 @@ from concurproxy.admission.listener import AdmissionListener
 from concurproxy.admission.ticket import StepTicket
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.control.admission.core import AdmissionCore, QueueMaker
+from concurproxy.control.admission.events import EventKind
 from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.admission.tickets import Admitted, Outcome, Queued, Rejected, Ticket
 from concurproxy.control.limits.base import WindowDecision
@@ -20,6 +21,13 @@ from concurproxy.control.limits.registry import ControllerRegistry
 from concurproxy.control.types import PressureSnapshot, StepInfo
 
 log = logging.getLogger(__name__)
+
+_SOURCE_WORDS = {
+    "kv": "its KV-cache pressure",
+    "stale": "nothing: its KV signal went stale, new agents wait",
+    "latency": "its step latency (no usable KV signal)",
+    "static": "a fixed window",
+}
 
 
 class AdmissionService:
@@ -214,6 +222,11 @@ class AdmissionService:
         if not events:
             return
         pending.events = []  # always drained, listeners or not: no growth
+        for e in events:
+            if e.kind is EventKind.source:  # rare: once per replica and change of signal
+                log.info(
+                    "replica %s: window now led by %s (%s)", e.replica, _SOURCE_WORDS.get(e.reason, e.reason), e.reason
+                )
         for listener in self.listeners:
             for e in events:
                 try:

@@ -276,6 +276,18 @@ class AdmissionConfig(Model):
         default_factory=lambda: DormancyConfig(),
         description="An idle agent past its return bound gives its slot to a waiting step (it resumes with priority).",
     )
+    fallback_controller: str | None = Field(
+        "gradient",
+        description="Controller (registered name) of a replica that never gave a usable KV signal (no /metrics, "
+        "or metrics without KV usage), or whose signal stayed stale past stale_grace_s: it never waits on a signal "
+        "that cannot come. null: such a replica stays saturated (the behaviour before).",
+    )
+    stale_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="A replica whose KV signal went stale after good readings counts as saturated this long "
+        "beyond stale_after_ms, then falls back to fallback_controller.",
+    )
     tenant_slots: TenantSlotsConfig = Field(
         default_factory=lambda: TenantSlotsConfig(),
         description="Tenants share a replica's slots by weighted max-min fairness, claimed at step boundaries.",

@@ -14,6 +14,7 @@ Event mapping (``concurproxy.control.admission.events.EventKind``):
   from the previous window of that replica, or (first change seen) ``down`` for ``thrash-*`` reasons;
   without a value (``replica-left``) the previous window is forgotten
 * ended → ``concurproxy_tickets_ended_total{outcome}``; double_end → ``ticket_errors{double_release}``
+* source → ``concurproxy_pressure_source{replica, source}`` (1 for the signal deciding W now)
 
 Concurrency: called on the event loop in decision order (see AdmissionListener).
 """
@@ -52,6 +53,8 @@ class AdmissionMetricsListener:
             m.ticket_ended(event.reason or "unknown")
         elif kind is EventKind.double_end:
             m.ticket_error("double_release")
+        elif kind is EventKind.source:
+            m.set_pressure_source(event.replica, event.reason)
         else:
             m.admission_decision(event.replica, kind, event.reason or "none")
 

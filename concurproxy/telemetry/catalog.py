@@ -105,6 +105,10 @@ SPECS: tuple[MetricSpec, ...] = (
        "Engine prefix-cache hit rate over the last poll interval, 0..1."),
     _g("concurproxy_pressure_snapshot_age_seconds", R,
        "Age of the newest good pressure snapshot, computed at scrape time (stale data throttles)."),
+    _g("concurproxy_pressure_source", ("replica", "source"),
+       "1 for the signal that decides the replica's window now, 0 for the others: kv (engine metrics / node "
+       "agent), stale (signal lost: saturated for stale_grace_s), latency (no usable KV signal: step latency), "
+       "static (a controller that reads none)."),
     _c("concurproxy_pressure_poll_errors_total", ("replica", "kind"),
        "Failed pressure reads (connect, timeout, status, parse ...).", kind=("connect",)),
     # --- budgets and fairness -------------------------------------------------------------------

@@ -297,6 +297,11 @@ class ProxyMetrics:
             self._f["concurproxy_admission_window_changes_total"].child(replica, direction, reason).inc()
         self._f["concurproxy_admission_window"].child(replica).set(new)
 
+    def set_pressure_source(self, replica: str, source: str) -> None:
+        family = self._f["concurproxy_pressure_source"]
+        for name in PRESSURE_SOURCES:
+            family.child(replica, name).set(1 if name == source else 0)
+
     def ticket_ended(self, outcome: object) -> None:
         self._p_ended.add((outcome,))
 
@@ -396,6 +401,9 @@ class ProxyMetrics:
 
     def set_replica_health(self, replica: str, healthy: bool) -> None:
         self._f["concurproxy_replica_healthy"].child(replica).set(1 if healthy else 0)
+
+
+PRESSURE_SOURCES = ("kv", "stale", "latency", "static")
 
 
 def _advance(published: int, total: int) -> int:

@@ -37,11 +37,13 @@ class StubBehaviour:
     metrics_status: int = 200
     kv_capacity_tokens: int | None = None  # also reported, as vLLM does (cache_config_info, 16-token blocks)
     release: asyncio.Event | None = None  # answer only once it is set (a step kept in flight as long as a test needs)
+    busy_s_per_step: float = 0.0  # an engine whose latency grows with load: each step waits this × steps in flight
     record: bool = True
     seen: list[dict[str, Any]] = field(default_factory=list)
     seen_headers: list[dict[str, str]] = field(default_factory=list)
     cancelled: int = 0  # streams whose client (the proxy) went away
     active: int = 0
+    in_flight: int = 0  # steps inside the busy_s_per_step wait
 
 
 def _completion(body: dict[str, Any], chat: bool, n: int, factor: float = 1.0) -> dict[str, Any]:
@@ -87,6 +89,12 @@ async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
         b.seen_headers.append(dict(request.headers))
     if b.hang_s:
         await asyncio.sleep(b.hang_s)
+    if b.busy_s_per_step:
+        b.in_flight += 1
+        try:
+            await asyncio.sleep(b.busy_s_per_step * b.in_flight)
+        finally:
+            b.in_flight -= 1
     if b.release is not None:
         await b.release.wait()
     if b.status != 200:

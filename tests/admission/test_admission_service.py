@@ -187,11 +187,11 @@ async def test_task_cancelled_inside_the_block_ends_cancelled() -> None:
 
 async def test_aimd_stale_pressure_blocks_then_fresh_pressure_admits() -> None:
     clock = FakeClock()
-    cfg = AdmissionConfig(aimd=AIMDConfig(initial=2, stale_after_ms=1000))
+    cfg = AdmissionConfig(aimd=AIMDConfig(initial=2, stale_after_ms=1000), fallback_controller=None)
     svc = AdmissionService(cfg, clock=clock)
     waiter = spawn(svc, "a")
     await settle()
-    assert not waiter.done()  # no pressure data yet: saturated
+    assert not waiter.done()  # no pressure data yet, and no fallback: saturated
     svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))
     t = await asyncio.wait_for(waiter, 1)
     clock.t += 5  # data goes stale
@@ -204,6 +204,27 @@ async def test_aimd_stale_pressure_blocks_then_fresh_pressure_admits() -> None:
     svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))
     (await asyncio.wait_for(w2, 1)).end()
     t.end()
+
+
+async def test_a_replica_without_a_kv_signal_is_led_by_latency_and_a_lost_signal_falls_back_after_the_grace() -> None:
+    clock = FakeClock()
+    cfg = AdmissionConfig(aimd=AIMDConfig(initial=2, stale_after_ms=1000), stale_grace_s=10)
+    svc = AdmissionService(cfg, clock=clock)
+    svc.on_pressure("r0", PressureSnapshot(ts=clock.t, ok=False, error="HTTP 404"))  # no /metrics at all
+    (await asyncio.wait_for(svc.acquire(step("a"), "r0"), 1)).end()  # never waits on a signal that cannot come
+    st = svc.snapshot_state()["replicas"]["r0"]
+    assert (st["saturated"], st["controller"], st["pressure_source"]) == (False, "gradient", "latency")
+    svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))  # metrics appear: KV leads
+    assert svc.snapshot_state()["replicas"]["r0"]["pressure_source"] == "kv"
+    clock.t += 5  # the signal goes stale: saturated for stale_after + grace
+    svc.tick()
+    st = svc.snapshot_state()["replicas"]["r0"]
+    assert st["saturated_reason"] == "stale" and st["pressure_source"] == "stale"
+    clock.t += 6.5  # past 1 s + 10 s without a usable reading: latency leads again
+    b = spawn(svc, "b")
+    await settle()
+    (await asyncio.wait_for(b, 1)).end()
+    assert svc.snapshot_state()["replicas"]["r0"]["pressure_source"] == "latency"
 
 
 async def test_window_growth_wakes_waiters() -> None:

@@ -139,9 +139,23 @@ async def stub_with_metrics(mode: str) -> AsyncIterator[str]:
 
 
 @pytest.mark.parametrize("mode", ["garbage", "timeout"])
-async def test_broken_engine_metrics_are_stale_so_new_agents_are_throttled(mode):
+async def test_engine_metrics_broken_from_the_start_are_no_signal_so_latency_leads(mode):
+    """Never a usable reading: the replica is led by its step latency (issue 19), not left waiting."""
     async with stub_with_metrics(mode) as up:
         async with proxy_to([up], admission={"max_queue_wait_s": 0.3}) as (url, s):
+            r = await s.post(url + CHAT, json=body(3, model="stub-model"), headers={"X-Agent-Id": "a"})
+            assert r.status == 200, await r.text()
+            st = await s.get(url + "/admin/state")
+            rep = (await st.json())["admission"]["replicas"]["w0"]
+            assert (rep["saturated"], rep["pressure_source"]) == (False, "latency"), rep
+            assert_no_leak(await settled_state(s, url))
+
+
+@pytest.mark.parametrize("mode", ["garbage", "timeout"])
+async def test_broken_engine_metrics_are_stale_so_new_agents_are_throttled(mode):
+    """Without a fallback controller, a replica without a usable reading counts as saturated."""
+    async with stub_with_metrics(mode) as up:
+        async with proxy_to([up], admission={"max_queue_wait_s": 0.3, "fallback_controller": None}) as (url, s):
             r = await s.post(url + CHAT, json=body(3, model="stub-model"), headers={"X-Agent-Id": "a"})
             assert r.status == 503, await r.text()
             assert r.headers["Retry-After"].isdigit() and (await r.json())["error"]["code"]

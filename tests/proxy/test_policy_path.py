@@ -115,8 +115,8 @@ async def test_last_step_header_frees_the_slot(proxy_factory):
 
 
 async def test_stale_pressure_admits_nothing_new(proxy_factory):
-    stub = StubBehaviour(metrics_status=500)
-    async with proxy_factory(behaviours=[stub], admission={"max_queue_wait_s": 0.2}) as h:
+    stub = StubBehaviour(metrics_status=500)  # without a fallback controller: no signal = saturated
+    async with proxy_factory(behaviours=[stub], admission={"max_queue_wait_s": 0.2, "fallback_controller": None}) as h:
         r = await h.post("/v1/chat/completions", CHAT, headers=hdr("A"))
         assert r.status == 503
         st = await admin_state(h)

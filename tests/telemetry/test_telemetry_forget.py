@@ -38,6 +38,7 @@ def record_everything(m: ProxyMetrics, replica: str) -> None:
     m.upstream_error(replica, "error")
     m.upstream_retry(replica, "connect")
     m.set_replica_health(replica, False)
+    m.set_pressure_source(replica, "latency")
 
 
 def test_forget_removes_every_series_with_the_replica_label_and_late_samples_stay_out() -> None:

@@ -19,18 +19,28 @@ Pure: the caller passes ``now``; single caller (the replica's window).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from concurproxy.config.admission import AIMDConfig
 from concurproxy.control.admission.held import HeldAgents
 from concurproxy.control.admission.overcommit import OvercommitProbe
 from concurproxy.control.admission.small import SmallAgentLane
+from concurproxy.control.admission.source import PressureSource
 from concurproxy.control.limits.base import UNBOUNDED, WindowController, snapshot_problem
 from concurproxy.control.types import PressureSnapshot, StepInfo
 
 
 class Capacity:
-    def __init__(self, controller: WindowController, aimd: AIMDConfig, held: HeldAgents) -> None:
-        self.controller = controller
+    def __init__(
+        self,
+        controller: WindowController,
+        aimd: AIMDConfig,
+        held: HeldAgents,
+        fallback: Callable[[], WindowController] | None = None,
+        stale_grace_s: float = 10.0,
+    ) -> None:
+        self.source = PressureSource(controller, fallback, stale_grace_s)
+        self.controller = controller  # the one deciding W now (see `PressureSource`)
         self.held = held
         self.small = SmallAgentLane.from_config(aimd)
         self.snapshot: PressureSnapshot | None = None
@@ -38,17 +48,25 @@ class Capacity:
         self._hard_cap = aimd.footprint_hard_cap
         self.probe = OvercommitProbe(aimd.probe)
 
-    def observe(self, snapshot: PressureSnapshot | None) -> PressureSnapshot | None:
-        """Keep the newest snapshot (one older than the held one is ignored); the one held now."""
+    def observe(self, snapshot: PressureSnapshot | None, now: float) -> tuple[PressureSnapshot | None, str | None]:
+        """Keep the newest snapshot (one older than the held one is ignored). Returns the one held now and
+        the new pressure source mode when it changed (see `PressureSource`)."""
         if snapshot is not None and (self.snapshot is None or snapshot.ts >= self.snapshot.ts):
             self.snapshot = snapshot
-        return self.snapshot
+        changed = self.source.observe(snapshot, now)
+        self.controller = self.source.active(now)
+        return self.snapshot, changed
 
     def saturation(self, now: float) -> str | None:
-        """Why nothing new may be admitted on data grounds now, or None."""
-        stale_after_s = self.controller.stale_after_s
+        """Why nothing new may be admitted on data grounds now, or None (also: which controller decides)."""
+        mode = self.source.mode(now)
+        if mode == "latency":
+            self.controller = self.source.active(now)
+            return None
+        stale_after_s = self.source.kv.stale_after_s
         if stale_after_s is None:
             return None
+        self.controller = self.source.kv
         return snapshot_problem(self.snapshot, now, stale_after_s)
 
     def budget(self) -> int | None:

@@ -41,11 +41,16 @@ class AdmissionCore:
         registry: ControllerRegistry | None = None,
     ) -> None:
         self.config = config or AdmissionConfig()
+        reg = registry or ControllerRegistry()
         if controller_maker is None:
-            reg = registry or ControllerRegistry()
             reg.factory(self.config.controller)  # fail fast on an unknown name
             controller_maker = lambda _replica: reg.create(self.config)  # noqa: E731
         self._make_controller = controller_maker
+        self._make_fallback: Callable[[], WindowController] | None = None
+        fallback = self.config.fallback_controller
+        if fallback is not None:
+            factory = reg.factory(fallback)  # fail fast on an unknown name
+            self._make_fallback = lambda: factory(self.config)
         self._make_queue: QueueMaker = queue_maker or (lambda _replica: FifoQueue[int]())
         self._ids = itertools.count(1)
         self._windows: dict[str, ReplicaWindow] = {}
@@ -67,6 +72,7 @@ class AdmissionCore:
                 self._make_queue(replica),
                 ids=self._ids,
                 log=self.log,
+                fallback=self._make_fallback,
             )
             w.shares = self._shares
             w.set_tenant_weight(self._tenant_weight)

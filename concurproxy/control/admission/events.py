@@ -19,6 +19,7 @@ class EventKind(StrEnum):
     released = "released"  # explicit release / finished
     ended = "ended"  # ticket ended; reason: outcome; value: held seconds
     double_end = "double_end"  # ticket ended again (no-op)
+    source = "source"  # the signal controlling the window changed; reason: kv | stale | latency | static
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ Pure: plain data in, a decision out; single caller (the replica's window).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from concurproxy.control.types import PriorityClass
@@ -90,7 +90,7 @@ class TenantSlots:
         self,
         tenant: str,
         priority: PriorityClass,
-        holders: list[Holder],
+        holders: Sequence[Holder],
         shares: Mapping[str, float],
     ) -> Holder | None:
         """The holder whose slot a waiter of ``tenant``/``priority`` may claim, or None: past its quantum, of a

@@ -83,6 +83,7 @@ class ReplicaWindow:
         *,
         ids: Iterator[int] | None = None,
         log: EventLog | None = None,
+        fallback: Callable[[], WindowController] | None = None,
     ) -> None:
         self.replica = replica
         self._cfg = config
@@ -92,7 +93,7 @@ class ReplicaWindow:
         self._held = HeldAgents(config.aimd, lambda role: self.shares.key(role))
         self._agents = self._held.agents  # insertion order = admission order
         self._tickets: dict[int, Ticket] = {}
-        self._cap = Capacity(controller, config.aimd, self._held)
+        self._cap = Capacity(controller, config.aimd, self._held, fallback, config.stale_grace_s)
         self._decision = WindowDecision(controller.window, False, "initial")
         self._last_new_admit: float | None = None
         self._admit_gap_s: float | None = None
@@ -123,7 +124,10 @@ class ReplicaWindow:
 
     def on_pressure(self, snapshot: PressureSnapshot | None, now: float) -> WindowDecision:
         """Feed the latest snapshot (None: re-evaluate the one held) to the controller."""
-        d = self.controller.update(self._cap.observe(snapshot), len(self._held.slot_holders()), now)
+        held, source = self._cap.observe(snapshot, now)
+        if source is not None:
+            self._emit(EventKind.source, now, source)
+        d = self.controller.update(held, len(self._held.slot_holders()), now)
         if d.changed:
             if d.window > self._decision.window:
                 self.counters.window_increases += 1
@@ -315,7 +319,7 @@ class ReplicaWindow:
         ok = outcome is Outcome.success
         if ok:
             self._cap.probe.on_step(output_tokens)
-        self.controller.on_step(StepSample(output_tokens, now - ticket.admitted_at, len(self._tickets) + 1, ok))
+        self._cap.source.on_step(StepSample(output_tokens, now - ticket.admitted_at, len(self._tickets) + 1, ok))
         agent = self._agents.get(ticket.agent_id)
         if agent is not None:
             agent.running -= 1
@@ -409,7 +413,7 @@ class ReplicaWindow:
 
     def state(self, now: float) -> ReplicaState:
         s = self._cap.snapshot
-        sat = self._cap.saturation(now)
+        sat = self._cap.saturation(now)  # (first: it also settles which controller decides now)
         oldest = self._waiters.oldest()
         return ReplicaState(
             replica=self.replica,
@@ -433,4 +437,5 @@ class ReplicaWindow:
             probe_multiplier=self._cap.probe.multiplier,
             return_bound_s=self._gate.returns.bound(),
             idle_waiting_s=self._idle.total(now),
+            pressure_source=self._cap.source.mode(now),
         )
