@@ -68,11 +68,13 @@ from loadgen.stats import percentile
 KEYS = {"heavy": "sk-heavy", "light": "sk-light"}
 
 
-def _closed(tenant: str, agents: int, seed: int, task: dict[str, Any]) -> Scenario:
+def _closed(tenant: str, agents: int, seed: int, task: dict[str, Any], done_signal: bool = False) -> Scenario:
     return parse_scenario(
         {
             "name": tenant,
             "seed": seed,
+            # realistic clients by default: identity headers, never X-Agent-Done (--done-signal sends it)
+            "client": {"identity": "headers", "done_signal": done_signal},
             "arrivals": {"mode": "closed", "concurrency": agents},
             "duration_s": 3600,  # the bench bounds each run with its own duration
             "tenants": [{"name": tenant, "api_key": KEYS[tenant]}],
@@ -81,16 +83,29 @@ def _closed(tenant: str, agents: int, seed: int, task: dict[str, Any]) -> Scenar
     )
 
 
-def heavy_scenario(agents: int, seed: int) -> Scenario:
+def heavy_scenario(agents: int, seed: int, done_signal: bool = False) -> Scenario:
     executor = {"growth_tokens": 1000, "output_tokens": 128, "tool_pause_s": 0.3}
     task = {"system_prompt_tokens": 1000, "task_prompt_tokens": 3000, "branches": 1, "branch_steps": 8}
-    return _closed("heavy", agents, seed, {**task, "roles": {"executor": executor}})
+    return _closed("heavy", agents, seed, {**task, "roles": {"executor": executor}}, done_signal)
 
 
-def light_scenario(agents: int, seed: int) -> Scenario:
+def light_scenario(agents: int, seed: int, done_signal: bool = False) -> Scenario:
     planner = {"growth_tokens": 30, "output_tokens": 16, "tool_pause_s": 0.5, "priority": "high"}
     task = {"system_prompt_tokens": 200, "task_prompt_tokens": 100, "planner_steps": 20, "branches": 0}
-    return _closed("light", agents, seed, {**task, "roles": {"planner": planner}})
+    return _closed("light", agents, seed, {**task, "roles": {"planner": planner}}, done_signal)
+
+
+def default_policy_doc(upstream: str) -> dict[str, Any]:
+    """The ``default`` variant: the shipped defaults, with only the two tenants (equal weight) declared."""
+    return {
+        "upstreams": [{"url": upstream, "name": "w0"}],
+        "auth": {"allow_anonymous": False},
+        "tenants": [
+            {"name": name, "weight": 1, "key_sha256": [hashlib.sha256(key.encode()).hexdigest()]}
+            for name, key in KEYS.items()
+        ],
+        "telemetry": {"log_level": "WARNING"},
+    }
 
 
 def policy_doc(
@@ -226,7 +241,7 @@ def run_once(
     fairness, share, prio = v.fairness, v.light_share, v.prio
     wport, pport = free_port(), free_port()
     cfg = workdir / "policy.yaml"
-    doc = policy_doc(
+    doc = default_policy_doc(f"http://127.0.0.1:{wport}") if variant == "default" else policy_doc(
         f"http://127.0.0.1:{wport}",
         fairness,
         share,
@@ -301,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--policies",
         default="fifo,vtc,vtc+reserve+lptt+long@1024",
-        help="fairness policies to compare; NAME:SHARE also gives the light role that window_share; modifiers "
+        help="fairness policies to compare (``default``: the shipped default policy, only the tenants declared); "
+        "NAME:SHARE also gives the light role that window_share; modifiers "
         "+prio, +prio-preempt, +reserve[@R], +lptt[@N], +long@N (see the module doc). Default "
         "fifo,vtc,vtc+reserve+lptt+long@1024: the last is the setting to deploy (kv_reserve 0.25, the engine's "
         "--long-prefill-token-threshold 128, long_prefill_tokens 1024), which meets the 2x target",
@@ -347,15 +363,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "baseline (a shared box's load only inflates it; default on)",
     )
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--done-signal", action="store_true", help="clients send X-Agent-Done on a task's last step (most never do)"
+    )
     args = ap.parse_args(argv)
-    heavy = heavy_scenario(args.heavy_agents, args.seed)
-    light = light_scenario(args.light_agents, args.seed)
+    heavy = heavy_scenario(args.heavy_agents, args.seed, args.done_signal)
+    light = light_scenario(args.light_agents, args.seed, args.done_signal)
     span = args.duration - args.warmup
     with tempfile.TemporaryDirectory(prefix="concurproxy-fairness-") as d:
         work = Path(d)
-        unloaded = run_once(args, "vtc", {"light": light}, work)[0]["light"]
+        base = "default" if "default" in args.policies.split(",") else "vtc"
+        unloaded = run_once(args, base, {"light": light}, work)[0]["light"]
         print(_unloaded_line(unloaded), file=sys.stderr, flush=True)
-        alone = run_once(args, "vtc", {"heavy": heavy}, work)[0]["heavy"] if args.heavy_alone else None
+        alone = run_once(args, base, {"heavy": heavy}, work)[0]["heavy"] if args.heavy_alone else None
         done = {}
         for p in args.policies.split(","):
             t0 = time.monotonic()
@@ -364,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{p}: run took {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
             print(format_rows(unloaded, None, {p: rows}, span, {p: eng}), file=sys.stderr, flush=True)
         if args.unloaded_after:  # a second unloaded run: the lower p99 is the baseline (noise only inflates it)
-            again = run_once(args, "vtc", {"light": light}, work)[0]["light"]
+            again = run_once(args, base, {"light": light}, work)[0]["light"]
             print(_unloaded_line(again) + " (after)", file=sys.stderr, flush=True)
             unloaded = min(unloaded, again, key=lambda r: r.p99_s)
     runs = {p: rows for p, (rows, _) in done.items()}
