@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from concurproxy.server.sse import SSERelay
+from concurproxy.server.api.chat import ChatRelay as SSERelay
 
 CONTENT = b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
 USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":7}}\n\n'
