@@ -258,10 +258,11 @@ class Forwarder:
         except EventTooLarge as exc:  # the upstream's fault, not retried: it would send the same again
             log.warning("step %s: %s from %s", ctx.request_id, exc, replica.id)
             err = ProxyError(502, "upstream_event_too_large", f"the model server sent an event over {exc.limit} bytes")
-            if out is None:
+            if out is None and not exc.complete:
                 raise err from None
+            out = out or await self._start_stream(request, ctx)
             ctx.outcome = StepOutcome.error
-            await write_quietly(out, codec.stream_error(err, relay.chunks_seen))
+            await write_quietly(out, exc.complete + codec.stream_error(err, relay.chunks_seen))
         except Exception:
             if out is None:
                 raise  # headers not sent: the front answers a JSON 500

@@ -30,12 +30,14 @@ DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
 
 
 class EventTooLarge(Exception):
-    """An upstream SSE event grew past the configured bound without its end."""
+    """An upstream SSE event grew past the configured bound without its end. ``complete``: the whole
+    events of the same read, still owed to the client before the error."""
 
-    def __init__(self, size: int, limit: int) -> None:
+    def __init__(self, size: int, limit: int, complete: bytes = b"") -> None:
         super().__init__(f"an upstream event grew to {size} bytes without its end (limit {limit})")
         self.size = size
         self.limit = limit
+        self.complete = complete
 
 
 def _find_separator(buf: bytes | bytearray, start: int = 0) -> tuple[int, int]:
@@ -97,7 +99,7 @@ class SSERelay:
         if pos:
             del self._buf[:pos]
         if len(self._buf) > self._limit:
-            raise EventTooLarge(len(self._buf), self._limit)
+            raise EventTooLarge(len(self._buf), self._limit, bytes(out))
         return bytes(out)
 
     def flush(self) -> bytes:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import struct
 import zlib
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from concurproxy.errors import ProxyError
 from concurproxy.server.api import MESSAGES, RESPONSES
 from concurproxy.tokens import count_tokens, prompt_text, tokenize
 
@@ -122,10 +124,13 @@ async def _stream(request: web.Request, b: Any, events: list[bytes], deltas: tup
     return resp
 
 
-def register(app: web.Application, prelude: Prelude) -> None:
-    """Add the routes; ``prelude`` parses the body and applies the stub's switches (status, hang, record)."""
+def register(app: web.Application, prelude: Prelude, behaviour: Callable[[web.Request], Any]) -> None:
+    """Add the routes; ``prelude`` parses the body and applies the stub's switches (status, hang, record);
+    ``behaviour`` gives the switches to routes without a body."""
+    b_of = behaviour
     stored: dict[str, dict[str, Any]] = {}
     counter = iter(range(1, 1 << 62))
+    prefix = secrets.token_hex(4)  # ids differ between stubs, as between engines
 
     async def responses(request: web.Request) -> web.StreamResponse:
         got = await prelude(request)
@@ -139,7 +144,7 @@ def register(app: web.Application, prelude: Prelude) -> None:
                 return _error(404, f"Response with id '{parent}' not found.")
             prompt += stored[parent]["usage"]["total_tokens"]  # the engine re-reads the whole chain
         n = int(body.get("max_output_tokens") or b.chunks)
-        rid = f"resp_{next(counter):04d}{id(stored) % 10_000:04d}"
+        rid = f"resp_{prefix}{next(counter):06d}"
         usage = {
             "input_tokens": prompt,
             "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
@@ -173,7 +178,7 @@ def register(app: web.Application, prelude: Prelude) -> None:
         ]
         return await _stream(request, b, events, (first, n))
 
-    async def stored_response(request: web.Request) -> web.Response:
+    async def stored_response(request: web.Request) -> web.StreamResponse:
         rid = request.match_info["rid"]
         if rid not in stored:
             return _error(404, f"Response with id '{rid}' not found.")
@@ -182,7 +187,18 @@ def register(app: web.Application, prelude: Prelude) -> None:
             return _json({"id": rid, "object": "response", "deleted": True})
         if request.path.endswith("/cancel"):
             return _json({**stored[rid], "status": "cancelled"})
+        if request.query.get("stream") == "true":  # vLLM replays a stored response as its event stream
+            ev, done = _ResponseEvents(), stored[rid]
+            deltas = [ev("response.output_text.delta", delta=" tok") for _ in range(b_of(request).chunks)]
+            events = [ev("response.created", response=done), *deltas, ev("response.completed", response=done)]
+            return await _stream(request, b_of(request), events, (1, len(deltas)))
         return _json(stored[rid])
+
+    async def version(request: web.Request) -> web.Response:
+        b = b_of(request)
+        if b.status != 200:
+            return _error(b.status, "stub failure")
+        return _json({"version": "stub"})
 
     async def messages(request: web.Request) -> web.StreamResponse:
         got = await prelude(request)
@@ -225,7 +241,11 @@ def register(app: web.Application, prelude: Prelude) -> None:
         if isinstance(got, web.Response):
             return got
         _, body = got
-        return _json({"input_tokens": count_tokens(MESSAGES.prompt_text({**body, "max_tokens": 1}))})
+        try:
+            MESSAGES.validate({**body, "max_tokens": 1})
+        except ProxyError as err:
+            return _json({"type": "error", "error": {"type": "invalid_request_error", "message": err.message}}, 400)
+        return _json({"input_tokens": count_tokens(MESSAGES.prompt_text(body))})
 
     async def embeddings(request: web.Request) -> web.Response:
         got = await prelude(request)
@@ -255,6 +275,8 @@ def register(app: web.Application, prelude: Prelude) -> None:
         if isinstance(got, web.Response):
             return got
         _, body = got
+        if not isinstance(body.get("prompt"), str) and not isinstance(body.get("messages"), list):
+            return _error(400, "'prompt' (a string) or 'messages' (a list) is required")
         text = body["prompt"] if isinstance(body.get("prompt"), str) else prompt_text(body)
         ids = tokenize(text)
         return _json({"count": len(ids), "max_model_len": 4096, "tokens": ids, "token_strs": None})
@@ -281,4 +303,5 @@ def register(app: web.Application, prelude: Prelude) -> None:
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/tokenize", tokenize_route)
     app.router.add_post("/detokenize", detokenize)
+    app.router.add_get("/version", version)
     app.router.add_route("*", "/{tail:.*}", not_found)  # last

@@ -190,7 +190,7 @@ def build_stub_app(behaviour: StubBehaviour | None = None) -> web.Application:
     app.router.add_get("/health", health)
     from concurproxy.testing import stub_apis  # (it imports the proxy's codecs: only when a stub is built)
 
-    stub_apis.register(app, _prelude)
+    stub_apis.register(app, _prelude, lambda request: request.app[_STUB_KEY])
     return app
 
 

@@ -71,3 +71,23 @@ def test_whole_content_chunks_take_the_fast_path_and_count():
     relay = SSERelay(strip_usage=True)
     assert relay.feed(CONTENT + CONTENT) == CONTENT + CONTENT and relay.chunks_seen == 2
     assert relay.feed(USAGE + DONE) == DONE and relay.usage is not None and relay.done_seen
+
+
+async def test_an_upstream_event_past_the_bound_fails_the_step_cleanly(proxy_factory):
+    """Issue 21 item 7: an event that never ends stops at limits.max_sse_event_bytes: the client gets the
+    API's error event and the end of the stream, the step counts as an upstream error, its slot is free."""
+    from concurproxy.testing.stub_upstream import StubBehaviour
+
+    stub = StubBehaviour(flood_bytes=1_000_000)
+    async with proxy_factory(behaviours=[stub], limits={"max_sse_event_bytes": 65536}) as h:
+        body = {"model": "stub-model", "messages": [{"role": "user", "content": "x"}], "max_tokens": 4, "stream": True}
+        r = await h.post("/v1/chat/completions", body, headers={"X-Agent-Id": "a1"})
+        events = [e for e in (await r.text()).split("\n\n") if e]
+        assert r.status == 200 and len(events) == 3  # the first chunk, the error, [DONE]
+        assert '"upstream_event_too_large"' in events[1] and events[2] == "data: [DONE]"
+        step = h.listener.steps[-1]
+        assert step.outcome == "error"
+        reg = h.components.metrics.registry
+        assert reg.get_sample_value("concurproxy_upstream_errors_total", {"replica": "r0", "kind": "mid_stream"}) == 1
+        state = await (await h.session.get(h.url + "/admin/state")).json()
+        assert all(rep["running_steps"] == 0 for rep in state["admission"]["replicas"].values())
