@@ -65,16 +65,16 @@ def front(handler: Handler) -> Handler:
             if exc.status < 400:
                 raise
             code, template = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
-            err = ProxyError(exc.status, code, template.format(path=request.path, method=request.method))
-            resp = shape_for_path(request.path).response(err)
+            http_error = ProxyError(exc.status, code, template.format(path=request.path, method=request.method))
+            resp = shape_for_path(request.path).response(http_error)
             if "Allow" in exc.headers:  # a 405 must name the methods the path takes (RFC 9110)
                 resp.headers["Allow"] = exc.headers["Allow"]
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
-            err = ProxyError(500, "internal_error", "the proxy failed on this request; it was logged")
-            resp = shape_for_path(request.path).response(err)
+            internal = ProxyError(500, "internal_error", "the proxy failed on this request; it was logged")
+            resp = shape_for_path(request.path).response(internal)
         finally:
             request_id_var.reset(token)
         if not resp.prepared and REQUEST_ID_HEADER not in resp.headers:
@@ -156,7 +156,7 @@ def build_app(components: Components, admin_routes: bool = True, api_routes: boo
     app[COMPONENTS] = components
     add_get, add_post = app.router.add_get, app.router.add_post
     add_get("/health", front(handlers.health))
-    catch_all = not_routed
+    catch_all: Handler = not_routed
     if api_routes:
         pipeline = StepPipeline(components)
         for codec in CODECS:  # one step pipeline, one codec per admitted API

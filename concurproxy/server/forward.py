@@ -199,8 +199,8 @@ class Forwarder:
             except orjson.JSONDecodeError:
                 obj = None
             if obj.__class__ is dict:
-                ctx.usage = ctx.codec.usage_of(obj)  # type: ignore[arg-type]
-                ctx.response_id = ctx.codec.response_id_of(obj)  # type: ignore[arg-type]
+                ctx.usage = ctx.codec.usage_of(obj)
+                ctx.response_id = ctx.codec.response_id_of(obj)
         else:
             ctx.outcome = StepOutcome.error
         return web.Response(
@@ -230,7 +230,7 @@ class Forwarder:
                         ctx.ttft_s = time.perf_counter() - ctx.started
                         if ctx.on_first_token is not None:
                             ctx.on_first_token()
-                    try:  # write_to_client, inlined: one coroutine less per chunk
+                    try:  # inline, not a helper coroutine: one coroutine less per chunk
                         await out.write(data)
                     except ConnectionResetError as exc:  # includes aiohttp.ClientConnectionResetError
                         raise ClientGone from exc

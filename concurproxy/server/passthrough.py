@@ -45,13 +45,14 @@ log = logging.getLogger("concurproxy.passthrough")
 
 WHOLE_MAX = 1024 * 1024  # a length-delimited answer up to this size is read whole (retryable until then)
 RESPONSE_PATH = re.compile(r"/v1/responses/([^/]+)(?:/[^/]*)?\Z")
-# Never copied upstream: hop-by-hop fields, framing the client owns, and the client's own credentials
-# (the replica's key, if any, replaces them); trace context is re-validated (propagation.py).
+# Never copied upstream: hop-by-hop fields, framing the client owns, the body's coding (aiohttp has
+# decoded the body already), the client's own credentials (the replica's key, if any, replaces them);
+# trace context is re-validated (propagation.py).
 _REQUEST_SKIP = frozenset(
     {
         "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-        "host", "content-length", "expect", "authorization", "x-api-key", "proxy-authorization", "cookie",
-        "accept-encoding", "traceparent", "tracestate", "x-request-id",
+        "host", "content-length", "content-encoding", "expect", "authorization", "x-api-key",
+        "proxy-authorization", "cookie", "accept-encoding", "traceparent", "tracestate", "x-request-id",
     }
 )  # fmt: skip
 _RESPONSE_SKIP = frozenset(

@@ -1,9 +1,9 @@
 """Small pieces every relay shares: the idle watchdog and writes that tolerate a client gone.
 
 Used by the step relay (`forward.py`) and the pass-through relay
-(`passthrough.py`). A write to a client that went away raises `ClientGone` (the
-caller then closes the upstream response, so the engine stops), or is ignored
-where the answer is ending anyway (``write_quietly``).
+(`passthrough.py`). A write to a client that went away becomes `ClientGone` in the
+step relay (which then closes the upstream response, so the engine stops), or is
+ignored where the answer is ending anyway (``write_quietly``).
 """
 
 from __future__ import annotations
@@ -49,13 +49,6 @@ class IdleWatchdog:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-
-
-async def write_to_client(out: web.StreamResponse, data: bytes) -> None:
-    try:
-        await out.write(data)
-    except ConnectionResetError as exc:  # includes aiohttp.ClientConnectionResetError
-        raise ClientGone from exc
 
 
 async def read_quietly(resp: UpstreamResponse) -> bytes:

@@ -105,3 +105,14 @@ async def test_a_stored_response_of_another_tenant_is_not_found(proxy_factory):
             assert r.status == 404 and orjson.loads(await r.read())["error"]["param"] == "previous_response_id"
         async with h.session.get(h.url + f"/v1/responses/{rid}", headers={"Authorization": "Bearer t1"}) as r:
             assert r.status == 200
+
+
+async def test_a_compressed_body_goes_upstream_decoded_without_its_coding(proxy_factory):
+    import gzip
+
+    async with proxy_factory() as h:
+        data = gzip.compress(orjson.dumps({"model": "stub-model", "prompt": "a b c d"}))
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        async with h.session.post(h.url + "/tokenize", data=data, headers=headers) as r:
+            assert r.status == 200 and (await r.json())["count"] == 4
+        assert "content-encoding" not in {k.lower() for k in h.stubs[0].seen_headers[-1]}

@@ -32,7 +32,7 @@ def positive_int(body: dict[str, Any], field: str) -> int:
         return 0
     if value.__class__ is not int or value < 1:  # (bool is not int here: True.__class__ is bool)
         raise bad_request(f"'{field}' must be a positive integer", param=field)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 class ApiCodec:
@@ -65,7 +65,7 @@ class ApiCodec:
                 f"'{self.items_field}' has {len(items)} entries; the limit is {max_items}", param=self.items_field
             )
         self.validate(body)
-        return body  # type: ignore[no-any-return]
+        return body
 
     def validate(self, body: dict[str, Any]) -> None:
         """The API's own required fields and types (after the common checks)."""

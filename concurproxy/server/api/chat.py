@@ -13,7 +13,7 @@ stream: ``data: [DONE]``. Mid-stream error: ``data: {"error": {...}}`` then
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -68,7 +68,7 @@ def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
 class ChatCodec(ApiCodec):
     name = "chat"
     route = "/v1/chat/completions"
-    items_field = "messages"
+    items_field: ClassVar[str | None] = "messages"
 
     def validate(self, body: dict[str, Any]) -> None:
         messages = body.get("messages")
@@ -110,7 +110,7 @@ class ChatCodec(ApiCodec):
         return prompt_text(body)
 
     def max_output(self, body: dict[str, Any]) -> int:
-        return body.get("max_tokens") or body.get("max_completion_tokens") or 0  # type: ignore[no-any-return]
+        return body.get("max_tokens") or body.get("max_completion_tokens") or 0
 
     def clamp_output(self, body: dict[str, Any], tokens: int) -> None:
         body["max_tokens"] = tokens

@@ -59,7 +59,7 @@ def parts_text(content: Any, sep: str = " ") -> str:
     Parts without text (images, audio, files) contribute nothing: their tokens are the engine's
     to count, and the usage it reports settles the estimate."""
     if content.__class__ is str:
-        return content  # type: ignore[no-any-return]
+        return content
     if isinstance(content, list):
         return sep.join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
     return "" if content is None else str(content)
@@ -68,7 +68,7 @@ def parts_text(content: Any, sep: str = " ") -> str:
 def text_of(value: Any) -> str:
     """A tool output or argument value as text: strings as they are, anything else as JSON-ish text."""
     if value.__class__ is str:
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, list):
         return parts_text(value, "\n")
     return "" if value is None else str(value)

@@ -41,6 +41,10 @@ class ResponsesRelay(SSERelay):
     FAST_B = b'"response.created"'
 
     def _keep(self, event: bytes) -> bool:
+        if self.response_id is not None and not (
+            b'"response.completed"' in event or b'"response.incomplete"' in event or b'"response.failed"' in event
+        ):
+            return True  # the id is known and this is not the final event (response.in_progress): nothing to read
         try:
             obj = orjson.loads(data_of(event))
         except orjson.JSONDecodeError:
@@ -109,7 +113,7 @@ class ResponsesCodec(ApiCodec):
         return tuple(turns)
 
     def max_output(self, body: dict[str, Any]) -> int:
-        return body.get("max_output_tokens") or 0  # type: ignore[no-any-return]
+        return body.get("max_output_tokens") or 0
 
     def clamp_output(self, body: dict[str, Any], tokens: int) -> None:
         body["max_output_tokens"] = tokens
