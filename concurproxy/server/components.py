@@ -57,7 +57,7 @@ class Components:
     metrics: ProxyMetrics | None = None
     tracing: Tracing | NoopTracing = field(default_factory=NoopTracing)
     shutting_down: bool = False
-    active_steps: int = 0  # admitted API steps being handled (queued, upstream or streaming)
+    active_steps: int = 0  # API requests being handled: steps (queued, upstream, streaming) and passed-through ones
     rate_limiter: KeyedRateLimiter | None = None
     calibration: TokenCalibration = field(default_factory=TokenCalibration)
     admin_url: str | None = None  # the admin listener's URL, when it has its own

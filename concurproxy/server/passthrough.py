@@ -94,6 +94,14 @@ class PassThrough:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         c = self.c
+        c.active_steps += 1  # a graceful shutdown lets it finish too
+        try:
+            return await self._handle(request)
+        finally:
+            c.active_steps -= 1
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        c = self.c
         started = time.perf_counter()
         if c.shutting_down:
             raise ProxyError(503, "shutting_down", "this proxy instance is shutting down; retry", retry_after_s=1)

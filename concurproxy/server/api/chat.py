@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import orjson
 
 from concurproxy.errors import ProxyError, bad_request
-from concurproxy.server.api.base import ApiCodec, positive_int
+from concurproxy.server.api.base import ApiCodec
 from concurproxy.server.api.conversation import Conversation, ToolCall, Turn, parts_text
 from concurproxy.server.api.usage import Usage
 from concurproxy.server.sse import SSERelay, data_of
@@ -81,11 +81,11 @@ class ChatCodec(ApiCodec):
 
     @staticmethod
     def _common(body: dict[str, Any]) -> None:
-        field = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
-        try:
-            positive_int(body, field)
-        except ProxyError:
-            raise bad_request("'max_tokens' must be a positive integer", param="max_tokens") from None
+        limit = body.get("max_tokens")
+        if limit is None:
+            limit = body.get("max_completion_tokens")
+        if limit is not None and (limit.__class__ is not int or limit < 1):  # (a bool is not an int here)
+            raise bad_request("'max_tokens' must be a positive integer", param="max_tokens")
         opts = body.get("stream_options")
         if opts is not None and not isinstance(opts, dict):
             raise bad_request("'stream_options' must be an object", param="stream_options")
