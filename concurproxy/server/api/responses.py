@@ -17,6 +17,7 @@ Mid-stream error: an ``error`` event (``ResponseErrorEvent``: ``type``,
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -28,6 +29,9 @@ from concurproxy.server.api.usage import Usage
 from concurproxy.server.sse import SSERelay, data_of
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# The response object's id when it is the object's first member (vLLM, OpenAI): read without parsing the
+# whole object; any other layout is parsed.
+_LEADING_ID = re.compile(rb'"response":\s*\{\s*"id":\s*"([A-Za-z0-9_.:-]{1,256})"')
 
 
 class ResponsesRelay(SSERelay):
@@ -41,10 +45,13 @@ class ResponsesRelay(SSERelay):
     FAST_B = b'"response.created"'
 
     def _keep(self, event: bytes) -> bool:
-        if self.response_id is not None and not (
-            b'"response.completed"' in event or b'"response.incomplete"' in event or b'"response.failed"' in event
-        ):
-            return True  # the id is known and this is not the final event (response.in_progress): nothing to read
+        if not (b'"response.completed"' in event or b'"response.incomplete"' in event or b'"response.failed"' in event):
+            if self.response_id is not None:
+                return True  # the id is known and this is not the final event (response.in_progress)
+            found = _LEADING_ID.search(event)
+            if found is not None:  # response.created as vLLM and OpenAI write it: the id leads the object
+                self.response_id = found[1].decode()
+                return True
         try:
             obj = orjson.loads(data_of(event))
         except orjson.JSONDecodeError:
