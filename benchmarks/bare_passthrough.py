@@ -49,6 +49,8 @@ def build(upstream: str) -> web.Application:
     app.cleanup_ctx.append(session_ctx)
     app.router.add_post("/v1/chat/completions", _forward)
     app.router.add_post("/v1/completions", _forward)
+    app.router.add_post("/v1/responses", _forward)
+    app.router.add_post("/v1/messages", _forward)
     app.router.add_get("/ready", _health)
     return app
 

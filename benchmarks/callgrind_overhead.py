@@ -1,6 +1,7 @@
 """Instructions per request of the proxy (and the bare pass-through), counted by callgrind.
 
     python -m benchmarks.callgrind_overhead [--seconds 8] [--connections 16] [--target proxy|bare|both]
+                                         [--api chat|responses|messages] [--stream] [--max-tokens N]
 
 Timings on a shared 2-core machine move by 2x with the neighbours' load; instruction
 counts do not. The server runs under ``valgrind --tool=callgrind`` with instrumentation
@@ -56,8 +57,24 @@ def _dump(pid: int, out_dir: Path) -> Path:
 
 
 def measure(
-    target: str, seconds: float, connections: int, keep: Path | None, policy: str | None, idle_s: float = 4.0
+    target: str,
+    seconds: float,
+    connections: int,
+    keep: Path | None,
+    policy: str | None,
+    idle_s: float = 4.0,
+    api: str = "chat",
+    stream: bool = False,
+    max_tokens: int | None = None,
 ) -> dict[str, float]:
+    """``api``/``stream``: which request wrk repeats (``bench_api_overhead.APIS``; the bare pass-through
+    relays the same routes)."""
+    from benchmarks.api_overhead import APIS
+
+    path, body = APIS[api]
+    body = {**body, "stream": True} if stream else body
+    if max_tokens is not None:
+        body = {**body, "max_output_tokens" if api == "responses" else "max_tokens": max_tokens}
     stub_port, server_port = free_port(), free_port()
     stub = f"http://127.0.0.1:{stub_port}"
     server = f"http://127.0.0.1:{server_port}"
@@ -88,14 +105,14 @@ def measure(
     with process(stub_cmd, stub + "/health"):
         # valgrind starts slowly and writes its profile on SIGTERM: long timeouts both ways
         with process([*vg, *cmd], ready, env=env, start_timeout_s=120, stop_timeout_s=60, capture_stderr=False) as proc:
-            wrk(server + "/v1/chat/completions", connections, 2, cpu=1)  # warm-up, not counted
+            wrk(server + path, connections, 2, cpu=1, body=body)  # warm-up, not counted
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
             idle_started = time.monotonic()
             time.sleep(idle_s)  # the background alone
             idle_file = _dump(proc.pid, out_dir)
             idle_elapsed = time.monotonic() - idle_started
             load_started = time.monotonic()
-            r = wrk(server + "/v1/chat/completions", connections, seconds, cpu=1)
+            r = wrk(server + path, connections, seconds, cpu=1, body=body)
             subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
             load_elapsed = time.monotonic() - load_started
     idle_ir = _total_ir([idle_file])
@@ -121,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", choices=("proxy", "bare", "both"), default="both")
     ap.add_argument("--policy", help="policy file for the proxy")
     ap.add_argument("--keep", type=Path, help="keep callgrind.out.* here (for callgrind_annotate)")
+    ap.add_argument("--api", choices=("chat", "responses", "messages"), default="chat", help="the step's API")
+    ap.add_argument("--stream", action="store_true", help="streamed steps (wrk reads the whole event stream)")
+    ap.add_argument("--max-tokens", type=int, help="output tokens per step (default: bench_overhead.MAX_TOKENS)")
     args = ap.parse_args(argv)
     if not (shutil.which("valgrind") and shutil.which("wrk")):
         print("needs valgrind and wrk (apt-get install valgrind wrk)", file=sys.stderr)
@@ -129,7 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for t in targets:
         keep = args.keep / t if args.keep else None
-        rows[t] = measure(t, args.seconds, args.connections, keep, args.policy, args.idle_seconds)
+        rows[t] = measure(
+            t,
+            args.seconds,
+            args.connections,
+            keep,
+            args.policy,
+            args.idle_seconds,
+            args.api,
+            args.stream,
+            args.max_tokens,
+        )
         m = rows[t]
         print(
             f"{t:6s} {m['per_request'] / 1e6:.3f} M instructions/request, {m['marginal_per_request'] / 1e6:.3f} M "

@@ -241,15 +241,19 @@ def run_once(
     fairness, share, prio = v.fairness, v.light_share, v.prio
     wport, pport = free_port(), free_port()
     cfg = workdir / "policy.yaml"
-    doc = default_policy_doc(f"http://127.0.0.1:{wport}") if variant == "default" else policy_doc(
-        f"http://127.0.0.1:{wport}",
-        fairness,
-        share,
-        args.small_agent_tokens,
-        args.small_agent_share,
-        prio,
-        v.kv_reserve,
-        v.long_prefill_tokens,
+    doc = (
+        default_policy_doc(f"http://127.0.0.1:{wport}")
+        if variant == "default"
+        else policy_doc(
+            f"http://127.0.0.1:{wport}",
+            fairness,
+            share,
+            args.small_agent_tokens,
+            args.small_agent_share,
+            prio,
+            v.kv_reserve,
+            v.long_prefill_tokens,
+        )
     )
     cfg.write_text(yaml.safe_dump(doc))
     py = sys.executable

@@ -111,10 +111,11 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def wrk(url: str, connections: int, duration: float, cpu: int) -> dict[str, float]:
+def wrk(url: str, connections: int, duration: float, cpu: int, body: dict[str, Any] | None = None) -> dict[str, float]:
+    """``body``: the request to repeat (default: the chat ``BODY``)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         hdrs = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in IDENTITY.items())
-        f.write(WRK_LUA.format(body=json.dumps(BODY), headers=hdrs))
+        f.write(WRK_LUA.format(body=json.dumps(BODY if body is None else body), headers=hdrs))
         script = f.name
     cmd = [
         *_pin(cpu),
@@ -155,11 +156,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def _py_load(
-    url: str, connections: int, duration: float, stream: bool, max_tokens: int, spread_s: float
+    url: str,
+    connections: int,
+    duration: float,
+    stream: bool,
+    max_tokens: int,
+    spread_s: float,
+    base: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     lat: list[float] = []
     ttft: list[float] = []
-    body = {**BODY, "stream": stream, "max_tokens": max_tokens}
+    limit = "max_output_tokens" if base is not None and "input" in base else "max_tokens"
+    body = {**(BODY if base is None else base), "stream": stream, limit: max_tokens}
     payload = json.dumps(body).encode()
     headers = {"Content-Type": "application/json", **IDENTITY}
     stop = time.perf_counter() + duration
@@ -204,13 +212,15 @@ def py_load(
     stream: bool = False,
     max_tokens: int = MAX_TOKENS,
     spread_s: float = 0.0,
+    body: dict[str, Any] | None = None,
 ) -> dict[str, float]:
+    """``body``: the request to repeat (default: the chat ``BODY``); its output limit is set to ``max_tokens``."""
     try:
         import uvloop
 
-        return uvloop.run(_py_load(url, connections, duration, stream, max_tokens, spread_s))
+        return uvloop.run(_py_load(url, connections, duration, stream, max_tokens, spread_s, body))
     except ImportError:  # pragma: no cover
-        return asyncio.run(_py_load(url, connections, duration, stream, max_tokens, spread_s))
+        return asyncio.run(_py_load(url, connections, duration, stream, max_tokens, spread_s, body))
 
 
 def _servers(stub_args: list[str]):  # type: ignore[no-untyped-def]

@@ -30,6 +30,12 @@ class SharedStateTunables(Model):
     leader_ttl_s: float = Field(3.0, gt=0, description="Leader lock TTL (renewed every sync by the leader).")
     window_ttl_s: float = Field(5.0, gt=0, description="How long a published window stays valid without the leader.")
     pin_ttl_s: float = Field(300.0, gt=0, description="TTL of an agent's shared pin (refreshed while it is active).")
+    response_id_ttl_s: float = Field(
+        86400.0,
+        gt=0,
+        description="How long a Responses id -> replica entry stays in Redis (the engine keeps stored responses "
+        "in memory until it restarts; a day covers an agent's session).",
+    )
     socket_timeout_s: float = Field(0.25, gt=0, description="Per-command socket timeout: an outage costs this once.")
     retry_after_s: float = Field(1.0, gt=0, description="Circuit breaker: how long to stay local after a failure.")
     key_prefix: str = Field("{cp}:", description="Key prefix; the {hash tag} keeps all keys in one Cluster slot.")
@@ -53,6 +59,12 @@ class SharedStateTunables(Model):
 class StateConfig(SharedStateTunables):
     backend: str = Field("memory", pattern="^(memory|redis)$")
     redis_url: str | None = Field(None, description="redis://, rediss://, redis+sentinel:// or a cluster URL.")
+    response_ids: int = Field(
+        100_000,
+        ge=1,
+        description="Responses ids remembered per instance (id -> the replica that stores it, LRU): "
+        "previous_response_id and /v1/responses/{id} go to that replica. ~300 bytes each.",
+    )
 
 
 class TelemetryConfig(Model):

@@ -34,6 +34,12 @@ class LimitsConfig(Model):
         description="Per API key (or per client address when anonymous): steady request rate before admission.",
     )
     burst: int = Field(100, ge=1, description="Requests a key may send at once above requests_per_s.")
+    max_sse_event_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=65536,
+        description="Longest server-sent event accepted from an upstream (a Responses 'response.completed' "
+        "repeats the whole output); an event still unended past it fails the step with a 502 / an error event.",
+    )
 
 
 class TimeoutsConfig(Model):

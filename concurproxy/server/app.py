@@ -21,10 +21,13 @@ from yarl import URL
 from concurproxy.config.models import Policy
 from concurproxy.errors import ProxyError
 from concurproxy.server import admin, handlers
+from concurproxy.server.api import CODECS, shape_for_path
 from concurproxy.server.assembly import background_loops, build_components
 from concurproxy.server.components import COMPONENTS, Components
 from concurproxy.server.forward import Forwarder
 from concurproxy.server.parse_errors import ProxyAppRunner
+from concurproxy.server.passthrough import PassThrough
+from concurproxy.server.pipeline import StepPipeline
 from concurproxy.telemetry.logging import REQUEST_ID_HEADER, begin_request, request_id_var
 from concurproxy.upstream.http1 import UpstreamPool
 
@@ -45,30 +48,33 @@ def front(handler: Handler) -> Handler:
     Applied per route at build time instead of as an aiohttp middleware: an app with any
     middleware runs two extra coroutines per request (the middleware and aiohttp's own
     ``current_app`` fixer) plus a handler-chain lookup. Unknown paths and methods reach the
-    catch-all route (``not_routed``), so they get the same JSON errors.
+    catch-all route (``other_routes``): passed through, or the same JSON errors.
 
     The id (the client's ``X-Request-Id`` when safe) is in the log context while the request is
     handled, error logs included, and echoed on every response (streams set it themselves, from
-    the step's headers). Every failure leaves as OpenAI-shaped JSON; never a traceback."""
+    the step's headers). Every failure leaves as JSON in the path's API shape (Anthropic's under
+    /v1/messages, else OpenAI's: ``api/shapes.py``); never a traceback."""
 
     async def fronted(request: web.Request) -> web.StreamResponse:
         rid, token = begin_request(request)
         try:
             resp = await handler(request)
         except ProxyError as err:
-            resp = err.to_response()
+            resp = shape_for_path(request.path).response(err)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             code, template = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
-            resp = ProxyError(exc.status, code, template.format(path=request.path, method=request.method)).to_response()
+            http_error = ProxyError(exc.status, code, template.format(path=request.path, method=request.method))
+            resp = shape_for_path(request.path).response(http_error)
             if "Allow" in exc.headers:  # a 405 must name the methods the path takes (RFC 9110)
                 resp.headers["Allow"] = exc.headers["Allow"]
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
-            resp = ProxyError(500, "internal_error", "the proxy failed on this request; it was logged").to_response()
+            internal = ProxyError(500, "internal_error", "the proxy failed on this request; it was logged")
+            resp = shape_for_path(request.path).response(internal)
         finally:
             request_id_var.reset(token)
         if not resp.prepared and REQUEST_ID_HEADER not in resp.headers:
@@ -78,8 +84,28 @@ def front(handler: Handler) -> Handler:
     return fronted
 
 
+PROXY_PATHS = frozenset({"/health", "/ready", "/metrics", "/admin", "/v1/models"})
+PROXY_PREFIXES = ("/admin/", "/v1/agents/")
+
+
+def proxy_owned(path: str) -> bool:
+    """The proxy's own routes: never passed through, on whichever listener serves them."""
+    return path in PROXY_PATHS or path.startswith(PROXY_PREFIXES)
+
+
+def other_routes(passthrough: PassThrough) -> Handler:
+    """The API listener's catch-all: the engine's routes pass through; the proxy's own answer 404/405."""
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        if proxy_owned(request.path):
+            return await not_routed(request)
+        return await passthrough.handle(request)
+
+    return route
+
+
 async def not_routed(request: web.Request) -> web.StreamResponse:
-    """The catch-all route: 405 when another route serves this path with other methods, else 404."""
+    """405 when another route serves this path with other methods, else 404."""
     allowed: set[str] = set()
     for resource in request.app.router.resources():
         if resource is not request.match_info.route.resource:
@@ -130,22 +156,24 @@ def build_app(components: Components, admin_routes: bool = True, api_routes: boo
     app[COMPONENTS] = components
     add_get, add_post = app.router.add_get, app.router.add_post
     add_get("/health", front(handlers.health))
+    catch_all: Handler = not_routed
     if api_routes:
-        completions = handlers.CompletionHandler(components)
-        add_post(handlers.CHAT, front(partial(completions.handle, route=handlers.CHAT)))
-        add_post(handlers.COMPLETIONS, front(partial(completions.handle, route=handlers.COMPLETIONS)))
+        pipeline = StepPipeline(components)
+        for codec in CODECS:  # one step pipeline, one codec per admitted API
+            add_post(codec.route, front(partial(pipeline.handle, codec=codec)))
         add_get("/v1/models", front(handlers.models))
         add_get("/ready", front(handlers.ready))
         app.router.add_delete("/v1/agents/{agent_id}", front(admin.release_agent))
         app.cleanup_ctx.append(_upstream_session)
+        catch_all = other_routes(PassThrough(components))
     if admin_routes:
         add_get("/metrics", front(admin.metrics))
         add_get("/admin/state", front(admin.state))
         add_post("/admin/reload", front(admin.reload))
         add_post("/admin/replicas/{replica_id}/drain", front(admin.drain))
         add_post("/admin/replicas/{replica_id}/undrain", front(admin.undrain))
-    # last: every unknown path or method ([\s\S], not ".": a decoded path may hold a newline, "/%0A")
-    app.router.add_route("*", r"/{path:[\s\S]*}", front(not_routed))
+    # last: every other path or method ([\s\S], not ".": a decoded path may hold a newline, "/%0A")
+    app.router.add_route("*", r"/{path:[\s\S]*}", front(catch_all))
     non_path = NonPathTarget()
     app.router.register_resource(non_path)
     non_path.add_route("*", front(not_routed))
@@ -181,7 +209,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     per_host = max((u.max_connections for u in c.policy.upstreams), default=1024)
     # The client sends Accept-Encoding: identity upstream, so bodies come back (and leave) uncompressed.
     http = UpstreamPool(max_per_host=per_host, connect_timeout_s=c.policy.timeouts.connect_s)
-    c.forwarder = Forwarder(http, c.pool, c.policy.timeouts)
+    c.forwarder = Forwarder.from_policy(http, c.pool, c.policy)
     await c.pool.check_once(session)
     c.pool.start(session)
     try:

@@ -23,6 +23,7 @@ from concurproxy.control.fairness.base import FairnessParams
 from concurproxy.control.fairness.registry import default_registry as fairness_registry
 from concurproxy.control.types import PressureSnapshot
 from concurproxy.routing import PrefixAffinityRouter, build_router
+from concurproxy.server.api import CODECS
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.components import Components
 from concurproxy.server.hooks import NoAdmission
@@ -36,6 +37,7 @@ from concurproxy.server.stages.kvevents import KvEventFeed
 from concurproxy.server.stages.observe import StepMetrics, health_listener
 from concurproxy.server.stages.routing import RoutingStage
 from concurproxy.signals.poller import PollTarget, PressurePoller
+from concurproxy.state.responses import ResponseIds, SharedResponseIds
 from concurproxy.telemetry.admission import AdmissionMetricsListener, watch_admission
 from concurproxy.telemetry.dispatch import watch_dispatch
 from concurproxy.telemetry.metrics import ProxyMetrics
@@ -60,7 +62,7 @@ def build_components(
         replicas=[r.id for r in pool],
         tenants=tenant_names,
         roles=[*policy.roles, "default"],
-        routes=["/v1/chat/completions", "/v1/completions"],
+        routes=[codec.route for codec in CODECS],
     )
     pool.add_listener(health_listener(metrics))
 
@@ -118,14 +120,16 @@ def build_components(
     components.rate_limiter = components.make_rate_limiter(policy)
     components.reload_status.fingerprint = fingerprint(policy)
     budgets = BudgetStage(BudgetEngine(BudgetLimits.for_policy(policy)))
-    components.budgets = budgets
+    components.budgets = budgets  # settled by the pipeline before the listeners below
     components.listeners.extend(
-        [components.calibration, budgets, routing, StepMetrics(metrics, policy.routing.block_tokens, params)]
+        [components.calibration, routing, StepMetrics(metrics, policy.routing.block_tokens, params)]
     )
+    components.response_ids = ResponseIds(policy.state.response_ids)
     if isinstance(admission_stage, shared_stage.SharedAdmissionStage):  # state.backend: redis
         components.shared_state = shared_stage.attach(admission_stage, routing, metrics)
         shared_stage.share_budgets(budgets, components.shared_state, components.clock)
         components.listeners.append(shared_stage.SharedStateListener(admission_stage))
+        components.response_ids = SharedResponseIds(components.shared_state, policy.state.response_ids)
     return components
 
 
@@ -164,6 +168,7 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
             c.kv_events.add(r)
     if c.shared_state is not None:
         await c.shared_state.start()  # first sync with the other instances before the first request
+    await c.response_ids.start()
     async with poller:
         try:
             yield
@@ -172,6 +177,7 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
                 await c.discovery.stop()
             if c.kv_events is not None:
                 await c.kv_events.aclose()
+            await c.response_ids.stop()  # (before the shared state closes its client)
             if c.shared_state is not None:
                 await c.shared_state.stop()
             if tick is not None:

@@ -25,7 +25,9 @@ class TenantResolver:
         if tenant is not None:
             return tenant
         if key is None:
-            raise ProxyError(401, "missing_api_key", "an API key is required: send Authorization: Bearer <key>")
+            raise ProxyError(
+                401, "missing_api_key", "an API key is required: send Authorization: Bearer <key> (or x-api-key)"
+            )
         raise ProxyError(401, "invalid_api_key", "the API key is not valid for this proxy")
 
     def is_admin(self, headers: Mapping[str, str]) -> bool:

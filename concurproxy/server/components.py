@@ -15,18 +15,14 @@ from concurproxy.control.ratelimit import KeyedRateLimiter
 from concurproxy.control.types import PressureSnapshot, PriorityClass
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.forward import Forwarder
-from concurproxy.server.hooks import AdmissionGate, BudgetGate, Router, StepContext, StepListener
+from concurproxy.server.hooks import AdmissionGate, BudgetGate, NoBudgets, Router, StepListener
 from concurproxy.server.stages.calibration import TokenCalibration
 from concurproxy.signals.poller import PressurePoller
+from concurproxy.state.responses import ResponseIds
 from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.telemetry.tracing import NoopTracing, Tracing
 from concurproxy.tokenizer.step import StepTokens
 from concurproxy.upstream.pool import ReplicaPool
-
-
-class NoBudgets:
-    def check(self, ctx: StepContext, now: float) -> None:
-        return None
 
 
 @dataclass
@@ -62,7 +58,7 @@ class Components:
     metrics: ProxyMetrics | None = None
     tracing: Tracing | NoopTracing = field(default_factory=NoopTracing)
     shutting_down: bool = False
-    active_steps: int = 0  # completions requests being handled (queued, upstream or streaming)
+    active_steps: int = 0  # API requests being handled: steps (queued, upstream, streaming) and passed-through ones
     rate_limiter: KeyedRateLimiter | None = None
     calibration: TokenCalibration = field(default_factory=TokenCalibration)
     tokens: StepTokens = field(default_factory=lambda: StepTokens({}, None))  # a step's token count + prefix keys
@@ -75,6 +71,7 @@ class Components:
     discovery: Any = None  # concurproxy.upstream.discovery.DnsDiscovery with a `discovery:` section
     discovery_resolver: Any = None  # a discovery Resolver used instead of the OS's (tests)
     dispatch: Any = None  # concurproxy.server.stages.dispatch.DispatchStage (cost-aware dispatch), when enabled
+    response_ids: ResponseIds = field(default_factory=ResponseIds)  # Responses id -> the replica storing it
     _caps: dict[str, PriorityClass] = field(default_factory=dict, repr=False)  # tenant -> max_priority
     _caps_of: Policy | None = field(default=None, repr=False)
 

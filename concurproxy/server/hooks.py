@@ -2,67 +2,30 @@
 
 Each stage is a small protocol with a pass-through default, so the proxy core
 runs (and is tested) without them, and each feature replaces its default
-without touching the handlers. The order of one step:
+without touching the pipeline. The order of one step is the pipeline's
+(`concurproxy.server.pipeline.STAGES`):
 
-    identity → budgets.check → router.pick → admission.acquire (held across the step)
-             → forward (retry before first byte) → StepListener.on_step_end
+    identity → budgets.check → router.pick → admission.acquire (held across the attempt)
+             → dispatch → relay (retry before the first byte) → budgets.settle → StepListener.on_step_end
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-from concurproxy.control.types import StepInfo
-from concurproxy.identity import Identity
-from concurproxy.server.sse import Usage
+from concurproxy.server.step import StepContext, StepOutcome
 from concurproxy.upstream.replica import Replica
 
 
-@dataclass(slots=True)
-class StepContext:
-    """Everything known about one step as it moves through the path (mutable, one per request)."""
-
-    request_id: str
-    route: str
-    identity: Identity
-    step: StepInfo
-    body: dict[str, Any]
-    model: str | None
-    stream: bool
-    started: float
-    prompt_hashes: Sequence[int] | None = None  # block keys from StepTokens, when the routing policy uses them
-    replica: Replica | None = None
-    route_reason: str = ""
-    route_decision: Any = None  # the router's RouteDecision, when a routing stage chose
-    queue_wait_s: float = 0.0
-    dispatch_wait_s: float = 0.0  # held at dispatch: prefill gate + KV reserve, all attempts (stages/dispatch.py)
-    on_first_token: Callable[[], None] | None = None  # set by the dispatch stage; the relay calls it once
-    attempts: int = 0
-    status: int = 0
-    outcome: str = "success"  # success | error | cancelled | timeout | rejected
-    usage: Usage | None = None
-    ttft_s: float | None = None
-    upstream_s: float | None = None  # from sending upstream to the last byte relayed
-    local_prompt_tokens: int = 0  # the proxy's own count, before calibration to the engine's tokenizer
-    extra_headers: dict[str, str] = field(default_factory=dict)
-    streamed_chunks: int = 0  # SSE events relayed to the client
-    body_modified: bool = False  # set by a stage that edited ``body`` (e.g. a max_tokens clamp)
-    budget_reservation: Any = None
-    budget_charged: bool = False  # a reservation was settled for this step
-    error_code: str | None = None  # the code of the error answered, if any
-    budget_denied: str | None = None  # the budget rule that refused the step
-    trace_headers: dict[str, str] = field(default_factory=dict)  # the client's valid trace context, sent upstream
-
-
 class Ticket(Protocol):
-    """An admission slot held for the duration of one step."""
+    """An admission slot held for the duration of one upstream attempt."""
 
     queue_wait_s: float
 
-    def set_outcome(self, outcome: str) -> None: ...
+    def set_outcome(self, outcome: StepOutcome) -> None: ...
 
 
 class AdmissionGate(Protocol):
@@ -73,7 +36,9 @@ class AdmissionGate(Protocol):
 
 class Router(Protocol):
     def pick(self, ctx: StepContext, candidates: Sequence[Replica], now: float) -> Replica:
-        """Choose among ``candidates`` (non-empty, healthy, serving the model)."""
+        """Choose among ``candidates`` (non-empty, healthy, serving the model). May record its
+        decision in ``ctx.route_decision`` and ``ctx.resident_prefix_tokens`` (its own fields);
+        it never edits ``ctx.step``: the pipeline does, explicitly, before admission."""
         ...
 
     def forget_replica(self, replica_id: str) -> None:
@@ -87,13 +52,17 @@ class Router(Protocol):
 
 class BudgetGate(Protocol):
     def check(self, ctx: StepContext, now: float) -> None:
-        """Reserve budget or raise ProxyError (429/413); may clamp ``max_tokens`` in ctx.body."""
+        """Reserve budget or raise ProxyError (429/413); may clamp the output limit (``ctx.codec``)."""
+        ...
+
+    def settle(self, ctx: StepContext, now: float) -> None:
+        """Once per ended step, before the listeners: charge the usage (or refund the reservation)."""
         ...
 
 
 class StepListener(Protocol):
     def on_step_end(self, ctx: StepContext, now: float) -> None:
-        """Called exactly once per step after it ended (any outcome): settle budgets, charge fairness, record."""
+        """Called exactly once per step after it ended and was settled (any outcome): learn, record."""
         ...
 
 
@@ -104,7 +73,7 @@ class StepListener(Protocol):
 class _FreeTicket:
     queue_wait_s: float = 0.0
 
-    def set_outcome(self, outcome: str) -> None:
+    def set_outcome(self, outcome: StepOutcome) -> None:
         pass
 
 
@@ -126,3 +95,24 @@ class NoAdmission:
 
     def acquire(self, ctx: StepContext) -> AbstractAsyncContextManager[Ticket]:
         return self._ctx
+
+
+class NoBudgets:
+    def check(self, ctx: StepContext, now: float) -> None:
+        return None
+
+    def settle(self, ctx: StepContext, now: float) -> None:
+        return None
+
+
+__all__ = [
+    "AdmissionGate",
+    "BudgetGate",
+    "NoAdmission",
+    "NoBudgets",
+    "Router",
+    "StepContext",
+    "StepListener",
+    "StepOutcome",
+    "Ticket",
+]

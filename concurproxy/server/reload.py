@@ -56,8 +56,8 @@ def apply_policy(c: Components, new: Policy) -> list[str]:
     for section in RESTART_ONLY:
         if getattr(old, section) != getattr(new, section):
             changes.append(f"{section}: changed, takes effect on restart")
-    if c.forwarder is not None and old.timeouts != new.timeouts:
-        c.forwarder.set_timeouts(new.timeouts)
+    if c.forwarder is not None:
+        c.forwarder.configure(new)
     c.policy = new
     c.rate_limiter = c.make_rate_limiter(new)
     return changes

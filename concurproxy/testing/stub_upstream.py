@@ -3,6 +3,7 @@
 It answers instantly (no model): non-streamed answers carry ``usage``; streamed
 answers send ``chunks`` content chunks, then the usage chunk when asked for
 (``stream_options.include_usage``), then ``[DONE]`` — the shapes vLLM sends.
+Responses, Messages, embeddings and tokenize routes are in ``stub_apis.py``.
 Behaviour switches (``StubBehaviour``) let tests make it fail, hang or cut a
 stream, and every request it saw is recorded.
 """
@@ -38,6 +39,7 @@ class StubBehaviour:
     kv_capacity_tokens: int | None = None  # also reported, as vLLM does (cache_config_info, 16-token blocks)
     release: asyncio.Event | None = None  # answer only once it is set (a step kept in flight as long as a test needs)
     busy_s_per_step: float = 0.0  # an engine whose latency grows with load: each step waits this × steps in flight
+    flood_bytes: int = 0  # streamed chat: after the first chunk, this many bytes of one event that never ends
     record: bool = True
     seen: list[dict[str, Any]] = field(default_factory=list)
     seen_headers: list[dict[str, str]] = field(default_factory=list)
@@ -81,9 +83,17 @@ def _chunk(body: dict[str, Any], chat: bool, i: int) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
+async def _prelude(request: web.Request) -> tuple[StubBehaviour, dict[str, Any]] | web.Response:
+    """Every API route's start: the JSON body (a 400 when it is not an object), recorded, then the
+    behaviour switches (hang, release, forced status). A Response is the answer already."""
     b: StubBehaviour = request.app[_STUB_KEY]  # type: ignore[assignment]
-    body = orjson.loads(await request.read())
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        err = {"error": {"message": "the body must be a JSON object", "type": "BadRequestError", "code": 400}}
+        return web.Response(status=400, body=orjson.dumps(err), content_type="application/json")
     if b.record:
         b.seen.append(body)
         b.seen_headers.append(dict(request.headers))
@@ -100,6 +110,14 @@ async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
     if b.status != 200:
         err = {"error": {"message": "stub failure", "type": "server_error", "code": b.status}}
         return web.Response(status=b.status, body=orjson.dumps(err), content_type="application/json")
+    return b, body
+
+
+async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
+    got = await _prelude(request)
+    if isinstance(got, web.Response):
+        return got
+    b, body = got
     n = int(body.get("max_tokens") or b.chunks)
     if not body.get("stream"):
         return web.Response(
@@ -115,6 +133,11 @@ async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
                 request.transport.close()
                 return resp
             await resp.write(_chunk(body, chat, i))
+            if b.flood_bytes:  # an event that never ends: the proxy's line bound must stop it
+                await resp.write(b"data: ")
+                for _ in range(0, b.flood_bytes, 65536):
+                    await resp.write(b"x" * 65536)
+                return resp
             if b.chunk_delay_s:
                 await asyncio.sleep(b.chunk_delay_s)
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -173,6 +196,9 @@ def build_stub_app(behaviour: StubBehaviour | None = None) -> web.Application:
     app.router.add_post("/v1/completions", comp)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    from concurproxy.testing import stub_apis  # (it imports the proxy's codecs: only when a stub is built)
+
+    stub_apis.register(app, _prelude, lambda request: request.app[_STUB_KEY])
     return app
 
 

@@ -1,9 +1,12 @@
 """Fuzz the live proxy (real sockets, stub upstreams) with hypothesis.
 
-Every answer must be a well-formed OpenAI-style error (``{"error": {"message",
-"type", "code"}}``, Retry-After on 429/503) or a valid response: never a 500,
-never a hung connection. Afterwards no admission slot or queue entry is left
-behind, and rejected requests leave budgets untouched.
+Every answer the proxy makes must be a well-formed error in the API's shape
+(OpenAI's ``{"error": {"message", "type", "code"}}``, Anthropic's under
+/v1/messages; Retry-After on 429/503) or a valid response: never a 500, never a
+hung connection. Paths the proxy does not own are passed through: their answer
+is the stub engine's (marked by ``x-concurproxy-replica``), relayed as it is.
+Afterwards no admission slot or queue entry is left behind, and rejected
+requests leave budgets untouched.
 
 ``CONCURPROXY_FUZZ_EXAMPLES`` (default 400) sets the examples per property.
 """
@@ -34,9 +37,17 @@ FUZZ = settings(
 )
 CHAT_PATH = b"/v1/chat/completions"
 COMP_PATH = b"/v1/completions"
+RESP_PATH = b"/v1/responses"
+MSG_PATH = b"/v1/messages"
+API_PATHS = (CHAT_PATH, COMP_PATH, RESP_PATH, MSG_PATH)
 ROUTES = [
     (b"POST", CHAT_PATH),
     (b"POST", COMP_PATH),
+    (b"POST", RESP_PATH),
+    (b"POST", MSG_PATH),
+    (b"POST", b"/tokenize"),
+    (b"POST", b"/v1/embeddings"),
+    (b"GET", b"/v1/responses/resp_unknown"),
     (b"GET", b"/v1/models"),
     (b"GET", b"/health"),
     (b"GET", b"/ready"),
@@ -50,6 +61,8 @@ ROUTES = [
 METHODS = [b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"HEAD", b"OPTIONS"]
 VALID_CHAT = {"model": "stub-model", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
 VALID_COMP = {"model": "stub-model", "prompt": "hello", "max_tokens": 4}
+VALID_RESP = {"model": "stub-model", "input": "hello", "max_output_tokens": 4}
+VALID_MSG = {"model": "stub-model", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
 COUNT: dict[str, int] = {}
 
 
@@ -108,12 +121,17 @@ FIELDS = [
     "user",
     "n",
     "temperature",
+    "input",
+    "instructions",
+    "max_output_tokens",
+    "previous_response_id",
+    "system",
 ]
 
 
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
-    base = dict(draw(st.sampled_from([VALID_CHAT, VALID_COMP])))
+    base = dict(draw(st.sampled_from([VALID_CHAT, VALID_COMP, VALID_RESP, VALID_MSG])))
     for _ in range(draw(st.integers(1, 3))):
         key = draw(st.sampled_from(FIELDS))
         if draw(st.booleans()) and key in base:
@@ -174,20 +192,43 @@ def check_answer(method: bytes, path: bytes, resp: RawResponse) -> None:
     assert resp.status != 500 and 200 <= resp.status < 600, resp.raw[:500]
     if method == b"HEAD" or resp.status in (204, 304):
         return
+    admitted = method == b"POST" and path in API_PATHS
+    if "x-concurproxy-replica" in resp.headers and (not admitted or resp.status >= 400):
+        # the stub engine's own answer, relayed as it is: a passed-through route (a 404 for a path it
+        # lacks), or an engine error on an admitted one
+        assert resp.status < 500, resp.raw[:500]
+        assert b"Traceback" not in resp.body
+        return
     if resp.status >= 400:
         assert resp.headers.get("content-type", "").startswith("application/json"), resp.raw[:500]
-        err = orjson.loads(resp.body)["error"]
-        assert isinstance(err["message"], str) and err["message"], err
-        assert isinstance(err["type"], str) and isinstance(err["code"], str), err
+        doc = orjson.loads(resp.body)
         assert b"Traceback" not in resp.body
         if resp.status in (429, 503):
             assert resp.headers.get("retry-after", "").isdigit(), resp.headers
+        if path.startswith(MSG_PATH):  # Anthropic's shape
+            assert doc["type"] == "error" and isinstance(doc["error"]["type"], str), doc
+            assert isinstance(doc["error"]["message"], str) and doc["error"]["message"], doc
+            return
+        err = doc["error"]
+        assert isinstance(err["message"], str) and err["message"], err
+        assert isinstance(err["type"], str) and isinstance(err["code"], str), err
         return
+    streamed = resp.headers.get("content-type", "").startswith("text/event-stream")
     if path in (CHAT_PATH, COMP_PATH):
-        if resp.headers.get("content-type", "").startswith("text/event-stream"):
+        if streamed:
             assert resp.body.rstrip().endswith(b"data: [DONE]"), resp.body[-300:]
         else:
             assert orjson.loads(resp.body)["choices"], resp.body[:300]
+    elif path == RESP_PATH:
+        if streamed:
+            assert b"event: response.completed" in resp.body.rsplit(b"\n\n", 2)[-2], resp.body[-300:]
+        else:
+            assert orjson.loads(resp.body)["object"] == "response", resp.body[:300]
+    elif path == MSG_PATH:
+        if streamed:
+            assert resp.body.rstrip().endswith(b'data: {"type":"message_stop"}'), resp.body[-300:]
+        else:
+            assert orjson.loads(resp.body)["type"] == "message", resp.body[:300]
     elif path != b"/metrics":
         orjson.loads(resp.body)
 
@@ -207,7 +248,7 @@ def _count(name: str) -> None:
 
 
 @FUZZ
-@given(route=st.sampled_from([r for r in ROUTES if r[0] == b"POST"][:2]), headers=HEADERS, body=BODIES)
+@given(route=st.sampled_from([(b"POST", p) for p in API_PATHS]), headers=HEADERS, body=BODIES)
 # found by hypothesis 6.170: a non-ASCII traceparent was copied upstream and failed to encode (500)
 @example(route=(b"POST", CHAT_PATH), headers=[(b"traceparent", b"\x80")], body=_dumps(VALID_CHAT))
 @example(

@@ -44,7 +44,19 @@ async def test_proxy_errors_match_the_error_schema(spec, proxy_factory):
     jsonschema = pytest.importorskip("jsonschema")  # not a declared dependency: present via openapi-spec-validator
     schema = {**spec["components"]["schemas"]["Error"], "components": spec["components"]}
     async with proxy_factory() as h:
-        for path, body in [("/v1/chat/completions", {}), ("/v1/completions", {"model": "x"}), ("/nope", None)]:
+        # (an unknown path of the proxy's own: others are passed through, and answered by the engine)
+        cases = [
+            ("/v1/chat/completions", {}),
+            ("/v1/completions", {"model": "x"}),
+            ("/v1/responses", {}),
+            ("/admin/nope", None),
+        ]
+        for path, body in cases:
             r = await h.post(path, body)
             assert r.status >= 400
             jsonschema.validate(await r.json(), schema)
+        anthropic = {**spec["components"]["schemas"]["AnthropicError"], "components": spec["components"]}
+        for body in ({}, {"model": "stub-model", "messages": [{"role": "user", "content": "x"}]}):
+            r = await h.post("/v1/messages", body)
+            assert r.status == 400
+            jsonschema.validate(await r.json(), anthropic)

@@ -55,15 +55,15 @@ async def test_invalid_identity_header_is_400(proxy_factory):
         assert_openai_error(await r.json(), "invalid_identity")
 
 
-async def test_unknown_route_method_and_model(proxy_factory):
+async def test_unknown_routes_are_relayed_not_invented(proxy_factory):
+    """A path the proxy does not own goes to the engine, whose answer (a 404 too) is relayed as it is;
+    the proxy's own paths keep their 405, and an unknown model is still the proxy's 404."""
     async with proxy_factory() as h:
         r = await h.session.get(h.url + "/v1/nothing")
-        assert r.status == 404
-        assert_openai_error(await r.json(), "not_found")
-        r = await h.session.get(h.url + "/v1/chat/completions")
-        assert r.status == 405
-        assert_openai_error(await r.json(), "method_not_allowed")
-        assert r.headers["Allow"] == "POST"
+        assert r.status == 404 and r.headers["x-concurproxy-replica"] == "r0"
+        assert await r.json() == {"detail": "Not Found"}  # the stub's (FastAPI-like) answer, not ours
+        r = await h.session.get(h.url + "/v1/chat/completions")  # another method on an admitted path: relayed
+        assert r.status == 404 and r.headers["x-concurproxy-replica"] == "r0"
         r = await h.session.post(h.url + "/v1/agents/a1")
         assert r.status == 405 and r.headers["Allow"] == "DELETE"
         r = await h.post("/v1/chat/completions", {**CHAT, "model": "nope"})
@@ -72,20 +72,24 @@ async def test_unknown_route_method_and_model(proxy_factory):
 
 
 async def test_unrouted_requests_get_json_errors_and_the_request_id(proxy_factory):
-    """No middleware: the catch-all route answers unknown paths (404) and methods (405, also on
-    a path with a variable part), echoing the request id like every other answer."""
+    """No middleware: the catch-all route answers the proxy's own paths with 404/405 (also on a path
+    with a variable part) and relays the others, echoing the request id like every other answer."""
     async with proxy_factory() as h:
         for method, path, status, code in [
-            ("GET", "/", 404, "not_found"),
             ("POST", "/v1/agents/a1", 405, "method_not_allowed"),
             ("PUT", "/admin/replicas/r0/drain", 405, "method_not_allowed"),
-            ("GET", "/v1/models/extra", 404, "not_found"),
-            ("GET", "/%0A", 404, "not_found"),  # a newline in the decoded path (found by the fuzz test)
-            ("GET", "/v1/%0D%0Ax", 404, "not_found"),
+            ("GET", "/admin/nothing", 404, "not_found"),
+            ("GET", "/", 404, None),
+            ("GET", "/v1/models/extra", 404, None),
+            ("GET", "/%0A", 404, None),  # a newline in the decoded path (found by the fuzz test)
+            ("GET", "/v1/%0D%0Ax", 404, None),
         ]:
             r = await h.session.request(method, h.url + path, headers={"X-Request-Id": "req-123"})
             assert r.status == status, (method, path)
-            assert_openai_error(await r.json(), code)
+            if code is None:  # relayed: the engine's own answer
+                assert r.headers["x-concurproxy-replica"] == "r0", (method, path)
+            else:
+                assert_openai_error(await r.json(), code)
             assert r.headers["X-Request-Id"] == "req-123"
         r = await h.session.get(h.url + "/health", headers={"X-Request-Id": "req-456"})
         assert r.status == 200 and r.headers["X-Request-Id"] == "req-456"

@@ -1,18 +1,21 @@
 """Budget stage: reserve before the step, settle from the reported usage after it.
 
 Adapter between the request path and `concurproxy.control.budgets.BudgetEngine`
-(pure). A refused step raises an OpenAI-shaped error (429/413 with the
-remaining-budget headers); a clamped ``max_tokens`` is written into the body
-and announced in ``x-concurproxy-max-tokens-clamped``. Settlement happens once
-per step in ``on_step_end``: with the upstream's usage when known, else with
-what was estimated as served, or a full refund when nothing was served.
+(pure). A refused step raises an error (429/413 with the remaining-budget
+headers, in the API's shape); a clamped output limit is written into the body
+through the step's codec (``max_tokens``, ``max_output_tokens``, ...) and
+announced in ``x-concurproxy-max-tokens-clamped``. Settlement happens once per
+step in ``settle``, which the pipeline calls before any listener (so what the
+listeners read, ``budget_charged``, is final): with the upstream's usage when
+known, else with what was estimated as served, or a full refund when nothing
+was served.
 """
 
 from __future__ import annotations
 
 from concurproxy.control.budgets import Allow, BudgetEngine, BudgetLimits, budget_headers
 from concurproxy.errors import ProxyError
-from concurproxy.server.hooks import StepContext
+from concurproxy.server.step import StepContext, StepOutcome
 
 
 class BudgetStage:
@@ -61,11 +64,10 @@ class BudgetStage:
         ctx.budget_reservation = decision.reservation
         ctx.extra_headers.update(headers)
         if decision.clamped_max_tokens is not None:
-            ctx.body["max_tokens"] = decision.clamped_max_tokens
-            ctx.body.pop("max_completion_tokens", None)
+            ctx.codec.clamp_output(ctx.body, decision.clamped_max_tokens)
             ctx.body_modified = True
 
-    def on_step_end(self, ctx: StepContext, now: float) -> None:
+    def settle(self, ctx: StepContext, now: float) -> None:
         res = ctx.budget_reservation
         if res is None:
             return
@@ -73,7 +75,7 @@ class BudgetStage:
         ctx.budget_charged = True
         if ctx.usage is not None:
             self.engine.settle(res, ctx.usage.prompt_tokens, ctx.usage.completion_tokens, now)
-        elif ctx.outcome == "success":
+        elif ctx.outcome is StepOutcome.success:
             # An engine that reports no usage: charge the estimate (prompt + what was allowed).
             self.engine.settle(res, ctx.step.est_prompt_tokens, ctx.step.max_tokens, now)
         elif ctx.streamed_chunks:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from concurproxy.control.fairness.base import FairnessParams
-from concurproxy.server.hooks import StepContext
+from concurproxy.server.step import StepContext, StepOutcome
 from concurproxy.telemetry.listener import MetricsListener
 from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.upstream.replica import Replica
@@ -56,7 +56,7 @@ class StepMetrics:
                 step.tenant
             )
             self._charged[step.tenant] += charge
-        if ctx.outcome in ("error", "timeout") and replica is not None:
+        if (ctx.outcome is StepOutcome.error or ctx.outcome is StepOutcome.timeout) and replica is not None:
             # A stream the client already had (headers go with the first event) ended with an error event.
             m.upstream_error(replica, "mid_stream" if ctx.stream and ctx.status == 200 else ctx.outcome)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurproxy.control.types import PressureSnapshot
 from concurproxy.routing import PrefixAffinityRouter, ReplicaView, RouteRequest
 from concurproxy.routing.types import Router
-from concurproxy.server.hooks import StepContext
+from concurproxy.server.step import StepContext, StepOutcome
 from concurproxy.tokenizer.step import StepTokens
 from concurproxy.upstream.replica import Replica
 
@@ -55,12 +55,14 @@ class RoutingStage:
         )
         decision = self.router.route(request, views, now)
         ctx.route_decision = decision
-        ctx.route_reason = decision.reason  # a StrEnum: the member is its value (no enum property call)
         if decision.matched_blocks and ctx.local_prompt_tokens:
-            # in the engine's units, like est_prompt_tokens (see stages/calibration.py)
+            # in the engine's units, like est_prompt_tokens (see stages/calibration.py); the pipeline
+            # puts it into the step admission reads
             resident = decision.matched_blocks * self.block_tokens
             scaled = resident * step.est_prompt_tokens // ctx.local_prompt_tokens
-            ctx.step = step.with_resident_prefix(min(scaled, step.est_prompt_tokens))
+            ctx.resident_prefix_tokens = min(scaled, step.est_prompt_tokens)
+        else:
+            ctx.resident_prefix_tokens = 0
         for r in candidates:
             if r.id == decision.replica_id:
                 return r
@@ -92,7 +94,7 @@ class RoutingStage:
         decision = ctx.route_decision
         if decision is None:
             return
-        if ctx.outcome == "success" and ctx.status == 200:
+        if ctx.outcome == StepOutcome.success and ctx.status == 200:
             self.router.observe_served(decision, ctx.prompt_hashes or (), now)
         if ctx.identity.done and not ctx.identity.one_shot:
             self.release(ctx.step.agent_id)
