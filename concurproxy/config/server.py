@@ -34,6 +34,12 @@ class LimitsConfig(Model):
         description="Per API key (or per client address when anonymous): steady request rate before admission.",
     )
     burst: int = Field(100, ge=1, description="Requests a key may send at once above requests_per_s.")
+    rate_limit_max_keys: int = Field(
+        100_000,
+        ge=1,
+        description="Most keys the rate limit tracks (about 250 bytes each with its key); past it the least "
+        "recently seen key is forgotten and comes back with a full bucket.",
+    )
 
 
 class TimeoutsConfig(Model):

@@ -79,7 +79,9 @@ class Components:
     @staticmethod
     def make_rate_limiter(policy: Policy) -> KeyedRateLimiter | None:
         lim = policy.limits
-        return KeyedRateLimiter(lim.requests_per_s, lim.burst) if lim.requests_per_s else None
+        if not lim.requests_per_s:
+            return None
+        return KeyedRateLimiter(lim.requests_per_s, lim.burst, lim.rate_limit_max_keys)
 
     def role_priority(self, role: str) -> PriorityClass:
         cfg = self.policy.roles.get(role)
