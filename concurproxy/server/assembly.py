@@ -20,8 +20,8 @@ from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.budgets import BudgetEngine, BudgetLimits
 from concurproxy.control.dispatch import DispatchParams
 from concurproxy.control.fairness.base import FairnessParams
-from concurproxy.control.fairness.registry import default_registry as fairness_registry
 from concurproxy.control.types import PressureSnapshot
+from concurproxy.plugins.installed import Plugins
 from concurproxy.routing import build_router
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.components import Components
@@ -48,9 +48,16 @@ from concurproxy.upstream.replica import Replica
 
 
 def build_components(
-    policy: Policy, registry: CollectorRegistry | None = None, span_exporter: SpanExporter | None = None
+    policy: Policy,
+    registry: CollectorRegistry | None = None,
+    span_exporter: SpanExporter | None = None,
+    *,
+    plugins: Plugins | None = None,
 ) -> Components:
-    """``span_exporter`` replaces the OTLP exporter (tests pass an in-memory one)."""
+    """``span_exporter`` replaces the OTLP exporter (tests pass an in-memory one); ``plugins`` the
+    installed plugin registries. Raises ``PluginError`` (one line) for a plugin name that cannot be used."""
+    plugins = plugins if plugins is not None else Plugins.load()
+    plugins.check(policy)  # before anything starts: every unusable name at once, in the operator's words
     pool = ReplicaPool((Replica.from_config(u) for u in policy.upstreams), policy.health)
     tenants = TenantResolver(TenantDirectory.from_policy(policy.tenants, policy.auth))
     metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
@@ -68,12 +75,12 @@ def build_components(
     if policy.admission.controller == "none":
         admission: NoAdmission | AdmissionStage = NoAdmission()
     else:
-        fair = fairness_registry()
-        fair.queue(policy.fairness.policy, params)  # fail fast on an unknown policy name
+        fair = plugins.fairness
         queue_maker = lambda _replica: fair.queue(policy.fairness.policy, params)  # noqa: E731
         shared = shared_stage.redis_state(policy) if policy.state.backend == "redis" else None
         service = AdmissionService(
             policy.admission,
+            registry=plugins.controllers,
             queue_maker=queue_maker,
             listeners=[AdmissionMetricsListener(metrics)],
             core=shared_stage.shared_admission_core(policy.admission, shared, queue_maker) if shared else None,
@@ -86,14 +93,20 @@ def build_components(
 
     aimd = policy.admission.aimd
     routing = RoutingStage(
-        build_router(policy.routing),
+        build_router(policy.routing, plugins.scorers, policies=plugins.routers),
         policy.routing.block_tokens,
         aimd.stale_after_ms / 1000,
         snapshots=None,
         windows=admission_stage.window_room if admission_stage is not None else None,
     )
     components = Components(
-        policy=policy, pool=pool, tenants=tenants, router=routing, admission=admission, metrics=metrics
+        policy=policy,
+        pool=pool,
+        tenants=tenants,
+        router=routing,
+        admission=admission,
+        metrics=metrics,
+        plugins=plugins,
     )
     routing.snapshots = components.latest_pressure
     dispatch_params = DispatchParams.from_policy(policy.fairness)

@@ -13,6 +13,7 @@ from aiohttp import web
 from concurproxy.config.models import Policy
 from concurproxy.control.ratelimit import KeyedRateLimiter
 from concurproxy.control.types import PressureSnapshot, PriorityClass
+from concurproxy.plugins.installed import Plugins
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.forward import Forwarder
 from concurproxy.server.hooks import AdmissionGate, BudgetGate, Router, StepContext, StepListener
@@ -73,6 +74,7 @@ class Components:
     discovery: Any = None  # concurproxy.upstream.discovery.DnsDiscovery with a `discovery:` section
     discovery_resolver: Any = None  # a discovery Resolver used instead of the OS's (tests)
     dispatch: Any = None  # concurproxy.server.stages.dispatch.DispatchStage (cost-aware dispatch), when enabled
+    plugins: Plugins | None = None  # the plugin registries the parts were built from (a reload checks names here)
     _caps: dict[str, PriorityClass] = field(default_factory=dict, repr=False)  # tenant -> max_priority
     _caps_of: Policy | None = field(default=None, repr=False)
 
