@@ -6,11 +6,14 @@ naming one failed at startup although docs/routing.md said the shell loads them.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from concurproxy.config import load_policy
 from concurproxy.control.fairness.base import FairnessParams
@@ -81,3 +84,11 @@ def test_a_broken_plugin_is_reported_when_named_and_harmless_otherwise(plugin_di
         build_components(bad)
     with pytest.raises(PluginLoadError):
         Plugins.load().scorers.get("broken")
+
+
+def test_config_validate_knows_the_installed_plugins(plugin_dir: Path, tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump({**PLUGIN_POLICY, "upstreams": [{"url": "http://127.0.0.1:1"}]}))
+    run = [sys.executable, "-m", "concurproxy", "config", "validate", str(f)]
+    res = subprocess.run(run, capture_output=True, text=True, timeout=60)  # PYTHONPATH from plugin_dir
+    assert res.returncode == 0 and "admission=two-agents" in res.stdout, res.stderr
