@@ -37,6 +37,7 @@ from concurproxy.server.stages.observe import StepMetrics, health_listener
 from concurproxy.server.stages.routing import RoutingStage
 from concurproxy.signals.poller import PollTarget, PressurePoller
 from concurproxy.telemetry.admission import AdmissionMetricsListener, watch_admission
+from concurproxy.telemetry.dispatch import prime_replica as prime_dispatch
 from concurproxy.telemetry.dispatch import watch_dispatch
 from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.telemetry.pressure import pressure_hook
@@ -115,6 +116,9 @@ def build_components(
             dispatch_params, snapshots=components.latest_pressure, on_wait=metrics.dispatch_waited
         )
         watch_dispatch(metrics, components.dispatch, [r.id for r in pool])
+    else:
+        for r in pool:  # the dashboards' dispatch panels read 0, not "No data"
+            prime_dispatch(metrics, None, r.id)
     discovered_kv = policy.discovery is not None and policy.discovery.kv_events_port is not None
     if discovered_kv or any(u.kv_events is not None for u in policy.upstreams):
         feed = KvEventFeed(policy.routing.block_tokens, policy.routing.index_max_blocks)
