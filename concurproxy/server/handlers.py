@@ -63,16 +63,30 @@ def parse_body(raw: bytes, route: str, max_messages: int = 4096) -> dict[str, An
         prompt = body.get("prompt")
         if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
             raise bad_request("'prompt' is required: a string or a non-empty list", param="prompt")
-    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise bad_request("'max_tokens' must be a positive integer", param="max_tokens")
+    for field in ("max_tokens", "max_completion_tokens"):  # each one given, as openapi.yaml says
+        value = body.get(field)
+        if value is not None and not _token_count(value):
+            raise bad_request(f"'{field}' must be a positive integer", param=field)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad_request("'stream' must be a boolean", param="stream")
     opts = body.get("stream_options")
     if opts is not None and not isinstance(opts, dict):
         raise bad_request("'stream_options' must be an object", param="stream_options")
+    if opts is not None and not isinstance(opts.get("include_usage", False), bool):
+        raise bad_request("'stream_options.include_usage' must be a boolean", param="stream_options.include_usage")
     return body
+
+
+INT64_MAX = 2**63 - 1
+
+
+def _token_count(value: object) -> bool:
+    """A JSON integer in [1, 2^63-1]: ``2.0`` is the integer 2 to JSON Schema (and to the engines' pydantic
+    models), so the proxy may not refuse what openapi.yaml allows; a bool is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return (not isinstance(value, float) or value.is_integer()) and 1 <= value <= INT64_MAX
 
 
 class CompletionHandler:

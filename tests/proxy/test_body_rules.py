@@ -1,0 +1,49 @@
+"""The request body rules openapi.yaml states, held by ``parse_body`` (schemathesis found each gap)."""
+
+from __future__ import annotations
+
+import pytest
+
+from concurproxy.errors import ProxyError
+from concurproxy.server.handlers import parse_body
+
+CHAT = "/v1/chat/completions"
+
+
+def _chat(extra: str) -> bytes:
+    return b'{"model": "m", "messages": [{"role": "user"}]' + extra.encode() + b"}"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ', "max_tokens": 2',
+        ', "max_tokens": 2.0',  # JSON Schema's integer: 2.0 is 2 (was a 400)
+        ', "max_tokens": 1e2',
+        ', "max_tokens": null',
+        ', "max_tokens": 9223372036854775807',
+        ', "max_completion_tokens": 5, "max_tokens": null',
+        ', "stream": true, "stream_options": {"include_usage": false}',
+    ],
+)
+def test_what_the_spec_allows_is_accepted(extra: str) -> None:
+    parse_body(_chat(extra), CHAT)
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        (', "max_tokens": 0', "max_tokens"),
+        (', "max_tokens": 2.5', "max_tokens"),
+        (', "max_tokens": true', "max_tokens"),
+        (', "max_tokens": "2"', "max_tokens"),
+        (', "max_tokens": 9223372036854775808', "max_tokens"),
+        (', "max_tokens": 1e30', "max_tokens"),
+        (', "max_tokens": 3, "max_completion_tokens": 0', "max_completion_tokens"),  # was accepted
+        (', "stream_options": {"include_usage": "yes"}', "stream_options.include_usage"),  # was accepted
+    ],
+)
+def test_what_the_spec_forbids_is_a_400(extra: str, param: str) -> None:
+    with pytest.raises(ProxyError) as err:
+        parse_body(_chat(extra), CHAT)
+    assert (err.value.status, err.value.param) == (400, param)
