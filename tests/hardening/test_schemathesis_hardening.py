@@ -85,3 +85,16 @@ def test_the_proxy_keeps_the_openapi_contract(proxy: ProxyThread, tmp_path: Path
     assert res.returncode == 0, report
     assert counted is not None and int(counted.group(1)) >= MIN_CASES, report
     print(f"schemathesis: {counted.group(1)} cases, seed {SEED}")
+
+
+async def test_the_stub_upstream_caps_an_answer_like_an_engine_would() -> None:
+    """The long fuzz sent max_tokens near 2^63 (the spec allows it): the stub built that answer in memory
+    and the process died; an engine stops at its context length, and so does the stub."""
+    import aiohttp
+
+    from concurproxy.testing.stub_upstream import MAX_TOKENS, running_stub
+
+    async with running_stub(StubBehaviour(record=False)) as url, aiohttp.ClientSession() as s:
+        body = {"model": "stub-model", "prompt": "hi", "max_tokens": 2**63 - 1}
+        async with s.post(url + "/v1/completions", json=body) as r:
+            assert (await r.json())["usage"]["completion_tokens"] == MAX_TOKENS
