@@ -4,8 +4,10 @@ Headers first (``X-Agent-Id`` / ``X-Session-Id``, ``X-Task-Id``, ``X-Agent-Role`
 ``X-Priority``), then the body's ``metadata`` and ``user`` as fallbacks. The
 tenant never comes from a header: it is resolved from the API key by the
 caller. Values are validated here (length, characters) before they can reach
-logs, metric labels or state keys. A request with no agent id is its own
-one-step agent.
+logs, metric labels or state keys: an invalid header is a 400, while a body
+fallback that is not a valid id is not used (``user`` and ``metadata`` are
+OpenAI fields with their own meaning, so "Jane Doe" as ``user`` is no error;
+openapi.yaml says the same). A request with no agent id is its own one-step agent.
 """
 
 from __future__ import annotations
@@ -55,19 +57,25 @@ def _clean(value: Any, name: str) -> str | None:
     return text
 
 
-def _priority(value: str | None) -> PriorityClass | None:
+def _from_body(value: Any) -> str | None:
+    """A body fallback: a valid id string, else not used."""
+    return value if type(value) is str and _ID_RE.match(value) else None
+
+
+_PRIORITY_BY_TEXT = {**{p.name: p for p in PriorityClass}, **{str(int(p)): p for p in PriorityClass}}
+
+
+def _priority(value: Any, strict: bool = True) -> PriorityClass | None:
+    """A class name (any case) or its number 0-3, exactly (openapi.yaml's pattern); else a 400 for the
+    header and nothing for a body fallback."""
     if value is None:
         return None
-    try:
-        return PriorityClass[value.strip().lower()]
-    except KeyError:
-        pass
-    try:
-        return PriorityClass(int(value))
-    except ValueError:
-        pass
-    names = ", ".join(p.name for p in PriorityClass)
-    raise bad_request(f"X-Priority must be one of {names} (or 0-3)", param="X-Priority", code="invalid_identity")
+    text = value.lower() if type(value) is str else str(value) if type(value) is int and not strict else None
+    found = _PRIORITY_BY_TEXT.get(text) if text is not None else None
+    if found is None and strict:
+        names = ", ".join(p.name for p in PriorityClass)
+        raise bad_request(f"X-Priority must be one of {names} (or 0-3)", param="X-Priority", code="invalid_identity")
+    return found
 
 
 def extract_identity(headers: Mapping[str, str], body: Mapping[str, Any], tenant: str, request_id: str) -> Identity:
@@ -75,10 +83,12 @@ def extract_identity(headers: Mapping[str, str], body: Mapping[str, Any], tenant
     meta = body.get("metadata")
     if meta and (isinstance(meta, dict) or isinstance(meta, Mapping)):
         mget = meta.get
-        agent_raw = get(_AGENT_ID) or get(_SESSION_ID) or mget("agent_id") or mget("session_id")
-        task_raw = get(_TASK_ID) or mget("task_id")
-        role_raw = get(_ROLE) or mget("role")
-        prio_raw = get(_PRIORITY) or mget("priority")
+        agent_raw = get(_AGENT_ID) or get(_SESSION_ID) or _from_body(mget("agent_id")) or _from_body(mget("session_id"))
+        task_raw = get(_TASK_ID) or _from_body(mget("task_id"))
+        role_raw = get(_ROLE) or _from_body(mget("role"))
+        prio_raw = get(_PRIORITY)
+        if not prio_raw and (from_meta := _priority(mget("priority"), strict=False)) is not None:
+            prio_raw = from_meta.name
         done_raw = get(_DONE) or mget("agent_done")
     else:  # no metadata (the usual case): headers only; an empty header counts as absent, as above
         agent_raw = get(_AGENT_ID) or get(_SESSION_ID)
@@ -86,14 +96,17 @@ def extract_identity(headers: Mapping[str, str], body: Mapping[str, Any], tenant
         role_raw = get(_ROLE) or None
         prio_raw = get(_PRIORITY) or None
         done_raw = get(_DONE) or None
-    agent_raw = agent_raw or body.get("user")
+    agent_raw = agent_raw or _from_body(body.get("user"))
     # A valid string passes with one regex match; anything else goes through _clean (None, "", other
     # types, or a 400 for an invalid value).
     match = _ID_RE.match
     agent = agent_raw if type(agent_raw) is str and match(agent_raw) else _clean(agent_raw, "X-Agent-Id")
+    session = get(_SESSION_ID)
+    if session and session is not agent_raw and not match(session):  # sent beside X-Agent-Id: still checked
+        _clean(session, "X-Session-Id")
     task = task_raw if type(task_raw) is str and match(task_raw) else _clean(task_raw, "X-Task-Id")
     role = role_raw if type(role_raw) is str and match(role_raw) else _clean(role_raw, "X-Agent-Role")
-    priority = _priority(str(prio_raw)) if prio_raw is not None else None
+    priority = _priority(prio_raw) if prio_raw else None
     done = str(done_raw).lower() in _TRUE if done_raw is not None else False
     if agent is None:  # no agent id: this step is its own one-step agent
         agent_id = f"req-{request_id}"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, settings
 from tier_summary import TierSummary
 
 from concurproxy.config import load_policy
@@ -17,6 +19,25 @@ from concurproxy.server.assembly import build_components
 from concurproxy.server.components import Components
 from concurproxy.server.hooks import StepContext
 from concurproxy.testing.stub_upstream import StubBehaviour, running_stub
+
+# Hypothesis: CI runs derandomised (the same examples on every run, so a red CI is reproducible and a
+# green one is not luck); a developer's run stays random, to find new failures. A failure found by the
+# random mode is kept as an explicit @example on the test (the print_blob line says how to replay it).
+# Both start from Hypothesis's own defaults: it loads its built-in "ci" profile by itself whenever a CI
+# variable is set (even CI=""), which must not leak into "dev". In CI, no deadline and no too_slow check:
+# the box is shared, and a slow example there is load, not a bug.
+_base = settings.get_profile("default")
+settings.register_profile(
+    "ci",
+    parent=_base,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", parent=_base, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

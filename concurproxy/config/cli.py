@@ -8,13 +8,22 @@ import sys
 
 def _validate(args: argparse.Namespace) -> int:
     from concurproxy.config.load import ConfigError, load_policy
+    from concurproxy.plugins.installed import Plugins
 
+    plugins = Plugins.load()  # what is installed here: a name serve would not find fails here too
     status = 0
     for path in args.files:
         try:
             policy = load_policy(path, env={})
         except ConfigError as exc:
             print(exc, file=sys.stderr)
+            status = 1
+            continue
+        problems = plugins.problems(policy)
+        if problems:
+            print(f"{path}: {len(problems)} unknown or broken plugin(s)", file=sys.stderr)
+            for line in problems:
+                print(f"  {line}", file=sys.stderr)
             status = 1
         else:
             print(

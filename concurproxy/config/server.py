@@ -40,6 +40,12 @@ class LimitsConfig(Model):
         description="Longest server-sent event accepted from an upstream (a Responses 'response.completed' "
         "repeats the whole output); an event still unended past it fails the step with a 502 / an error event.",
     )
+    rate_limit_max_keys: int = Field(
+        100_000,
+        ge=1,
+        description="Most keys the rate limit tracks (about 250 bytes each with its key); past it the least "
+        "recently seen key is forgotten and comes back with a full bucket.",
+    )
 
 
 class TimeoutsConfig(Model):

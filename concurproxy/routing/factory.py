@@ -1,9 +1,10 @@
-"""Routing policies by name, built from the policy file's ``routing`` section.
+"""Routing policies by name (``routing.policy``), built from the policy file's ``routing`` section.
 
-``default_policies()`` returns a new mapping (no module state): ``prefix-affinity`` (the
-weighted scorers), ``round-robin`` and ``least-loaded``. A policy factory takes the config,
-the scorer registry and an optional prefix locator (e.g. a :class:`LayeredLocator` over the
-KV-event index) and returns a :class:`~concurproxy.routing.types.Router`.
+The built-ins: ``prefix-affinity`` (the weighted scorers), ``round-robin`` and ``least-loaded``.
+A policy factory takes the config, the scorer registry and an optional prefix locator (e.g. a
+:class:`LayeredLocator` over the KV-event index) and returns a
+:class:`~concurproxy.routing.types.Router`. Third parties add one through the entry-point group
+``concurproxy.routers`` (:class:`~concurproxy.plugins.registry.Registry`, like every plugin kind).
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from concurproxy.config.routing import RoutingConfig
+from concurproxy.plugins.registry import EntryPointSource, Registry, UnknownPluginError, installed
 from concurproxy.routing.affinity import AffinityParams, PrefixAffinityRouter
 from concurproxy.routing.least_loaded import LeastLoadedRouter
 from concurproxy.routing.round_robin import RoundRobinRouter
 from concurproxy.routing.scorers.registry import ScorerRegistry, default_registry
 from concurproxy.routing.types import PrefixLocator, Router
 
+ENTRY_POINT_GROUP = "concurproxy.routers"
 PolicyFactory = Callable[[RoutingConfig, ScorerRegistry, PrefixLocator | None], Router]
 
 
-class UnknownPolicy(KeyError):
+class UnknownPolicy(UnknownPluginError, KeyError):
     pass
 
 
@@ -36,25 +39,29 @@ def _least_loaded(cfg: RoutingConfig, reg: ScorerRegistry, locator: PrefixLocato
     return LeastLoadedRouter()
 
 
-def default_policies() -> dict[str, PolicyFactory]:
-    return {
-        "prefix-affinity": _prefix_affinity,
-        "round-robin": _round_robin,
-        "least-loaded": _least_loaded,
-    }
+class RouterRegistry(Registry[PolicyFactory]):
+    def __init__(self, *, entry_points: EntryPointSource = installed) -> None:
+        builtins: dict[str, PolicyFactory] = {
+            "prefix-affinity": _prefix_affinity,
+            "round-robin": _round_robin,
+            "least-loaded": _least_loaded,
+        }
+        super().__init__(
+            "routing policy", ENTRY_POINT_GROUP, builtins, entry_points=entry_points, unknown=UnknownPolicy
+        )
+
+
+def default_policies(*, entry_points: EntryPointSource = installed) -> RouterRegistry:
+    """A new registry of routing policies (no module state)."""
+    return RouterRegistry(entry_points=entry_points)
 
 
 def build_router(
     cfg: RoutingConfig,
     registry: ScorerRegistry | None = None,
     locator: PrefixLocator | None = None,
-    policies: dict[str, PolicyFactory] | None = None,
+    policies: RouterRegistry | None = None,
 ) -> Router:
     """The router a policy file asks for; raises :class:`UnknownPolicy` / ``UnknownScorer``."""
     table = policies if policies is not None else default_policies()
-    try:
-        factory = table[cfg.policy]
-    except KeyError:
-        known = ", ".join(sorted(table))
-        raise UnknownPolicy(f"unknown routing policy {cfg.policy!r}; known: {known}") from None
-    return factory(cfg, registry if registry is not None else default_registry(), locator)
+    return table.get(cfg.policy)(cfg, registry if registry is not None else default_registry(), locator)

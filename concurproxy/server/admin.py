@@ -1,8 +1,9 @@
 """Operator endpoints: /metrics, /admin/state, drain/undrain a replica, and releasing an agent.
 
 ``/admin/*`` needs an admin key when ``auth.admin_key_sha256`` is set (a key
-distinct from tenants' keys); without it they are open, which suits local use.
-``/metrics`` needs it too when ``auth.metrics_require_admin_key`` is on.
+distinct from tenants' keys); without one they answer loopback callers only (403
+for others), which suits local use and keeps a proxy bound to 0.0.0.0 closed.
+``/metrics`` needs the key too when ``auth.metrics_require_admin_key`` is on.
 ``DELETE /v1/agents/{id}`` is a client call: the agent is scoped under the
 caller's tenant, so one tenant cannot release another's agent.
 """
@@ -10,6 +11,7 @@ caller's tenant, so one tenant cannot release another's agent.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from typing import Any
 
 import orjson
@@ -29,16 +31,32 @@ def _json(data: Any, status: int = 200) -> web.Response:
     )
 
 
+def _loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def _require_admin(request: web.Request) -> Components:
+    """The admin key when one is configured; without one (the default policy), callers on this host
+    only: an operator's curl works out of the box, a proxy bound to a public address is not open."""
     c = request.app[COMPONENTS]
-    if c.policy.auth.admin_key_sha256 and not c.tenants.is_admin(request.headers):
-        raise ProxyError(401, "admin_key_required", "this endpoint needs the admin API key")
+    if c.policy.auth.admin_key_sha256:
+        if not c.tenants.is_admin(request.headers):
+            raise ProxyError(401, "admin_key_required", "this endpoint needs the admin API key")
+    elif not _loopback(request.remote):
+        raise ProxyError(
+            403,
+            "admin_key_not_configured",
+            "no admin key is configured (auth.admin_key_sha256): the admin endpoints answer local callers only",
+        )
     return c
 
 
 async def metrics(request: web.Request) -> web.Response:
     c = request.app[COMPONENTS]
-    if c.policy.auth.metrics_require_admin_key:
+    if c.policy.auth.metrics_require_admin_key and c.policy.auth.admin_key_sha256:  # the flag needs a key
         _require_admin(request)
     if c.metrics is None:
         raise ProxyError(404, "not_found", "metrics are disabled")

@@ -88,16 +88,21 @@ PROXY_PATHS = frozenset({"/health", "/ready", "/metrics", "/admin", "/v1/models"
 PROXY_PREFIXES = ("/admin/", "/v1/agents/")
 
 
+ADMITTED_PATHS = frozenset(codec.route for codec in CODECS)
+
+
 def proxy_owned(path: str) -> bool:
     """The proxy's own routes: never passed through, on whichever listener serves them."""
     return path in PROXY_PATHS or path.startswith(PROXY_PREFIXES)
 
 
 def other_routes(passthrough: PassThrough) -> Handler:
-    """The API listener's catch-all: the engine's routes pass through; the proxy's own answer 404/405."""
+    """The API listener's catch-all: the engine's routes pass through; the proxy's own answer 404/405, and so
+    does another method on an admitted API route (405, ``Allow: POST``: those routes take nothing else, as
+    vLLM answers them too)."""
 
     async def route(request: web.Request) -> web.StreamResponse:
-        if proxy_owned(request.path):
+        if proxy_owned(request.path) or request.path in ADMITTED_PATHS:
             return await not_routed(request)
         return await passthrough.handle(request)
 

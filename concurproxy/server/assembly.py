@@ -20,8 +20,8 @@ from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.budgets import BudgetEngine, BudgetLimits
 from concurproxy.control.dispatch import DispatchParams
 from concurproxy.control.fairness.base import FairnessParams
-from concurproxy.control.fairness.registry import default_registry as fairness_registry
 from concurproxy.control.types import PressureSnapshot
+from concurproxy.plugins.installed import Plugins
 from concurproxy.routing import PrefixAffinityRouter, build_router
 from concurproxy.server.api import CODECS
 from concurproxy.server.auth import TenantResolver
@@ -39,6 +39,7 @@ from concurproxy.server.stages.routing import RoutingStage
 from concurproxy.signals.poller import PollTarget, PressurePoller
 from concurproxy.state.responses import ResponseIds, SharedResponseIds
 from concurproxy.telemetry.admission import AdmissionMetricsListener, watch_admission
+from concurproxy.telemetry.dispatch import prime_replica as prime_dispatch
 from concurproxy.telemetry.dispatch import watch_dispatch
 from concurproxy.telemetry.metrics import ProxyMetrics
 from concurproxy.telemetry.pressure import pressure_hook
@@ -51,9 +52,16 @@ from concurproxy.upstream.replica import Replica
 
 
 def build_components(
-    policy: Policy, registry: CollectorRegistry | None = None, span_exporter: SpanExporter | None = None
+    policy: Policy,
+    registry: CollectorRegistry | None = None,
+    span_exporter: SpanExporter | None = None,
+    *,
+    plugins: Plugins | None = None,
 ) -> Components:
-    """``span_exporter`` replaces the OTLP exporter (tests pass an in-memory one)."""
+    """``span_exporter`` replaces the OTLP exporter (tests pass an in-memory one); ``plugins`` the
+    installed plugin registries. Raises ``PluginError`` (one line) for a plugin name that cannot be used."""
+    plugins = plugins if plugins is not None else Plugins.load()
+    plugins.check(policy)  # before anything starts: every unusable name at once, in the operator's words
     pool = ReplicaPool((Replica.from_config(u) for u in policy.upstreams), policy.health)
     tenants = TenantResolver(TenantDirectory.from_policy(policy.tenants, policy.auth))
     metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
@@ -71,12 +79,12 @@ def build_components(
     if policy.admission.controller == "none":
         admission: NoAdmission | AdmissionStage = NoAdmission()
     else:
-        fair = fairness_registry()
-        fair.queue(policy.fairness.policy, params)  # fail fast on an unknown policy name
+        fair = plugins.fairness
         queue_maker = lambda _replica: fair.queue(policy.fairness.policy, params)  # noqa: E731
         shared = shared_stage.redis_state(policy) if policy.state.backend == "redis" else None
         service = AdmissionService(
             policy.admission,
+            registry=plugins.controllers,
             queue_maker=queue_maker,
             listeners=[AdmissionMetricsListener(metrics)],
             core=shared_stage.shared_admission_core(policy.admission, shared, queue_maker) if shared else None,
@@ -89,7 +97,7 @@ def build_components(
         )
 
     aimd = policy.admission.aimd
-    router = build_router(policy.routing)
+    router = build_router(policy.routing, plugins.scorers, policies=plugins.routers)
     # Block keys only for a policy that routes on prefixes; token counts for every policy.
     uses_prefix = isinstance(router, PrefixAffinityRouter)
     tokens = build_step_tokens(policy, policy.routing.block_tokens if uses_prefix else None)
@@ -102,7 +110,14 @@ def build_components(
         tokens=tokens,
     )
     components = Components(
-        policy=policy, pool=pool, tenants=tenants, router=routing, admission=admission, metrics=metrics, tokens=tokens
+        policy=policy,
+        pool=pool,
+        tenants=tenants,
+        router=routing,
+        admission=admission,
+        metrics=metrics,
+        plugins=plugins,
+        tokens=tokens,
     )
     routing.snapshots = components.latest_pressure
     dispatch_params = DispatchParams.from_policy(policy.fairness)
@@ -111,6 +126,9 @@ def build_components(
             dispatch_params, snapshots=components.latest_pressure, on_wait=metrics.dispatch_waited
         )
         watch_dispatch(metrics, components.dispatch, [r.id for r in pool])
+    else:
+        for r in pool:  # the dashboards' dispatch panels read 0, not "No data"
+            prime_dispatch(metrics, None, r.id)
     discovered_kv = policy.discovery is not None and policy.discovery.kv_events_port is not None
     if discovered_kv or any(u.kv_events is not None for u in policy.upstreams):
         feed = KvEventFeed(policy.routing.block_tokens, policy.routing.index_max_blocks)

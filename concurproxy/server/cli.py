@@ -54,6 +54,15 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from concurproxy.plugins import PluginError
+    from concurproxy.plugins.installed import Plugins
+
+    plugins = Plugins.load()
+    try:
+        plugins.check(policy)  # one line and exit 2, not a traceback from deep in the assembly
+    except PluginError as exc:
+        print(f"{args.config or '(defaults)'}: {exc}", file=sys.stderr)
+        return 2
     from concurproxy.telemetry.logging import configure_logging
 
     configure_logging(policy.telemetry, stream=sys.stderr)
@@ -63,11 +72,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency, but keep the proxy runnable without it
-        return asyncio.run(serve_forever(policy, args.config, overrides))
-    return uvloop.run(serve_forever(policy, args.config, overrides))
+        return asyncio.run(serve_forever(policy, args.config, overrides, plugins))
+    return uvloop.run(serve_forever(policy, args.config, overrides, plugins))
 
 
-async def serve_forever(policy, path: str | None = None, overrides: dict | None = None) -> int:  # type: ignore[no-untyped-def,type-arg]
+async def serve_forever(policy, path: str | None = None, overrides: dict | None = None, plugins=None) -> int:  # type: ignore[no-untyped-def,type-arg]
     """Serve until SIGINT/SIGTERM, then drain: /ready and new steps get 503, in-flight steps get the grace
     period. SIGHUP (or a change of the policy file's mtime) reloads the policy."""
     from concurproxy.server.app import running_proxy
@@ -75,7 +84,7 @@ async def serve_forever(policy, path: str | None = None, overrides: dict | None 
     from concurproxy.server.reload import reload_from_file
 
     log = logging.getLogger("concurproxy")
-    components = build_components(policy)
+    components = build_components(policy, plugins=plugins)
     components.policy_path = path
     components.policy_overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     stop = asyncio.Event()

@@ -13,6 +13,7 @@ from aiohttp import web
 from concurproxy.config.models import Policy
 from concurproxy.control.ratelimit import KeyedRateLimiter
 from concurproxy.control.types import PressureSnapshot, PriorityClass
+from concurproxy.plugins.installed import Plugins
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.forward import Forwarder
 from concurproxy.server.hooks import AdmissionGate, BudgetGate, NoBudgets, Router, StepListener
@@ -72,13 +73,16 @@ class Components:
     discovery_resolver: Any = None  # a discovery Resolver used instead of the OS's (tests)
     dispatch: Any = None  # concurproxy.server.stages.dispatch.DispatchStage (cost-aware dispatch), when enabled
     response_ids: ResponseIds = field(default_factory=ResponseIds)  # Responses id -> the replica storing it
+    plugins: Plugins | None = None  # the plugin registries the parts were built from (a reload checks names here)
     _caps: dict[str, PriorityClass] = field(default_factory=dict, repr=False)  # tenant -> max_priority
     _caps_of: Policy | None = field(default=None, repr=False)
 
     @staticmethod
     def make_rate_limiter(policy: Policy) -> KeyedRateLimiter | None:
         lim = policy.limits
-        return KeyedRateLimiter(lim.requests_per_s, lim.burst) if lim.requests_per_s else None
+        if not lim.requests_per_s:
+            return None
+        return KeyedRateLimiter(lim.requests_per_s, lim.burst, lim.rate_limit_max_keys)
 
     def role_priority(self, role: str) -> PriorityClass:
         cfg = self.policy.roles.get(role)

@@ -29,8 +29,7 @@ def add_replica(c: Components, replica: Replica) -> None:
         c.poller.add_target(replica.id, PollTarget.from_url(replica.pressure_url or replica.metrics_url))
     if c.metrics is not None:
         c.metrics.prime(replicas=[replica.id])
-        if c.dispatch is not None:
-            prime_dispatch(c.metrics, c.dispatch, replica.id)
+        prime_dispatch(c.metrics, c.dispatch, replica.id)  # no stage: its series at 0 all the same
     if c.dispatch is not None:
         c.dispatch.join_replica(replica.id)
     if c.kv_events is not None:

@@ -7,7 +7,9 @@ first; removed ones leave at once, their in-flight steps finish). What needs a
 restart: the listen address, the admission controller kind and its AIMD
 parameters, the fairness policy, routing policy and scorers, the state
 backend. A new file that does not validate changes nothing: the old policy
-stays, and the error is logged and kept in /admin/state.
+stays, and the error is logged and kept in /admin/state. Naming a plugin that is
+not installed counts as not validating (even in a restart-only section: the next
+restart would fail on it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from concurproxy.config.models import Policy
 from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.budgets import BudgetLimits
 from concurproxy.control.fairness.base import FairnessParams
+from concurproxy.plugins import PluginError
+from concurproxy.plugins.installed import Plugins
 from concurproxy.server.components import Components
 from concurproxy.server.membership import add_replica, remove_replica
 from concurproxy.server.stages.admission import AdmissionStage
@@ -40,10 +44,12 @@ def fingerprint(policy: Policy) -> str:
 
 
 def apply_policy(c: Components, new: Policy) -> list[str]:
-    """Swap in ``new``; returns what changed (for the log). Raises TenancyError before changing anything."""
+    """Swap in ``new``; returns what changed (for the log). Raises ConfigError, PluginError or
+    TenancyError before changing anything."""
     old = c.policy
     if not new.upstreams and new.discovery is None:
         raise ConfigError("upstreams: a reload may not empty the replica pool (the proxy would fail every step)")
+    (c.plugins if c.plugins is not None else Plugins.load()).check(new)
     directory = TenantDirectory.from_policy(new.tenants, new.auth)  # may raise: nothing changed yet
     changes: list[str] = []
     c.tenants.directory = directory
@@ -86,7 +92,7 @@ def reload_from_file(c: Components, path: str | Path, overrides: dict[str, objec
     try:
         new = load_policy(path, overrides)
         changes = apply_policy(c, new)
-    except (ConfigError, TenancyError) as exc:
+    except (ConfigError, PluginError, TenancyError) as exc:
         c.reload_status.record_error(str(exc))
         log.error("policy reload from %s rejected, keeping the running policy: %s", path, exc)
         return False

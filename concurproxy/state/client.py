@@ -21,10 +21,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 #: What a Redis call may raise when Redis is away; everything else is a bug and propagates.
-FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+#: ``RedisClusterException`` is not a ``RedisError``: the cluster client raises it (as
+#: ``RedisClusterUnreachableError``) when no node answers, so without it a cluster outage
+#: escaped the breaker.
+FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,22 +64,27 @@ def parse_url(url: str) -> RedisTarget:
     raise ValueError(f"{url!r}: unsupported scheme {scheme!r} (redis, rediss, redis+sentinel, redis+cluster)")
 
 
-def connect(url: str, socket_timeout_s: float) -> Any:
-    """A redis.asyncio client for ``url`` (not yet connected: the first command connects)."""
-    t = parse_url(url)
-    opts: dict[str, Any] = {
+def client_options(socket_timeout_s: float) -> dict[str, Any]:
+    """What every kind of client is built with: one short timeout and no retry, so a dead Redis
+    costs one timeout and the breaker opens (redis-py's defaults retry, and the cluster client's
+    retry 3 times with backoff, each attempt re-discovering the topology)."""
+    return {
         "socket_timeout": socket_timeout_s,
         "socket_connect_timeout": socket_timeout_s,
         "retry": Retry(NoBackoff(), 0),
         "decode_responses": True,
     }
+
+
+def connect(url: str, socket_timeout_s: float) -> Any:
+    """A redis.asyncio client for ``url`` (not yet connected: the first command connects)."""
+    t = parse_url(url)
+    opts = client_options(socket_timeout_s)
     if t.kind == "single":
         return Redis.from_url(t.url, **opts)
     if t.kind == "cluster":
-        return RedisCluster.from_url(t.url, socket_timeout=socket_timeout_s, decode_responses=True)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(t.hosts), sentinel_kwargs={"socket_timeout": socket_timeout_s}, ssl=t.tls, **opts
-    )
+        return RedisCluster.from_url(t.url, **opts)
+    sentinel = Sentinel(list(t.hosts), sentinel_kwargs={"socket_timeout": socket_timeout_s}, ssl=t.tls, **opts)
     return sentinel.master_for(t.service or "mymaster", db=t.db, password=t.password)
 
 

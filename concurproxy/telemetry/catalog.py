@@ -130,10 +130,11 @@ SPECS: tuple[MetricSpec, ...] = (
        "compare the count with concurproxy_requests_total)."),
     _g("concurproxy_dispatch_waiting_steps", RS, "Steps waiting at the dispatch stage now."),
     _g("concurproxy_dispatch_reserve_in_flight_tokens", R,
-       "KV footprint (prompt + max_tokens) of the replica's steps in flight that the KV reserve limits."),
+       "KV footprint (prompt + max_tokens) of the replica's steps in flight that the KV reserve limits; 0 while "
+       "the reserve is off (fairness.kv_reserve: 0, the default)."),
     _g("concurproxy_dispatch_reserve_limit_tokens", R,
        "What those steps may hold while control steps are about: KV capacity x (1 - kv_reserve); NaN until the "
-       "engine's capacity is read."),
+       "engine's capacity is read, and while the reserve is off (no limit)."),
     # --- routing --------------------------------------------------------------------------------
     _c("concurproxy_routing_decisions_total", ("replica", "reason"),
        "Replica choices, by the scorer that decided (pin / prefix / least_loaded ...).", reason=("pin",)),

@@ -10,9 +10,12 @@ Wire it once, where the stage is built::
 * At each scrape, ``stage.state()`` → ``concurproxy_dispatch_waiting_steps`` and the cores' running totals →
   ``concurproxy_dispatch_held_total`` / ``concurproxy_dispatch_forced_total`` (the cores count anyway);
   with the reserve on, ``concurproxy_dispatch_reserve_in_flight_tokens`` / ``_limit_tokens``.
-* The configured replicas get zero-valued series for the enabled stages up front (0, not "no data");
-  a replica that joins later (reload, discovery) gets them when it joins (``prime_replica``, from
-  ``server/membership.py``), and one that leaves loses them with all its series.
+* The configured replicas get zero-valued series up front (0, not "no data"); a replica that joins
+  later (reload, discovery) gets them when it joins (``prime_replica``, from ``server/membership.py``),
+  and one that leaves loses them with all its series. Every series a dashboard queries exists on any
+  policy: with the KV reserve off (``fairness.kv_reserve: 0``, the default) its in-flight gauge reads 0
+  and its limit NaN (no limit); with no dispatch stage at all (``prime_replica(metrics, None, r)``) the
+  prefill gate's series read 0 too.
 
 Concurrency: the refresher runs on the event loop, like the stage (see ``ProxyMetrics.add_refresher``).
 """
@@ -40,12 +43,13 @@ class _Stage(Protocol):
     def state(self) -> Mapping[str, Mapping[str, int | None]]: ...
 
 
-def prime_replica(metrics: ProxyMetrics, stage: _Stage, replica: str) -> None:
-    """Zero-valued series of ``replica`` for the enabled stages (at start, and when a replica joins)."""
-    for name in (GATE, RESERVE) if stage.params.reserve_enabled else (GATE,):
+def prime_replica(metrics: ProxyMetrics, stage: _Stage | None, replica: str) -> None:
+    """Zero-valued series of ``replica`` (at start, and when a replica joins); ``stage`` None: the proxy
+    built no dispatch stage, and the series stay at 0 (the dashboards show 0, not "No data")."""
+    reserve_on = stage is not None and stage.params.reserve_enabled
+    for name in (GATE, RESERVE) if reserve_on else (GATE,):
         metrics.prime_dispatch(replica, name)
-    if stage.params.reserve_enabled:
-        metrics.set_dispatch_reserve(replica, in_flight_tokens=0, limit_tokens=None)
+    metrics.set_dispatch_reserve(replica, in_flight_tokens=0, limit_tokens=None)  # NaN limit: unknown or off
 
 
 def watch_dispatch(metrics: ProxyMetrics, stage: _Stage, replicas: Iterable[str] = ()) -> None:

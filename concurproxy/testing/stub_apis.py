@@ -33,6 +33,7 @@ from aiohttp import web
 
 from concurproxy.errors import ProxyError
 from concurproxy.server.api import MESSAGES, RESPONSES
+from concurproxy.testing.stub_upstream import MAX_TOKENS
 from concurproxy.tokens import count_tokens, prompt_text, tokenize
 
 Prelude = Callable[[web.Request], Awaitable[tuple[Any, dict[str, Any]] | web.Response]]
@@ -143,7 +144,7 @@ def register(app: web.Application, prelude: Prelude, behaviour: Callable[[web.Re
             if parent not in stored:
                 return _error(404, f"Response with id '{parent}' not found.")
             prompt += stored[parent]["usage"]["total_tokens"]  # the engine re-reads the whole chain
-        n = int(body.get("max_output_tokens") or b.chunks)
+        n = min(int(body.get("max_output_tokens") or b.chunks), MAX_TOKENS)
         rid = f"resp_{prefix}{next(counter):06d}"
         usage = {
             "input_tokens": prompt,
@@ -206,7 +207,7 @@ def register(app: web.Application, prelude: Prelude, behaviour: Callable[[web.Re
             return got
         b, body = got
         prompt = round(count_tokens(MESSAGES.prompt_text(body)) * b.prompt_token_factor)
-        n = int(body.get("max_tokens") or b.chunks)
+        n = min(int(body.get("max_tokens") or b.chunks), MAX_TOKENS)
         mid = f"msg_{next(counter):08d}"
         message = {
             "id": mid,

@@ -22,6 +22,7 @@ from aiohttp import web
 from concurproxy.tokens import estimate_prompt_tokens
 
 _STUB_KEY = web.AppKey("stub", object)
+MAX_TOKENS = 65_536  # most tokens one answer has (an engine stops at its context length; a fuzz sends 2^63)
 
 
 @dataclass
@@ -118,7 +119,9 @@ async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
     if isinstance(got, web.Response):
         return got
     b, body = got
-    n = int(body.get("max_tokens") or b.chunks)
+    # An engine stops at its context length whatever max_tokens says; the stub at MAX_TOKENS (an API
+    # fuzz sends up to 2^63-1, which would otherwise be built in memory or streamed for ever).
+    n = min(int(body.get("max_tokens") or b.chunks), MAX_TOKENS)
     if not body.get("stream"):
         return web.Response(
             body=orjson.dumps(_completion(body, chat, n, b.prompt_token_factor)), content_type="application/json"

@@ -122,8 +122,14 @@ def test_identity_fast_path_matches_the_metadata_path() -> None:
     assert plain == with_meta
     # An empty header counts as absent, with or without metadata (no 400 for an empty X-Priority).
     empty = {"X-Agent-Id": "", "X-Task-Id": "", "X-Agent-Role": "", "X-Priority": "", "X-Agent-Done": ""}
-    ident = extract_identity(empty, {"user": 7}, "t", "r")
-    assert (ident.agent_id, ident.task_id, ident.role, ident.priority, ident.done) == ("7", "7", "default", None, False)
+    ident = extract_identity(empty, {"user": "u7"}, "t", "r")  # a non-string user is not an id: not used
+    assert (ident.agent_id, ident.task_id, ident.role, ident.priority, ident.done) == (
+        "u7",
+        "u7",
+        "default",
+        None,
+        False,
+    )
     meta = extract_identity(empty, {"metadata": {"priority": 0, "agent_done": True, "agent_id": "m"}}, "t", "r")
     assert meta.priority is PriorityClass.critical and meta.done and meta.agent_id == "m"
     assert extract_identity({}, {"metadata": ["not", "a", "mapping"]}, "t", "r").one_shot

@@ -17,7 +17,9 @@ from concurproxy.control.limits import (
     UnknownControllerError,
     WindowController,
 )
+from concurproxy.control.limits.registry import ENTRY_POINT_GROUP
 from concurproxy.control.types import PressureSnapshot
+from concurproxy.plugins import no_entry_points
 
 
 def test_static_ignores_pressure_and_staleness() -> None:
@@ -45,14 +47,14 @@ def test_none_is_unbounded() -> None:
     ],
 )
 def test_builtins_by_name(name: str, cls: type) -> None:
-    reg = ControllerRegistry(entry_points_loader=lambda: [])
+    reg = ControllerRegistry(entry_points=no_entry_points)
     c = reg.create(AdmissionConfig(controller=name))
     assert isinstance(c, cls) and c.name == name
     assert reg.create(AdmissionConfig(), name=name).name == name
 
 
 def test_each_create_is_a_fresh_instance() -> None:
-    reg = ControllerRegistry(entry_points_loader=lambda: [])
+    reg = ControllerRegistry(entry_points=no_entry_points)
     assert reg.create(AdmissionConfig()) is not reg.create(AdmissionConfig())
 
 
@@ -62,18 +64,18 @@ def make_plugin(cfg: AdmissionConfig) -> WindowController:
 
 def test_plugin_from_entry_point_group() -> None:
     ep = EntryPoint(name="vegas", value=f"{__name__}:make_plugin", group="concurproxy.controllers")
-    reg = ControllerRegistry(entry_points_loader=lambda: [ep])
+    reg = ControllerRegistry(entry_points=lambda group: [ep] if group == ENTRY_POINT_GROUP else [])
     assert reg.create(AdmissionConfig(controller="vegas")).window == 3
     assert reg.names() == ["aimd", "gradient", "none", "static", "vegas"]
 
 
 def test_unknown_name_lists_known() -> None:
-    reg = ControllerRegistry(entry_points_loader=lambda: [])
+    reg = ControllerRegistry(entry_points=no_entry_points)
     with pytest.raises(UnknownControllerError, match="aimd, gradient, none, static"):
         reg.create(AdmissionConfig(controller="nope"))
 
 
 def test_register_in_code() -> None:
-    reg = ControllerRegistry(entry_points_loader=lambda: [])
+    reg = ControllerRegistry(entry_points=no_entry_points)
     reg.register("fixed3", make_plugin)
     assert reg.create(AdmissionConfig(controller="fixed3")).window == 3

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from concurproxy.config import load_policy
@@ -68,14 +69,15 @@ class ProxyThread:
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def start(self, **overrides: Any) -> None:
+    def start(self, policy_path: str | Path | None = None, **overrides: Any) -> None:
+        """``policy_path``: a policy file under the overrides (e.g. policies/default.yaml as shipped)."""
         self.thread.start()
-        self.call(self._start(overrides))
+        self.call(self._start(policy_path, overrides))
 
-    async def _start(self, overrides: dict[str, Any]) -> None:
+    async def _start(self, policy_path: str | Path | None, overrides: dict[str, Any]) -> None:
         urls = [await self.stack.enter_async_context(running_stub(b)) for b in self.behaviours]
         doc: dict[str, Any] = {"upstreams": [{"url": u, "name": f"r{i}"} for i, u in enumerate(urls)], **overrides}
-        policy = load_policy(overrides=doc, env={})
+        policy = load_policy(policy_path, overrides=doc, env={})
         self.components = build_components(policy)
         self.url = await self.stack.enter_async_context(running_proxy(policy, self.components))
         self.port = int(self.url.rsplit(":", 1)[1])

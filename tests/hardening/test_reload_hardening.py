@@ -79,3 +79,30 @@ async def test_reload_to_an_empty_pool_is_refused(tmp_path):
         status, body, state = await _reload(s, url)
         assert status == 400, body
         assert [r["id"] for r in state["replicas"]] == ["r0"]
+
+
+@pytest.mark.parametrize(
+    ("section", "what"),
+    [
+        (
+            {"admission": {"controller": "aimdd"}},
+            "unknown admission controller 'aimdd'; known: aimd, gradient, none, static",
+        ),
+        ({"fairness": {"policy": "wfq"}}, "unknown fairness policy 'wfq'"),
+        ({"routing": {"scorers": [{"type": "gpu-temp"}]}}, "unknown scorer 'gpu-temp'"),
+    ],
+)
+async def test_reload_naming_an_unknown_plugin_is_refused(tmp_path, section, what):
+    """Issue 21 item 12: restart-only sections were taken into the running policy unchecked, so the
+    reload said ok and the next restart died on the name."""
+    async with reloadable(tmp_path) as (url, s, f, doc):
+        before = (await (await s.get(url + "/admin/state")).json())["policy"]
+        f.write_text(yaml.safe_dump({**doc, **section}))
+        status, body, state = await _reload(s, url)
+        assert status == 400 and body["error"]["code"] == "invalid_policy", body
+        assert what in body["error"]["message"]
+        assert state["policy"]["fingerprint"] == before["fingerprint"] and state["policy"]["failed_reloads"] == 1
+        assert state["admission"]["controller"] == "aimd"
+        f.write_text(yaml.safe_dump(doc))  # the same file fixed reloads as usual
+        status, body, _ = await _reload(s, url)
+        assert status == 200, body

@@ -7,6 +7,7 @@ the prefill gate and a step that would eat the KV headroom by the reserve, deter
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -127,9 +128,15 @@ async def test_the_hold_bound_shows_as_forced(proxy_factory) -> None:
         assert [r.status for r in await asyncio.gather(control, long)] == [200, 200]
 
 
-async def test_dispatch_is_null_and_unexported_when_the_stage_is_off(proxy_factory) -> None:
+async def test_dispatch_is_null_and_its_series_read_zero_when_the_stage_is_off(proxy_factory) -> None:
+    """The stage is off: /admin/state says so, and every dispatch series a dashboard queries reads 0
+    (the reserve's limit NaN), not "No data" (issue 21 item 13)."""
     fairness = {"protect_priority": None, "long_prefills_per_replica": 0}
     async with proxy_factory(fairness=fairness, admission=STATIC) as h:
         assert (await h.post(CHAT, body(1500), headers=hdr("l"))).status == 200
         assert await dispatch_state(h) is None
-        assert await scrape(h) == {}
+        samples = await scrape(h)
+        limit = samples.pop(("concurproxy_dispatch_reserve_limit_tokens", (("replica", "r0"),)))
+        assert math.isnan(limit)
+        values = {v for (name, _), v in samples.items() if not name.endswith("_created")}
+        assert samples and values == {0.0}

@@ -62,8 +62,8 @@ async def test_unknown_routes_are_relayed_not_invented(proxy_factory):
         r = await h.session.get(h.url + "/v1/nothing")
         assert r.status == 404 and r.headers["x-concurproxy-replica"] == "r0"
         assert await r.json() == {"detail": "Not Found"}  # the stub's (FastAPI-like) answer, not ours
-        r = await h.session.get(h.url + "/v1/chat/completions")  # another method on an admitted path: relayed
-        assert r.status == 404 and r.headers["x-concurproxy-replica"] == "r0"
+        r = await h.session.get(h.url + "/v1/chat/completions")  # another method on an admitted path: 405, as vLLM
+        assert r.status == 405 and r.headers["Allow"] == "POST"
         r = await h.session.post(h.url + "/v1/agents/a1")
         assert r.status == 405 and r.headers["Allow"] == "DELETE"
         r = await h.post("/v1/chat/completions", {**CHAT, "model": "nope"})

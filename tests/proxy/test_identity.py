@@ -47,8 +47,31 @@ def test_invalid_priority_rejected():
         extract_identity({"X-Priority": "urgent!"}, {}, "t", "r")
 
 
-def test_body_ids_with_a_trailing_newline_rejected():
-    for body in ({"user": "agent-1\n"}, {"metadata": {"task_id": "task\n"}}):
-        with pytest.raises(ProxyError) as err:
-            extract_identity({}, body, "t", "r")
-        assert err.value.status == 400
+def test_body_ids_with_a_trailing_newline_are_not_used():
+    assert extract_identity({}, {"user": "agent-1\n"}, "t", "r").one_shot
+    ident = extract_identity({"X-Agent-Id": "a"}, {"metadata": {"task_id": "task\n"}}, "t", "r")
+    assert ident.task_id == "a"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user": "Jane Doe"},  # OpenAI's free-form end-user id
+        {"user": 42},
+        {"metadata": {"agent_id": "has space", "role": ["x"], "priority": "urgent!", "task_id": {}}},
+        {"metadata": "not an object"},
+    ],
+)
+def test_body_fallbacks_that_are_not_ids_are_not_used_and_not_an_error(body):
+    """openapi.yaml: ``user`` and ``metadata`` are OpenAI fields; the proxy reads an id from them when
+    there is one, and never refuses a request for them (schemathesis found the 400s)."""
+    ident = extract_identity({}, body, "t", "r")
+    assert ident.one_shot and ident.role == "default" and ident.priority is None
+
+
+def test_an_invalid_session_header_is_refused_even_beside_an_agent_header():
+    """openapi.yaml validates every identity header sent; the alias used to be read only when X-Agent-Id
+    was missing, so an invalid one beside it passed (schemathesis)."""
+    with pytest.raises(ProxyError) as err:
+        extract_identity({"X-Agent-Id": "a", "X-Session-Id": "has space"}, {}, "t", "r")
+    assert err.value.status == 400 and err.value.param == "X-Session-Id"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.asyncio.cluster import RedisCluster
 
 from concurproxy.config.models import StateConfig
 from concurproxy.control.limits.base import UNBOUNDED, WindowDecision
 from concurproxy.state import MemoryState, ReplicaShare, SharedStateSettings, SharedWindowController
-from concurproxy.state.client import Breaker, parse_url
+from concurproxy.state.client import FAILURES, Breaker, connect, parse_url
 
 
 @given(w=st.integers(1, 500), others=st.integers(0, 600), live=st.integers(1, 20))
@@ -117,3 +120,41 @@ async def test_memory_state_owns_the_whole_window() -> None:
     assert m.connected and await m.claim("r", "a", 1) and await m.claim("r", "b", 1)
     assert m.share("r").cap(5) == 5
     m.publish_pin("a", "r")
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379/0", "redis+cluster://h:7000", "redis+sentinel://s:26379/m"])
+def test_every_kind_of_client_is_built_with_one_short_timeout_and_no_retry(url: str) -> None:
+    """Issue 21 item 10: the cluster client was built with redis-py's defaults (3 retries with
+    backoff, a 5 s connect timeout), so the breaker opened only after several timeouts."""
+    client = connect(url, 0.25)
+    if isinstance(client, RedisCluster):
+        kwargs, retry = client.connection_kwargs, client.retry
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+        retry = kwargs["retry"]
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.25, 0.25)
+    assert retry.get_retries() == 0
+    assert kwargs["decode_responses"] is True
+
+
+async def test_an_unreachable_cluster_raises_a_failure_the_breaker_counts() -> None:
+    """A silent node: one connection, one timeout, and an error in ``FAILURES`` (the cluster's
+    ``RedisClusterUnreachableError`` is not a ``RedisError`` and used to escape the breaker)."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # never answers; closed below
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = connect(f"redis+cluster://127.0.0.1:{port}", 0.1)
+    try:
+        with pytest.raises(FAILURES):
+            await client.ping()
+        assert len(accepted) == 1
+    finally:
+        await client.aclose()
+        for w in accepted:
+            w.close()
+        server.close()
+        await server.wait_closed()

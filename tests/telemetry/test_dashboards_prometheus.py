@@ -15,6 +15,8 @@ Two sources of data:
   vLLM workers (concurproxy.worker, ``tiny`` profile) under a short multi-agent
   load, scraping the proxy's own ``/metrics``. Set ``CONCURPROXY_OVERVIEW_PNG=path`` to also render the
   overview dashboard from that run into a PNG.
+* ``test_dashboards_on_the_default_policy``: the same fleet behind policies/default.yaml as shipped
+  (features such as the KV reserve off): every dashboard query must still return data.
 """
 
 from __future__ import annotations
@@ -191,9 +193,13 @@ async def test_dashboards_against_scripted_exporters(tmp_path: Path) -> None:
 
 
 @asynccontextmanager
-async def live_fleet() -> AsyncIterator[tuple[str, list[str]]]:
+async def live_fleet(default_policy: bool = False) -> AsyncIterator[tuple[str, list[str]]]:
     """Two simulated workers (tiny profile: thrashes within seconds) behind the real proxy, wired as
-    ``concurproxy serve`` wires it (``build_components``). Yields ``(proxy_url, worker_host_ports)``."""
+    ``concurproxy serve`` wires it (``build_components``). Yields ``(proxy_url, worker_host_ports)``.
+    ``default_policy``: policies/default.yaml as shipped (only the upstreams set), else a fast AIMD
+    with the KV reserve on."""
+    from promkit import ROOT
+
     from concurproxy.config import load_policy
     from concurproxy.server.app import build_components, running_proxy
     from concurproxy.worker.fleet import run_fleet
@@ -206,7 +212,10 @@ async def live_fleet() -> AsyncIterator[tuple[str, list[str]]]:
             "admission": {"controller": "aimd", "aimd": aimd, "max_queue_wait_s": 30},
             "fairness": {"kv_reserve": 0.1},  # the reserve's series exist (no control role here: it never holds)
         }
-        policy = load_policy(overrides=doc, env={})
+        if default_policy:
+            policy = load_policy(ROOT / "policies" / "default.yaml", overrides={"upstreams": upstreams}, env={})
+        else:
+            policy = load_policy(overrides=doc, env={})
         async with running_proxy(policy, build_components(policy)) as proxy, aiohttp.ClientSession() as s:
             async with s.get(proxy + "/metrics") as r:
                 if r.status != 200 or "concurproxy_requests_total" not in await r.text():
@@ -290,3 +299,20 @@ async def test_dashboards_against_live_proxy_and_worker(tmp_path: Path) -> None:
     assert not unexpected, "\n".join(unexpected)
     if known:
         pytest.xfail("known wiring gaps (KNOWN_WIRING_GAPS):\n" + "\n".join(known))
+
+
+async def test_dashboards_on_the_default_policy(tmp_path: Path) -> None:
+    """Issue 21 item 13: the shipped policy as most users run it. Every dashboard query must return
+    data (the KV reserve is off there: its panels read 0 / NaN, not "No data"); no known gaps allowed."""
+    async with live_fleet(default_policy=True) as (proxy, workers):
+        targets = {"concurproxy": [proxy.removeprefix("http://")], "engines": workers}
+        async with running_prometheus(tmp_path, targets, [ALERTS]) as prom:
+            until = asyncio.get_running_loop().time() + 30.0
+            load = asyncio.ensure_future(agent_load(proxy, agents=6, steps=6, until=until))
+            try:
+                errors = await check_queries(prom, dashboard_queries(), deadline_s=25)
+            finally:
+                load.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await load
+    assert not errors, "\n".join(errors)

@@ -10,6 +10,7 @@ import pytest
 from promkit import (
     ALERTS,
     DASHBOARDS,
+    ROOT,
     alert_queries,
     alert_rules,
     dashboard_queries,
@@ -131,3 +132,36 @@ def test_promtool_alert_unit_tests() -> None:
     tests = ALERTS.parent / "alerts_test.yml"
     out = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _exposed_series(text: str) -> set[str]:
+    names = set()
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            names.add(line.split("{", 1)[0].split(" ", 1)[0])
+    return names
+
+
+async def test_the_default_policy_exposes_every_series_a_dashboard_queries() -> None:
+    """Issue 21 item 13: on the default policy the KV-reserve panels said "No data" (the reserve is off,
+    and its gauges were never created). Every queried ``concurproxy_*`` name must be in /metrics, after
+    one step, on a proxy wired as ``concurproxy serve`` wires it."""
+    import aiohttp
+
+    from concurproxy.config import load_policy
+    from concurproxy.server.app import running_proxy
+    from concurproxy.server.assembly import build_components
+    from concurproxy.testing.stub_upstream import StubBehaviour, running_stub
+
+    queried = {
+        n for q in dashboard_queries() + alert_queries() for n in metric_names(q.expr) if n.startswith("concurproxy_")
+    }
+    async with running_stub(StubBehaviour()) as upstream:
+        policy = load_policy(ROOT / "policies" / "default.yaml", overrides={"upstreams": [{"url": upstream}]}, env={})
+        async with running_proxy(policy, build_components(policy)) as url, aiohttp.ClientSession() as s:
+            body = {"model": "stub-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+            async with s.post(url + "/v1/chat/completions", json=body) as r:
+                assert r.status == 200, await r.text()
+            async with s.get(url + "/metrics") as r:
+                exposed = _exposed_series(await r.text())
+    assert sorted(queried - exposed) == []

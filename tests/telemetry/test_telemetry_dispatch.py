@@ -12,7 +12,7 @@ from concurproxy.control.types import PressureSnapshot, PriorityClass, StepInfo
 from concurproxy.identity import Identity
 from concurproxy.server.hooks import StepContext
 from concurproxy.server.stages.dispatch import DispatchStage
-from concurproxy.telemetry.dispatch import watch_dispatch
+from concurproxy.telemetry.dispatch import prime_replica, watch_dispatch
 from concurproxy.telemetry.metrics import ProxyMetrics
 
 
@@ -44,7 +44,10 @@ async def test_configured_replicas_read_zero_before_any_step_and_the_reserve_onl
         assert gate_only("concurproxy_dispatch_held_total", r, "prefill_gate") == 0
         assert gate_only("concurproxy_dispatch_wait_seconds_count", r, "prefill_gate") == 0
         assert gate_only("concurproxy_dispatch_held_total", r, "kv_reserve") is None
-        assert gate_only("concurproxy_dispatch_reserve_in_flight_tokens", r) is None
+        # the reserve is off (the default policy): its gauges exist all the same (issue 21 item 13)
+        assert gate_only("concurproxy_dispatch_reserve_in_flight_tokens", r) == 0
+        off_limit = gate_only("concurproxy_dispatch_reserve_limit_tokens", r)
+        assert off_limit is not None and math.isnan(off_limit)
     both = Scrape(DispatchStage(DispatchParams(kv_reserve=0.2)))
     assert both("concurproxy_dispatch_forced_total", "r0", "kv_reserve") == 0
     assert both("concurproxy_dispatch_reserve_in_flight_tokens") == 0
@@ -108,3 +111,11 @@ def test_counters_follow_the_core_totals_and_survive_a_reset() -> None:
     assert value("concurproxy_dispatch_held_total", {"replica": "r0", "stage": "kv_reserve"}) == 9
     assert value("concurproxy_dispatch_forced_total", {"replica": "r0", "stage": "kv_reserve"}) == 1
     assert value("concurproxy_dispatch_waiting_steps", {"replica": "r0", "stage": "kv_reserve"}) == 0
+
+
+def test_without_a_dispatch_stage_its_series_read_zero() -> None:
+    registry = CollectorRegistry()
+    metrics = ProxyMetrics(registry)
+    prime_replica(metrics, None, "r0")
+    assert registry.get_sample_value("concurproxy_dispatch_held_total", {"replica": "r0", "stage": "prefill_gate"}) == 0
+    assert registry.get_sample_value("concurproxy_dispatch_reserve_in_flight_tokens", {"replica": "r0"}) == 0

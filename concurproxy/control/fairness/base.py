@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Generic, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from concurproxy.config.budgets import FairnessConfig, TenantConfig
 from concurproxy.control.types import StepInfo
@@ -77,10 +77,16 @@ class FairnessPolicy(Protocol[S]):
 
     def size(self, state: S) -> int: ...
 
+    @property
+    def shared_counters(self) -> SharedCounters[S] | None:
+        """The policy's counters as several proxy instances share them (``vtc`` returns itself),
+        or None for a policy without counters (``fifo``). A capability is a member of the
+        protocol, not something the caller probes for with isinstance."""
+        ...
 
-@runtime_checkable
+
 class SharedCounters(Protocol[S_contra]):
-    """Optional capability of a policy whose counters several proxy instances share (``vtc``).
+    """Capability of a policy whose counters several proxy instances share (``vtc``).
 
     ``take_service`` returns the per-flow service charged here since the last call (and starts
     recording on the first call); ``absorb_service`` adds the service other instances charged."""
@@ -123,12 +129,14 @@ class FairQueue(Generic[T]):
 
     @property
     def shares_counters(self) -> bool:
-        return isinstance(self.policy, SharedCounters)
+        return self.policy.shared_counters is not None
 
     def take_service(self) -> dict[str, float]:
         """This queue's counter service since the last call ({} for a policy without counters)."""
-        return self.policy.take_service(self.state) if isinstance(self.policy, SharedCounters) else {}
+        counters = self.policy.shared_counters
+        return counters.take_service(self.state) if counters is not None else {}
 
     def absorb_service(self, service: Mapping[str, float]) -> None:
-        if isinstance(self.policy, SharedCounters):
-            self.policy.absorb_service(self.state, service)
+        counters = self.policy.shared_counters
+        if counters is not None:
+            counters.absorb_service(self.state, service)

@@ -22,6 +22,10 @@ class FifoPolicy:
     def __init__(self, params: FairnessParams | None = None) -> None:
         self.params = params or FairnessParams()
 
+    @property
+    def shared_counters(self) -> None:
+        return None  # no counters: nothing to share across instances
+
     def new_state(self) -> FifoState:
         return OrderedDict()
 

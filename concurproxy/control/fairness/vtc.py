@@ -118,6 +118,10 @@ class VTCPolicy:
     def __init__(self, params: FairnessParams | None = None) -> None:
         self.params = params or FairnessParams()
 
+    @property
+    def shared_counters(self) -> VTCPolicy:
+        return self  # take_service / absorb_service below
+
     def new_state(self) -> VTCState:
         return VTCState()
 
@@ -184,7 +188,7 @@ class VTCPolicy:
                 del state.precharged[key]
         self._add(state, step, amount)
 
-    # -- shared with other instances (SharedCounters) ----------------------------------------------
+    # -- shared with other instances (shared_counters) -------------------------------------------
     def take_service(self, state: VTCState) -> dict[str, float]:
         """Tenant service recorded since the last call (the first call turns recording on)."""
         out, state.ledger = state.ledger or {}, {}

@@ -25,15 +25,25 @@ from concurproxy.server.api.shapes import OPENAI, ErrorShape
 from concurproxy.server.api.usage import Usage
 from concurproxy.server.sse import SSERelay
 
+INT64_MAX = 2**63 - 1
+
+
+def token_count(value: object) -> bool:
+    """A JSON integer in [1, 2^63-1]: ``2.0`` is the integer 2 to JSON Schema (and to the engines' pydantic
+    models), so the proxy may not refuse what openapi.yaml allows; a bool is not a number."""
+    if value.__class__ is int:  # the usual case first (True.__class__ is bool, not int)
+        return 1 <= value <= INT64_MAX  # type: ignore[operator]
+    return value.__class__ is float and value.is_integer() and 1 <= value <= INT64_MAX  # type: ignore[attr-defined,operator]
+
 
 def positive_int(body: dict[str, Any], field: str) -> int:
     """``body[field]`` as a positive int, 0 when absent or null; 400 for anything else."""
     value = body.get(field)
     if value is None:
         return 0
-    if value.__class__ is not int or value < 1:  # (bool is not int here: True.__class__ is bool)
+    if not token_count(value):
         raise bad_request(f"'{field}' must be a positive integer", param=field)
-    return value
+    return int(value)
 
 
 CHAT_ROUTE = "/v1/chat/completions"

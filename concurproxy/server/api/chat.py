@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import orjson
 
 from concurproxy.errors import ProxyError, bad_request
-from concurproxy.server.api.base import ApiCodec
+from concurproxy.server.api.base import ApiCodec, token_count
 from concurproxy.server.api.conversation import Conversation, ToolCall, Turn, parts_text
 from concurproxy.server.api.usage import Usage
 from concurproxy.server.sse import SSERelay, data_of
@@ -86,14 +86,15 @@ class ChatCodec(ApiCodec):
 
     @staticmethod
     def _common(body: dict[str, Any]) -> None:
-        limit = body.get("max_tokens")
-        if limit is None:
-            limit = body.get("max_completion_tokens")
-        if limit is not None and (limit.__class__ is not int or limit < 1):  # (a bool is not an int here)
-            raise bad_request("'max_tokens' must be a positive integer", param="max_tokens")
+        for field in ("max_tokens", "max_completion_tokens"):  # each one given, as openapi.yaml says
+            value = body.get(field)
+            if value is not None and not token_count(value):
+                raise bad_request(f"'{field}' must be a positive integer", param=field)
         opts = body.get("stream_options")
         if opts is not None and not isinstance(opts, dict):
             raise bad_request("'stream_options' must be an object", param="stream_options")
+        if opts is not None and opts.get("include_usage", False).__class__ is not bool:
+            raise bad_request("'stream_options.include_usage' must be a boolean", param="stream_options.include_usage")
 
     def conversation(self, body: dict[str, Any]) -> Conversation:
         turns = []
@@ -115,7 +116,7 @@ class ChatCodec(ApiCodec):
         return prompt_text(body)
 
     def max_output(self, body: dict[str, Any]) -> int:
-        return body.get("max_tokens") or body.get("max_completion_tokens") or 0
+        return int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
 
     def clamp_output(self, body: dict[str, Any], tokens: int) -> None:
         body["max_tokens"] = tokens
