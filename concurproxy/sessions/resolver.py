@@ -160,12 +160,13 @@ class SessionResolver:
             return resolved
         self._agent(resolved.tenant, agent, now)
         self._put(resolved.keys.prompt, agent, now)  # (the provisional new id loses its only key)
-        self.counts["new"] -= 1  # counted by `resolve`; it is a continued agent after all
+        self.counts["new"] = self.counts.get("new", 1) - 1  # counted by `resolve`: a continued agent after all
         return self._count(replace(resolved, agent_id=agent, source="chain", detail="shared"))
 
     # ---- step end -------------------------------------------------------------------------
     def remember(self, resolved: Resolved, reply: Sequence[TurnLike] | None) -> None:
-        """A successful step's answer, as the client will resend it (``replies.py``)."""
+        """A successful step's answer, as the client will resend it (``replies.py``). Call it once the
+        answer was delivered: one the client never got would split its retry off as a child."""
         if not resolved.inferred or resolved.keys is None or not reply:
             return
         try:
