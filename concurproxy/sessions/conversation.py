@@ -56,6 +56,7 @@ class Message(NamedTuple):
 
 Conversation = tuple[Message, ...]
 TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+BILLING_HEADER = "x-anthropic-billing-header"  # Claude Code's per-request system line (its hash changes)
 _NEW = tuple.__new__
 
 
@@ -164,6 +165,8 @@ def from_messages(body: Mapping[str, Any]) -> Conversation | None:
     if messages.__class__ is not list or not messages:
         return None
     system = body.get("system")
+    if system.__class__ is list:  # Claude Code sends its billing line as a block of its own
+        system = [b for b in system if not (b.__class__ is dict and _str(b.get("text")).startswith(BILLING_HEADER))]
     out = [Message("system", text_of(system))] if system else []
     for m in messages:
         role = m.get("role") if m.__class__ is dict else None

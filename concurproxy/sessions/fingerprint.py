@@ -39,12 +39,11 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from concurproxy.sessions.conversation import ToolCallLike, TurnLike
+from concurproxy.sessions.conversation import BILLING_HEADER, ToolCallLike, TurnLike
 
 KEY_BYTES = 16
 ARGS_CACHE_MAX = 20_000  # canonical arguments kept (a few MB at most); cleared whole when full
 ArgsCache = dict[str, bytes]
-BILLING_HEADER = "x-anthropic-billing-header"
 _ENC = "surrogatepass"  # a lone surrogate in a parsed body must not raise
 
 

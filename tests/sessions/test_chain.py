@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from session_helpers import NO_HEADERS, ChatAgent, chat_answer, chat_step, make_resolver, tool_call_reply
 
@@ -79,11 +79,16 @@ def _anthropic(r: SessionResolver, body: dict[str, Any]) -> Any:
 
 
 def test_an_anthropic_conversation_without_headers_is_one_agent(resolver: SessionResolver) -> None:
-    system = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1; cch=1a2b;\nYou are Claude Code."}]
+    """Claude Code's layout: a billing block whose hash changes per request, then the prompt blocks."""
+    system = [
+        {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.88; cch=00000;"},
+        {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "Long instructions.", "cache_control": {"type": "ephemeral"}},
+    ]
     messages: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": "fix the bug"}]}]
     seen = []
     for n in range(5):
-        system[0]["text"] = f"x-anthropic-billing-header: cc_version=2.1; cch={n:04x};\nYou are Claude Code."
+        system[0]["text"] = f"x-anthropic-billing-header: cc_version=2.1.88; cch={n:05x};"
         body = {"model": "claude", "max_tokens": 100, "system": system, "messages": list(messages)}
         res = _anthropic(resolver, body)
         seen.append(res)
@@ -149,6 +154,54 @@ def test_a_responses_conversation_resent_as_items_is_one_agent(resolver: Session
         items += [*output, {"type": "function_call_output", "call_id": f"fc_{n}", "output": "files"}]
     assert {s.agent_id for s in seen} == {"s-1"}
     assert [s.detail for s in seen[1:]] == ["reply"] * 3
+
+
+def test_a_string_system_prompt_loses_its_billing_line_too(resolver: SessionResolver) -> None:
+    def body(n: int) -> dict[str, Any]:
+        system = f"x-anthropic-billing-header: cch={n};\nYou are Claude Code."
+        return {"model": "c", "max_tokens": 9, "system": system, "messages": [{"role": "user", "content": "x"}]}
+
+    first, second = _anthropic(resolver, body(1)), _anthropic(resolver, body(2))
+    assert (second.agent_id, second.detail) == (first.agent_id, "retry")
+
+
+class CodecTurn(NamedTuple):
+    """The API codecs' Turn (branch h-codecs): the same fields, another type."""
+
+    role: str
+    text: str
+    tool_calls: tuple[Any, ...] = ()
+    tool_call_id: str | None = None
+
+
+class CodecCall(NamedTuple):
+    id: str
+    name: str
+    arguments: str
+
+
+def test_a_codec_view_hashes_like_the_adapters(resolver: SessionResolver) -> None:
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "q"},
+            tool_call_reply("c1"),
+            {"role": "tool", "tool_call_id": "c1", "content": "r"},
+        ],
+    }
+    view = (
+        CodecTurn("user", "q"),
+        CodecTurn("assistant", "", (CodecCall("c1", "search", '{"q":"x"}'),)),
+        CodecTurn("tool", "r", (), "c1"),
+    )
+    mine = chat_step(resolver, body["messages"])
+    theirs = resolver.resolve("t", NO_HEADERS, body, view, request_id="rq")
+    assert mine.keys is not None and theirs.keys is not None
+    assert (mine.keys.prompt, mine.keys.chain, mine.keys.previous) == (
+        theirs.keys.prompt,
+        theirs.keys.chain,
+        theirs.keys.previous,
+    )
 
 
 def test_an_agent_decided_by_the_codec_or_a_header_passes_through(resolver: SessionResolver) -> None:
