@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.config.base import Model
 from concurproxy.config.budgets import AuthConfig, BudgetsConfig, FairnessConfig, RoleConfig, TenantConfig
+from concurproxy.config.identity import IdentityConfig
 from concurproxy.config.model_tokens import ModelTokensConfig
 from concurproxy.config.routing import RoutingConfig
 from concurproxy.config.server import (
@@ -87,6 +88,7 @@ class Policy(Model):
     health: HealthCheckConfig = HealthCheckConfig()
     retry: RetryConfig = RetryConfig()
     auth: AuthConfig = AuthConfig()
+    identity: IdentityConfig = IdentityConfig()
     admission: AdmissionConfig = AdmissionConfig()
     roles: dict[str, RoleConfig] = Field(default_factory=dict)
     tenants: list[TenantConfig] = Field(default_factory=list)
