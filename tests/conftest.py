@@ -63,12 +63,14 @@ class ProxyHarness:
         components: Components,
         listener: RecordingListener,
         session: aiohttp.ClientSession,
+        stack: AsyncExitStack | None = None,
     ) -> None:
         self.url = url
         self.stubs = stubs
         self.components = components
         self.listener = listener
         self.session = session
+        self.stack = stack or AsyncExitStack()  # closed with the proxy: clients a test opens go here
 
     async def post(self, path: str, body: Any = None, **kw: Any) -> aiohttp.ClientResponse:
         return await self.session.post(self.url + path, json=body, **kw)
@@ -98,6 +100,6 @@ def proxy_factory() -> Callable[..., Any]:
             components.listeners.append(listener)
             url = await stack.enter_async_context(running_proxy(policy, components))
             session = await stack.enter_async_context(aiohttp.ClientSession())
-            yield ProxyHarness(url, stubs, components, listener, session)
+            yield ProxyHarness(url, stubs, components, listener, session, stack)
 
     return factory

@@ -112,11 +112,22 @@ async def state(request: web.Request) -> web.Response:
             "shared_state": c.shared_state.state() if c.shared_state is not None else {"backend": "memory"},
             "kv_events": c.kv_events.state() if c.kv_events is not None else None,
             "tokenizers": c.tokens.describe(),
+            "sessions": _sessions(c),
             "discovery": c.discovery.state() if c.discovery is not None else None,
             "dispatch": c.dispatch.state() if c.dispatch is not None else None,
             "shutting_down": c.shutting_down,
         }
     )
+
+
+def _sessions(c: Components) -> dict[str, object] | None:
+    """Agents of steps that named none: how each was found, and the most recent inferred ones."""
+    if c.sessions is None:
+        return None
+    out = c.sessions.resolver.state()
+    if c.sessions.shared is not None:
+        out["shared"] = c.sessions.shared.view()
+    return out
 
 
 async def reload(request: web.Request) -> web.Response:

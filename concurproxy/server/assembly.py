@@ -36,6 +36,9 @@ from concurproxy.server.stages.dispatch import DispatchStage
 from concurproxy.server.stages.kvevents import KvEventFeed
 from concurproxy.server.stages.observe import StepMetrics, health_listener
 from concurproxy.server.stages.routing import RoutingStage
+from concurproxy.server.stages.sessions import SessionStage
+from concurproxy.sessions import SessionResolver
+from concurproxy.sessions.shared import SharedSessions
 from concurproxy.signals.poller import PollTarget, PressurePoller
 from concurproxy.state.responses import ResponseIds, SharedResponseIds
 from concurproxy.telemetry.admission import AdmissionMetricsListener, watch_admission
@@ -148,6 +151,12 @@ def build_components(
         shared_stage.share_budgets(budgets, components.shared_state, components.clock)
         components.listeners.append(shared_stage.SharedStateListener(admission_stage))
         components.response_ids = SharedResponseIds(components.shared_state, policy.state.response_ids)
+    if policy.identity.infer != "off" or policy.identity.client_session_ids:
+        resolver = SessionResolver(policy.identity, clock=components.clock)
+        fill_in = None
+        if components.shared_state is not None and policy.identity.shared:
+            fill_in = SharedSessions(components.shared_state, resolver)
+        components.sessions = SessionStage(resolver, fill_in)
     return components
 
 
@@ -187,6 +196,9 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
     if c.shared_state is not None:
         await c.shared_state.start()  # first sync with the other instances before the first request
     await c.response_ids.start()
+    shared_sessions = c.sessions.shared if c.sessions is not None else None
+    if shared_sessions is not None:
+        shared_sessions.start()
     async with poller:
         try:
             yield
@@ -196,6 +208,8 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
             if c.kv_events is not None:
                 await c.kv_events.aclose()
             await c.response_ids.stop()  # (before the shared state closes its client)
+            if shared_sessions is not None:
+                await shared_sessions.stop()
             if c.shared_state is not None:
                 await c.shared_state.stop()
             if tick is not None:

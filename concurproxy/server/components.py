@@ -18,6 +18,7 @@ from concurproxy.server.auth import TenantResolver
 from concurproxy.server.forward import Forwarder
 from concurproxy.server.hooks import AdmissionGate, BudgetGate, NoBudgets, Router, StepListener
 from concurproxy.server.stages.calibration import TokenCalibration
+from concurproxy.server.stages.sessions import SessionStage
 from concurproxy.signals.poller import PressurePoller
 from concurproxy.state.responses import ResponseIds
 from concurproxy.telemetry.metrics import ProxyMetrics
@@ -73,6 +74,7 @@ class Components:
     discovery_resolver: Any = None  # a discovery Resolver used instead of the OS's (tests)
     dispatch: Any = None  # concurproxy.server.stages.dispatch.DispatchStage (cost-aware dispatch), when enabled
     response_ids: ResponseIds = field(default_factory=ResponseIds)  # Responses id -> the replica storing it
+    sessions: SessionStage | None = None  # agents of steps that name none (identity.infer, client session ids)
     plugins: Plugins | None = None  # the plugin registries the parts were built from (a reload checks names here)
     _caps: dict[str, PriorityClass] = field(default_factory=dict, repr=False)  # tenant -> max_priority
     _caps_of: Policy | None = field(default=None, repr=False)

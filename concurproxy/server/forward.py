@@ -193,6 +193,8 @@ class Forwarder:
     async def relay_json(self, ctx: StepContext, replica: Replica, resp: UpstreamResponse) -> web.Response:
         data = await self.read_whole(replica, resp)
         ctx.status = resp.status
+        if ctx.captured is not None:
+            ctx.captured.append(data)
         if resp.status == 200:
             try:
                 obj = orjson.loads(data)
@@ -234,6 +236,8 @@ class Forwarder:
                         await out.write(data)
                     except ConnectionResetError as exc:  # includes aiohttp.ClientConnectionResetError
                         raise ClientGone from exc
+                    if ctx.captured is not None:  # only for an agent inferred from its conversation
+                        ctx.captured.append(data)
             tail = relay.flush()
             if tail:
                 out = out or await self._start_stream(request, ctx)

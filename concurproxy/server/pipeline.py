@@ -41,6 +41,7 @@ from concurproxy.server.engine_priority import with_priority
 from concurproxy.server.forward import UpstreamAttemptFailed, upstream_headers
 from concurproxy.server.ingress import admit_tenant, read_body, take_body
 from concurproxy.server.stages.identity import IdentityStage
+from concurproxy.server.stages.sessions import AGENT_HEADER
 from concurproxy.server.step import StepContext, StepOutcome
 from concurproxy.state.responses import ResponseEntry
 from concurproxy.telemetry.logging import REQUEST_ID_KEY
@@ -78,6 +79,9 @@ class StepPipeline:
             parent = codec.parent_id(body)
             if parent is not None:  # a Responses chain: its replica, and its agent unless named
                 ident, pinned = await self.identity.continue_chain(parent, ident)
+            session = None
+            if ident.one_shot and c.sessions is not None:  # no agent named: the client's session id, or inferred
+                ident, session = await c.sessions.resolve(codec, body, request.headers, ident, request_id)
             model = body["model"]
             if c.pool.knows_model(model) is False:
                 raise ProxyError(
@@ -85,6 +89,11 @@ class StepPipeline:
                 )
             ctx = self.identity.context(request, codec, body, ident, request_id, started)
             ctx.pinned_replica = pinned
+            if session is not None and not session.one_shot:
+                ctx.session = session
+                ctx.extra_headers[AGENT_HEADER] = session.agent_id
+                if session.inferred:
+                    ctx.captured = []
             if ctx.stream and codec.request_stream_usage(body):
                 ctx.strip_usage = ctx.body_modified = True
             # None when tracing is off: the step then makes no tracing calls at all
@@ -233,6 +242,9 @@ class StepPipeline:
         c = self.c
         now = c.clock()
         c.budgets.settle(ctx, now)
+        if ctx.captured is not None and ctx.session is not None and c.sessions is not None:
+            if ctx.outcome is StepOutcome.success and ctx.status == 200:  # delivered: the client resends it
+                c.sessions.remember(ctx.codec, ctx.session, ctx.captured, ctx.stream)
         if ctx.response_id is not None and ctx.replica is not None and ctx.status == 200:
             ident = ctx.identity
             entry = ResponseEntry(ctx.replica.id, ident.tenant, ident.agent_id, ident.task_id)

@@ -31,6 +31,7 @@ from concurproxy.identity import Identity
 from concurproxy.routing.types import RouteDecision
 from concurproxy.server.api import CHAT, ApiCodec
 from concurproxy.server.api.usage import Usage
+from concurproxy.sessions.resolver import Resolved
 from concurproxy.upstream.replica import Replica
 
 
@@ -68,6 +69,8 @@ class StepContext:
     body_modified: bool = False  # the body was edited (clamp, usage request): re-serialise it
     strip_usage: bool = False  # the proxy asked the stream for usage the client did not want
     pinned_replica: str | None = None  # the replica that must serve it (it stores the parent response)
+    session: Resolved | None = None  # the agent a step without identity was given (stages/sessions.py)
+    captured: list[bytes] | None = None  # the answer's bytes as relayed, kept only for an inferred agent
     # --- placement of the current attempt: routing → admission → dispatch ------------------------
     replica: Replica | None = None
     route_decision: RouteDecision | None = None  # the router's choice, when a routing stage chose

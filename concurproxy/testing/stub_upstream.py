@@ -40,6 +40,7 @@ class StubBehaviour:
     kv_capacity_tokens: int | None = None  # also reported, as vLLM does (cache_config_info, 16-token blocks)
     release: asyncio.Event | None = None  # answer only once it is set (a step kept in flight as long as a test needs)
     busy_s_per_step: float = 0.0  # an engine whose latency grows with load: each step waits this × steps in flight
+    max_running: int = 0  # > 0: an engine that runs at most this many steps at once (hang_s each); the rest queue
     flood_bytes: int = 0  # streamed chat: after the first chunk, this many bytes of one event that never ends
     record: bool = True
     seen: list[dict[str, Any]] = field(default_factory=list)
@@ -47,6 +48,7 @@ class StubBehaviour:
     cancelled: int = 0  # streams whose client (the proxy) went away
     active: int = 0
     in_flight: int = 0  # steps inside the busy_s_per_step wait
+    slots: asyncio.Semaphore | None = None  # (max_running)
 
 
 def _completion(body: dict[str, Any], chat: bool, n: int, factor: float = 1.0) -> dict[str, Any]:
@@ -98,7 +100,12 @@ async def _prelude(request: web.Request) -> tuple[StubBehaviour, dict[str, Any]]
     if b.record:
         b.seen.append(body)
         b.seen_headers.append(dict(request.headers))
-    if b.hang_s:
+    if b.max_running:
+        if b.slots is None:
+            b.slots = asyncio.Semaphore(b.max_running)
+        async with b.slots:
+            await asyncio.sleep(b.hang_s)
+    elif b.hang_s:
         await asyncio.sleep(b.hang_s)
     if b.busy_s_per_step:
         b.in_flight += 1

@@ -33,6 +33,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CORPUS = Path(__file__).with_name("corpus.txt")
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -71,7 +72,7 @@ def training_text(hex_words: int = 20000) -> list[str]:
     return lines
 
 
-def train_tokenizer(vocab: int):  # -> tokenizers.Tokenizer
+def train_tokenizer(vocab: int) -> Any:  # a tokenizers.Tokenizer (imported lazily: only this script needs it)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
@@ -109,7 +110,7 @@ def write_tokenizer(out: Path, vocab: int) -> int:
     (out / "special_tokens_map.json").write_text(
         json.dumps({"bos_token": bos, "eos_token": eos, "pad_token": bos}, indent=2) + "\n"
     )
-    return tok.get_vocab_size()
+    return int(tok.get_vocab_size())
 
 
 def write_model(out: Path, size: Size, vocab: int, seed: int, ids: dict[str, int]) -> int:
@@ -159,7 +160,13 @@ def make_model(out: Path, size: str = "tiny", seed: int = 0) -> dict[str, object
     spec = SIZES[size]
     out.mkdir(parents=True, exist_ok=True)
     n_tok = write_tokenizer(out, spec.vocab)
-    ids = {s: Tokenizer.from_file(str(out / "tokenizer.json")).token_to_id(s) for s in SPECIALS}
+    tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
+    ids: dict[str, int] = {}
+    for special in SPECIALS:
+        token_id = tokenizer.token_to_id(special)
+        if token_id is None:
+            raise RuntimeError(f"the trained tokenizer lacks the special token {special!r}")
+        ids[special] = token_id
     vocab = -(-n_tok // 64) * 64  # pad the embedding to a multiple of 64
     params = write_model(out, spec, vocab, seed, ids)
     return {"dir": str(out), "size": size, "seed": seed, "params": params, "vocab": vocab}

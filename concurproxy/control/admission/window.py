@@ -319,7 +319,7 @@ class ReplicaWindow:
         ok = outcome is Outcome.success
         if ok:
             self._cap.probe.on_step(output_tokens)
-        self._cap.source.on_step(StepSample(output_tokens, now - ticket.admitted_at, len(self._tickets) + 1, ok))
+        self._cap.source.on_step(StepSample(output_tokens, now - ticket.admitted_at, len(self._tickets) + 1, ok, now))
         agent = self._agents.get(ticket.agent_id)
         if agent is not None:
             agent.running -= 1

@@ -45,13 +45,15 @@ class StepSample:
     ``latency_s``: from the step's admission to its end (dispatch hold, engine queue, prefill,
     decode, relay). ``running``: steps running on the replica when it ended, itself included
     (the concurrency the latency was measured at). ``ok``: it ended as a success; failed or
-    cancelled steps carry no usable latency or output.
+    cancelled steps carry no usable latency or output. ``at``: when it ended (samples arrive between
+    two ``update`` calls; a controller that dates them must not use the last update's ``now``).
     """
 
     output_tokens: int
     latency_s: float
     running: int
     ok: bool = True
+    at: float | None = None  # when it ended (the caller's clock, like ``now``); None: unknown
 
 
 class WindowController(Protocol):

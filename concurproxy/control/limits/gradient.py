@@ -147,8 +147,10 @@ class GradientController:
       (little upward drift between probes); falling fast recovers after overload.
     * ``probe_interval_s`` 60, ``probe_fraction`` 0.5, ``probe_samples`` 8, ``probe_max_s``
       30: Envoy re-probes every 60 s at a tiny concurrency; agents' steps last seconds, so a
-      level only halves the window and is bounded in time. ``probe_elasticity`` 0.9: a level
-      goes deeper only when latency fell about as much as the load (pure queueing).
+      level only halves the window and is bounded in time. ``probe_elasticity`` 0.7: a level
+      goes deeper only when latency fell nearly as much as the load (queueing); through the live
+      proxy a pure queue measured 0.83 (the proxy's own time and the sampling blur it), so 0.9
+      stopped the descent at its first level.
     * ``min_utilisation`` 1.0: as ``aimd``; agent slots are a stable occupancy signal.
 
     Concurrency: single caller; not thread-safe. Never reads a clock (``now`` comes with
@@ -217,11 +219,12 @@ class GradientController:
             self._short.add(lat, tokens, sample.running)
             return
         assert self._last_now is not None  # a probe starts in update
+        now = sample.at if sample.at is not None else self._last_now  # (between updates: date it by its end)
         p.longest_s = max(p.longest_s, lat)
         if p.drained_at is None:
             if p.drained(sample.running, self._cfg.probe_fraction):
-                p.drained_at = self._last_now  # the steps of the level above are gone
-        elif self._last_now - lat >= p.drained_at:
+                p.drained_at = now  # the steps of the level above are gone
+        elif now - lat >= p.drained_at:
             p.mean.add(lat, tokens, sample.running)  # started after the drain: ran at this level
 
     # ---- the law -----------------------------------------------------------------------------

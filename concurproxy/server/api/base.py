@@ -31,9 +31,11 @@ INT64_MAX = 2**63 - 1
 def token_count(value: object) -> bool:
     """A JSON integer in [1, 2^63-1]: ``2.0`` is the integer 2 to JSON Schema (and to the engines' pydantic
     models), so the proxy may not refuse what openapi.yaml allows; a bool is not a number."""
-    if value.__class__ is int:  # the usual case first (True.__class__ is bool, not int)
-        return 1 <= value <= INT64_MAX  # type: ignore[operator]
-    return value.__class__ is float and value.is_integer() and 1 <= value <= INT64_MAX  # type: ignore[attr-defined,operator]
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return 1 <= value <= INT64_MAX
+    return isinstance(value, float) and value.is_integer() and 1 <= value <= INT64_MAX
 
 
 def positive_int(body: dict[str, Any], field: str) -> int:
