@@ -66,6 +66,14 @@ def kv_means(series: list[Any], metrics_urls: dict[str, str]) -> dict[str, float
     return {r: sum(v) / len(v) for r, url in metrics_urls.items() if (v := by_url.get(url))}
 
 
+# How the demo's agents talk to the proxy (loadgen's ``client`` section).
+CLIENTS: dict[str, dict[str, Any]] = {
+    "realistic": {"identity": "headers", "done_signal": False},
+    "anonymous": {"identity": "none", "done_signal": False},
+    "announcing": {"identity": "headers", "done_signal": True},
+}
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="run worker + proxy + a short agent load; compare admission controllers")
     p.add_argument("--profile", default="tiny", help="worker profile (default: tiny)")
@@ -81,6 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "every controller runs with every policy",
     )
     p.add_argument("--time-scale", type=float, default=1.0, help="run the simulated engine this much faster")
+    p.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="realistic",
+        help="how the agents talk: realistic (identity headers, never X-Agent-Done: the common client; default), "
+        "anonymous (no identity headers at all: the proxy infers the agents), announcing (X-Agent-Done on the "
+        "last step)",
+    )
     p.add_argument("--report", type=Path, help="write an HTML report of all runs")
     p.set_defaults(run=_run)
 
@@ -108,6 +124,8 @@ async def run_one(controller: str, routing: str, args: argparse.Namespace, progr
     from loadgen import load_scenario, run_scenario
 
     scenario = load_scenario(args.scenario)
+    client = scenario.client.model_copy(update=CLIENTS[getattr(args, "client", "realistic")])
+    scenario = scenario.model_copy(update={"client": client})
     if args.agents:
         scenario = scenario.model_copy(
             update={"arrivals": scenario.arrivals.model_copy(update={"concurrency": args.agents})}

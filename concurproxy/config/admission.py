@@ -113,7 +113,16 @@ class AIMDConfig(Model):
         0,
         ge=0,
         description="A new agent whose footprint charge is at most this many tokens is admitted outside the "
-        "agent-count window (it takes no slot), within small_agent_share of the footprint budget (0 = off).",
+        "agent-count window (it takes no slot), within small_agent_share of the footprint budget (0: only the "
+        "relative rule below applies).",
+    )
+    small_agent_relative: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="...and so is one charged at most this share of the mean charge of the agents holding slots "
+        "on the replica (a control agent beside long-context ones; 0 = off). Relative, so no tuning: where all "
+        "agents are alike, none is small.",
     )
     small_agent_share: float = Field(
         0.1, gt=0, le=1, description="Share of the footprint budget that small agents may hold together."

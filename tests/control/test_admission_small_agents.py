@@ -32,7 +32,14 @@ def step(agent: str, prompt: int, role: str = "executor", max_tokens: int = 100)
 def window(
     capacity: int = 10_000, size: int = 2, shares: WindowShares = ROLES, stale_ms: int = 60_000, **aimd: float
 ) -> ReplicaWindow:
-    a = {"initial": size, "small_agent_tokens": 500, "small_agent_share": 0.1, "footprint_headroom": 1.0, **aimd}
+    a = {  # the absolute rule alone here (the relative one: test_the_relative_rule_*)
+        "initial": size,
+        "small_agent_tokens": 500,
+        "small_agent_relative": 0.0,
+        "small_agent_share": 0.1,
+        "footprint_headroom": 1.0,
+        **aimd,
+    }
     cfg = AdmissionConfig(aimd=AIMDConfig(min=1, max=size, stale_after_ms=stale_ms, **a))  # type: ignore[arg-type]
     w = ReplicaWindow("r0", AIMDController(cfg.aimd), cfg, FifoQueue[int]())
     w.set_shares(shares, 0)
@@ -81,14 +88,34 @@ def test_an_agent_above_the_size_or_stale_data_gets_no_lane() -> None:
     assert stale.drain_events()[-1].reason == "saturated-stale"
 
 
-def test_off_by_default() -> None:
+def test_off_with_both_rules_off() -> None:
     w = window(small_agent_tokens=0)
     admitted(w.try_admit(step("h1", 3000), 0))
     admitted(w.try_admit(step("h2", 3000), 0))
     assert isinstance(w.try_admit(step("p1", 100, "planner", max_tokens=10), 0), Queued)
-    assert SmallAgentLane.from_config(AIMDConfig()).cap(10_000) is None
+    assert SmallAgentLane.from_config(AIMDConfig(small_agent_relative=0)).cap(10_000) is None
     with pytest.raises(ValidationError):
         AIMDConfig(small_agent_share=0)
+
+
+def test_the_relative_rule_is_the_default_and_needs_no_tuning() -> None:
+    """A control agent beside long-context ones is small by default; where all agents are alike, none is."""
+    w = window(small_agent_tokens=0, small_agent_relative=AIMDConfig().small_agent_relative)
+    admitted(w.try_admit(step("h1", 3000), 0))
+    admitted(w.try_admit(step("h2", 3000), 0))  # W (2) is full
+    assert admitted(w.try_admit(step("p1", 100, "planner", max_tokens=10), 0)).reason == "small"
+    assert isinstance(w.try_admit(step("h3", 3000), 0), Queued)  # alike: no lane
+
+
+def test_a_dormant_small_agent_gives_its_place_in_a_full_lane() -> None:
+    """Finished control agents (no X-Agent-Done) must not keep new ones out of the lane."""
+    w = window()  # lane: 10% of 10 000 = 1000 tokens
+    admitted(w.try_admit(step("h1", 3000), 0))
+    admitted(w.try_admit(step("h2", 3000), 0))
+    w.end(admitted(w.try_admit(step("p1", 300, "planner", max_tokens=10), 0)), Outcome.success, 0.1)
+    w.end(admitted(w.try_admit(step("p2", 300, "planner", max_tokens=10), 0)), Outcome.success, 0.1)
+    assert isinstance(w.try_admit(step("p3", 300, "planner", max_tokens=10), 0.2), Queued)  # lane full
+    assert w.grant(5.0)[0].admitted.ticket.reason == "small"  # p1 idle past its bound (2 s before any gap)
 
 
 def test_small_agents_survive_a_shrink_and_do_not_count_as_utilisation() -> None:

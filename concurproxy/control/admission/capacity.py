@@ -88,12 +88,21 @@ class Capacity:
         m = self.probe.multiplier
         return UNBOUNDED if m == math.inf else (w if m == 1.0 else math.ceil(w * m))
 
-    def small_fits(self, step: StepInfo, now: float) -> bool:
-        """May this new agent be admitted by the small-agent lane now?"""
+    def small_fits(self, step: StepInfo, now: float, typical: float | None = None) -> bool:
+        """May this new agent be admitted by the small-agent lane now? (``typical``: the slot holders' mean
+        charge, when the caller has it already.)"""
         budget = self.budget()
         if self.small.cap(budget) is None or self.saturation(now) is not None:
             return False
-        return self.small.fits(self.held.new_charge(step), self.held.small_tokens(), budget)
+        if typical is None:
+            typical = self.held.mean_charge()
+        return self.small.fits(self.held.new_charge(step), self.held.small_tokens(), budget, typical)
+
+    def is_small(self, step: StepInfo) -> bool:
+        """Would a new agent starting with ``step`` count as small (lane room aside)?"""
+        return self.small.cap(self.budget()) is not None and self.small.small(
+            self.held.new_charge(step), self.held.mean_charge()
+        )
 
     def block_reason(self, step: StepInfo, now: float) -> str | None:
         """Why a new agent starting with ``step`` may not take a slot now, or None."""

@@ -60,7 +60,7 @@ class SlotGate:
         self._reclaim = reclaim
         self._claim = claim
         self._conserve = config.work_conserving and not config.aimd.footprint_hard_cap
-        self._dormancy = d.enabled
+        self.dormancy = d.enabled
 
     def reason(self, step: StepInfo, lane: str, default: str, now: float) -> str | None:
         """Why a new agent starting with ``step`` may take a slot now (``default`` when nothing had
@@ -71,7 +71,7 @@ class SlotGate:
             block = cap.block_reason(step, now)
         while block in RECLAIMABLE and lane == "claim" and self._claim(step, now):
             block = cap.block_reason(step, now)
-        while block in RECLAIMABLE and self._dormancy and self._pausing.yield_dormant(self.returns.bound(), now):
+        while block in RECLAIMABLE and self.dormancy and self._pausing.yield_dormant(self.returns.bound(), now):
             block = cap.block_reason(step, now)
         if block is None:
             return default
@@ -89,7 +89,7 @@ class SlotGate:
     def deadline(self) -> float | None:
         """When the longest-idle slot holder turns dormant (None: no idle holder). The caller asks only
         while steps wait."""
-        if not self._dormancy:
+        if not self.dormancy:
             return None
         idle = [a.last_seen for a in self._held.agents.values() if a.running == 0 and not a.small]
         return min(idle) + self.returns.bound() if idle else None

@@ -69,6 +69,11 @@ class HeldAgents:
     def footprint_tokens(self) -> int:
         return sum(self.charge(a) for a in self.agents.values())
 
+    def mean_charge(self) -> float | None:
+        """The mean footprint charge of the agents holding slots of W (None: none holds one)."""
+        holders = [a for a in self.agents.values() if not a.small]
+        return sum(self.charge(a) for a in holders) / len(holders) if holders else None
+
     def small_tokens(self) -> int:
         return sum(self.charge(a) for a in self.agents.values() if a.small)
 

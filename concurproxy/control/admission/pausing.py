@@ -77,18 +77,18 @@ class Pausing:
             del self.paused[aid]
         return [a.agent_id for a in idle]
 
-    def yield_dormant(self, bound_s: float, now: float) -> bool:
-        """The longest-idle slot holder idle for ``bound_s`` or more gives its slot back (someone waits).
-        True when one did. Its next step, if it ever comes, waits in the resume lane."""
-        idlest = self._idlest()
+    def yield_dormant(self, bound_s: float, now: float, small: bool = False) -> bool:
+        """The longest-idle slot holder (``small``: small agent) idle for ``bound_s`` or more gives its place
+        back (someone waits). True when one did. Its next step, if it ever comes, waits in the resume lane."""
+        idlest = self._idlest(small)
         if idlest is None or now - idlest.last_seen < bound_s:
             return False
         self.counters.yielded += 1
         self.drop(idlest, EventKind.paused, now, "dormant")
         return True
 
-    def _idlest(self) -> HeldAgent | None:
-        idle = [a for a in self.held.agents.values() if a.running == 0 and not a.small]
+    def _idlest(self, small: bool = False) -> HeldAgent | None:
+        idle = [a for a in self.held.agents.values() if a.running == 0 and a.small is small]
         return min(idle, key=lambda a: a.last_seen, default=None)
 
     def give_back(self, agent: HeldAgent, now: float, reason: str = "share-reclaim") -> None:

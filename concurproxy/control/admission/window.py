@@ -162,7 +162,7 @@ class ReplicaWindow:
             self.counters.rejected += 1
             self._emit(EventKind.rejected, now, "queue-full", step)
             return Rejected("queue-full", self.retry_after_s(len(self._waiters)))
-        if self._cap.small_fits(step, now):
+        if self._small_fits(step, now):
             agent = self._admit_agent(step, now, small=True)
             return Admitted(self._open(step, agent, now, "small"))
         if not self._waiters:
@@ -212,14 +212,28 @@ class ReplicaWindow:
         grants: list[Grant] = []
         if self._cap.small.cap(self._cap.budget()) is None:
             return grants
+        typical = self._held.mean_charge()  # (once per pass: admitting small agents does not change it)
         for w in self._waiters:
-            if w.step.agent_id in self._agents or not self._cap.small_fits(w.step, now):
+            if w.step.agent_id in self._agents or not self._small_fits(w.step, now, typical):
                 continue
             self._waiters.take(w, False, now)
             grants.append(self._grant_waiter(w, now, "small"))
             for other in self._waiters.remove_agent(w.step.agent_id):
                 grants.append(self._grant_waiter(other, now, "in-window"))
         return grants
+
+    def _small_fits(self, step: StepInfo, now: float, typical: float | None = None) -> bool:
+        """The small-agent lane takes this new agent; a dormant small agent gives its place in a full lane
+        (finished control agents must not keep new ones out: most clients never say they are done)."""
+        if self._cap.small_fits(step, now, typical):
+            return True
+        if not self._gate.dormancy or not self._cap.is_small(step):
+            return False
+        bound = self._gate.returns.bound()
+        while self._pausing.yield_dormant(bound, now, small=True):
+            if self._cap.small_fits(step, now, typical):
+                return True
+        return False
 
     # ---- role shares ----------------------------------------------------------------------
     def set_shares(self, shares: WindowShares, now: float) -> None:
