@@ -88,15 +88,15 @@ class Capacity:
         m = self.probe.multiplier
         return UNBOUNDED if m == math.inf else (w if m == 1.0 else math.ceil(w * m))
 
-    def small_fits(self, step: StepInfo, now: float, typical: float | None = None) -> bool:
+    def small_fits(self, step: StepInfo, now: float, typical: float | None = None, pending: int = 0) -> bool:
         """May this new agent be admitted by the small-agent lane now? (``typical``: the slot holders' mean
-        charge, when the caller has it already.)"""
+        charge, when the caller has it already; ``pending``: charges of agents about to join the lane.)"""
         budget = self.budget()
         if self.small.cap(budget) is None or self.saturation(now) is not None:
             return False
         if typical is None:
             typical = self.held.mean_charge()
-        return self.small.fits(self.held.new_charge(step), self.held.small_tokens(), budget, typical)
+        return self.small.fits(self.held.new_charge(step), self.held.small_tokens() + pending, budget, typical)
 
     def is_small(self, step: StepInfo) -> bool:
         """Would a new agent starting with ``step`` count as small (lane room aside)?"""

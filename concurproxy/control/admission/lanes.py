@@ -11,6 +11,9 @@ Lanes, in order (``Lanes.next``):
 4. **resume** — a paused agent coming back (its prefix is invested and hot here);
 5. **queue** — the pluggable wait queue's choice (fifo, vtc, ...).
 
+Before all of them, the small-agent lane (``small_waiters``): new agents small enough to take
+no slot of W (`SmallAgentLane`) are admitted outside it, in arrival order.
+
 Pure; single caller (the replica's window, which owns every object handed in).
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from concurproxy.control.admission.capacity import Capacity
+from concurproxy.control.admission.gate import SlotGate
 from concurproxy.control.admission.held import HeldAgents
 from concurproxy.control.admission.pausing import Pausing
 from concurproxy.control.admission.tenants import TenantSlots
@@ -61,6 +65,37 @@ class Lanes:
         if resume is not None:
             return resume, "resume"
         return self.waiters.next_in_queue(now), "queue"
+
+    # ---- the small-agent lane (`SmallAgentLane`): new agents admitted outside W ----------------
+    def small_waiters(self, gate: SlotGate, now: float) -> list[Waiter]:
+        """Waiting new agents the small-agent lane takes now, in arrival order (the caller admits each
+        before the next is checked: it iterates, so take them one by one)."""
+        out: list[Waiter] = []
+        if self.cap.small.cap(self.cap.budget()) is None:
+            return out
+        typical = self.held.mean_charge()  # (once per pass: admitting small agents does not change it)
+        for w in self.waiters:
+            if w.step.agent_id in self.held.agents or any(o.step.agent_id == w.step.agent_id for o in out):
+                continue
+            if self.small_fits(gate, w.step, now, typical, pending=sum(self.held.new_charge(o.step) for o in out)):
+                out.append(w)
+        return out
+
+    def small_fits(
+        self, gate: SlotGate, step: StepInfo, now: float, typical: float | None = None, pending: int = 0
+    ) -> bool:
+        """The small-agent lane takes this new agent (``pending``: charges of agents about to join it); a
+        dormant small agent gives its place in a full lane (finished control agents must not keep new ones
+        out: most clients never say they are done)."""
+        if self.cap.small_fits(step, now, typical, pending):
+            return True
+        if not gate.dormancy or not self.cap.is_small(step):
+            return False
+        bound = gate.returns.bound()
+        while self.pausing.yield_dormant(bound, now, small=True):
+            if self.cap.small_fits(step, now, typical, pending):
+                return True
+        return False
 
     def _share_waiter(self) -> Waiter | None:
         """The longest-waiting step of a role below its guaranteed share, if any."""

@@ -61,6 +61,16 @@ class ReplicaWindow:
       a waiter whose role holds fewer slots than its guarantee is served before
       the queue, taking a burst agent's slot when the window is full. No shares
       configured: none of this applies.
+    * Work conservation (`SlotGate`): an idle agent past its learned return gap
+      (*dormant*: most clients never send ``X-Agent-Done``) gives its slot to a
+      waiting step; a step waiting only for footprint room is admitted while
+      nothing runs here. Tenants share the slots by weighted max-min fairness and
+      claim them at step boundaries (`TenantSlots`); the order of waiters is
+      `Lanes`'. A goodput probe (`OvercommitProbe`) scales W and the footprint
+      budget where admitting more pays. ``idle_waiting_s`` measures the invariant.
+    * Pressure source (`PressureSource`): a replica without a usable KV signal is
+      led by a latency-based controller; one whose signal went stale is saturated
+      for ``stale_grace_s``, then falls back the same way.
 
     Tickets: every admitted step gets a ``Ticket`` that must be ended once with
     an ``Outcome``; a second ``end`` is a counted no-op.
@@ -162,7 +172,7 @@ class ReplicaWindow:
             self.counters.rejected += 1
             self._emit(EventKind.rejected, now, "queue-full", step)
             return Rejected("queue-full", self.retry_after_s(len(self._waiters)))
-        if self._small_fits(step, now):
+        if self._lanes.small_fits(self._gate, step, now):
             agent = self._admit_agent(step, now, small=True)
             return Admitted(self._open(step, agent, now, "small"))
         if not self._waiters:
@@ -210,30 +220,12 @@ class ReplicaWindow:
     def _grant_small(self, now: float) -> list[Grant]:
         """Admit waiting new agents that the small-agent lane fits, in arrival order."""
         grants: list[Grant] = []
-        if self._cap.small.cap(self._cap.budget()) is None:
-            return grants
-        typical = self._held.mean_charge()  # (once per pass: admitting small agents does not change it)
-        for w in self._waiters:
-            if w.step.agent_id in self._agents or not self._small_fits(w.step, now, typical):
-                continue
+        for w in self._lanes.small_waiters(self._gate, now):
             self._waiters.take(w, False, now)
             grants.append(self._grant_waiter(w, now, "small"))
             for other in self._waiters.remove_agent(w.step.agent_id):
                 grants.append(self._grant_waiter(other, now, "in-window"))
         return grants
-
-    def _small_fits(self, step: StepInfo, now: float, typical: float | None = None) -> bool:
-        """The small-agent lane takes this new agent; a dormant small agent gives its place in a full lane
-        (finished control agents must not keep new ones out: most clients never say they are done)."""
-        if self._cap.small_fits(step, now, typical):
-            return True
-        if not self._gate.dormancy or not self._cap.is_small(step):
-            return False
-        bound = self._gate.returns.bound()
-        while self._pausing.yield_dormant(bound, now, small=True):
-            if self._cap.small_fits(step, now, typical):
-                return True
-        return False
 
     # ---- role shares ----------------------------------------------------------------------
     def set_shares(self, shares: WindowShares, now: float) -> None:
