@@ -84,16 +84,23 @@ def make_policy(upstreams: list[str], **overrides: Any) -> Policy:
 
 @pytest.fixture
 def proxy_factory() -> Callable[..., Any]:
-    """``async with proxy_factory(n_stubs=2, **policy_overrides) as h:`` → ProxyHarness."""
+    """``async with proxy_factory(n_stubs=2, **policy_overrides) as h:`` → ProxyHarness.
+
+    ``upstream_urls=[...]`` puts the proxy in front of upstreams the test already runs (bundled
+    workers, say) instead of stubs; ``h.stubs`` is then empty.
+    """
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def factory(
-        n_stubs: int = 1, behaviours: list[StubBehaviour] | None = None, **overrides: Any
+        n_stubs: int = 1,
+        behaviours: list[StubBehaviour] | None = None,
+        upstream_urls: list[str] | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[ProxyHarness]:
-        stubs = behaviours or [StubBehaviour() for _ in range(n_stubs)]
+        stubs = [] if upstream_urls else behaviours or [StubBehaviour() for _ in range(n_stubs)]
         async with AsyncExitStack() as stack:
-            urls = [await stack.enter_async_context(running_stub(b)) for b in stubs]
+            urls = upstream_urls or [await stack.enter_async_context(running_stub(b)) for b in stubs]
             policy = make_policy(urls, **overrides)
             components = build_components(policy)
             listener = RecordingListener()

@@ -76,9 +76,12 @@ class StepPipeline:
             request_id = request[REQUEST_ID_KEY]  # set by app.front (the client's id when safe)
             ident = extract_identity(request.headers, body, tenant, request_id)
             pinned: str | None = None
+            chained: str | None = None  # the chain's agent, when the step named none (reported like an inferred one)
             parent = codec.parent_id(body)
             if parent is not None:  # a Responses chain: its replica, and its agent unless named
+                named = not ident.one_shot
                 ident, pinned = await self.identity.continue_chain(parent, ident)
+                chained = None if named or ident.one_shot else ident.agent_id
             session = None
             if ident.one_shot and c.sessions is not None:  # no agent named: the client's session id, or inferred
                 ident, session = await c.sessions.resolve(codec, body, request.headers, ident, request_id)
@@ -89,6 +92,8 @@ class StepPipeline:
                 )
             ctx = self.identity.context(request, codec, body, ident, request_id, started)
             ctx.pinned_replica = pinned
+            if chained is not None:
+                ctx.extra_headers[AGENT_HEADER] = chained
             if session is not None and not session.one_shot:
                 ctx.session = session
                 ctx.extra_headers[AGENT_HEADER] = session.agent_id
