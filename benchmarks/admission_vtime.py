@@ -59,9 +59,13 @@ def sweep(
     seconds: float,
     configs: dict[str, AdmissionConfig],
     switch: tuple[float, AgentSpec] | None = None,
+    done_signal: bool = False,
 ) -> Results:
     return {
-        n: {name: run_vtime(engine, spec, n, seconds, cfg, switch=switch) for name, cfg in configs.items()}
+        n: {
+            name: run_vtime(engine, spec, n, seconds, cfg, switch=switch, done_signal=done_signal)
+            for name, cfg in configs.items()
+        }
         for n in counts
     }
 
@@ -153,6 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="virtual seconds per run")
     ap.add_argument("--mixed", action="store_true", help="short tasks in the first half, the preset in the second")
     ap.add_argument("--plot", type=Path, help="PNG of the aimd run at the highest load (W, KV usage, footprint)")
+    ap.add_argument(
+        "--done-signal",
+        action="store_true",
+        help="agents announce their last step (X-Agent-Done); by default they just stop, as real clients do",
+    )
     args = ap.parse_args(argv)
     prof = load_profile(args.profile)
     engine = prof.engine_config()
@@ -160,9 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     switch = (args.seconds / 2, spec) if args.mixed else None
     first = short_variant(spec) if args.mixed else spec
     counts = [int(a) for a in args.agents.split(",") if a]
-    results = sweep(
-        engine, first, counts, args.seconds, controllers([int(w) for w in args.static.split(",") if w]), switch
-    )
+    windows = [int(w) for w in args.static.split(",") if w]
+    results = sweep(engine, first, counts, args.seconds, controllers(windows), switch, args.done_signal)
     print(format_runs(results))
     print()
     print(summary_markdown(results))

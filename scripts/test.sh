@@ -35,6 +35,9 @@ fi
 [[ -n "$QUICK" ]] && export CONCURPROXY_QUICK=1
 export PIP_DISABLE_PIP_VERSION_CHECK=1 DEBIAN_FRONTEND=noninteractive
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# Hypothesis derandomised (tests/conftest.py's "ci" profile) whoever runs this: CI and a newcomer's clone
+# draw the same examples, so a red run is reproducible. HYPOTHESIS_PROFILE=dev explores at random.
+export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
 PY="${PYTHON:-python}"
 say() { echo "test.sh: $*"; }
 
