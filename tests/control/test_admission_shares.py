@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from concurproxy.config.admission import AdmissionConfig, AIMDConfig, DormancyConfig, StaticConfig
@@ -187,8 +187,12 @@ def test_without_shares_nothing_changes() -> None:
         st.tuples(st.sampled_from(["executor", "monitor", "x"]), st.integers(0, 30), st.booleans()), max_size=60
     ),
 )
+# found by the random mode: executor0 keeps its slot for 32 steps, executor1 waits past starvation_timeout_s
+# (30 s) and is admitted above W by design (at least one new agent per timeout): the bound counts those
+@example(size=1, ops=[("executor", 0, False), ("executor", 1, False)] + [("executor", 0, False)] * 32)
 def test_guarantee_bounds(size: int, ops: list[tuple[str, int, bool]]) -> None:
-    """Slots never exceed the window; a below-share role never waits while a burst agent sits idle."""
+    """Slots never exceed the window but for anti-starvation admissions; a below-share role never waits while
+    a burst agent sits idle."""
     w = window(size)
     open_tickets: dict[str, Ticket] = {}
     now = 0.0
@@ -203,8 +207,9 @@ def test_guarantee_bounds(size: int, ops: list[tuple[str, int, bool]]) -> None:
                 open_tickets[agent] = r.ticket
         for g in w.grant(now):
             open_tickets[g.admitted.ticket.agent_id] = g.admitted.ticket
-        agents = [Holder(a.agent_id, a.role, a.running_steps) for a in w.state(now).agents]
-        assert len(agents) <= size
+        st_ = w.state(now)
+        agents = [Holder(a.agent_id, a.role, a.running_steps) for a in st_.agents]
+        assert len(agents) <= size + st_.counters.admitted_starvation
         if w._lanes._share_waiter() is not None and len(agents) >= size:
             burst = SHARES.split(agents, size)[1]
             assert all(a.running > 0 for a in burst), "an idle burst agent kept a slot a below-share role waits for"
