@@ -90,13 +90,13 @@ def test_cooldown_blocks_second_cut_and_growth() -> None:
     d = c.update(snap(1.40, 0.3), 10, 1.40)
     assert (d.window, d.reason) == (7, "hold-cooldown")
     d = c.update(snap(1.5, preemptions_per_s=1.0), 10, 1.5)
-    assert (d.window, d.reason) == (4, "thrash-preemption")  # floor(7 * 0.7) = 4
+    assert (d.window, d.reason) == (5, "thrash-preemption")  # min(7 - 1, ceil(7 * 0.7)) = 5
 
 
 def test_cuts_clamp_at_min_and_growth_at_max() -> None:
     c = AIMDController(CFG)
-    windows = [c.update(snap(t, preemptions_per_s=1.0), 99, t).window for t in (1.0, 2.0, 3.0, 4.0)]
-    assert windows == [7, 4, 2, 2]
+    windows = [c.update(snap(t, preemptions_per_s=1.0), 99, t).window for t in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)]
+    assert windows == [7, 5, 4, 3, 2, 2]  # ceil(b * 0.7), at least one less, clamped at min (2)
     c2 = AIMDController(CFG)
     grown = [c2.update(snap(t, 0.1), 99, t).window for t in (1.0, 1.25, 1.5, 1.75)]
     assert grown == [11, 12, 12, 12]
@@ -126,7 +126,7 @@ def test_stale_then_fresh_recovers() -> None:
 def test_cut_starts_from_agents_in_use_when_fewer_than_window() -> None:
     c = AIMDController(CFG)
     d = c.update(snap(1.0, 0.95, preemptions_per_s=3.0), 6, 1.0)
-    assert d.window == 4  # floor(min(10, 6) * 0.7)
+    assert d.window == 5  # min(6 - 1, ceil(min(10, 6) * 0.7))
 
 
 def test_growth_waits_for_the_recent_kv_peak_to_fall_below_target() -> None:

@@ -18,7 +18,7 @@ class AIMDController:
     grows W faster)::
 
         stale / failed / missing sample    → W unchanged, saturated (admit nothing new)
-        thrash  and  not in cooldown       → W = max(min, floor(min(W, in_use) · decrease));
+        thrash  and  not in cooldown       → W = max(min, min(b − 1, ceil(b · decrease))), b = min(W, in_use);
                                              cooldown starts
         thrash  in cooldown                → W unchanged
         peak_kv < kv_target  and  in_use ≥ u·W
@@ -139,7 +139,9 @@ class AIMDController:
             if self._in_cooldown(now):
                 return "hold-cooldown"
             base = min(self.window, max(in_use, 1))
-            self._w = float(max(cfg.min, math.floor(base * cfg.decrease)))
+            # ceil, at least one less: a small window is not halved by a floor (4 -> 2 cost 20% of goodput
+            # on tiny, measured in virtual time: the knee there is 3-4 agents)
+            self._w = float(max(cfg.min, min(base - 1, math.ceil(base * cfg.decrease))))
             self._last_decrease_at = now
             return thrash
         if s.kv_usage is None:
