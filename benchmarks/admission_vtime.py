@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from concurproxy.admission.vtime import VTimeResult, run_vtime
+from concurproxy.simulate.vtime import VTimeResult, run_vtime
 from concurproxy.config.admission import AdmissionConfig, StaticConfig
 from concurproxy.worker.agents import AgentSpec
 from concurproxy.worker.engine import EngineConfig

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from concurproxy.admission.vtime import VTimeResult, run_vtime
+from concurproxy.simulate.vtime import VTimeResult, run_vtime
 from concurproxy.config.admission import AdmissionConfig, StaticConfig
 from concurproxy.worker.profile import load_profile
 from concurproxy.worker.thrash import PRESETS

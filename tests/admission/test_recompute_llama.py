@@ -9,7 +9,7 @@ recompute ≤ 5% of prefill and goodput ≥ 0.9× the best static window (an ora
 
 from __future__ import annotations
 
-from concurproxy.admission.vtime import run_vtime
+from concurproxy.simulate.vtime import run_vtime
 from concurproxy.config.admission import AdmissionConfig, StaticConfig
 from concurproxy.worker.profile import load_profile
 from concurproxy.worker.thrash import PRESETS
