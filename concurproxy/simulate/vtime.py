@@ -1,13 +1,21 @@
-"""Virtual-time run of the admission core in front of the simulated engine (no sleeps, no I/O).
+"""Virtual-time run of admission in front of one simulated engine: closed-loop agents on the simulator's loop.
 
 ``agents`` closed-loop agents (``concurproxy.worker.agents``: contexts grow every
-step, tool pauses between steps; a finished task is replaced by a new agent at
-once) go through an ``AdmissionCore`` before each step; admitted steps run on
-one ``concurproxy.worker.engine.Engine``. Every ``interval_s`` the engine's
-state becomes a ``PressureSnapshot`` (KV usage, waiting, preemptions/s and
-prefix-hit rate from counter deltas, KV capacity) fed to ``on_pressure``, then
-idle agents expire and waiters are granted. The last step of a task releases
-the agent. Deterministic for a given (config, spec, agents, duration, seed).
+step with the engine's own output, tool pauses between steps; a finished task is
+replaced by a new agent at once) send their steps through `SimProxy` — the
+simulator's proxy, the policy's ``DecisionCore`` in virtual time — to one replica
+of ``profile``. The loop, the step order and the control interval are the
+simulator's (``simulate/proxy.py``); this module is only the workload and what it
+records: per control interval a `TracePoint` (window, KV usage, active agents,
+steps waiting, prefix-hit rate, the admitted agents' KV footprint), and at the end
+goodput, tokens, recomputation, preemptions and step latencies (from the step
+being ready to its last token, admission wait included). The last step of a task
+releases the agent (``done_signal``: the client says so, as ``X-Agent-Done``).
+
+The policy served is ``policy`` (default: `harness_policy`: the defaults, FIFO
+queues, round-robin routing, dispatch off — admission alone) with ``admission``
+as its admission section. Deterministic for a given (profile, spec, agents,
+duration, admission, policy, seed).
 
 ``switch=(t, spec2)``: tasks started from virtual time ``t`` on follow ``spec2``
 (a workload whose mix changes part-way; agents already running finish as they
@@ -16,14 +24,19 @@ began). Used by the convergence tests and by ``benchmarks.admission_vtime``.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
+from typing import Any
 
 from concurproxy.config.admission import AdmissionConfig
-from concurproxy.control.admission import AdmissionCore, Admitted, Outcome, Queued, Ticket
-from concurproxy.control.types import PressureSnapshot, StepInfo
+from concurproxy.config.budgets import FairnessConfig
+from concurproxy.config.models import Policy
+from concurproxy.config.routing import RoutingConfig
+from concurproxy.control.types import StepInfo
+from concurproxy.simulate.fleet import Fleet, ReplicaSpec
+from concurproxy.simulate.proxy import SimProxy
+from concurproxy.simulate.steps import Ev, SimStep
 from concurproxy.worker.agents import AgentSpec, AgentTask
-from concurproxy.worker.engine import Engine, EngineConfig
+from concurproxy.worker.profile import Profile
 
 REPLICA = "r0"
 
@@ -55,7 +68,97 @@ class VTimeResult:
     step_latency_p50_s: float
     step_latency_p99_s: float
     trace: list[TracePoint] = field(default_factory=list)
-    idle_waiting_s: float = 0.0  # engine idle (nothing to run) while steps waited for admission
+    idle_waiting_s: float = 0.0  # nothing of ours running on the engine while steps waited for admission
+
+
+def harness_policy(admission: AdmissionConfig) -> Policy:
+    """Admission alone: one tenant's plain FIFO queue (no short step passes a long one), round-robin
+    routing (no prefix estimate moves the footprint), no dispatch holds, no budgets."""
+    fairness = FairnessConfig(policy="fifo", max_bypass_s=0, protect_priority=None, long_prefills_per_replica=0)
+    return Policy(admission=admission, routing=RoutingConfig(policy="round-robin"), fairness=fairness)
+
+
+@dataclass(slots=True, kw_only=True)
+class _AgentStep(SimStep):
+    task: AgentTask
+    since: float  # ready since (latency counts from here)
+
+
+class _Agents:
+    """The closed-loop workload as a `SimClient`."""
+
+    def __init__(
+        self,
+        proxy: SimProxy,
+        spec: AgentSpec,
+        agents: int,
+        seed: int,
+        switch: tuple[float, AgentSpec] | None,
+        done: bool,
+    ) -> None:
+        self.proxy, self.spec, self.seed, self.switch, self.done_signal = proxy, spec, seed, switch, done
+        self.n_tasks = self.steps_done = self.tasks_done = 0
+        self.task_units = 0.0
+        self.latencies: list[float] = []
+        self.trace: list[TracePoint] = []
+        for i in range(agents):
+            start = spec.tool_pause_s * i / max(agents, 1)  # staggered, as in the worker's thrash curve
+            proxy.push(start, Ev.step, self._new_task(spec))
+
+    def _new_task(self, spec: AgentSpec) -> AgentTask:
+        task = AgentTask(self.n_tasks, spec, self.seed)
+        self.n_tasks += 1
+        return task
+
+    def on_event(self, kind: Ev, obj: Any) -> None:
+        task: AgentTask = obj
+        now = self.proxy.now
+        info = StepInfo(
+            tenant="t",
+            role="agent",
+            agent_id=f"a{task.task_no}",
+            task_id=f"t{task.task_no}",
+            est_prompt_tokens=len(task.context),
+            max_tokens=task.spec.output_tokens,
+            last_step=self.done_signal and task.step == task.spec.steps - 1,
+        )
+        self.proxy.send(_AgentStep(info=info, prompt=task.prompt(), hashes=[], task=task, since=now))
+
+    def busy(self) -> bool:
+        return True
+
+    def refused(self, run: _AgentStep, status: int, error: str, retry: float | None, retryable: bool) -> None:
+        self.proxy.push(self.proxy.now + (retry or 1.0), Ev.step, run.task)  # the agent tries again
+
+    def served(self, run: _AgentStep, prompt_tokens: int, output_tokens: int) -> None:
+        now, task = self.proxy.now, run.task
+        req = run.request
+        assert req is not None
+        task.on_output(req.token_ids[req.prompt_len :])
+        self.steps_done += 1
+        self.task_units += 1.0 / task.spec.steps
+        self.latencies.append(now - run.since)
+        if task.done:
+            self.tasks_done += 1
+            switch = self.switch
+            self.proxy.push(now, Ev.step, self._new_task(self.spec if switch is None or now < switch[0] else switch[1]))
+        else:
+            self.proxy.push(now + task.spec.tool_pause_s, Ev.step, task)
+
+    def on_tick(self, now: float) -> None:
+        proxy = self.proxy
+        rep = proxy.by_id[REPLICA]
+        snap = rep.snapshot
+        adm = proxy.core.admission
+        capacity = rep.engine.config.capacity_tokens
+        window = active = 0
+        footprint = 0.0
+        if adm is not None:
+            w = adm.window(REPLICA)
+            window, active, footprint = w.window, w.active, w.footprint_tokens() / capacity
+        hit = snap.prefix_hit_rate if snap is not None else None
+        kv = rep.engine.kv_usage()
+        self.trace.append(TracePoint(now, window, kv, active, proxy.waiting_steps(), hit, footprint))
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -66,7 +169,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run_vtime(
-    engine_config: EngineConfig,
+    profile: Profile,
     spec: AgentSpec,
     agents: int,
     duration_s: float,
@@ -76,145 +179,35 @@ def run_vtime(
     seed: int = 0,
     switch: tuple[float, AgentSpec] | None = None,
     done_signal: bool = True,
+    policy: Policy | None = None,
 ) -> VTimeResult:
-    core = AdmissionCore(admission)
-    engine = Engine(engine_config)
-    capacity = engine_config.num_blocks * engine_config.block_size
-    interval = interval_s if interval_s is not None else admission.aimd.interval_ms / 1000.0
-    now, next_tick = 0.0, 0.0
-    ready: list[tuple[float, int, AgentTask]] = []  # (time its next step is ready, seq, task)
-    n_tasks = 0
-    for i in range(agents):
-        start = spec.tool_pause_s * i / max(agents, 1)  # staggered, as in the worker's thrash curve
-        heapq.heappush(ready, (start, n_tasks, AgentTask(n_tasks, spec, seed)))
-        n_tasks += 1
-    waiting: dict[int, tuple[AgentTask, float]] = {}  # waiter id → (task, ready since)
-    inflight: dict[str, tuple[AgentTask, Ticket, float, list[int]]] = {}
-    n_req = steps_done = tasks_done = 0
-    task_units = 0.0  # completed steps, each counted as 1/steps of its task
-    latencies: list[float] = []
-    trace: list[TracePoint] = []
-    last = (0, 0, 0, 0.0)  # preemptions, hits, queries, t
-    idle_waiting = 0.0
-
-    def submit(task: AgentTask, ticket: Ticket, since: float) -> None:
-        nonlocal n_req
-        req_id = f"t{task.task_no}s{task.step}r{n_req}"
-        n_req += 1
-        engine.add_request(req_id, task.prompt(), max_tokens=task.spec.output_tokens, arrival=now, ignore_eos=True)
-        inflight[req_id] = (task, ticket, since, [])
-
-    def grant() -> None:
-        for g in core.grant(REPLICA, now):
-            task, since = waiting.pop(g.waiter_id)
-            submit(task, g.admitted.ticket, since)
-
-    def tick() -> None:
-        nonlocal last
-        s = engine.stats
-        dt = max(now - last[3], 1e-9)
-        dq = s.prefix_queries - last[2]
-        snap = PressureSnapshot(
-            ts=now,
-            kv_usage=engine.kv_usage(),
-            running=engine.num_running,
-            waiting=engine.num_waiting,
-            preemptions_per_s=(s.preemptions - last[0]) / dt,
-            prefix_hit_rate=(s.prefix_hits - last[1]) / dq if dq > 0 else None,
-            kv_capacity_tokens=capacity,
-            source="vtime",
-        )
-        last = (s.preemptions, s.prefix_hits, s.prefix_queries, now)
-        core.on_pressure(REPLICA, snap, now)
-        core.expire(now)
-        grant()
-        w = core.window(REPLICA)
-        trace.append(
-            TracePoint(
-                now,
-                w.window,
-                engine.kv_usage(),
-                w.active,
-                len(waiting),
-                snap.prefix_hit_rate,
-                w.footprint_tokens() / capacity,
-            )
-        )
-
-    while now < duration_s:
-        if now >= next_tick:
-            tick()
-            next_tick = now + interval
-        while ready and ready[0][0] <= now:
-            _, _, task = heapq.heappop(ready)
-            step = StepInfo(
-                tenant="t",
-                role="agent",
-                agent_id=f"a{task.task_no}",
-                task_id=f"t{task.task_no}",
-                est_prompt_tokens=len(task.context),
-                max_tokens=task.spec.output_tokens,
-            )
-            res = core.try_admit(step, REPLICA, now)
-            if isinstance(res, Admitted):
-                submit(task, res.ticket, now)
-            elif isinstance(res, Queued):
-                waiting[res.waiter_id] = (task, now)
-            grant()
-        dl = core.window(REPLICA).deadline()
-        if dl is not None and dl <= now:
-            grant()
-            dl = core.window(REPLICA).deadline()
-            dl = dl if dl is not None and dl > now else None
-        if not engine.has_work():
-            later = min(ready[0][0] if ready else duration_s, next_tick, dl if dl is not None else duration_s)
-            if waiting:
-                idle_waiting += later - now
-            now = later
-            continue
-        res_step = engine.step(now)
-        now = res_step.end
-        for out in res_step.outputs:
-            inflight[out.req_id][3].extend(out.new_token_ids)
-            if not out.finished:
-                continue
-            task, ticket, since, tokens = inflight.pop(out.req_id)
-            prompt_len = len(task.context)
-            task.on_output(tokens)
-            steps_done += 1
-            task_units += 1.0 / task.spec.steps
-            latencies.append(now - since)
-            core.end(
-                ticket,
-                Outcome.success,
-                now,
-                prompt_tokens=prompt_len,
-                output_tokens=len(tokens),
-                release=task.done and done_signal,
-            )
-            if task.done:
-                tasks_done += 1
-                task = AgentTask(n_tasks, spec if switch is None or now < switch[0] else switch[1], seed)
-                n_tasks += 1
-                heapq.heappush(ready, (now, task.task_no, task))
-            else:
-                heapq.heappush(ready, (now + task.spec.tool_pause_s, task.task_no, task))
-        grant()
+    served = (policy or harness_policy(admission)).model_copy(update={"admission": admission})
+    fleet = Fleet("vtime", (ReplicaSpec(REPLICA, profile, profile.engine_config()),))
+    proxy = SimProxy(fleet, served, engine="fast", interval_s=interval_s)
+    client = _Agents(proxy, spec, agents, seed, switch, done_signal)
+    proxy.run(client, duration_s)
+    proxy.sync(duration_s)
+    now = duration_s
+    engine = proxy.replicas[0].engine
     s = engine.stats
+    idle = 0.0
+    if proxy.core.admission is not None:
+        st = proxy.core.admission.state(now).get(REPLICA)
+        idle = st.idle_waiting_s if st is not None else 0.0
     return VTimeResult(
         controller=admission.controller,
         agents=agents,
         seconds=now,
-        tasks_completed=tasks_done,
-        agent_steps=steps_done,
-        tasks_per_min=task_units * 60.0 / now,
+        tasks_completed=client.tasks_done,
+        agent_steps=client.steps_done,
+        tasks_per_min=client.task_units * 60.0 / now,
         output_tok_s=s.generation_tokens / now,
         prefill_tokens=s.prefill_tokens_computed,
         recomputed_tokens=s.recomputed_prefill_tokens + s.evicted_prefix_recompute_tokens,
         preemptions=s.preemptions,
         prefix_hit_rate=s.prefix_hit_rate,
-        step_latency_p50_s=_pct(latencies, 0.5),
-        step_latency_p99_s=_pct(latencies, 0.99),
-        trace=trace,
-        idle_waiting_s=idle_waiting,
+        step_latency_p50_s=_pct(client.latencies, 0.5),
+        step_latency_p99_s=_pct(client.latencies, 0.99),
+        trace=client.trace,
+        idle_waiting_s=idle,
     )
