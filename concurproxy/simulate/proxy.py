@@ -11,9 +11,9 @@ to the client) → ``router.route`` over ``ReplicaView``s built from the latest
 snapshots and in-flight counts (the routed prefix becomes the step's resident
 prefix, as the proxy's pipeline does) → ``admission.try_admit`` (``Admitted``:
 on to dispatch; ``Queued``: it waits for a ``grant``; ``Rejected``: 429) →
-dispatch: the KV reserve, then the prefill gate (``DispatchCores``; a held step
-waits for a release or for its core's deadline, as the proxy's dispatch stage
-does) → the replica's engine. Under ``admission.controller: none`` there is no
+dispatch: the KV reserve, then the prefill gate (``dispatch.py``: the core's
+``DispatchCores``; a held step waits for a release or for its core's deadline, as
+the proxy's dispatch stage does) → the replica's engine. Under ``admission.controller: none`` there is no
 window and no dispatch: every routed step goes to its engine at once.
 
 Events (``Ev``), ordered by ``(time, sequence)``; nothing sleeps or reads a clock:
@@ -52,6 +52,7 @@ from concurproxy.control.decision import DecisionCore
 from concurproxy.control.types import StepOutcome
 from concurproxy.plugins.installed import Plugins
 from concurproxy.routing import NoHealthyReplica, ReplicaView, RouteRequest
+from concurproxy.simulate.dispatch import SimDispatch
 from concurproxy.simulate.fastengine import make_engine
 from concurproxy.simulate.fleet import Fleet
 from concurproxy.simulate.replica import SimReplica, replica_views
@@ -101,17 +102,16 @@ class SimProxy:
         self._heap: list[tuple[float, int, Ev, Any]] = []
         self._seq = itertools.count()
         self._req = itertools.count()
-        self._keys = itertools.count(1)
         self._waiting: dict[tuple[str, int], SimStep] = {}  # (replica, waiter id) → step waiting for admission
         self._inflight: dict[str, SimStep] = {}  # engine request id → step
-        self._held: dict[int, tuple[SimStep, str]] = {}  # dispatch key → (step, the core holding it)
-        self._armed: dict[str, float] = {}  # replica → time of its pending dispatch deadline event
         self._armed_admission: float | None = None  # time of the pending admission deadline event
         self.now = 0.0
         self.next_tick = 0.0
         self.decisions = 0
         self.engine_calls = 0
         self.client: SimClient | None = None
+        cores = self.core.dispatch
+        self.dispatch = SimDispatch(cores, self.push, self._submit) if cores is not None else None
 
     # ---- the event loop ------------------------------------------------------------------------
     def push(self, t: float, kind: Ev, obj: Any) -> None:
@@ -143,7 +143,8 @@ class SimProxy:
                 self.next_tick = t + self.interval
                 self.push(self.next_tick, Ev.tick, None)
             elif kind == Ev.dispatch:
-                self._on_deadline(obj)
+                assert self.dispatch is not None
+                self.dispatch.on_deadline(obj, t)
             elif kind == Ev.admission:
                 if obj == self._armed_admission:  # (else superseded by an earlier one)
                     self._armed_admission = None
@@ -213,85 +214,11 @@ class SimProxy:
         """Steps waiting for admission now."""
         return len(self._waiting)
 
-    # ---- dispatch: the KV reserve, then the prefill gate ------------------------------------------
     def _dispatch(self, run: SimStep) -> None:
-        cores = self.core.dispatch
-        if cores is None:
-            self._submit(run)
-            return
-        rep = run.replica
-        key = run.key = next(self._keys)
-        reserve = cores.reserve(rep.id)
-        if reserve is not None:
-            snap = rep.snapshot
-            if not reserve.start(key, run.info, self.now, snap.kv_capacity_tokens if snap is not None else None):
-                self._hold(run, reserve.stage)
-                return
-        self._gate(run)
-
-    def _gate(self, run: SimStep) -> None:
-        assert self.core.dispatch is not None
-        if self.core.dispatch.gate(run.replica.id).start(run.key, run.info, self.now):
+        if self.dispatch is None:
             self._submit(run)
         else:
-            self._hold(run, "prefill_gate")
-
-    def _hold(self, run: SimStep, stage: str) -> None:
-        self._held[run.key] = (run, stage)
-        self._arm(run.replica.id)
-
-    def _let_go(self, keys: list[int]) -> None:
-        for key in keys:
-            held = self._held.pop(key, None)
-            if held is None:
-                continue
-            run, stage = held
-            if stage == "kv_reserve":
-                self._gate(run)  # on to the prefill gate, which may hold it in turn
-            else:
-                self._submit(run)
-
-    def _arm(self, replica: str) -> None:
-        """An event at the earliest deadline of the replica's dispatch cores (one pending per replica)."""
-        cores = self.core.dispatch
-        assert cores is not None
-        reserve = cores.reserve(replica)
-        times = [d for c in (cores.gate(replica), reserve) if c is not None and (d := c.deadline()) is not None]
-        if not times:
-            return
-        at = max(self.now, min(times))
-        armed = self._armed.get(replica)
-        if armed is None or at < armed:
-            self._armed[replica] = at
-            self.push(at, Ev.dispatch, (replica, at))
-
-    def _on_deadline(self, ev: tuple[str, float]) -> None:
-        replica, at = ev
-        if self._armed.get(replica) != at:
-            return  # superseded by an earlier one
-        del self._armed[replica]
-        cores = self.core.dispatch
-        assert cores is not None
-        reserve = cores.reserve(replica)
-        if reserve is not None:
-            self._let_go(reserve.expire(self.now))
-        self._let_go(cores.gate(replica).expire(self.now))
-        self._arm(replica)
-
-    def _dispatch_end(self, run: SimStep, first_token: bool = False) -> None:
-        cores = self.core.dispatch
-        if cores is None or not run.key:
-            return
-        replica = run.replica.id
-        if first_token:
-            self._let_go(cores.gate(replica).first_token(run.key))
-        else:
-            self._let_go(cores.gate(replica).end(run.key))
-            reserve = cores.reserve(replica)
-            if reserve is not None:
-                self._let_go(reserve.end(run.key, self.now))
-            run.key = 0
-        self._arm(replica)
+            self.dispatch.start(run, self.now)
 
     # ---- engines ---------------------------------------------------------------------------------
     def _submit(self, run: SimStep) -> None:
@@ -332,7 +259,8 @@ class SimProxy:
                 continue
             if run.ttft is None:
                 run.ttft = now - run.start
-                self._dispatch_end(run, first_token=True)
+                if run.stream and self.dispatch is not None:  # the relay's first streamed token
+                    self.dispatch.first_token(run, now)
             if out.finished:
                 del self._inflight[out.req_id]
                 self._finish(run, out.prompt_tokens, out.output_tokens)
@@ -362,7 +290,8 @@ class SimProxy:
 
     def _end(self, run: SimStep, outcome: StepOutcome, prompt_tokens: int = 0, output_tokens: int = 0) -> None:
         """The step's admission ticket and dispatch hold end (the proxy leaves both blocks)."""
-        self._dispatch_end(run)
+        if self.dispatch is not None:
+            self.dispatch.end(run, self.now)
         adm = self.core.admission
         if adm is not None and run.ticket is not None:
             adm.end(run.ticket, outcome, self.now, prompt_tokens=prompt_tokens, output_tokens=output_tokens,

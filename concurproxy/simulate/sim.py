@@ -201,7 +201,8 @@ class Simulation:
             max_tokens=spec.max_tokens,
             last_step=spec.agent_done,
         )
-        return StepRun(info=info, prompt=prompt, hashes=list(agent.route_hashes), task=task, chain=chain, pos=pos)
+        hashes = list(agent.route_hashes)
+        return StepRun(info=info, prompt=prompt, hashes=hashes, stream=self.sc.stream, task=task, chain=chain, pos=pos)
 
     def _end_task(self, task: SimTask, status: str) -> None:
         if task.status != "running":

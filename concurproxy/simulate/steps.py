@@ -42,6 +42,7 @@ class SimStep:
     wait_s: float = 0.0  # waited for admission
     ttft: float | None = None
     key: int = 0  # at the dispatch cores (0: not there)
+    stream: bool = True  # the client reads a stream (its first token ends the prefill at the gate)
     request: EngineRequest | None = None  # in the engine (its token ids, outputs included)
 
     def live(self) -> bool:
