@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.admission_vtime --profile llama3-8b-h100`` runs the
 profile's agent preset (``concurproxy.worker.thrash.PRESETS``: contexts that
-grow every step, tool pauses between steps) through ``run_vtime`` once per
+grow every step, tool pauses between steps) through ``run_vtime`` (the
+simulator's loop, ``concurproxy.simulate.vtime``) once per
 controller — ``none``, ``static`` at several windows (the best of which is an
 oracle: a user would have to sweep to find it), ``aimd`` — at each load level
 (closed-loop agent count), and prints per run: goodput (completed agent tasks
@@ -26,10 +27,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from concurproxy.admission.vtime import VTimeResult, run_vtime
 from concurproxy.config.admission import AdmissionConfig, StaticConfig
+from concurproxy.simulate.vtime import VTimeResult, run_vtime
 from concurproxy.worker.agents import AgentSpec
-from concurproxy.worker.engine import EngineConfig
+from concurproxy.worker.profile import Profile
 
 Results = dict[int, dict[str, VTimeResult]]  # agents → controller → result
 
@@ -53,7 +54,7 @@ def short_variant(spec: AgentSpec) -> AgentSpec:
 
 
 def sweep(
-    engine: EngineConfig,
+    profile: Profile,
     spec: AgentSpec,
     counts: Sequence[int],
     seconds: float,
@@ -63,7 +64,7 @@ def sweep(
 ) -> Results:
     return {
         n: {
-            name: run_vtime(engine, spec, n, seconds, cfg, switch=switch, done_signal=done_signal)
+            name: run_vtime(profile, spec, n, seconds, cfg, switch=switch, done_signal=done_signal)
             for name, cfg in configs.items()
         }
         for n in counts
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     first = short_variant(spec) if args.mixed else spec
     counts = [int(a) for a in args.agents.split(",") if a]
     windows = [int(w) for w in args.static.split(",") if w]
-    results = sweep(engine, first, counts, args.seconds, controllers(windows), switch, args.done_signal)
+    results = sweep(prof, first, counts, args.seconds, controllers(windows), switch, args.done_signal)
     print(format_runs(results))
     print()
     print(summary_markdown(results))

@@ -17,8 +17,8 @@ are their async shell, each with its reason.
 **What each package may import** (``MAY_IMPORT``): the other ``concurproxy`` packages a package's
 modules may import (its own always). The README's architecture table is checked against both
 tables, so the picture a newcomer reads is the rule the tree keeps. Not ruled: the shell that
-assembles everything (``server/`` outside ``server/api/``, ``cli.py``, ``demo.py``), and the
-admission shell and ``simulate/``, which issue 22 is reshaping.
+assembles everything (``server/`` outside ``server/api/`` and ``server/admission/``, ``cli.py``,
+``demo.py``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,11 @@ FORBIDDEN = frozenset(
     }
 )
 CORE_PACKAGES = ("control", "routing")  # the decision core proper
-PURE = (*CORE_PACKAGES, "sessions", "tokenizer", "signals", "kvevents", "server/api", "tokens.py", "identity.py")
+PURE = (
+    *CORE_PACKAGES,
+    "decision.py",
+    *("sessions", "tokenizer", "signals", "kvevents", "server/api", "tokens.py", "identity.py"),
+)
 SHELL_MODULES = {  # the shell inside a pure package
     "sessions/resolver.py": "new agent ids from os.urandom; time.monotonic as the default clock",
     "sessions/shared.py": "the Redis share of the fingerprint table (asyncio)",
@@ -55,6 +59,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "sessions": ("config", "identity", "state"),
     "tokenizer": ("config", "routing", "tokens"),
     "server/api": ("errors", "server.sse", "tokens"),
+    "decision.py": ("config", "control", "plugins", "routing"),
     "tokens.py": (),
     "identity.py": ("control.types", "errors"),
     "errors.py": (),
@@ -70,6 +75,8 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "engines": ("nodeagent",),
     "nodeagent": ("signals",),
     "testing": ("errors", "server", "tokens"),
+    "server/admission": ("config", "control", "decision", "errors", "server.step", "state", "telemetry"),
+    "simulate": ("config", "control", "decision", "plugins", "routing", "tenancy", "tokens", "worker"),
 }
 NEVER_IMPORTED = ("benchmarks", "tests", "conftest")  # top-level: the product never depends on these
 

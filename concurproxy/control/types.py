@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Protocol, TypeVar
 
 
@@ -14,6 +14,33 @@ class PriorityClass(IntEnum):
     high = 1
     normal = 2
     low = 3
+
+
+class StepOutcome(StrEnum):
+    """How one step ended: the one outcome of a step, set where the fact is known (the relay for an
+    answered step, the request path for a refused, failed or cancelled one), ended with on the admission
+    ticket (``AdmissionCore.end``) and read by the listeners as is. No string is parsed back."""
+
+    success = "success"
+    error = "error"  # upstream or proxy failure after the request was accepted
+    cancelled = "cancelled"  # the client went away / the task was cancelled
+    timeout = "timeout"  # upstream silence past a timeout
+    rejected = "rejected"  # refused before admission (401, 413, 429): never ends a ticket
+
+    @classmethod
+    def of_status(cls, status: int) -> StepOutcome:
+        """The outcome of a step answered with an error ``status`` by the proxy itself."""
+        return cls.rejected if status in (401, 413, 429) else cls.error
+
+    @classmethod
+    def of_exception(cls, exc: BaseException | None) -> StepOutcome:
+        """The outcome of a step that left its ticket with ``exc`` and no outcome set (None: normally).
+        Not an ``Exception`` (a cancellation, ``GeneratorExit``, ``KeyboardInterrupt``): cancelled."""
+        if exc is None:
+            return cls.success
+        if not isinstance(exc, Exception):
+            return cls.cancelled
+        return cls.timeout if isinstance(exc, TimeoutError) else cls.error
 
 
 @dataclass(frozen=True, slots=True)

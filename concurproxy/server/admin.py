@@ -21,7 +21,6 @@ from concurproxy.errors import ProxyError
 from concurproxy.identity import _clean
 from concurproxy.server.components import COMPONENTS, Components
 from concurproxy.server.reload import reload_from_file
-from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.telemetry.exposition import render
 
 
@@ -94,9 +93,7 @@ async def state(request: web.Request) -> web.Response:
                 },
             }
         )
-    admission = (
-        c.admission.service.snapshot_state() if isinstance(c.admission, AdmissionStage) else {"controller": "none"}
-    )
+    admission = c.admission.state()
     rs = c.reload_status
     return _json(
         {
@@ -164,8 +161,6 @@ async def release_agent(request: web.Request) -> web.Response:
     tenant = c.tenants.resolve(request.headers)
     agent = _clean(request.match_info["agent_id"], "agent_id")
     scoped = f"{tenant}/{agent}"
-    released = False
-    if isinstance(c.admission, AdmissionStage):
-        released = c.admission.service.release_agent(scoped)
+    released = c.admission.release_agent(scoped)
     c.router.release(scoped)
     return _json({"id": agent, "object": "agent.released", "released": released})

@@ -14,23 +14,17 @@ import aiohttp
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry
 
-from concurproxy.admission.service import AdmissionService
 from concurproxy.config.models import Policy
-from concurproxy.control.admission.shares import WindowShares
-from concurproxy.control.budgets import BudgetEngine, BudgetLimits
-from concurproxy.control.dispatch import DispatchParams
-from concurproxy.control.fairness.base import FairnessParams
-from concurproxy.control.types import PressureSnapshot
+from concurproxy.decision import DecisionCore
 from concurproxy.plugins.installed import Plugins
-from concurproxy.routing import PrefixAffinityRouter, build_router
+from concurproxy.routing import PrefixAffinityRouter
+from concurproxy.server.admission.build import build_gate, build_shared_gate
 from concurproxy.server.api import CODECS
 from concurproxy.server.auth import TenantResolver
 from concurproxy.server.components import Components
-from concurproxy.server.hooks import NoAdmission
 from concurproxy.server.membership import add_replica, remove_replica
 from concurproxy.server.reload import fingerprint
 from concurproxy.server.stages import shared as shared_stage
-from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.server.stages.budgets import BudgetStage
 from concurproxy.server.stages.dispatch import DispatchStage
 from concurproxy.server.stages.kvevents import KvEventFeed
@@ -41,7 +35,6 @@ from concurproxy.sessions import SessionResolver
 from concurproxy.sessions.shared import SharedSessions
 from concurproxy.signals.poller import PollTarget, PressurePoller
 from concurproxy.state.responses import ResponseIds, SharedResponseIds
-from concurproxy.telemetry.admission import AdmissionMetricsListener, watch_admission
 from concurproxy.telemetry.dispatch import prime_replica as prime_dispatch
 from concurproxy.telemetry.dispatch import watch_dispatch
 from concurproxy.telemetry.metrics import ProxyMetrics
@@ -77,39 +70,26 @@ def build_components(
     )
     pool.add_listener(health_listener(metrics))
 
-    admission_stage: AdmissionStage | None = None
-    params = FairnessParams.from_policy(policy.fairness, policy.tenants)
-    if policy.admission.controller == "none":
-        admission: NoAdmission | AdmissionStage = NoAdmission()
-    else:
-        fair = plugins.fairness
-        queue_maker = lambda _replica: fair.queue(policy.fairness.policy, params)  # noqa: E731
-        shared = shared_stage.redis_state(policy) if policy.state.backend == "redis" else None
-        service = AdmissionService(
-            policy.admission,
-            registry=plugins.controllers,
-            queue_maker=queue_maker,
-            listeners=[AdmissionMetricsListener(metrics)],
-            core=shared_stage.shared_admission_core(policy.admission, shared, queue_maker) if shared else None,
-        )
-        service.set_shares(WindowShares.from_roles(policy.roles))
-        service.set_tenant_weights(params.weight)
-        watch_admission(metrics, service)  # type: ignore[arg-type]  # structural: core.state(now)
-        admission = admission_stage = (
-            AdmissionStage(service) if shared is None else shared_stage.SharedAdmissionStage(service, shared)
-        )
+    # The decision core, built once from the policy (the simulator builds the same: DecisionCore.from_policy).
+    # Redis-shared state only where admission has windows to share (controller ``none`` shares nothing).
+    shared = None
+    if policy.state.backend == "redis" and policy.admission.controller != "none":
+        shared = shared_stage.redis_state(policy)
+    hooks = shared_stage.core_hooks(shared) if shared is not None else {}
+    core = DecisionCore.from_policy(policy, plugins, **hooks)
+    shared_gate = build_shared_gate(core, shared, metrics) if shared is not None else None
+    admission = shared_gate if shared_gate is not None else build_gate(core, metrics)
 
-    aimd = policy.admission.aimd
-    router = build_router(policy.routing, plugins.scorers, policies=plugins.routers)
+    router = core.router
     # Block keys only for a policy that routes on prefixes; token counts for every policy.
     uses_prefix = isinstance(router, PrefixAffinityRouter)
     tokens = build_step_tokens(policy, policy.routing.block_tokens if uses_prefix else None)
     routing = RoutingStage(
         router,
-        policy.routing.block_tokens,
-        aimd.stale_after_ms / 1000,
+        core.block_tokens,
+        core.stale_after_s,
         snapshots=None,
-        windows=admission_stage.window_room if admission_stage is not None else None,
+        windows=admission.window_room,
         tokens=tokens,
     )
     components = Components(
@@ -123,10 +103,9 @@ def build_components(
         tokens=tokens,
     )
     routing.snapshots = components.latest_pressure
-    dispatch_params = DispatchParams.from_policy(policy.fairness)
-    if admission_stage is not None and dispatch_params.enabled:
+    if core.dispatch is not None:
         components.dispatch = DispatchStage(
-            dispatch_params, snapshots=components.latest_pressure, on_wait=metrics.dispatch_waited
+            core.dispatch, snapshots=components.latest_pressure, on_wait=metrics.dispatch_waited
         )
         watch_dispatch(metrics, components.dispatch, [r.id for r in pool])
     else:
@@ -140,16 +119,16 @@ def build_components(
     components.tracing = build_tracing(policy.telemetry, span_exporter)
     components.rate_limiter = components.make_rate_limiter(policy)
     components.reload_status.fingerprint = fingerprint(policy)
-    budgets = BudgetStage(BudgetEngine(BudgetLimits.for_policy(policy)))
+    budgets = BudgetStage(core.budgets)
     components.budgets = budgets  # settled by the pipeline before the listeners below
     components.listeners.extend(
-        [components.calibration, routing, StepMetrics(metrics, policy.routing.block_tokens, params)]
+        [components.calibration, routing, StepMetrics(metrics, policy.routing.block_tokens, core.fairness)]
     )
     components.response_ids = ResponseIds(policy.state.response_ids)
-    if isinstance(admission_stage, shared_stage.SharedAdmissionStage):  # state.backend: redis
-        components.shared_state = shared_stage.attach(admission_stage, routing, metrics)
+    if shared_gate is not None:  # state.backend: redis
+        components.shared_state = shared_stage.attach(shared_gate, routing, metrics)
         shared_stage.share_budgets(budgets, components.shared_state, components.clock)
-        components.listeners.append(shared_stage.SharedStateListener(admission_stage))
+        components.listeners.append(shared_stage.SharedStateListener(shared_gate))
         components.response_ids = SharedResponseIds(components.shared_state, policy.state.response_ids)
     if policy.identity.infer != "off" or policy.identity.client_session_ids:
         resolver = SessionResolver(policy.identity, clock=components.clock)
@@ -164,13 +143,8 @@ def build_components(
 async def background_loops(c: Components, session: aiohttp.ClientSession) -> AsyncIterator[None]:
     """Pressure polling (feeding admission and metrics) and admission housekeeping, for the app's lifetime."""
     aimd = c.policy.admission.aimd
-    service = c.admission.service if isinstance(c.admission, AdmissionStage) else None
-
-    def on_snapshot(replica: str, snap: PressureSnapshot) -> None:
-        if service is not None:
-            service.on_pressure(replica, snap)
-
-    hook = pressure_hook(c.metrics, on_snapshot) if c.metrics is not None else on_snapshot
+    gate = c.admission
+    hook = pressure_hook(c.metrics, gate.on_pressure) if c.metrics is not None else gate.on_pressure
 
     targets = {r.id: PollTarget.from_url(r.pressure_url or r.metrics_url) for r in c.pool}
     poller = PressurePoller(
@@ -188,7 +162,7 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
             c.policy.discovery, resolver, lambda r: add_replica(c, r), lambda rid: remove_replica(c, rid)
         )
         await c.discovery.start()
-    tick = asyncio.create_task(service.run(), name="admission-tick") if service is not None else None
+    tick = asyncio.create_task(gate.run(), name="admission-tick")
     await poller.poll_once()  # first pressure before the first request: no needless queueing at start
     if c.kv_events is not None:
         for r in c.pool:
@@ -212,7 +186,6 @@ async def background_loops(c: Components, session: aiohttp.ClientSession) -> Asy
                 await shared_sessions.stop()
             if c.shared_state is not None:
                 await c.shared_state.stop()
-            if tick is not None:
-                tick.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await tick
+            tick.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tick

@@ -2,7 +2,9 @@
 
 Each stage is a small protocol with a pass-through default, so the proxy core
 runs (and is tested) without them, and each feature replaces its default
-without touching the pipeline. The order of one step is the pipeline's
+without touching the pipeline. Admission's protocol and its one ticket live with
+their implementations in ``server/admission/`` (``gate.py``; ``OpenGate`` is the
+pass-through); they are re-exported here. The order of one step is the pipeline's
 (`concurproxy.server.pipeline.STAGES`):
 
     identity → budgets.check → router.pick → admission.acquire (held across the attempt)
@@ -12,26 +14,11 @@ without touching the pipeline. The order of one step is the pipeline's
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import Protocol
 
+from concurproxy.server.admission.gate import AdmissionGate, AdmissionTicket
 from concurproxy.server.step import StepContext, StepOutcome
 from concurproxy.upstream.replica import Replica
-
-
-class Ticket(Protocol):
-    """An admission slot held for the duration of one upstream attempt."""
-
-    queue_wait_s: float
-
-    def set_outcome(self, outcome: StepOutcome) -> None: ...
-
-
-class AdmissionGate(Protocol):
-    def acquire(self, ctx: StepContext) -> AbstractAsyncContextManager[Ticket]:
-        """Wait for admission on ``ctx.replica``; raise ProxyError (429/503) when refused."""
-        ...
 
 
 class Router(Protocol):
@@ -69,34 +56,6 @@ class StepListener(Protocol):
 # --- pass-through defaults -------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _FreeTicket:
-    queue_wait_s: float = 0.0
-
-    def set_outcome(self, outcome: StepOutcome) -> None:
-        pass
-
-
-class _FreeTicketContext:
-    __slots__ = ()
-    _ticket = _FreeTicket()
-
-    async def __aenter__(self) -> Ticket:
-        return self._ticket
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-class NoAdmission:
-    """Admit everything (controller ``none``)."""
-
-    _ctx = _FreeTicketContext()
-
-    def acquire(self, ctx: StepContext) -> AbstractAsyncContextManager[Ticket]:
-        return self._ctx
-
-
 class NoBudgets:
     def check(self, ctx: StepContext, now: float) -> None:
         return None
@@ -107,12 +66,11 @@ class NoBudgets:
 
 __all__ = [
     "AdmissionGate",
+    "AdmissionTicket",
     "BudgetGate",
-    "NoAdmission",
     "NoBudgets",
     "Router",
     "StepContext",
     "StepListener",
     "StepOutcome",
-    "Ticket",
 ]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 
 from concurproxy.server.components import Components
-from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.signals.poller import PollTarget
 from concurproxy.telemetry.dispatch import prime_replica as prime_dispatch
 from concurproxy.upstream.replica import Replica
@@ -44,8 +43,7 @@ def remove_replica(c: Components, replica_id: str) -> None:
     c.router.forget_replica(replica_id)
     if c.kv_events is not None:
         c.kv_events.remove(replica_id)
-    if isinstance(c.admission, AdmissionStage):
-        c.admission.service.forget_replica(replica_id)
+    c.admission.forget_replica(replica_id)
     if c.shared_state is not None:  # state.backend: redis (its leases there are given back at the next sync)
         c.shared_state.forget_replica(replica_id)
     if c.dispatch is not None:

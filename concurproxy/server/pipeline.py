@@ -114,7 +114,7 @@ class StepPipeline:
             except ProxyError as err:
                 ctx.status = err.status
                 ctx.error_code = err.code
-                ctx.outcome = StepOutcome.of_error(err)
+                ctx.outcome = StepOutcome.of_status(err.status)
                 err.headers.update(ctx.extra_headers)
                 raise
             except BaseException as exc:

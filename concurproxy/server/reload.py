@@ -22,14 +22,11 @@ import orjson
 
 from concurproxy.config.load import ConfigError, load_policy
 from concurproxy.config.models import Policy
-from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.budgets import BudgetLimits
-from concurproxy.control.fairness.base import FairnessParams
 from concurproxy.plugins import PluginError
 from concurproxy.plugins.installed import Plugins
 from concurproxy.server.components import Components
 from concurproxy.server.membership import add_replica, remove_replica
-from concurproxy.server.stages.admission import AdmissionStage
 from concurproxy.server.stages.budgets import BudgetStage
 from concurproxy.tenancy.directory import TenancyError, TenantDirectory
 from concurproxy.upstream.replica import Replica
@@ -55,9 +52,7 @@ def apply_policy(c: Components, new: Policy) -> list[str]:
     c.tenants.directory = directory
     if isinstance(c.budgets, BudgetStage):
         c.budgets.reconfigure(BudgetLimits.for_policy(new))
-    if isinstance(c.admission, AdmissionStage):
-        c.admission.service.set_shares(WindowShares.from_roles(new.roles))
-        c.admission.service.set_tenant_weights(FairnessParams.from_policy(new.fairness, new.tenants).weight)
+    c.admission.reconfigure(new)
     changes += _apply_upstreams(c, new)
     for section in RESTART_ONLY:
         if getattr(old, section) != getattr(new, section):

@@ -6,11 +6,10 @@ placement of the current attempt), the relay (the result) and budgets. Stages
 write only their own group; what admission reads (``step``) is rebuilt by the
 pipeline itself after routing (`pipeline.StepPipeline`), never behind its back.
 
-The step's outcome is a `StepOutcome`, set where the fact is known (the relay
-for an answered step, the pipeline for a refused, failed or cancelled one) and
-handed as is to the admission ticket and to the listeners: no string is parsed
-back. Its values are the admission core's `Outcome` strings plus ``rejected``
-(refused before admission: 401, 413, 429).
+The step's outcome is a `StepOutcome` (``control.types``: the one enum, which the
+admission core's ``end`` takes too), set where the fact is known (the relay for an
+answered step, the pipeline for a refused, failed or cancelled one) and handed as is
+to the admission ticket and to the listeners: no string is parsed back.
 
 Why one slotted dataclass and not several objects: one is built per step on the
 hot path (a nested object per group costs an allocation and an attribute hop
@@ -21,30 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from concurproxy.control.budgets import Reservation
-from concurproxy.control.types import StepInfo
-from concurproxy.errors import ProxyError
+from concurproxy.control.types import StepInfo, StepOutcome
 from concurproxy.identity import Identity
 from concurproxy.routing.types import RouteDecision
 from concurproxy.server.api import CHAT, ApiCodec
 from concurproxy.server.api.usage import Usage
 from concurproxy.sessions.resolver import Resolved
 from concurproxy.upstream.replica import Replica
-
-
-class StepOutcome(StrEnum):
-    success = "success"
-    error = "error"  # upstream or proxy failure after the request was accepted
-    cancelled = "cancelled"  # the client went away / the task was cancelled
-    timeout = "timeout"  # upstream silence past a timeout
-    rejected = "rejected"  # refused before admission (401, 413, 429)
-
-    @classmethod
-    def of_error(cls, err: ProxyError) -> StepOutcome:
-        return cls.rejected if err.status in (401, 413, 429) else cls.error
 
 
 @dataclass(slots=True)
@@ -97,3 +82,6 @@ class StepContext:
     def route_reason(self) -> str:
         d = self.route_decision
         return d.reason if d is not None else ""
+
+
+__all__ = ["StepContext", "StepOutcome"]

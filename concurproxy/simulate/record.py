@@ -4,12 +4,12 @@
 own format, so ``concur-loadgen report`` renders a simulated run like a real
 one); ``SimReport.fleet`` adds what only a simulation can see exactly: every
 replica's tokens, KV-usage distribution, preemptions and recomputation, the
-admission decisions, and the simulator's own speed.
+admission and dispatch decisions, and the simulator's own speed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ class FleetFigures:
     queue_wait_s_by_role: dict[str, dict[str, float | None]]
     admission: dict[str, int]  # summed admission counters
     replica_figures: list[ReplicaFigures] = field(default_factory=list)
+    dispatch: dict[str, int] = field(default_factory=dict)  # summed dispatch counters (none: no dispatch stage)
 
 
 def _pcts(xs: list[float]) -> dict[str, float | None]:
@@ -97,6 +98,19 @@ def admission_totals(states: Iterable[ReplicaState]) -> dict[str, int]:
     for st in states:
         for k in ADMISSION_COUNTERS:
             totals[k] += getattr(st.counters, k)
+    return totals
+
+
+DISPATCH_COUNTERS = ("held", "forced", "reserve_held", "reserve_forced")
+
+
+def dispatch_totals(rows: Iterable[Mapping[str, int | None]]) -> dict[str, int]:
+    """Dispatch counters (``DispatchCores.state``: steps held at the prefill gate / the KV reserve, and
+    those sent at their bound) summed over replicas."""
+    totals = dict.fromkeys(DISPATCH_COUNTERS, 0)
+    for row in rows:
+        for k in DISPATCH_COUNTERS:
+            totals[k] += row.get(k) or 0
     return totals
 
 
@@ -134,6 +148,7 @@ def fleet_figures(
     engine_calls: int,
     decisions: int,
     admission: dict[str, int],
+    dispatch: dict[str, int] | None = None,
 ) -> FleetFigures:
     summ = results.summary()
     hist = [sum(r.kv_usage_hist[i] for r in reps) for i in range(KV_BINS)]
@@ -182,6 +197,7 @@ def fleet_figures(
         queue_wait_s_by_role={k: _pcts(v) for k, v in sorted(waits.items())},
         admission=admission,
         replica_figures=reps,
+        dispatch=dispatch or {},
     )
 
 

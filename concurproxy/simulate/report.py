@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from concurproxy.simulate.record import SimReport, admission_totals, fleet_figures, replica_figures
+from concurproxy.simulate.record import SimReport, admission_totals, dispatch_totals, fleet_figures, replica_figures
 from loadgen.results import Meta, Results
 
 if TYPE_CHECKING:
@@ -23,7 +23,8 @@ def build_report(sim: Simulation, end: float, wall: float, truncated: bool) -> S
         truncated=truncated,
     )
     results = Results(meta, sim.steps, sim.tasks)
-    states = sim.core.admission.state(end)
+    adm = sim.core.admission
+    states = adm.state(end) if adm is not None else {}  # controller none: no windows
     reps = [
         replica_figures(r, end, st.counters if st else None, st.window if st else 0)
         for r in sim.replicas
@@ -40,5 +41,6 @@ def build_report(sim: Simulation, end: float, wall: float, truncated: bool) -> S
         engine_calls=sim.engine_calls,
         decisions=sim.decisions,
         admission=admission_totals(states.values()),
+        dispatch=dispatch_totals(sim.core.dispatch.state().values()) if sim.core.dispatch is not None else None,
     )
     return SimReport(results, fleet)

@@ -1,28 +1,19 @@
-"""Discrete-event simulation of a fleet behind the proxy's real decision core.
+"""Discrete-event simulation of a fleet behind the proxy's real decision core, driven by the load
+generator's task plans.
 
-Algorithm
----------
-One event heap ordered by ``(time, sequence)``; nothing sleeps, nothing reads
-a clock. Events:
+The proxy side — budgets, routing, admission, dispatch, the engines, the control
+interval — is `SimProxy` (``proxy.py``): the policy's ``DecisionCore``, the same
+object the proxy serves with, carried out in virtual time. This module is its
+client: the load generator's tasks and their retries.
 
 * ``arrival``: a task starts (open-loop arrival offsets from the scenario, or
   closed-loop: ``concurrency`` tasks kept running, the next one started after
   ``think_s``). Its first phase's chains become ready.
-* ``step``: a step (or a retry) goes down the proxy's path, in the proxy's
-  order: tenant from the API key → ``BudgetEngine.check`` (a Deny is a
-  429/413 to the client) → ``Router.route`` over ``ReplicaView``s built from
-  the latest snapshots and in-flight counts → ``AdmissionCore.try_admit``
-  (``Admitted``: the request goes to that replica's engine; ``Queued``: it
-  waits for a ``grant``; ``Rejected``: 429). 429/503 are retried like the load
+* ``step``: a step (or a retry) goes down the proxy's path: tenant from the API
+  key (none: 401), then ``SimProxy.send``. 429/503 are retried like the load
   generator does (``scenario.retry``: Retry-After, else exponential backoff).
-* ``engine``: a replica's engine iteration ends: its outputs are delivered
-  (first token → TTFT; finished → ticket ended, budget settled, router told,
-  the chain's next step scheduled after its tool pause, waiters granted) and
-  the next iteration starts if the engine has work. A request added while an
-  iteration runs joins the next one, as in a real engine.
-* ``tick`` (every control interval): each replica's state becomes a
-  ``PressureSnapshot`` fed to ``on_pressure`` (the window controllers),
-  ``expire`` (idle TTL, queue timeouts → 503 + retry), then ``grant``.
+* When a step is served, the chain's next step is scheduled after its tool
+  pause; when a phase's chains are done, the next phase starts.
 
 Ending: no task starts after ``duration_s``; at ``duration_s + drain_s``
 running tasks are cancelled (``truncated``). Every task ends as ok, failed or
@@ -33,9 +24,6 @@ Deterministic for (fleet, policy, scenario, seed, options).
 
 from __future__ import annotations
 
-import dataclasses
-import heapq
-import itertools
 import random
 import time
 from collections.abc import Iterator
@@ -43,19 +31,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from concurproxy.config.models import Policy
-from concurproxy.control.admission import Admitted, Outcome, Queued
-from concurproxy.control.budgets import Deny
-from concurproxy.control.types import StepInfo
-from concurproxy.routing import NoHealthyReplica, ReplicaView, RouteRequest
-from concurproxy.simulate.decide import DecisionCore, priority_of
-from concurproxy.simulate.fastengine import make_engine
+from concurproxy.control.types import PriorityClass, StepInfo
 from concurproxy.simulate.fleet import Fleet
+from concurproxy.simulate.proxy import SimProxy
 from concurproxy.simulate.record import SimReport
-from concurproxy.simulate.replica import SimReplica, replica_views
 from concurproxy.simulate.report import build_report
 from concurproxy.simulate.steps import Ev, SimTask, StepRun
 from concurproxy.simulate.workload import AgentTokens, TaskTokens
-from concurproxy.worker.engine import RequestRejected
+from concurproxy.tenancy.directory import TenantDirectory
 from loadgen.generator import iter_tasks
 from loadgen.plan import TaskPlan
 from loadgen.results import StepResult, TaskResult
@@ -79,16 +62,15 @@ class Simulation:
         self.sc = scenario
         self.fleet = fleet
         self.seed = scenario.seed if opt.seed is None else opt.seed
-        self.core = DecisionCore.from_policy(policy)
-        self.replicas = [SimReplica(s, make_engine(s.engine, opt.engine), i) for i, s in enumerate(fleet.replicas)]
-        self.by_id = {r.id: r for r in self.replicas}
-        self.interval = opt.interval_s or policy.admission.aimd.interval_ms / 1000.0
+        self.proxy = SimProxy(fleet, policy, engine=opt.engine, interval_s=opt.interval_s)
+        self.core = self.proxy.core
+        self.replicas = self.proxy.replicas
+        self.tenants = TenantDirectory.from_policy(policy.tenants, policy.auth, env={})
+        self._tenant_of: dict[str, str | None] = {}
         self.duration = opt.duration_s if opt.duration_s is not None else scenario.duration_s
         drain = opt.drain_s if opt.drain_s is not None else scenario.drain_s
         self.hard_end = None if self.duration is None else self.duration + drain
         self.closed = isinstance(scenario.arrivals, Closed) and scenario.trace is None
-        self._heap: list[tuple[float, int, int, Any]] = []
-        self._seq = itertools.count()
         self._plans: Iterator[TaskPlan] = iter_tasks(
             scenario,
             self.seed,
@@ -98,23 +80,23 @@ class Simulation:
         self._plans_done = False
         self._think = random.Random(f"{self.seed}:think")
         self._shared: dict[tuple[bool, str, str], list[int]] = {}
-        self._waiting: dict[tuple[str, int], StepRun] = {}
-        self._inflight: dict[str, StepRun] = {}
-        self._req = itertools.count()
         self.active_tasks = 0
         self._task_set: dict[str, SimTask] = {}
         self.steps: list[StepResult] = []
         self.tasks: list[TaskResult] = []
-        self.decisions = 0
         self.cpu_seconds = 0.0
-        self.engine_calls = 0
-        self.now = 0.0
-        self._next_tick = 0.0
-        self._want_window = any(s.type == "window-room" for s in policy.routing.scorers)
 
-    # ---- event heap -------------------------------------------------------------------------
-    def _push(self, t: float, kind: Ev, obj: Any) -> None:
-        heapq.heappush(self._heap, (t, next(self._seq), kind, obj))
+    @property
+    def now(self) -> float:
+        return self.proxy.now
+
+    @property
+    def decisions(self) -> int:
+        return self.proxy.decisions
+
+    @property
+    def engine_calls(self) -> int:
+        return self.proxy.engine_calls
 
     def _next_plan(self) -> TaskPlan | None:
         if self._plans_done:
@@ -124,46 +106,31 @@ class Simulation:
             self._plans_done = True
         return plan
 
+    def tenant(self, api_key: str) -> str | None:
+        """The tenant of a key (None: the proxy would answer 401)."""
+        if api_key not in self._tenant_of:
+            self._tenant_of[api_key] = self.tenants.lookup(api_key)
+        return self._tenant_of[api_key]
+
     # ---- run --------------------------------------------------------------------------------
     def run(self) -> SimReport:
         wall0 = time.perf_counter()
         cpu0 = time.process_time()
+        proxy = self.proxy
         if self.closed:
             assert isinstance(self.sc.arrivals, Closed)
             for _ in range(self.sc.arrivals.concurrency):
                 plan = self._next_plan()
                 if plan is not None:
-                    self._push(0.0, Ev.arrival, plan)
+                    proxy.push(0.0, Ev.arrival, plan)
         else:
             plan = self._next_plan()
             if plan is not None:
-                self._push(plan.arrival_s or 0.0, Ev.arrival, plan)
-        self._push(0.0, Ev.tick, None)
-        heap = self._heap
-        pop = heapq.heappop
-        truncated = False
-        while heap:
-            t, _, kind, obj = heap[0]
-            if self.hard_end is not None and t > self.hard_end:
-                truncated = self.active_tasks > 0
-                break
-            pop(heap)
-            self.now = t
-            if kind == Ev.engine:
-                self._on_engine(obj)
-            elif kind == Ev.step:
-                self._issue(obj)
-            elif kind == Ev.tick:
-                if self.active_tasks == 0 and not self._more_arrivals():
-                    continue  # nothing left: let the heap run dry
-                self._tick()
-                self._next_tick = t + self.interval
-                self._push(self._next_tick, Ev.tick, None)
-            else:
-                self._start_task(obj)
-        end = self.now if not truncated else float(self.hard_end or self.now)
-        for r in self.replicas:
-            r.engine.sync(end)
+                proxy.push(plan.arrival_s or 0.0, Ev.arrival, plan)
+        cut = proxy.run(self, self.hard_end)
+        truncated = cut and self.active_tasks > 0
+        end = float(self.hard_end) if truncated and self.hard_end is not None else self.now
+        proxy.sync(end)
         for task in list(self._running):
             self.tasks.append(
                 TaskResult(
@@ -180,8 +147,18 @@ class Simulation:
         self.cpu_seconds = time.process_time() - cpu0
         return build_report(self, end, time.perf_counter() - wall0, truncated)
 
-    def _more_arrivals(self) -> bool:
-        return any(k == Ev.arrival for _, _, k, _ in self._heap)
+    # ---- SimClient ----------------------------------------------------------------------------
+    def on_event(self, kind: Ev, obj: Any) -> None:
+        if kind == Ev.step:
+            self._issue(obj)
+        else:
+            self._start_task(obj)
+
+    def busy(self) -> bool:
+        return self.active_tasks > 0 or self.proxy.pending(Ev.arrival)
+
+    def on_tick(self, now: float) -> None:
+        return None
 
     # ---- tasks ------------------------------------------------------------------------------
     @property
@@ -192,8 +169,8 @@ class Simulation:
         if not self.closed:
             nxt = self._next_plan()
             if nxt is not None:
-                self._push(nxt.arrival_s or 0.0, Ev.arrival, nxt)
-        task = SimTask(plan, self.core.tenant(plan.api_key), TaskTokens(self._shared), self.now)
+                self.proxy.push(nxt.arrival_s or 0.0, Ev.arrival, nxt)
+        task = SimTask(plan, self.tenant(plan.api_key), TaskTokens(self._shared), self.now)
         self.active_tasks += 1
         self._task_set[plan.task_id] = task
         self._start_phase(task)
@@ -205,7 +182,7 @@ class Simulation:
         chains = task.plan.phases[task.phase]
         task.chains_left = len(chains)
         for chain in chains:
-            self._push(self.now, Ev.step, self._new_step(task, chain, 0))
+            self.proxy.push(self.now, Ev.step, self._new_step(task, chain, 0))
 
     def _new_step(self, task: SimTask, chain: Any, pos: int) -> StepRun:
         spec = chain[pos]
@@ -224,7 +201,8 @@ class Simulation:
             max_tokens=spec.max_tokens,
             last_step=spec.agent_done,
         )
-        return StepRun(task, chain, pos, info, prompt, list(agent.route_hashes))
+        hashes = list(agent.route_hashes)
+        return StepRun(info=info, prompt=prompt, hashes=hashes, stream=self.sc.stream, task=task, chain=chain, pos=pos)
 
     def _end_task(self, task: SimTask, status: str) -> None:
         if task.status != "running":
@@ -242,77 +220,19 @@ class Simulation:
             plan = self._next_plan()
             if plan is not None:
                 assert isinstance(self.sc.arrivals, Closed)
-                self._push(self.now + self.sc.arrivals.think_s.sample(self._think), Ev.arrival, plan)
+                self.proxy.push(self.now + self.sc.arrivals.think_s.sample(self._think), Ev.arrival, plan)
 
-    # ---- one step down the proxy's path ------------------------------------------------------
+    # ---- one step: identity here, the rest in the proxy ---------------------------------------
     def _issue(self, run: StepRun) -> None:
         if run.task.status != "running":
             return
-        now = self.now
-        run.start = now
-        core = self.core
         if run.task.tenant is None:
-            self._answer(run, 401, "invalid_api_key", retry=None)
+            run.start = self.now
+            self.refused(run, 401, "invalid_api_key", None, True)
             return
-        self.decisions += 1
-        bud = core.budgets.check(run.info, now)
-        if isinstance(bud, Deny):
-            self._answer(
-                run,
-                bud.http_status,
-                bud.reason.value,
-                retry=bud.retry_after_s if bud.http_status == 429 else None,
-                retryable=bud.http_status == 429,
-            )
-            return
-        run.reservation = bud.reservation
-        run.max_tokens = bud.clamped_max_tokens or run.spec.max_tokens
-        try:
-            dec = core.router.route(
-                RouteRequest(run.info.agent_id, run.hashes, run.info.est_prompt_tokens), self._views(now), now
-            )
-        except NoHealthyReplica:
-            core.budgets.refund(run.reservation, now)
-            self._answer(run, 503, "no_healthy_replica", retry=2.0)
-            return
-        run.decision = dec
-        if dec.matched_blocks:  # as the proxy's routing stage does: a resident shared prefix costs no new KV
-            resident = min(dec.matched_blocks * core.block_tokens, run.info.est_prompt_tokens)
-            run.info = dataclasses.replace(run.info, resident_prefix_tokens=resident)
-        rep = run.replica = self.by_id[dec.replica_id]
-        res = core.admission.try_admit(run.info, rep.id, now)
-        if isinstance(res, Admitted):
-            run.ticket = res.ticket
-            self._submit(run)
-        elif isinstance(res, Queued):
-            self._waiting[(rep.id, res.waiter_id)] = run
-        else:
-            core.budgets.refund(run.reservation, now)
-            self._answer(run, 429, res.reason, retry=res.retry_after_s)
+        self.proxy.send(run)
 
-    def _views(self, now: float) -> list[ReplicaView]:
-        adm = self.core.admission if self._want_window else None
-        return replica_views(self.replicas, now, self.core.stale_after_s, adm)
-
-    def _submit(self, run: StepRun) -> None:
-        rep = run.replica
-        req_id = f"r{next(self._req)}"
-        self._interrupt(rep)
-        try:
-            rep.engine.add_request(req_id, run.prompt, max_tokens=run.max_tokens, arrival=self.now, ignore_eos=True)
-        except RequestRejected as exc:
-            assert run.ticket is not None
-            self.core.admission.end(run.ticket, Outcome.error, self.now)
-            self.core.budgets.refund(run.reservation, self.now)
-            self._answer(run, 400, f"context_length_exceeded: {exc}", retry=None)
-            return
-        rep.in_flight += 1
-        self._inflight[req_id] = run
-        if not rep.scheduled:
-            rep.scheduled = True
-            self._push(self.now, Ev.engine, (rep, rep.version))
-
-    def _answer(self, run: StepRun, status: int, error: str, retry: float | None, retryable: bool = True) -> None:
+    def refused(self, run: StepRun, status: int, error: str, retry: float | None, retryable: bool) -> None:
         """An error answer to the client; the load generator retries 429/503 while it has attempts."""
         self.steps.append(run.result(self.now, status, error=error))
         r = self.sc.retry
@@ -321,114 +241,35 @@ class Simulation:
             run.attempt += 1
             run.wait_s = 0.0
             run.ticket = run.reservation = run.decision = None
-            self._push(self.now + min(wait, r.max_backoff_s), Ev.step, run)
+            self.proxy.push(self.now + min(wait, r.max_backoff_s), Ev.step, run)
             return
         self._end_task(run.task, "failed")
 
-    # ---- engines ----------------------------------------------------------------------------
-    def _interrupt(self, rep: SimReplica) -> None:
-        """Apply a planned decode run up to now (a request joins, or a pressure read) and
-        reschedule the engine at the end of the iteration in progress."""
-        e = rep.engine
-        if e.planned and e.sync(self.now):
-            rep.version += 1
-            self._push(max(self.now, e.busy_until), Ev.engine, (rep, rep.version))
-
-    def _on_engine(self, ev: tuple[SimReplica, int]) -> None:
-        rep, version = ev
-        if version != rep.version:
-            return  # superseded by _interrupt
-        now = self.now
-        outs, rep.pending = rep.pending, ()
-        for out in outs:
-            run = self._inflight.get(out.req_id)
-            if run is None:
-                continue
-            if run.ttft is None:
-                run.ttft = now - run.start
-            if out.finished:
-                del self._inflight[out.req_id]
-                self._finish(run, out.prompt_tokens, out.output_tokens)
-        e = rep.engine
-        e.sync(now)
-        if e.has_work():
-            res = e.advance(now, self._next_tick)
-            self.engine_calls += 1
-            rep.pending = res.outputs
-            if res.num_scheduled == 0:  # nothing fits right now: look again after one step floor
-                self._push(now + max(e.config.timing.fixed_s, 1e-3), Ev.engine, ev)
-            else:
-                self._push(res.end, Ev.engine, ev)
-        else:
-            rep.scheduled = False
-
-    def _finish(self, run: StepRun, prompt_tokens: int, output_tokens: int) -> None:
-        now, core, rep, spec = self.now, self.core, run.replica, run.spec
-        rep.in_flight -= 1
-        assert run.ticket is not None
-        core.admission.end(
-            run.ticket,
-            Outcome.success,
-            now,
-            prompt_tokens=prompt_tokens,
-            output_tokens=output_tokens,
-            release=spec.agent_done,
-        )
-        core.budgets.settle(run.reservation, prompt_tokens, output_tokens, now)
-        core.router.observe_served(run.decision, run.hashes, now)
-        if spec.agent_done:
-            core.router.release(run.info.agent_id)
+    def served(self, run: StepRun, prompt_tokens: int, output_tokens: int) -> None:
+        now, spec = self.now, run.spec
         self.steps.append(
-            run.result(now, 200, replica=rep.id, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
+            run.result(now, 200, replica=run.replica.id, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
                        max_tokens=run.max_tokens)
         )  # fmt: skip
-        self._grant(rep.id)
         task = run.task
         if task.status != "running":
             return
         if run.pos + 1 < len(run.chain):
-            self._push(now + spec.pause_after_s, Ev.step, self._new_step(task, run.chain, run.pos + 1))
+            self.proxy.push(now + spec.pause_after_s, Ev.step, self._new_step(task, run.chain, run.pos + 1))
             return
         task.chains_left -= 1
         if task.chains_left == 0:
             task.phase += 1
             self._start_phase(task)
 
-    def _grant(self, replica: str) -> None:
-        for g in self.core.admission.grant(replica, self.now):
-            run = self._waiting.pop((replica, g.waiter_id), None)
-            if run is None:
-                continue
-            run.ticket = g.admitted.ticket
-            run.wait_s = g.admitted.waited_s
-            if run.task.status != "running":
-                self.core.admission.end(run.ticket, Outcome.cancelled, self.now)
-                self.core.budgets.refund(run.reservation, self.now)
-                continue
-            self._submit(run)
-
-    # ---- control interval -------------------------------------------------------------------
-    def _tick(self) -> None:
-        now, adm = self.now, self.core.admission
-        for r in self.replicas:
-            if r.engine.planned:
-                self._interrupt(r)
-            adm.on_pressure(r.id, r.sample(now), now)
-        for rid, res in adm.expire(now).items():
-            for to in res.waiters:
-                run = self._waiting.pop((rid, to.waiter_id), None)
-                if run is None:
-                    continue
-                run.wait_s = to.waited_s
-                self.core.budgets.refund(run.reservation, now)
-                self._answer(run, 503, "admission_timeout", retry=to.retry_after_s)
-        for r in self.replicas:
-            self._grant(r.id)
-        adm.drain_events()
-
-    # ---- report -----------------------------------------------------------------------------
-
 
 def simulate(fleet: Fleet, policy: Policy, scenario: Scenario, options: SimOptions | None = None) -> SimReport:
     """Run one simulation (see the module doc)."""
     return Simulation(fleet, policy, scenario, options).run()
+
+
+def priority_of(name: str) -> PriorityClass:
+    try:
+        return PriorityClass[name]
+    except KeyError:
+        return PriorityClass.normal

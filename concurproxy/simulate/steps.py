@@ -1,4 +1,5 @@
-"""Bookkeeping types of the simulation loop: tasks, step attempts, event kinds."""
+"""Bookkeeping types of the simulation loop: event kinds, a step as the proxy carries it, and the
+load generator's tasks and step attempts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from concurproxy.control.admission import Ticket
 from concurproxy.control.types import StepInfo
 from concurproxy.simulate.workload import AgentTokens, TaskTokens
+from concurproxy.worker.engine.request import EngineRequest
 from loadgen.plan import Chain, StepSpec, TaskPlan
 from loadgen.results import StepResult
 
@@ -20,6 +22,32 @@ class Ev(IntEnum):
     step = 1  # a step is ready to be sent (first attempt or a retry)
     engine = 2  # a replica's engine finishes its current iteration / starts the next
     tick = 3  # control interval: pressure → controllers, expiry, grants
+    dispatch = 4  # a dispatch core's deadline on a replica: held steps let go
+    admission = 5  # the admission core's deadline (an idle agent turns dormant while steps wait): grants
+
+
+@dataclass(slots=True)
+class SimStep:
+    """One attempt of one step as the simulated proxy carries it (``SimProxy.send``)."""
+
+    info: StepInfo
+    prompt: list[int]  # token ids sent to the engine
+    hashes: list[int]  # the router's prefix keys
+    start: float = 0.0  # start of the current attempt
+    max_tokens: int = 0  # after a budget clamp
+    reservation: Any = None
+    decision: Any = None
+    replica: Any = None  # SimReplica
+    ticket: Ticket | None = None
+    wait_s: float = 0.0  # waited for admission
+    ttft: float | None = None
+    key: int = 0  # at the dispatch cores (0: not there)
+    stream: bool = True  # the client reads a stream (its first token ends the prefill at the gate)
+    request: EngineRequest | None = None  # in the engine (its token ids, outputs included)
+
+    def live(self) -> bool:
+        """False once whoever sent it stopped waiting (a grant then ends its ticket as cancelled)."""
+        return True
 
 
 @dataclass(slots=True)
@@ -34,25 +62,18 @@ class SimTask:
     status: str = "running"  # running | ok | failed
 
 
-@dataclass(slots=True)
-class StepRun:
-    """One step of one agent, across its attempts (a retried 429/503 is a new attempt)."""
+@dataclass(slots=True, kw_only=True)
+class StepRun(SimStep):
+    """One step of one agent of a load-generator task, across its attempts (a retried 429/503 is a new
+    attempt)."""
 
     task: SimTask
     chain: Chain
     pos: int
-    info: StepInfo
-    prompt: list[int]
-    hashes: list[int]
     attempt: int = 1
-    start: float = 0.0  # start of the current attempt
-    max_tokens: int = 0
-    reservation: Any = None
-    decision: Any = None
-    replica: Any = None  # SimReplica
-    ticket: Ticket | None = None
-    wait_s: float = 0.0
-    ttft: float | None = None
+
+    def live(self) -> bool:
+        return self.task.status == "running"
 
     @property
     def spec(self) -> StepSpec:

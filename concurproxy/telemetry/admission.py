@@ -1,10 +1,12 @@
 """Admission → metrics: the AdmissionListener that counts typed decision events, and the
 scrape-time refresher that publishes each replica's window, active and queued agents.
 
-Wire both once::
+Wire both once, where the gate is built::
 
-    service = AdmissionService(cfg, listeners=[AdmissionMetricsListener(metrics)])
-    watch_admission(metrics, service)
+    gate = WindowGate(core, listeners=[AdmissionMetricsListener(metrics)])
+    watch_admission(metrics, gate)
+
+(``server/admission/build.py`` does, for the gate it builds).
 
 Event mapping (``concurproxy.control.admission.events.EventKind``):
 
@@ -29,7 +31,7 @@ from concurproxy.telemetry.metrics import ProxyMetrics
 
 
 class AdmissionMetricsListener:
-    """Implements ``concurproxy.admission.listener.AdmissionListener``."""
+    """Implements ``concurproxy.server.admission.listener.AdmissionListener``."""
 
     __slots__ = ("_metrics", "_window")
 

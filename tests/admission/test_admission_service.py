@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from concurproxy.admission import (
-    AdmissionRejected,
-    AdmissionService,
-    AdmissionTimeout,
-    RecordingListener,
-    StepTicket,
-)
 from concurproxy.config.admission import AdmissionConfig, AIMDConfig, DormancyConfig, StaticConfig
 from concurproxy.control.admission import AdmissionEvent, EventKind
-from concurproxy.control.types import PressureSnapshot, StepInfo
+from concurproxy.control.types import PressureSnapshot, StepInfo, StepOutcome
+from concurproxy.server.admission import (
+    AdmissionRejected,
+    AdmissionTicket,
+    AdmissionTimeout,
+    RecordingListener,
+    WindowGate,
+)
 
 
 class FakeClock:
@@ -33,7 +34,7 @@ def step(agent: str, prompt: int = 100) -> StepInfo:
     return StepInfo(tenant="t", role="r", agent_id=agent, task_id="task", est_prompt_tokens=prompt)
 
 
-def service(window: int = 1, clock: FakeClock | None = None, **cfg: Any) -> AdmissionService:
+def service(window: int = 1, clock: FakeClock | None = None, **cfg: Any) -> WindowGate:
     base: dict[str, Any] = {
         "controller": "static",
         "static": StaticConfig(window=window),
@@ -43,7 +44,7 @@ def service(window: int = 1, clock: FakeClock | None = None, **cfg: Any) -> Admi
         "idle_ttl_s": 30,
     }
     base.update(cfg)
-    return AdmissionService(AdmissionConfig(**base), clock=clock or FakeClock(), listeners=[RecordingListener()])
+    return WindowGate.for_config(AdmissionConfig(**base), clock=clock or FakeClock(), listeners=[RecordingListener()])
 
 
 async def settle() -> None:
@@ -51,26 +52,26 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def spawn(svc: AdmissionService, agent: str, replica: str = "r0") -> asyncio.Task[StepTicket]:
-    return asyncio.ensure_future(svc.acquire(step(agent), replica))
+def spawn(svc: WindowGate, agent: str, replica: str = "r0") -> asyncio.Task[AdmissionTicket]:
+    return asyncio.ensure_future(svc.admit(step(agent), replica))
 
 
-def counters(svc: AdmissionService, replica: str = "r0") -> Any:
+def counters(svc: WindowGate, replica: str = "r0") -> Any:
     return svc.core.window(replica).counters
 
 
 async def test_admitted_agent_passes_and_waiter_wakes_on_release() -> None:
     svc = service(window=1)
-    async with await svc.acquire(step("a"), "r0") as t:
+    async with await svc.admit(step("a"), "r0") as t:
         assert t.queue_wait_s == 0
         waiter = spawn(svc, "b")
         await settle()
         assert not waiter.done() and svc.waiting() == 1
-        again = await svc.acquire(step("a"), "r0")  # a's parallel step passes
+        again = await svc.admit(step("a"), "r0")  # a's parallel step passes
         again.end()
         t.finish_agent()
     tb = await asyncio.wait_for(waiter, 1)
-    assert tb.ticket.agent_id == "b" and tb.ticket.reason == "new"
+    assert tb.core.agent_id == "b" and tb.core.reason == "new"
     tb.end()
     assert counters(svc).ended == {"success": 3}
 
@@ -78,7 +79,7 @@ async def test_admitted_agent_passes_and_waiter_wakes_on_release() -> None:
 async def test_timeout_after_max_queue_wait_with_retry_after() -> None:
     clock = FakeClock()
     svc = service(window=1, clock=clock)
-    held = await svc.acquire(step("a"), "r0")
+    held = await svc.admit(step("a"), "r0")
     waiter = spawn(svc, "b")
     await settle()
     clock.t += 59.9
@@ -97,11 +98,11 @@ async def test_timeout_after_max_queue_wait_with_retry_after() -> None:
 
 async def test_queue_full_is_rejected_at_once() -> None:
     svc = service(window=1)
-    held = await svc.acquire(step("a"), "r0")
+    held = await svc.admit(step("a"), "r0")
     waiters = [spawn(svc, x) for x in "bcd"]
     await settle()
     with pytest.raises(AdmissionRejected) as ei:
-        await svc.acquire(step("e"), "r0")
+        await svc.admit(step("e"), "r0")
     assert ei.value.status == 429 and ei.value.reason == "queue-full"
     for w in waiters:
         w.cancel()
@@ -111,7 +112,7 @@ async def test_queue_full_is_rejected_at_once() -> None:
 
 async def test_cancel_while_waiting_leaves_the_queue() -> None:
     svc = service(window=1)
-    held = await svc.acquire(step("a"), "r0")
+    held = await svc.admit(step("a"), "r0")
     wb, wc = spawn(svc, "b"), spawn(svc, "c")
     await settle()
     wb.cancel()
@@ -122,13 +123,13 @@ async def test_cancel_while_waiting_leaves_the_queue() -> None:
     held.finish_agent()
     held.end()
     tc = await asyncio.wait_for(wc, 1)
-    assert tc.ticket.agent_id == "c"
+    assert tc.core.agent_id == "c"
     tc.end()
 
 
 async def test_grant_racing_with_cancel_does_not_leak_the_step() -> None:
     svc = service(window=1)
-    held = await svc.acquire(step("a"), "r0")
+    held = await svc.admit(step("a"), "r0")
     wb = spawn(svc, "b")
     await settle()
     held.finish_agent()
@@ -153,7 +154,7 @@ async def test_grant_racing_with_cancel_does_not_leak_the_step() -> None:
 async def test_ticket_outcome_follows_how_the_block_exits(body: Callable[[], object], outcome: str) -> None:
     svc = service(window=2)
     try:
-        async with await svc.acquire(step("a"), "r0"):
+        async with await svc.admit(step("a"), "r0"):
             body()
     except (ValueError, TimeoutError, asyncio.CancelledError):
         pass
@@ -162,10 +163,10 @@ async def test_ticket_outcome_follows_how_the_block_exits(body: Callable[[], obj
 
 async def test_explicit_outcome_wins_and_double_end_is_counted() -> None:
     svc = service(window=2)
-    async with await svc.acquire(step("a"), "r0") as t:
-        t.set_outcome("rejected")  # unknown proxy outcome → error
+    async with await svc.admit(step("a"), "r0") as t:
+        t.set_outcome(StepOutcome.timeout)  # the request path's outcome, as is
     assert not t.end()  # a second end is a counted no-op
-    assert counters(svc).ended == {"error": 1} and counters(svc).double_end == 1
+    assert counters(svc).ended == {"timeout": 1} and counters(svc).double_end == 1
 
 
 async def test_task_cancelled_inside_the_block_ends_cancelled() -> None:
@@ -173,7 +174,7 @@ async def test_task_cancelled_inside_the_block_ends_cancelled() -> None:
     started = asyncio.Event()
 
     async def stream() -> None:
-        async with await svc.acquire(step("a"), "r0"):
+        async with await svc.admit(step("a"), "r0"):
             started.set()
             await asyncio.Event().wait()  # client streaming forever
 
@@ -188,7 +189,7 @@ async def test_task_cancelled_inside_the_block_ends_cancelled() -> None:
 async def test_aimd_stale_pressure_blocks_then_fresh_pressure_admits() -> None:
     clock = FakeClock()
     cfg = AdmissionConfig(aimd=AIMDConfig(initial=2, stale_after_ms=1000), fallback_controller=None)
-    svc = AdmissionService(cfg, clock=clock)
+    svc = WindowGate.for_config(cfg, clock=clock)
     waiter = spawn(svc, "a")
     await settle()
     assert not waiter.done()  # no pressure data yet, and no fallback: saturated
@@ -199,7 +200,7 @@ async def test_aimd_stale_pressure_blocks_then_fresh_pressure_admits() -> None:
     w2 = spawn(svc, "b")
     await settle()
     assert not w2.done()
-    st = svc.snapshot_state()["replicas"]["r0"]
+    st = svc.state()["replicas"]["r0"]
     assert st["saturated_reason"] == "stale" and st["waiting"] == 1
     svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))
     (await asyncio.wait_for(w2, 1)).end()
@@ -209,34 +210,34 @@ async def test_aimd_stale_pressure_blocks_then_fresh_pressure_admits() -> None:
 async def test_a_replica_without_a_kv_signal_is_led_by_latency_and_a_lost_signal_falls_back_after_the_grace() -> None:
     clock = FakeClock()
     cfg = AdmissionConfig(aimd=AIMDConfig(initial=2, stale_after_ms=1000), stale_grace_s=10)
-    svc = AdmissionService(cfg, clock=clock)
+    svc = WindowGate.for_config(cfg, clock=clock)
     svc.on_pressure("r0", PressureSnapshot(ts=clock.t, ok=False, error="HTTP 404"))  # no /metrics at all
-    (await asyncio.wait_for(svc.acquire(step("a"), "r0"), 1)).end()  # never waits on a signal that cannot come
-    st = svc.snapshot_state()["replicas"]["r0"]
+    (await asyncio.wait_for(svc.admit(step("a"), "r0"), 1)).end()  # never waits on a signal that cannot come
+    st = svc.state()["replicas"]["r0"]
     assert (st["saturated"], st["controller"], st["pressure_source"]) == (False, "gradient", "latency")
     svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))  # metrics appear: KV leads
-    assert svc.snapshot_state()["replicas"]["r0"]["pressure_source"] == "kv"
+    assert svc.state()["replicas"]["r0"]["pressure_source"] == "kv"
     clock.t += 5  # the signal goes stale: saturated for stale_after + grace
     svc.tick()
-    st = svc.snapshot_state()["replicas"]["r0"]
+    st = svc.state()["replicas"]["r0"]
     assert st["saturated_reason"] == "stale" and st["pressure_source"] == "stale"
     clock.t += 6.5  # past 1 s + 10 s without a usable reading: latency leads again
     b = spawn(svc, "b")
     await settle()
     (await asyncio.wait_for(b, 1)).end()
-    assert svc.snapshot_state()["replicas"]["r0"]["pressure_source"] == "latency"
+    assert svc.state()["replicas"]["r0"]["pressure_source"] == "latency"
 
 
 async def test_window_growth_wakes_waiters() -> None:
     clock = FakeClock()
-    svc = AdmissionService(AdmissionConfig(aimd=AIMDConfig(initial=1, min=1)), clock=clock)
+    svc = WindowGate.for_config(AdmissionConfig(aimd=AIMDConfig(initial=1, min=1)), clock=clock)
     svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))
-    held = await svc.acquire(step("a"), "r0")
+    held = await svc.admit(step("a"), "r0")
     waiter = spawn(svc, "b")
     await settle()
     clock.t += 0.25
-    d = svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))
-    assert (d.window, d.reason) == (2, "increase")
+    svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))
+    assert svc.core.window("r0").window == 2 and counters(svc).window_increases == 1
     (await asyncio.wait_for(waiter, 1)).end()
     held.end()
 
@@ -249,7 +250,7 @@ async def test_listeners_get_typed_events_and_a_broken_one_is_counted() -> None:
     rec = RecordingListener()
     svc = service(window=1)
     svc.listeners = [Broken(), rec]
-    held = await svc.acquire(step("a"), "r0")
+    held = await svc.admit(step("a"), "r0")
     waiter = spawn(svc, "b")
     await settle()
     held.finish_agent()
@@ -269,8 +270,8 @@ async def test_listeners_get_typed_events_and_a_broken_one_is_counted() -> None:
 
 async def test_snapshot_state_is_json() -> None:
     svc = service(window=1)
-    held = await svc.acquire(step("a", prompt=300), "r0")
-    doc = json.loads(json.dumps(svc.snapshot_state()))
+    held = await svc.admit(step("a", prompt=300), "r0")
+    doc = json.loads(json.dumps(svc.state()))
     r0 = doc["replicas"]["r0"]
     assert (r0["window"], r0["active_agents"], r0["running_steps"]) == (1, 1, 1)
     assert r0["agents"][0]["agent_id"] == "a" and r0["counters"]["admitted_new"] == 1
@@ -280,7 +281,7 @@ async def test_snapshot_state_is_json() -> None:
 async def test_idle_agent_expires_and_its_slot_goes_to_the_waiter() -> None:
     clock = FakeClock()
     svc = service(window=1, clock=clock, dormancy=DormancyConfig(enabled=False))
-    (await svc.acquire(step("a"), "r0")).end()  # a is idle (tool pause), keeps its slot
+    (await svc.admit(step("a"), "r0")).end()  # a is idle (tool pause), keeps its slot
     waiter = spawn(svc, "b")
     await settle()
     clock.t += 29
@@ -298,7 +299,7 @@ async def test_dormant_agent_yields_its_slot_to_a_waiter_at_its_return_bound() -
     idle past its return bound, not after the 30 s idle TTL; if it comes back it resumes with priority."""
     clock = FakeClock()
     svc = service(window=1, clock=clock, dormancy=DormancyConfig(initial_s=2.0))
-    (await svc.acquire(step("a"), "r0")).end()  # a finished; it never says so
+    (await svc.admit(step("a"), "r0")).end()  # a finished; it never says so
     waiter = spawn(svc, "b")
     await settle()
     clock.t += 1.9
@@ -308,7 +309,7 @@ async def test_dormant_agent_yields_its_slot_to_a_waiter_at_its_return_bound() -
     clock.t += 0.1
     svc.tick()
     ticket = await asyncio.wait_for(waiter, 1)
-    assert ticket.ticket.reason == "new"
+    assert ticket.core.reason == "new"
     assert counters(svc).yielded == 1 and counters(svc).expired == 0
     back = spawn(svc, "a")  # a returns after all: it waits, first in the resume lane
     await settle()
@@ -316,36 +317,32 @@ async def test_dormant_agent_yields_its_slot_to_a_waiter_at_its_return_bound() -
     ticket.end()  # b's step ends; b holds its slot until it, in turn, turns dormant
     clock.t += 2.0
     svc.tick()
-    assert (await asyncio.wait_for(back, 1)).ticket.reason == "resume"
+    assert (await asyncio.wait_for(back, 1)).core.reason == "resume"
 
 
 async def test_a_dormant_agent_keeps_its_slot_while_nobody_waits() -> None:
     clock = FakeClock()
     svc = service(window=1, clock=clock, dormancy=DormancyConfig(initial_s=2.0))
-    (await svc.acquire(step("a"), "r0")).end()
+    (await svc.admit(step("a"), "r0")).end()
     clock.t += 25  # long past the bound, within the TTL: holding costs nothing
     svc.tick()
     assert counters(svc).yielded == 0
-    assert (await svc.acquire(step("a"), "r0")).ticket.reason == "in-window"
+    assert (await svc.admit(step("a"), "r0")).core.reason == "in-window"
 
 
-async def test_gate_adapter_records_usage_releases_done_agents_and_keeps_outcome() -> None:
+async def test_acquire_records_usage_releases_done_agents_and_keeps_outcome() -> None:
     from types import SimpleNamespace
 
-    from concurproxy.server.stages.admission import AdmissionStage
-
     svc = service(window=1)
-    gate = AdmissionStage(svc)
+    gate = svc  # the request path's seam: acquire(ctx) → the one ticket
 
     def ctx(agent: str, done: bool) -> Any:
-        return SimpleNamespace(
-            step=step(agent), replica=SimpleNamespace(id="r0"), usage=None, identity=SimpleNamespace(done=done)
-        )
+        return SimpleNamespace(step=replace(step(agent), last_step=done), replica=SimpleNamespace(id="r0"), usage=None)
 
     c1 = ctx("a", done=False)
     async with gate.acquire(c1) as t:
         c1.usage = SimpleNamespace(prompt_tokens=300, completion_tokens=50)
-        t.set_outcome("error")
+        t.set_outcome(StepOutcome.error)
     st = svc.core.window("r0").state(svc.clock())
     assert st.agents[0].footprint_tokens == 350 + 4 * 512  # context + 4 steps of default growth
     assert counters(svc).ended == {"error": 1}

@@ -9,9 +9,9 @@ import asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from concurproxy.admission import AdmissionRejected, AdmissionService, AdmissionTimeout
 from concurproxy.config.admission import AdmissionConfig, StaticConfig
 from concurproxy.control.types import StepInfo
+from concurproxy.server.admission import AdmissionRejected, AdmissionTimeout, WindowGate
 
 FATES = ["success", "error", "timeout", "cancel"]
 
@@ -34,14 +34,14 @@ async def scenario(data: st.DataObject, window: int, qlen: int, plans: list[tupl
         idle_ttl_s=5,
         starvation_timeout_s=15,
     )
-    svc = AdmissionService(cfg, clock=clock)
+    svc = WindowGate.for_config(cfg, clock=clock)
     entered = 0
 
     async def agent(i: int, fates: list[str], release: bool) -> None:
         nonlocal entered
         for fate in fates:
             try:
-                ticket = await svc.acquire(StepInfo("t", "r", f"a{i}", "task", est_prompt_tokens=10), "r0")
+                ticket = await svc.admit(StepInfo("t", "r", f"a{i}", "task", est_prompt_tokens=10), "r0")
             except (AdmissionTimeout, AdmissionRejected):
                 continue
             try:

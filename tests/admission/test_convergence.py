@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from concurproxy.admission.vtime import VTimeResult, run_vtime
 from concurproxy.config.admission import AdmissionConfig, StaticConfig
+from concurproxy.simulate.vtime import VTimeResult, run_vtime
 from concurproxy.worker.profile import load_profile
 from concurproxy.worker.thrash import PRESETS
 
@@ -23,12 +23,12 @@ SECONDS = 30.0
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, VTimeResult]:
-    engine = load_profile("tiny").engine_config()
+    profile = load_profile("tiny")
     spec = PRESETS["tiny"][0]
     configs = {"none": AdmissionConfig(controller="none"), "aimd": AdmissionConfig(controller="aimd")}
     for w in (2, 3, 4):
         configs[f"static{w}"] = AdmissionConfig(controller="static", static=StaticConfig(window=w))
-    return {name: run_vtime(engine, spec, AGENTS, SECONDS, cfg) for name, cfg in configs.items()}
+    return {name: run_vtime(profile, spec, AGENTS, SECONDS, cfg) for name, cfg in configs.items()}
 
 
 def second_half_mean(r: VTimeResult, attr: str) -> float:
@@ -53,6 +53,5 @@ def test_few_preemptions_and_goodput_near_the_best_static_window(runs: dict[str,
 
 
 def test_run_is_deterministic(runs: dict[str, VTimeResult]) -> None:
-    engine = load_profile("tiny").engine_config()
-    again = run_vtime(engine, PRESETS["tiny"][0], AGENTS, SECONDS, AdmissionConfig(controller="aimd"))
+    again = run_vtime(load_profile("tiny"), PRESETS["tiny"][0], AGENTS, SECONDS, AdmissionConfig(controller="aimd"))
     assert (again.agent_steps, again.preemptions) == (runs["aimd"].agent_steps, runs["aimd"].preemptions)

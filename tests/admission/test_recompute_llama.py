@@ -9,8 +9,8 @@ recompute ≤ 5% of prefill and goodput ≥ 0.9× the best static window (an ora
 
 from __future__ import annotations
 
-from concurproxy.admission.vtime import run_vtime
 from concurproxy.config.admission import AdmissionConfig, StaticConfig
+from concurproxy.simulate.vtime import run_vtime
 from concurproxy.worker.profile import load_profile
 from concurproxy.worker.thrash import PRESETS
 
@@ -19,11 +19,11 @@ SECONDS = 90.0
 
 
 def test_aimd_recomputes_little_and_matches_the_oracle_window_at_2x_overload() -> None:
-    engine = load_profile("llama3-8b-h100").engine_config()
+    profile = load_profile("llama3-8b-h100")
     spec = PRESETS["llama3-8b-h100"][0]
-    aimd = run_vtime(engine, spec, AGENTS, SECONDS, AdmissionConfig(controller="aimd"))
+    aimd = run_vtime(profile, spec, AGENTS, SECONDS, AdmissionConfig(controller="aimd"))
     oracle = run_vtime(
-        engine, spec, AGENTS, SECONDS, AdmissionConfig(controller="static", static=StaticConfig(window=64))
+        profile, spec, AGENTS, SECONDS, AdmissionConfig(controller="static", static=StaticConfig(window=64))
     )
     assert aimd.recomputed_tokens <= 0.05 * aimd.prefill_tokens
     assert aimd.tasks_per_min >= 0.9 * oracle.tasks_per_min

@@ -1,11 +1,12 @@
-"""Behaviour the per-step fast paths must keep: shared event log, outcome parsing, priors per role key,
+"""Behaviour the per-step fast paths must keep: shared event log, one outcome enum, priors per role key,
 pausing checks skipped only when nothing can be in excess, identity and tenant shortcuts."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from concurproxy.admission.ticket import parse_outcome
 from concurproxy.config.admission import AdmissionConfig, StaticConfig
 from concurproxy.config.budgets import AuthConfig, RoleConfig
 from concurproxy.control.admission import (
@@ -20,7 +21,7 @@ from concurproxy.control.admission import (
 )
 from concurproxy.control.limits import StaticController
 from concurproxy.control.limits.base import WindowDecision
-from concurproxy.control.types import PriorityClass, StepInfo
+from concurproxy.control.types import PriorityClass, StepInfo, StepOutcome
 from concurproxy.errors import ProxyError
 from concurproxy.identity import extract_identity
 from concurproxy.server.auth import TenantResolver
@@ -73,18 +74,22 @@ def test_core_events_of_every_replica_drain_once_in_decision_order() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
+    ("exc", "expected"),
     [
-        ("success", Outcome.success),
-        ("timeout", Outcome.timeout),
-        ("cancelled", Outcome.cancelled),
-        (Outcome.error, Outcome.error),
-        ("rejected", Outcome.error),
-        ("", Outcome.error),
+        (None, StepOutcome.success),
+        (TimeoutError(), StepOutcome.timeout),
+        (ValueError("boom"), StepOutcome.error),
+        (asyncio.CancelledError(), StepOutcome.cancelled),
+        (GeneratorExit(), StepOutcome.cancelled),
     ],
 )
-def test_parse_outcome(value: str, expected: Outcome) -> None:
-    assert parse_outcome(value) is expected
+def test_one_outcome_enum_from_an_exception(exc: BaseException | None, expected: StepOutcome) -> None:
+    assert StepOutcome.of_exception(exc) is expected
+    assert Outcome is StepOutcome  # the core ends tickets with the request path's enum: nothing is mapped
+
+
+def test_outcome_of_a_status_the_proxy_answered() -> None:
+    assert [StepOutcome.of_status(s) for s in (401, 413, 429, 502, 503)] == ["rejected"] * 3 + ["error"] * 2
 
 
 def test_agent_priors_follow_the_role_key_when_shares_change() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from concurproxy.control.dispatch import DispatchParams
+from concurproxy.control.dispatch import DispatchCores, DispatchParams
 from concurproxy.control.types import PriorityClass, StepInfo
 from concurproxy.identity import Identity
 from concurproxy.server.hooks import StepContext
@@ -17,7 +17,7 @@ def ctx(prompt: int, priority: PriorityClass) -> StepContext:
 
 
 async def test_a_held_long_step_starts_when_the_control_step_ends() -> None:
-    stage = DispatchStage(DispatchParams(long_prefill_tokens=2048, max_hold_s=60.0))
+    stage = DispatchStage(DispatchCores(DispatchParams(long_prefill_tokens=2048, max_hold_s=60.0)))
     order: list[str] = []
     control, long = ctx(300, PriorityClass.high), ctx(9000, PriorityClass.normal)
 
@@ -38,11 +38,11 @@ async def test_a_held_long_step_starts_when_the_control_step_ends() -> None:
 
 async def test_the_bound_releases_it_and_a_cancelled_waiter_is_forgotten() -> None:
     now = [0.0]
-    stage = DispatchStage(DispatchParams(long_prefill_tokens=2048, max_hold_s=0.0), clock=lambda: now[0])
+    stage = DispatchStage(DispatchCores(DispatchParams(long_prefill_tokens=2048, max_hold_s=0.0)), clock=lambda: now[0])
     async with stage.hold(ctx(300, PriorityClass.critical), "r0"):
         async with stage.hold(ctx(9000, PriorityClass.normal), "r0"):  # max_hold 0: expires at once
             assert stage.state()["r0"]["forced"] == 1
-    slow = DispatchStage(DispatchParams(long_prefill_tokens=2048, max_hold_s=60.0))
+    slow = DispatchStage(DispatchCores(DispatchParams(long_prefill_tokens=2048, max_hold_s=60.0)))
     async with slow.hold(ctx(300, PriorityClass.high), "r0"):
         waiter = asyncio.create_task(slow.hold(ctx(9000, PriorityClass.normal), "r0").__aenter__())
         for _ in range(5):
@@ -58,7 +58,7 @@ async def test_the_kv_reserve_holds_a_step_until_room_frees_and_reports_it() -> 
 
     snaps = {"r0": PressureSnapshot(ts=0.0, kv_capacity_tokens=10_000)}
     params = DispatchParams(long_prefill_tokens=50_000, kv_reserve=0.2, reserve_max_hold_s=60.0)
-    stage = DispatchStage(params, snapshots=snaps.get)
+    stage = DispatchStage(DispatchCores(params), snapshots=snaps.get)
     order: list[str] = []
     second = ctx(3000, PriorityClass.normal)
 
@@ -84,7 +84,7 @@ async def test_a_replica_that_leaves_lets_its_held_steps_go_and_keeps_no_core() 
 
     snaps = {"r0": PressureSnapshot(ts=0.0, kv_capacity_tokens=10_000)}
     params = DispatchParams(long_prefill_tokens=8000, max_hold_s=600.0, kv_reserve=0.2, reserve_max_hold_s=600.0)
-    stage = DispatchStage(params, snapshots=snaps.get)
+    stage = DispatchStage(DispatchCores(params), snapshots=snaps.get)
     sent: list[str] = []
 
     async def run(name: str, c: StepContext) -> None:
@@ -109,4 +109,4 @@ async def test_a_replica_that_leaves_lets_its_held_steps_go_and_keeps_no_core() 
     assert "r0" in stage.state()
     for i in range(5000):  # ids that come and go keep a bounded trace
         stage.forget_replica(f"10.0.{i // 256}.{i % 256}:8000")
-    assert len(stage._left) <= 1024
+    assert len(stage.cores._left) <= 1024

@@ -74,7 +74,7 @@ async def test_a_replica_that_leaves_leaves_metrics_and_one_that_joins_has_every
 
         assert apply_policy(c, policy_with({"r0": urls["r0"]}, **over)) == ["replica r1 removed"]
         assert await series_of(h, "r1") == {}  # gauges, counters and histograms alike
-        assert "r1" not in c.admission.service.core.replicas and "r1" not in c.dispatch.state()
+        assert "r1" not in c.admission.core.replicas and "r1" not in c.dispatch.state()
         assert c.poller is not None and "r1" not in c.poller.replica_ids
         assert await series_of(h, "r0")  # the one that stays keeps its series
         for agent in ("a0", "a1", "a2", "a3"):  # pinned to r1 or not, every agent is served by r0
@@ -100,7 +100,7 @@ async def test_a_step_waiting_for_admission_on_a_leaving_replica_is_answered_at_
         holder = asyncio.create_task(h.post(CHAT, body(5), headers=hdr("holder")))
         await wait_until(lambda: _true(len(h.stubs[0].seen) == 1), "the first agent's step to reach the engine")
         waiter = asyncio.create_task(h.post(CHAT, body(5), headers=hdr("waiter")))
-        await wait_until(lambda: _true(c.admission.service.waiting() == 1), "the second agent to queue")
+        await wait_until(lambda: _true(c.admission.waiting() == 1), "the second agent to queue")
 
         async with running_stub(StubBehaviour()) as other:
             apply_policy(c, policy_with({"r9": other}, admission=one))  # r0 leaves, r9 joins
@@ -110,7 +110,7 @@ async def test_a_step_waiting_for_admission_on_a_leaving_replica_is_answered_at_
             assert not holder.done()  # the step already on r0 keeps running there
             release.set()
             assert (await holder).status == 200  # and ends in the window kept out of sight until then
-            core = c.admission.service.core
+            core = c.admission.core
             assert "r0" not in core.replicas and "r0" not in core._leaving  # drained: nothing kept for r0
             assert await series_of(h, "r0") == {}  # its last step's samples were not exported
 

@@ -8,7 +8,8 @@ time. Tolerances (stated):
 * goodput (tasks/min over the busy period) within 40 %, the real busy period taken in the
   engine's time: wall clock minus the worker's host lag (``EngineDriver.lag_s``, the seconds
   the simulated GPU was ready to step but this process's event loop had not run it yet);
-* preemptions within max(8, 50 % of the larger count).
+* preemptions within max(8, 50 % of the larger count);
+* the prefill gate holds steps in both paths under the ``dispatch`` policy, in neither otherwise.
 
 Why the host lag is subtracted: the worker's engine clock is the wall clock, so on a CPU-starved
 machine every engine step ends late and the real run stretches with the machine's load, not with
@@ -32,6 +33,7 @@ import pytest
 
 from concurproxy.config import load_policy
 from concurproxy.server.app import running_proxy
+from concurproxy.server.assembly import build_components
 from concurproxy.simulate import SimOptions, simulate, uniform_fleet
 from concurproxy.worker.fleet import run_fleet
 from loadgen.runner import run_scenario
@@ -60,8 +62,11 @@ def _busy_minutes(res: object) -> float:
     return (end - start) / 60.0
 
 
-async def _real_run(sc: object, controller: str, tenants: list[dict[str, object]]) -> tuple[object, int, float, object]:
-    """Results, the engine's preemptions, the worker's host lag (s) and the policy used."""
+async def _real_run(
+    sc: object, controller: str, tenants: list[dict[str, object]], extra: dict[str, object]
+) -> tuple[object, int, float, object, int]:
+    """Results, the engine's preemptions, the worker's host lag (s), the policy used and the steps its
+    prefill gate held."""
     async with run_fleet("tiny", 1, time_scale=1.0, seed=sc.seed) as workers:  # type: ignore[attr-defined]
         policy = load_policy(
             overrides={
@@ -69,19 +74,29 @@ async def _real_run(sc: object, controller: str, tenants: list[dict[str, object]
                 "tenants": tenants,
                 "admission.controller": controller,
                 "routing.policy": "round-robin",
+                **extra,
             },
             env={},
         )
-        async with running_proxy(policy) as proxy:
+        comps = build_components(policy)
+        async with running_proxy(policy, comps) as proxy:
             real = await run_scenario(sc, proxy, run_tag="")  # type: ignore[arg-type]
-        return real, workers[0].engine.stats.preemptions, workers[0].driver.lag_s, policy
+        held = sum(row["held"] or 0 for row in comps.dispatch.state().values()) if comps.dispatch else 0
+        return real, workers[0].engine.stats.preemptions, workers[0].driver.lag_s, policy, held
 
 
-@pytest.mark.parametrize("controller", ["none", "aimd"])
-async def test_simulation_agrees_with_real_time_run(controller: str) -> None:
+# The same policy object is served (``running_proxy``) and simulated (``simulate``): both build its
+# decision core with ``DecisionCore.from_policy``. ``dispatch``: a long-prefill bar the executors'
+# contexts pass, so the prefill gate holds steps in both paths (one long prefill per replica at once).
+POLICIES = {"none": ("none", {}), "aimd": ("aimd", {}), "dispatch": ("aimd", {"fairness.long_prefill_tokens": 64})}
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+async def test_simulation_agrees_with_real_time_run(name: str) -> None:
+    controller, extra = POLICIES[name]
     sc = parse_scenario(SCENARIO)
     tenants = [{"name": "alpha", "key_sha256": [hashlib.sha256(b"sk-alpha").hexdigest()]}]
-    real, real_preempt, lag_s, policy = await _real_run(sc, controller, tenants)
+    real, real_preempt, lag_s, policy, real_held = await _real_run(sc, controller, tenants, extra)
     sim = simulate(uniform_fleet("tiny", 1, seed=sc.seed), policy, sc, SimOptions())  # type: ignore[arg-type]
     rs, ss = real.summary(), sim.results.summary()  # type: ignore[attr-defined]
     assert rs["tasks"]["completed"] == ss["tasks"]["completed"] == 8
@@ -93,3 +108,8 @@ async def test_simulation_agrees_with_real_time_run(controller: str) -> None:
     seen = f"goodput real {g_real:.1f} (wall clock {8 / wall_min:.1f}, host lag {lag_s:.2f} s) vs sim {g_sim:.1f}"
     assert abs(g_real - g_sim) <= 0.4 * max(g_real, g_sim), seen
     assert abs(real_preempt - p_sim) <= max(8, 0.5 * max(real_preempt, p_sim)), (real_preempt, p_sim)
+    sim_held = sim.fleet.dispatch.get("held", 0)
+    if name == "dispatch":  # the prefill gate held long steps in both paths
+        assert real_held > 0 and sim_held > 0, (real_held, sim_held)
+    else:
+        assert real_held == sim_held == 0, (real_held, sim_held)

@@ -16,7 +16,7 @@ from concurproxy.simulate.fleet import FleetError, load_fleet
 from loadgen.results import load_results
 from loadgen.scenario import Scenario
 
-from .conftest import policy, scenario
+from .conftest import THRASH, policy, scenario
 
 
 def _key(rep: object) -> list[tuple[object, ...]]:
@@ -103,6 +103,21 @@ def test_budgets_and_routing_decide_in_the_sim(thrash: Scenario) -> None:
     codes = Counter(s.error for s in rep.results.steps if not s.ok)
     assert codes["max_steps_per_task"] > 0  # the budget engine refused the 5th executor step
     assert {s.replica for s in rep.results.steps if s.ok} == {"tiny-0", "tiny-1"}
+
+
+def test_the_dispatch_stage_decides_in_the_sim() -> None:
+    """The simulator runs the proxy's dispatch cores: long prefills wait at the prefill gate, the KV
+    reserve holds other steps while control (high-priority) steps are about; none under controller none."""
+    roles = {**THRASH["task"]["roles"], "planner": {"growth_tokens": 8, "output_tokens": 8, "priority": "high"}}
+    sc = scenario(task={**THRASH["task"], "roles": roles, "planner_steps": 3})
+    opts, fleet = SimOptions(duration_s=5, drain_s=10), uniform_fleet("tiny", 2)
+    plain = simulate(fleet, policy(), sc, opts).fleet.dispatch
+    gate = simulate(fleet, policy(**{"fairness.long_prefill_tokens": 64}), sc, opts).fleet
+    reserve = simulate(fleet, policy(**{"fairness.kv_reserve": 0.9}), sc, opts).fleet
+    assert plain == {"held": 0, "forced": 0, "reserve_held": 0, "reserve_forced": 0}  # nothing long, no reserve
+    assert gate.dispatch["held"] > 0 and gate.tasks["failed"] == 0
+    assert reserve.dispatch["reserve_held"] > 0 and reserve.tasks["failed"] == 0
+    assert simulate(fleet, policy("none", **{"fairness.long_prefill_tokens": 64}), sc, opts).fleet.dispatch == {}
 
 
 def test_results_json_renders_with_loadgen_report(tmp_path: Path, thrash: Scenario) -> None:

@@ -86,7 +86,7 @@ async def test_a_killed_instance_leaks_no_slot_after_the_lease(
         assert (await step(s, insts[0], "x"))[0] == 200
         assert (await step(s, insts[0], "y"))[0] == 200
         await eventually(lambda: insts[1].state.share("r0").others == 2)  # the window is full fleet-wide
-        assert insts[1].components.admission.service.core.window("r0").window == 0
+        assert insts[1].components.admission.core.window("r0").window == 0
         await insts[0].state.stop(release=False)  # crash: no goodbye, leases stay until they expire
         redis = Redis.from_url(redis_server.url, decode_responses=True)
         try:

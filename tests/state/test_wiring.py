@@ -11,10 +11,10 @@ from prometheus_client import CollectorRegistry
 
 from concurproxy.config import load_policy
 from concurproxy.config.models import Policy
+from concurproxy.server.admission import WindowGate
+from concurproxy.server.admission.leases import SharedWindowGate
 from concurproxy.server.app import running_proxy
 from concurproxy.server.assembly import build_components
-from concurproxy.server.stages.admission import AdmissionStage
-from concurproxy.server.stages.shared import SharedAdmissionStage
 from concurproxy.state.config import SharedStateSettings
 from concurproxy.testing.stub_upstream import StubBehaviour, running_stub
 
@@ -27,7 +27,7 @@ def make_policy(upstreams: list[str], **overrides: Any) -> Policy:
 def test_memory_backend_builds_no_shared_state() -> None:
     c = build_components(make_policy(["http://127.0.0.1:1"]))
     assert c.shared_state is None
-    assert type(c.admission) is AdmissionStage
+    assert type(c.admission) is WindowGate
 
 
 def test_redis_backend_needs_a_url() -> None:
@@ -48,7 +48,7 @@ async def test_unreachable_redis_serves_from_local_state_and_says_so() -> None:
         policy = make_policy([up], state={"backend": "redis", "redis_url": url}, admission=admission)
         registry = CollectorRegistry()
         comps = build_components(policy, registry=registry)
-        assert isinstance(comps.admission, SharedAdmissionStage)
+        assert isinstance(comps.admission, SharedWindowGate)
         comps.shared_state.configure(SharedStateSettings(instance_id="lonely", retry_after_s=60))
         async with running_proxy(policy, comps) as base, aiohttp.ClientSession() as s:
             for k in range(5):
@@ -57,6 +57,6 @@ async def test_unreachable_redis_serves_from_local_state_and_says_so() -> None:
                     assert r.status == 200
             state = comps.shared_state
             assert not state.connected and state.breaker.failures == 1  # one timeout, then the breaker answers
-            assert comps.admission.service.core.window("r0").window == 8  # W / 1 live instance
+            assert comps.admission.core.window("r0").window == 8  # W / 1 live instance
             assert registry.get_sample_value("concurproxy_shared_state_connected") == 0
             assert registry.get_sample_value("concurproxy_shared_state_outages_total") == 0  # never was up

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry
 
-from concurproxy.admission import AdmissionRejected, AdmissionService
 from concurproxy.config.admission import AdmissionConfig, AIMDConfig, StaticConfig
 from concurproxy.control.admission import AdmissionEvent, EventKind
 from concurproxy.control.types import PressureSnapshot, StepInfo
+from concurproxy.server.admission import AdmissionRejected, WindowGate
 from concurproxy.telemetry.admission import AdmissionMetricsListener, watch_admission
 from concurproxy.telemetry.metrics import ProxyMetrics
 
@@ -61,14 +61,14 @@ async def test_real_admission_service_feeds_counters_and_scrape_time_gauges() ->
     metrics = ProxyMetrics(reg, clock=clock)
     cfg = AdmissionConfig(controller="static", static=StaticConfig(window=1), max_queue_length=1,
                           max_queue_wait_s=60, starvation_timeout_s=1000)  # fmt: skip
-    svc = AdmissionService(cfg, clock=clock, listeners=[AdmissionMetricsListener(metrics)])
+    svc = WindowGate.for_config(cfg, clock=clock, listeners=[AdmissionMetricsListener(metrics)])
     watch_admission(metrics, svc)
-    async with await svc.acquire(step("a"), "r0"):
-        waiter = asyncio.ensure_future(svc.acquire(step("b"), "r0"))
+    async with await svc.admit(step("a"), "r0"):
+        waiter = asyncio.ensure_future(svc.admit(step("b"), "r0"))
         for _ in range(3):
             await asyncio.sleep(0)
         with pytest.raises(AdmissionRejected):
-            await svc.acquire(step("c"), "r0")
+            await svc.admit(step("c"), "r0")
         assert value(reg, "concurproxy_admission_window", replica="r0") == 1  # read at scrape time
         assert value(reg, "concurproxy_admission_active_agents", replica="r0") == 1
         assert value(reg, "concurproxy_admission_queued_agents", replica="r0") == 1
@@ -84,7 +84,7 @@ def test_aimd_thrash_becomes_a_down_change() -> None:
     reg, clock = CollectorRegistry(), Clock()
     metrics = ProxyMetrics(reg, clock=clock)
     cfg = AdmissionConfig(controller="aimd", aimd=AIMDConfig(initial=8, cooldown_intervals=0))
-    svc = AdmissionService(cfg, clock=clock, listeners=[AdmissionMetricsListener(metrics)])
+    svc = WindowGate.for_config(cfg, clock=clock, listeners=[AdmissionMetricsListener(metrics)])
     watch_admission(metrics, svc)
     svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.5, waiting=0, preemptions_per_s=0.0,
                                            prefix_hit_rate=0.9))  # fmt: skip

@@ -7,7 +7,7 @@ import math
 
 from prometheus_client import CollectorRegistry
 
-from concurproxy.control.dispatch import DispatchParams
+from concurproxy.control.dispatch import DispatchCores, DispatchParams
 from concurproxy.control.types import PressureSnapshot, PriorityClass, StepInfo
 from concurproxy.identity import Identity
 from concurproxy.server.hooks import StepContext
@@ -39,7 +39,7 @@ async def spin() -> None:
 
 
 async def test_configured_replicas_read_zero_before_any_step_and_the_reserve_only_when_on() -> None:
-    gate_only = Scrape(DispatchStage(DispatchParams()), ("r0", "r1"))
+    gate_only = Scrape(DispatchStage(DispatchCores(DispatchParams())), ("r0", "r1"))
     for r in ("r0", "r1"):
         assert gate_only("concurproxy_dispatch_held_total", r, "prefill_gate") == 0
         assert gate_only("concurproxy_dispatch_wait_seconds_count", r, "prefill_gate") == 0
@@ -48,7 +48,7 @@ async def test_configured_replicas_read_zero_before_any_step_and_the_reserve_onl
         assert gate_only("concurproxy_dispatch_reserve_in_flight_tokens", r) == 0
         off_limit = gate_only("concurproxy_dispatch_reserve_limit_tokens", r)
         assert off_limit is not None and math.isnan(off_limit)
-    both = Scrape(DispatchStage(DispatchParams(kv_reserve=0.2)))
+    both = Scrape(DispatchStage(DispatchCores(DispatchParams(kv_reserve=0.2))))
     assert both("concurproxy_dispatch_forced_total", "r0", "kv_reserve") == 0
     assert both("concurproxy_dispatch_reserve_in_flight_tokens") == 0
     limit = both("concurproxy_dispatch_reserve_limit_tokens")
@@ -58,7 +58,7 @@ async def test_configured_replicas_read_zero_before_any_step_and_the_reserve_onl
 async def test_holds_waits_and_reserve_tokens_reach_the_scrape() -> None:
     snaps = {"r0": PressureSnapshot(ts=0.0, kv_capacity_tokens=10_000)}
     params = DispatchParams(long_prefill_tokens=5000, max_hold_s=60.0, kv_reserve=0.2, reserve_max_hold_s=60.0)
-    stage = DispatchStage(params, snapshots=snaps.get)
+    stage = DispatchStage(DispatchCores(params), snapshots=snaps.get)
     scrape = Scrape(stage)
     order: list[str] = []
 
@@ -91,7 +91,7 @@ async def test_holds_waits_and_reserve_tokens_reach_the_scrape() -> None:
 
 async def test_a_step_sent_at_its_bound_counts_as_forced() -> None:
     now = [0.0]
-    stage = DispatchStage(DispatchParams(long_prefill_tokens=2048, max_hold_s=0.0), clock=lambda: now[0])
+    stage = DispatchStage(DispatchCores(DispatchParams(long_prefill_tokens=2048, max_hold_s=0.0)), clock=lambda: now[0])
     scrape = Scrape(stage)
     async with stage.hold(ctx(300, PriorityClass.critical), "r0"):
         async with stage.hold(ctx(9000, PriorityClass.normal), "r0"):  # max_hold 0: sent at once, forced

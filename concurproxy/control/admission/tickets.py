@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-from concurproxy.control.types import StepInfo
+from concurproxy.control.types import StepInfo, StepOutcome
 
-
-class Outcome(StrEnum):
-    """How a step that held a ticket ended."""
-
-    success = "success"
-    error = "error"  # upstream or proxy error after admission
-    cancelled = "cancelled"  # client went away / task cancelled
-    timeout = "timeout"  # upstream or stream timed out
+Outcome = StepOutcome  # the name the windows read it by (``window.py``); one enum, defined in ``control.types``
 
 
 @dataclass(slots=True)

@@ -1,4 +1,5 @@
-"""Dispatch stage: the async shell of the per-replica `KvReserve` and `PrefillGate`.
+"""Dispatch stage: the async shell of the per-replica `KvReserve` and `PrefillGate`
+(``DispatchCores``, the decision core's: the simulator runs the same cores in virtual time).
 
 Held around one upstream attempt, inside the admission ticket. A step first
 passes the KV reserve (when ``fairness.kv_reserve`` is on: steps other than
@@ -27,18 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-from concurproxy.control.dispatch import DispatchParams, KvReserve, PrefillGate
+from concurproxy.control.dispatch import DispatchCores, DispatchParams
 from concurproxy.control.types import PressureSnapshot
-from concurproxy.server.hooks import StepContext
-
-_MAX_LEFT = 1024
-_Core = TypeVar("_Core", PrefillGate, KvReserve)
+from concurproxy.server.step import StepContext
 
 
 class _Holder(Protocol):
@@ -51,52 +48,28 @@ class _Holder(Protocol):
 class DispatchStage:
     def __init__(
         self,
-        params: DispatchParams,
+        cores: DispatchCores,
         clock: Callable[[], float] = time.monotonic,
         snapshots: Callable[[str], PressureSnapshot | None] | None = None,
         on_wait: Callable[[str, str, float], None] | None = None,
     ) -> None:
-        self.params = params
+        self.cores = cores  # the decision core's (``DecisionCore.dispatch``)
         self.clock = clock
         self.snapshots = snapshots  # replica id → its latest pressure snapshot (KV capacity)
         self.on_wait = on_wait  # (replica, stage, seconds waited) for each hold that ended in a send
-        self._gates: dict[str, PrefillGate] = {}
-        self._reserves: dict[str, KvReserve] = {}
         self._held: dict[int, asyncio.Future[None]] = {}
         self._ids = itertools.count(1)
-        self._left: dict[str, None] = {}  # replicas that left the pool, oldest first (at most _MAX_LEFT)
 
-    def gate(self, replica_id: str) -> PrefillGate:
-        g = self._gates.get(replica_id)
-        return g if g is not None else self._new_core(self._gates, PrefillGate, replica_id)
-
-    def reserve(self, replica_id: str) -> KvReserve:
-        r = self._reserves.get(replica_id)
-        return r if r is not None else self._new_core(self._reserves, KvReserve, replica_id)
-
-    def _new_core(self, cores: dict[str, _Core], make: Callable[[DispatchParams], _Core], replica_id: str) -> _Core:
-        """A replica's core on its first step; not kept for a replica that left (``_left``)."""
-        c = make(self.params)
-        if replica_id not in self._left:
-            cores[replica_id] = c
-        return c
+    @property
+    def params(self) -> DispatchParams:
+        return self.cores.params
 
     def forget_replica(self, replica_id: str) -> None:
-        """The replica left the pool: drop its cores, letting every step they hold go now (never stranded).
-
-        A step that reaches the stage for it later (routed just before it left) gets cores of its own
-        that are not kept, so a replica id that comes and goes keeps nothing here (``_left`` is bounded).
-        """
-        for core in (self._gates.pop(replica_id, None), self._reserves.pop(replica_id, None)):
-            if core is not None:
-                self._wake(core.expire(math.inf))
-        self._left[replica_id] = None
-        if len(self._left) > _MAX_LEFT:
-            del self._left[next(iter(self._left))]
+        """The replica left the pool: its cores go, every step they hold is let go now (never stranded)."""
+        self._wake(self.cores.forget_replica(replica_id))
 
     def join_replica(self, replica_id: str) -> None:
-        """The replica (re)joined the pool: its cores are kept again from its first step."""
-        self._left.pop(replica_id, None)
+        self.cores.join_replica(replica_id)
 
     def _capacity(self, replica_id: str) -> int | None:
         snap = self.snapshots(replica_id) if self.snapshots is not None else None
@@ -104,15 +77,16 @@ class DispatchStage:
 
     @asynccontextmanager
     async def hold(self, ctx: StepContext, replica_id: str) -> AsyncIterator[None]:
-        gate, key = self.gate(replica_id), next(self._ids)
-        reserve = self.reserve(replica_id) if self.params.reserve_enabled else None
+        cores = self.cores
+        gate, key = cores.gate(replica_id), next(self._ids)
+        reserve = cores.reserve(replica_id)
         since = self.clock()
         try:
             waited = 0.0
             if reserve is not None and not reserve.start(key, ctx.step, since, self._capacity(replica_id)):
                 waited += await self._wait(reserve, key, replica_id, since)
             now = self.clock() if waited else since
-            if not gate.start(key, ctx.step, now) and self._gates.get(replica_id) is gate:  # (else: it left)
+            if not gate.start(key, ctx.step, now) and cores.kept(replica_id, gate):  # (else: it left)
                 waited += await self._wait(gate, key, replica_id, now)
             if waited:
                 ctx.dispatch_wait_s += waited  # summed over attempts (a retry may wait again)
@@ -148,18 +122,5 @@ class DispatchStage:
                 fut.set_result(None)
 
     def state(self) -> dict[str, dict[str, int | None]]:
-        """Per replica: long steps waiting now, held so far, and started at the bound; with the KV reserve on,
-        the same for it, the KV footprint in flight and the limit it is held to while control steps are about
-        (None until the engine's capacity is known) (``/admin/state``, and the metrics at scrape time)."""
-        out: dict[str, dict[str, int | None]] = {
-            r: {"waiting": g.waiting(), "held": g.held, "forced": g.forced} for r, g in self._gates.items()
-        }
-        for r, res in self._reserves.items():
-            out.setdefault(r, {}).update(
-                reserve_waiting=res.waiting(),
-                reserve_held=res.held,
-                reserve_forced=res.forced,
-                reserve_in_flight_tokens=res.in_flight_tokens(),
-                reserve_limit_tokens=res.limit(),
-            )
-        return out
+        """Per replica, what its cores hold and counted (``DispatchCores.state``)."""
+        return self.cores.state()

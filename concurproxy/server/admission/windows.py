@@ -1,4 +1,4 @@
-"""Async shell around the pure admission core: waiting, waking, timeouts, events."""
+"""The admission gate of the windows of agents: the pure `AdmissionCore` made awaitable."""
 
 from __future__ import annotations
 
@@ -6,19 +6,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from concurproxy.admission.errors import AdmissionRejected, AdmissionTimeout, ReplicaLeft
-from concurproxy.admission.listener import AdmissionListener
-from concurproxy.admission.ticket import StepTicket
 from concurproxy.config.admission import AdmissionConfig
-from concurproxy.control.admission.core import AdmissionCore, QueueMaker
+from concurproxy.config.models import Policy
+from concurproxy.control.admission.core import AdmissionCore
 from concurproxy.control.admission.events import EventKind
-from concurproxy.control.admission.shares import WindowShares
-from concurproxy.control.admission.tickets import Admitted, Outcome, Queued, Rejected, Ticket
-from concurproxy.control.limits.base import WindowDecision
-from concurproxy.control.limits.registry import ControllerRegistry
-from concurproxy.control.types import PressureSnapshot, StepInfo
+from concurproxy.control.admission.tickets import Admitted, Queued, Rejected, Ticket
+from concurproxy.control.types import PressureSnapshot, StepInfo, StepOutcome
+from concurproxy.decision import configure_admission
+from concurproxy.server.admission.errors import AdmissionRejected, AdmissionTimeout, ReplicaLeft
+from concurproxy.server.admission.gate import AdmissionTicket
+from concurproxy.server.admission.listener import AdmissionListener
+
+if TYPE_CHECKING:
+    from concurproxy.server.step import StepContext
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +32,16 @@ _SOURCE_WORDS = {
 }
 
 
-class AdmissionService:
-    """Owns the ``AdmissionCore`` (one window per replica) and makes it awaitable.
+class WindowGate:
+    """The `AdmissionGate` of per-replica windows of agents: owns the ``AdmissionCore`` and makes it awaitable.
 
-    * ``await acquire(step, replica)`` → a ``StepTicket`` to hold with ``async with``.
-      A step of an admitted agent returns at once; a new agent's step waits on
-      an ``asyncio.Future`` that is resolved when ``grant`` admits it (a slot
-      opened, the window grew, fresh pressure arrived, anti-starvation).
-      Queue full → ``AdmissionRejected`` (429). Waiting past
-      ``max_queue_wait_s`` → ``AdmissionTimeout`` (503). Both carry Retry-After.
-      Cancelling the waiting task removes the step from the queue; a grant that
-      raced with the cancel is ended as ``cancelled`` so no slot leaks.
+    * ``acquire(ctx)`` → the step's `AdmissionTicket`; entering it admits a step of an admitted
+      agent at once (no await: ``_enter``); a new agent's step waits on an ``asyncio.Future``
+      resolved when ``grant`` admits it (a slot opened, the window grew, fresh pressure arrived,
+      anti-starvation). Queue full → ``AdmissionRejected`` (429). Waiting past
+      ``max_queue_wait_s`` → ``AdmissionTimeout`` (503). Both carry Retry-After. Cancelling the
+      waiting task removes the step from the queue; a grant that raced with the cancel is ended as
+      ``cancelled`` so no slot leaks. ``admit(step, replica)`` is the same without a context.
     * ``on_pressure(replica, snapshot)`` — the pressure poller's hook: one
       controller update, then waiters are granted if the window allows.
     * ``tick()`` — housekeeping: idle-TTL expiry, waiter timeouts, grants (time
@@ -56,16 +57,13 @@ class AdmissionService:
 
     def __init__(
         self,
-        config: AdmissionConfig | None = None,
+        core: AdmissionCore,
         *,
         clock: Callable[[], float] = time.monotonic,
-        registry: ControllerRegistry | None = None,
-        queue_maker: QueueMaker | None = None,
         listeners: Iterable[AdmissionListener] = (),
-        core: AdmissionCore | None = None,
     ) -> None:
-        self.config = config or AdmissionConfig()
-        self.core = core or AdmissionCore(self.config, registry=registry, queue_maker=queue_maker)
+        self.core = core  # the decision core's (``DecisionCore.admission``)
+        self.config: AdmissionConfig = core.config
         self.clock = clock
         self.listeners: list[AdmissionListener] = list(listeners)
         self.listener_errors = 0
@@ -74,12 +72,22 @@ class AdmissionService:
         self._timer: asyncio.TimerHandle | None = None  # a tick at the core's next deadline
         self._timer_at = 0.0
 
+    @classmethod
+    def for_config(
+        cls,
+        config: AdmissionConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        listeners: Iterable[AdmissionListener] = (),
+    ) -> WindowGate:
+        """A gate on a core of its own with FIFO queues (tests, tools); the proxy's comes from its DecisionCore."""
+        return cls(AdmissionCore(config or AdmissionConfig()), clock=clock, listeners=listeners)
+
     # ---- control loop -----------------------------------------------------------------
-    def on_pressure(self, replica: str, snapshot: PressureSnapshot | None, now: float | None = None) -> WindowDecision:
+    def on_pressure(self, replica: str, snapshot: PressureSnapshot | None, now: float | None = None) -> None:
         now = self.clock() if now is None else now
-        decision = self.core.on_pressure(replica, snapshot, now)
+        self.core.on_pressure(replica, snapshot, now)
         self.tick(now)
-        return decision
 
     def tick(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
@@ -123,64 +131,80 @@ class AdmissionService:
             await asyncio.sleep(period)
 
     # ---- request path -----------------------------------------------------------------
-    async def acquire(self, step: StepInfo, replica: str) -> StepTicket:
+    def acquire(self, ctx: StepContext) -> AdmissionTicket:
+        replica = ctx.replica
+        assert replica is not None
+        return AdmissionTicket(self, ctx.step, replica.id, ctx)
+
+    async def admit(self, step: StepInfo, replica: str) -> AdmissionTicket:
+        """``step``'s ticket on ``replica``, entered (waits like ``acquire``): for callers without a context."""
+        return await AdmissionTicket(self, step, replica).__aenter__()
+
+    def _enter(self, t: AdmissionTicket) -> bool:
+        """Admit at once (True), queue (False: ``_wait`` follows) or raise ``AdmissionRejected``."""
         now = self.clock()
-        result = self.core.try_admit(step, replica, now)
-        if isinstance(result, Admitted):
+        result = self.core.try_admit(t.step, t.replica, now)
+        if type(result) is Admitted:
+            t.core = result.ticket
             self._flush()
-            return StepTicket(self, result)
+            return True
         if isinstance(result, Rejected):
             self._flush()
-            raise AdmissionRejected(result.retry_after_s, reason=result.reason, replica=replica)
+            raise AdmissionRejected(result.retry_after_s, reason=result.reason, replica=t.replica)
         assert isinstance(result, Queued)
         fut: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
-        self._waiting[result.waiter_id] = (replica, fut)
-        self._grant(replica, now)  # the queue may be able to move right away
+        self._waiting[result.waiter_id] = (t.replica, fut)
+        t.waiter = (result.waiter_id, fut)
+        self._grant(t.replica, now)  # the queue may be able to move right away
         self._flush()
         self._arm()
+        return False
+
+    async def _wait(self, t: AdmissionTicket) -> None:
+        """The queued step's grant (``_enter`` returned False)."""
+        replica, (waiter, fut) = t.replica, t.waiter
         try:
             admitted = await fut
         except asyncio.CancelledError:
-            self._waiting.pop(result.waiter_id, None)
+            self._waiting.pop(waiter, None)
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.end_ticket(fut.result().ticket, Outcome.cancelled)  # granted as we were cancelled
-            elif self.core.cancel_wait(replica, result.waiter_id, self.clock()):
+                self.end_ticket(fut.result().ticket, StepOutcome.cancelled)  # granted as we were cancelled
+            elif self.core.cancel_wait(replica, waiter, self.clock()):
                 self._grant(replica, self.clock())  # a blocked head leaving may unblock the queue
                 self._flush()
             raise
-        return StepTicket(self, admitted)
+        finally:
+            t.waiter = None
+        t.core = admitted.ticket
+        t.queue_wait_s = admitted.waited_s
 
-    def end_ticket(
-        self,
-        ticket: Ticket,
-        outcome: Outcome,
-        *,
-        prompt_tokens: int = 0,
-        output_tokens: int = 0,
-        release: bool = False,
-    ) -> bool:
+    def _end(self, ticket: Ticket, outcome: StepOutcome, prompt: int, output: int, release: bool) -> bool:
+        """End a core ticket (the ticket's exit, once per step: positional, no keyword passing)."""
         now = self.clock()
-        first = self.core.end(
-            ticket, outcome, now, prompt_tokens=prompt_tokens, output_tokens=output_tokens, release=release
-        )
-        if self.core.has_waiters(ticket.replica):  # (checked here too: one call less per step)
+        core = self.core
+        first = core.end(ticket, outcome, now, prompt_tokens=prompt, output_tokens=output, release=release)
+        if core.has_waiters(ticket.replica):  # (checked here too: one call less per step)
             self._grant(ticket.replica, now)
             self._arm()  # its agent went idle: it may turn dormant while steps wait
         self._flush()
         return first
 
-    def set_shares(self, shares: WindowShares) -> None:
-        """New role shares of the window (startup and reload); waiters they unblock are granted."""
-        now = self.clock()
-        self.core.set_shares(shares, now)
-        for replica in self.core.replicas:
-            self._grant(replica, now)
-        self._flush()
+    def end_ticket(
+        self,
+        ticket: Ticket,
+        outcome: StepOutcome,
+        *,
+        prompt_tokens: int = 0,
+        output_tokens: int = 0,
+        release: bool = False,
+    ) -> bool:
+        return self._end(ticket, outcome, prompt_tokens, output_tokens, release)
 
-    def set_tenant_weights(self, weight: Callable[[str], float]) -> None:
-        """Tenants' weights for their fair shares of the slots (startup and reload); waiters granted."""
-        self.core.set_tenant_weights(weight)
+    def reconfigure(self, policy: Policy) -> None:
+        """A reload: the policy's role shares and tenant weights (``configure_admission``); waiters they
+        unblock are granted."""
         now = self.clock()
+        configure_admission(self.core, policy, now)
         for replica in self.core.replicas:
             self._grant(replica, now)
         self._flush()
@@ -212,7 +236,7 @@ class AdmissionService:
         for g in self.core.grant(replica, now):
             entry = self._waiting.pop(g.waiter_id, None)
             if entry is None or entry[1].done():  # the waiter is gone: give the slot's step back
-                self.core.end(g.admitted.ticket, Outcome.cancelled, now)
+                self.core.end(g.admitted.ticket, StepOutcome.cancelled, now)
                 continue
             entry[1].set_result(g.admitted)
 
@@ -240,7 +264,12 @@ class AdmissionService:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def snapshot_state(self) -> dict[str, Any]:
+    def window_room(self, replica: str) -> tuple[int, int] | None:
+        """(free slots, window) of a replica, for the router's window-room scorer."""
+        w = self.core.window(replica)
+        return max(0, w.window - w.active), w.window
+
+    def state(self) -> dict[str, Any]:
         """JSON-ready live state for ``GET /admin/state`` (see docs/admission.md)."""
         now = self.clock()
         return {
