@@ -42,7 +42,7 @@ class DormancyConfig(Model):
         True, description="Off: an idle agent keeps its slot for idle_ttl_s whoever waits (the behaviour before)."
     )
     factor: float = Field(
-        4.0, gt=0, description="Idle longer than this × the 90th percentile of observed return gaps: dormant."
+        2.0, gt=0, description="Idle longer than this × the 90th percentile of observed return gaps: dormant."
     )
     min_s: float = Field(
         0.05, ge=0, description="Never dormant before this (a busy client's turnaround in a plain agent loop)."

@@ -159,14 +159,14 @@ def test_below_share_waiter_goes_before_the_queue() -> None:
 
 
 def test_window_shrink_pauses_burst_agents_before_guaranteed_ones() -> None:
-    controller = AIMDController(AIMDConfig(initial=4, min=1, max=64, stale_after_ms=1000))
+    controller = AIMDController(AIMDConfig(initial=4, min=1, max=64, decrease=0.5, stale_after_ms=1000))
     w = ReplicaWindow("r0", controller, CFG, FifoQueue[int]())
     w.set_shares(SHARES, 0)
     w.on_pressure(PressureSnapshot(ts=0, kv_usage=0.5), 0)
     for agent, role in [("e0", "executor"), ("e1", "executor"), ("e2", "executor"), ("m0", "monitor")]:
         w.end(admitted(w.try_admit(step(agent, role), 0)), Outcome.success, 0.1)
     d = w.on_pressure(PressureSnapshot(ts=1, kv_usage=0.95, preemptions_per_s=1), 1)
-    assert d.window == 2  # floor(4 × 0.7); monitor keeps max(1, floor(0.25 × 2)) = 1 slot
+    assert d.window == 2  # ceil(4 × 0.5); monitor keeps max(1, floor(0.25 × 2)) = 1 slot
     # newest-first alone would pause m0; its guaranteed slot keeps it and the newest burst agents go
     assert [a.agent_id for a in w.state(1).agents] == ["e0", "m0"]
 

@@ -28,8 +28,8 @@ def static(window: int, cfg: AdmissionConfig = CFG) -> ReplicaWindow:
     return ReplicaWindow("r0", StaticController(StaticConfig(window=window)), cfg, FifoQueue[int]())
 
 
-def aimd(cfg: AdmissionConfig = CFG, initial: int = 4) -> ReplicaWindow:
-    c = AIMDController(AIMDConfig(initial=initial, min=1, max=64, stale_after_ms=1000))
+def aimd(cfg: AdmissionConfig = CFG, initial: int = 4, decrease: float = 0.7) -> ReplicaWindow:
+    c = AIMDController(AIMDConfig(initial=initial, min=1, max=64, decrease=decrease, stale_after_ms=1000))
     return ReplicaWindow("r0", c, cfg, FifoQueue[int]())
 
 
@@ -153,13 +153,13 @@ def test_anti_starvation_admits_above_window_once_per_timeout() -> None:
 
 
 def test_shrink_pauses_idle_newest_first_and_running_after_their_step() -> None:
-    w = aimd(initial=4)
+    w = aimd(initial=4, decrease=0.5)
     w.on_pressure(PressureSnapshot(ts=0, kv_usage=0.5), 0)
     t = {a: admitted(w.try_admit(step(a), 0)) for a in "abcd"}
     for a in "ac":
         w.end(t[a], Outcome.success, 0.1)  # a and c idle, b and d running
     d = w.on_pressure(PressureSnapshot(ts=1, kv_usage=0.95, preemptions_per_s=1), 1)
-    assert d.window == 2  # floor(4 * 0.7)
+    assert d.window == 2  # ceil(4 * 0.5)
     # ranks: a b | c d -> c is idle over the window: paused now; d runs and keeps going
     assert [x.agent_id for x in w.state(1).agents] == ["a", "b", "d"]
     admitted(w.try_admit(step("d"), 1.1))  # d's parallel step still passes while it holds the slot

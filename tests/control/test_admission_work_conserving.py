@@ -87,12 +87,23 @@ def test_without_dormancy_an_idle_agent_holds_its_slot_until_the_ttl() -> None:
 # ---- work conservation ------------------------------------------------------------------------------
 def test_an_idle_engine_admits_past_the_footprint_budget_but_never_past_w() -> None:
     w = aimd(capacity=1000)
-    a = admitted(w.try_admit(step("a", 900), 0.0))
-    assert isinstance(w.try_admit(step("b", 900), 0.0), Queued)  # footprint: 900 + 900 > 950
-    w.end(a, Outcome.success, 0.5, prompt_tokens=900)
+    a = admitted(w.try_admit(step("a", 500), 0.0))
+    assert isinstance(w.try_admit(step("b", 450), 0.0), Queued)  # footprint with growth: over 950
+    w.end(a, Outcome.success, 0.5, prompt_tokens=500)
     (g,) = w.grant(0.5)
     assert g.admitted.ticket.reason == "work-conserving"  # nothing of ours runs: the engine would idle
     assert w.state(0.5).idle_waiting_s == 0.0
+
+
+def test_an_idle_engine_does_not_admit_a_step_that_evicts_a_returning_prefix() -> None:
+    w = aimd(capacity=1000)
+    a = admitted(w.try_admit(step("a", 900), 0.0))
+    assert isinstance(w.try_admit(step("b", 900), 0.0), Queued)
+    w.end(a, Outcome.success, 0.5, prompt_tokens=900)
+    assert w.grant(0.5) == []  # a's 900 cached tokens + b's 900 > 1000: b would evict a, expected back
+    bound = w.state(0.5).return_bound_s
+    (g,) = w.grant(0.5 + bound + 0.01)  # a stayed away past its return bound: its prefix is fair game
+    assert g.admitted.ticket.agent_id == "b"
 
 
 def test_a_hard_cap_keeps_the_footprint_a_wall() -> None:
@@ -213,7 +224,7 @@ def test_work_conservation_and_no_starvation_on_random_traces(events, capacity) 
         st_ = w.state(now)
         assert 1 <= st_.window <= 64
         head = w._waiters.oldest()
-        if head is not None and not w._tickets and w.saturation(now) is None:
+        if head is not None and not w._tickets and w.saturation(now) is None and w._gate._prefixes_fit(head.step, now):
             assert w._cap.block_reason(head.step, now) != "footprint", "an idle engine left a step waiting"
 
     for kind, i, tenant in events:

@@ -75,9 +75,27 @@ class SlotGate:
             block = cap.block_reason(step, now)
         if block is None:
             return default
-        if block == "footprint" and self._conserve and self.engine_idle():
+        if block == "footprint" and self._conserve and self.engine_idle() and self._prefixes_fit(step, now):
             return "work-conserving"
         return None
+
+    def _prefixes_fit(self, step: StepInfo, now: float) -> bool:
+        """The cached prefixes of the agents expected back (running, or idle within their return bound) plus
+        this step's prompt fit the cache: admitting it evicts none of them now. The footprint budget predicts
+        growth; this is the certain part. Measured in virtual time on qwen3-32b-h100 (8 agents, contexts to
+        22k tokens, 0.5 s tool pauses): admitting on an idle engine alone, into a cache full of paused agents'
+        prefixes, doubled recomputed prefill (43% -> 78%) and cost 13% of goodput."""
+        s = self._cap.snapshot
+        capacity = None if s is None else s.kv_capacity_tokens
+        if not capacity:
+            return True
+        bound = self.returns.bound()
+        held = sum(
+            a.fp.context
+            for a in self._held.agents.values()
+            if a.running or now - a.last_seen < bound or not self.dormancy
+        )
+        return held + step.est_prompt_tokens <= capacity
 
     def engine_idle(self) -> bool:
         """No step of ours runs on the replica and the engine reports nothing waiting either."""
