@@ -163,6 +163,15 @@ class Arm:
     def goodput_per_min(self) -> float:
         return float(self.summary["tasks"]["goodput_per_min"])
 
+    def engine_mean(self, name: str) -> float | None:
+        """Mean over the run of an engine gauge scraped every 0.5 s (summed over engines per scrape)."""
+        per_t: dict[float, float] = {}
+        for series in self.results.series:
+            if series.name == name:
+                for t, v in series.points:
+                    per_t[round(t * 2) / 2] = per_t.get(round(t * 2) / 2, 0.0) + v
+        return sum(per_t.values()) / len(per_t) if per_t else None
+
 
 async def run_arm(
     name: str, sc: Scenario, target: str, engines: Sequence[str], *, reset: bool = True, model: str | None = None
@@ -294,6 +303,11 @@ def agent_swarm(
     return parse_scenario(doc, "agent_swarm")
 
 
+def _mean(arm: Arm, name: str) -> str:
+    m = arm.engine_mean(name)
+    return "-" if m is None else f"{m:.1f}"
+
+
 def _idle(arm: Arm) -> str:
     idle = arm.admission.get("idle_waiting_s")
     return "-" if idle is None else f"{idle:.1f}"
@@ -313,6 +327,8 @@ def format_table(arms: Sequence[Arm]) -> str:
         ("goodput (tasks/min)", [f"{a.goodput_per_min:.1f}" for a in arms]),
         ("task latency p50 (s)", [f"{a.summary['tasks']['latency_s']['p50']:.1f}" for a in arms]),
         ("elapsed (s)", [f"{a.results.meta.elapsed_s:.1f}" for a in arms]),
+        ("engine: requests running (mean)", [_mean(a, "vllm:num_requests_running") for a in arms]),
+        ("engine: requests waiting (mean)", [_mean(a, "vllm:num_requests_waiting") for a in arms]),
         ("proxy: engine idle, steps waiting (s)", [_idle(a) for a in arms]),
     ]
     w0 = max(len(r[0]) for r in rows)
