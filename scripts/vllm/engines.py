@@ -28,8 +28,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -97,6 +97,18 @@ def engine_args(model_dir: str | Path, blocks: int, max_model_len: int = 1024, m
         "--enforce-eager", "--enable-prefix-caching", "--max-model-len", str(max_model_len),
         "--num-gpu-blocks-override", str(blocks),
     ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine to start: its model, KV blocks, the core it is pinned to, and what it needs beyond the
+    common arguments and environment (``engine_args``, ``ENGINE_ENV``)."""
+
+    model_dir: str | Path
+    blocks: int
+    cpu_bind: str | None = None
+    extra_args: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,7 +191,7 @@ def vllm_engine(
 
 @contextlib.contextmanager
 def spawn_engines(
-    specs: Sequence[tuple[str | Path, int, str | None]],
+    specs: Sequence[tuple[str | Path, int, str | None] | EngineSpec],
     *,
     log_dir: str | Path,
     python: str | None = None,
@@ -188,28 +200,32 @@ def spawn_engines(
     extra_args: Sequence[str] = (),
     log_names: Sequence[str] | None = None,
 ) -> Iterator[list[Engine]]:
-    """Start engines ``(model_dir, blocks, cpu_bind)`` at once, wait until all are healthy."""
+    """Start engines (``EngineSpec`` or ``(model_dir, blocks, cpu_bind)``) at once, wait until all are healthy.
+
+    ``extra_args`` go to every engine, after each spec's own."""
     py = python or find_vllm_python()
     if py is None:
         raise EngineStartError("no vLLM interpreter: run scripts/vllm/install.sh or set CONCURPROXY_VLLM_PYTHON")
     engines: list[Engine] = []
     try:
-        for i, (model_dir, blocks, bind) in enumerate(specs):
+        for i, given in enumerate(specs):
+            spec = given if isinstance(given, EngineSpec) else EngineSpec(*given)
             port = free_port()
             marker = uuid.uuid4().hex
-            env = {**os.environ, **ENGINE_ENV, "CONCURPROXY_VLLM_PYTHON": py, MARKER: marker}
-            if bind is not None:
-                env["VLLM_CPU_OMP_THREADS_BIND"] = bind
+            env = {**os.environ, **ENGINE_ENV, **spec.env, "CONCURPROXY_VLLM_PYTHON": py, MARKER: marker}
+            if spec.cpu_bind is not None:
+                env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cpu_bind
             log_path = Path(log_dir) / (log_names[i] if log_names else f"vllm-{port}.log")
             cmd = [
                 sys.executable, "-m", "concurproxy", "worker", "--engine", "vllm", "--host", "127.0.0.1",
-                "--port", str(port), "--", *engine_args(model_dir, blocks, max_model_len), *extra_args,
+                "--port", str(port), "--", *engine_args(spec.model_dir, spec.blocks, max_model_len),
+                *spec.extra_args, *extra_args,
             ]  # fmt: skip
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(
                     cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
                 )
-            engines.append(Engine(f"http://127.0.0.1:{port}", proc, marker, log_path, time.monotonic(), blocks))
+            engines.append(Engine(f"http://127.0.0.1:{port}", proc, marker, log_path, time.monotonic(), spec.blocks))
         for eng in engines:
             _wait_healthy(eng, start_timeout_s - (time.monotonic() - eng.started_s))
             eng.started_s = time.monotonic() - eng.started_s

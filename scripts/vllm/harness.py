@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 import httpx
@@ -27,21 +27,31 @@ from loadgen.results import Results
 from loadgen.runner import run_scenario
 from loadgen.scenario import Scenario, parse_scenario
 
-# The one admission workload of the tier and the demo (12-block engine, 1536 KV tokens): an agent
-# loop that overloads the cache in both ways at once. 16 agents (the demo: 24) start together,
-# each 5 steps over its own ~200-token task prompt (after a shared ~130-token system prompt), the
-# context growing by the previous reply and 8 words a step to ~900 tokens (7 blocks), 24
-# generated tokens a step (``ignore_eos``). Bare, the engine runs every agent whose prompt fits:
-# running requests that grow into a new block find the cache full and are preempted (~9 times
-# per run), and each agent's context is evicted by the other agents' steps before its next step,
-# so it is prefilled again (prefix hit rate ~19%). Through AIMD the admitted agents' contexts stay
-# cached (~63%) and the engine computes ~0.48x the tokens; on the ``medium`` model that
-# recompute is what the bare engine's time goes on (goodput x1.27-1.37 through AIMD, measured:
-# docs/vllm.md). Longer replies would preempt more but push the 5th step past max-model-len
-# 1024; fewer steps or shorter contexts save less prefill. A bare arm lasts ~50 s on a quiet box
-# (the demo's 24 agents ~70 s), so the 300 s deadline leaves room for a loaded CI machine.
+# The admission workload of the tier, the demo and the goodput benchmark on ``medium`` (12-block
+# engine, 1536 KV tokens): an agent loop that overloads the cache in both ways at once. 16 agents
+# (the demo: 24) start together, each 5 steps over its
+# own ~200-token task prompt (after a shared ~130-token system prompt), the context growing by the
+# previous reply and 8 words a step to ~900 tokens (7 blocks), 24 generated tokens a step
+# (``ignore_eos``). Bare, the engine runs every agent whose prompt fits: running requests that grow
+# into a new block find the cache full and are preempted (8-9 times per run), and each agent's
+# context is evicted by the other agents' steps before its next step, so it is prefilled again
+# (prefix hit rate ~19%). Through AIMD the admitted agents' contexts stay cached (~55-63%) and the
+# engine computes about half the tokens. Longer replies would preempt more but push the 5th step
+# past max-model-len 1024; fewer steps or shorter contexts save less prefill. A bare arm lasts
+# 25-50 s on this 2-core box (load-dependent), so the 300 s deadline leaves room.
 AGENT_LOOP: dict[str, Any] = {
     "agents": 16, "steps": 5, "system_words": 32, "task_words": 48, "growth_words": 8, "output_tokens": 24,
+    "deadline_s": 300.0, "request_timeout_s": 300.0,
+}  # fmt: skip
+# A decode-bound swarm on ``tiny`` (issue 18 (b)), same 12-block engine: 24 agents at once, 3 steps
+# each over short contexts (~130 tokens, a shared ~70-token system prompt) growing by the previous
+# 48-token reply (~200 tokens a step: the load generator's reply stand-in is 48 words) to ~560
+# tokens, 48 generated tokens a step. Recompute is cheap here (a 560-token prefill on ``tiny`` costs
+# a few decode iterations) and most engine iterations are decode, so what decides goodput is how
+# full each batch is: the bare engine runs as many agents as fit (and preempts ~10 times), while
+# admission that serialises agents to fit the cache costs engine iterations.
+DECODE_SWARM: dict[str, Any] = {
+    "agents": 24, "steps": 3, "system_words": 16, "task_words": 16, "growth_words": 4, "output_tokens": 48,
     "deadline_s": 300.0, "request_timeout_s": 300.0,
 }  # fmt: skip
 # AIMD for an engine whose steps last about a second: start at one agent, read the engine
@@ -71,26 +81,13 @@ class Counters:
     generation_tokens: float = 0.0
     prompt_tokens: float = 0.0
     computed_tokens: float = 0.0  # vllm:iteration_tokens_total_sum: prefill (recompute included) + decode
+    iterations: float = 0.0  # vllm:iteration_tokens_total_count: engine steps (one batch each)
 
     def __sub__(self, other: Counters) -> Counters:
-        return Counters(
-            self.preemptions - other.preemptions,
-            self.prefix_queries - other.prefix_queries,
-            self.prefix_hits - other.prefix_hits,
-            self.generation_tokens - other.generation_tokens,
-            self.prompt_tokens - other.prompt_tokens,
-            self.computed_tokens - other.computed_tokens,
-        )
+        return Counters(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     def __add__(self, other: Counters) -> Counters:
-        return Counters(
-            self.preemptions + other.preemptions,
-            self.prefix_queries + other.prefix_queries,
-            self.prefix_hits + other.prefix_hits,
-            self.generation_tokens + other.generation_tokens,
-            self.prompt_tokens + other.prompt_tokens,
-            self.computed_tokens + other.computed_tokens,
-        )
+        return Counters(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     @property
     def hit_rate(self) -> float:
@@ -108,6 +105,7 @@ async def read_counters(client: httpx.AsyncClient, engine_url: str) -> Counters:
         s.generation_tokens_total or 0.0,
         s.prompt_tokens_total or 0.0,
         _sum_of(r.text, "vllm:iteration_tokens_total_sum"),
+        _sum_of(r.text, "vllm:iteration_tokens_total_count"),
     )
 
 
@@ -143,6 +141,7 @@ class Arm:
     delta: Counters
     summary: dict[str, Any] = field(default_factory=dict)
     controller: str = ""  # admission controller of the proxy in front, when the arm compares them
+    admission: dict[str, Any] = field(default_factory=dict)  # the proxy's admission state of replica r0 at the end
 
     @property
     def completed(self) -> int:
@@ -163,6 +162,15 @@ class Arm:
     @property
     def goodput_per_min(self) -> float:
         return float(self.summary["tasks"]["goodput_per_min"])
+
+    def engine_mean(self, name: str) -> float | None:
+        """Mean over the run of an engine gauge scraped every 0.5 s (summed over engines per scrape)."""
+        per_t: dict[float, float] = {}
+        for series in self.results.series:
+            if series.name == name:
+                for t, v in series.points:
+                    per_t[round(t * 2) / 2] = per_t.get(round(t * 2) / 2, 0.0) + v
+        return sum(per_t.values()) / len(per_t) if per_t else None
 
 
 async def run_arm(
@@ -187,7 +195,12 @@ async def run_arm(
             scrape_interval_s=0.5,
         )
         after = await total_counters(client, engines)
-    return Arm(name, res, after - before, res.summary())
+        state: dict[str, Any] = {}
+        if target not in engines:
+            r = await client.get(target + "/admin/state", timeout=10.0)
+            if r.status_code == 200:
+                state = (r.json().get("admission") or {}).get("replicas", {}).get("r0", {})
+    return Arm(name, res, after - before, res.summary(), admission=state)
 
 
 def policy_for(urls: Sequence[str], **sections: Any) -> Policy:
@@ -199,15 +212,23 @@ def policy_for(urls: Sequence[str], **sections: Any) -> Policy:
 ADMISSION: dict[str, dict[str, Any]] = {"none": {"controller": "none"}, "aimd": {"controller": "aimd", "aimd": AIMD}}
 # Arms interleaved so that a drift in a shared machine's load weighs on both controllers alike.
 ROUND = ("none", "aimd", "aimd", "none")
+PAIR = ("none", "aimd")
 
 
-async def admission_round(engine_url: str, workload: dict[str, Any] = AGENT_LOOP) -> list[Arm]:
-    """The seeded ``workload`` through the proxy in front of one engine, arms ``ROUND`` in order
-    (names ``none-1``, ``aimd-1``, ``aimd-2``, ``none-2``; ``Arm.controller`` says which)."""
-    arms: list[Arm] = []
-    for controller in ROUND:
+async def admission_round(
+    engine_url: str,
+    workload: dict[str, Any] = AGENT_LOOP,
+    order: Sequence[str] = ROUND,
+    admission: dict[str, dict[str, Any]] = ADMISSION,
+    arms: list[Arm] | None = None,
+) -> list[Arm]:
+    """The seeded ``workload`` through the proxy in front of one engine, one arm per controller of
+    ``order`` (named ``none-1``, ``aimd-1``, ``aimd-2``, …; ``Arm.controller`` says which). Arms are
+    appended to ``arms`` (numbered on from what it holds) and returned."""
+    arms = [] if arms is None else arms
+    for controller in order:
         name = f"{controller}-{1 + sum(a.controller == controller for a in arms)}"
-        async with running_proxy(policy_for([engine_url], admission=ADMISSION[controller])) as proxy:
+        async with running_proxy(policy_for([engine_url], admission=admission[controller])) as proxy:
             arm = await run_arm(name, agent_swarm(**workload), proxy, [engine_url])
         arm.controller = controller
         arms.append(arm)
@@ -228,6 +249,10 @@ def pooled_line(arms: Sequence[Arm]) -> str:
     return f"pooled goodput (tasks/min): none {none:.1f}, aimd {aimd:.1f} (x{aimd / none:.2f})"
 
 
+# How real agent frameworks call: identity headers (X-Agent-Id, ...) but never X-Agent-Done.
+REAL_CLIENT: dict[str, Any] = {"api": "chat", "identity": "headers", "done_signal": False}
+
+
 def agent_swarm(
     *,
     agents: int = 16,
@@ -241,9 +266,13 @@ def agent_swarm(
     model: str = "tiny",
     request_timeout_s: float = 120.0,
     deadline_s: float = 120.0,
+    client: dict[str, Any] | None = None,
 ) -> Scenario:
     """``agents`` single-agent tasks, ``concurrency`` (default: all) at once in a closed loop, each
     ``steps`` growing steps; a task counts for goodput when done within ``deadline_s``.
+
+    ``client`` is loadgen's client mode; the default is the realistic one (``REAL_CLIENT``: identity
+    headers, no ``X-Agent-Done``: a finished agent just stops sending, as real clients do).
 
     Every request asks for exactly ``output_tokens`` (``ignore_eos``); the context grows by the
     previous reply plus ``growth_words`` each step. One loadgen word is ~4 tokens of the tiny
@@ -269,8 +298,19 @@ def agent_swarm(
             "deadline_s": deadline_s,
             "roles": {"executor": {"growth_tokens": growth_words, "output_tokens": output_tokens}},
         },
+        "client": REAL_CLIENT if client is None else client,
     }
     return parse_scenario(doc, "agent_swarm")
+
+
+def _mean(arm: Arm, name: str) -> str:
+    m = arm.engine_mean(name)
+    return "-" if m is None else f"{m:.1f}"
+
+
+def _idle(arm: Arm) -> str:
+    idle = arm.admission.get("idle_waiting_s")
+    return "-" if idle is None else f"{idle:.1f}"
 
 
 def format_table(arms: Sequence[Arm]) -> str:
@@ -282,10 +322,14 @@ def format_table(arms: Sequence[Arm]) -> str:
         ("prompt tokens", [f"{a.delta.prompt_tokens:.0f}" for a in arms]),
         ("tokens computed (recompute incl.)", [f"{a.delta.computed_tokens:.0f}" for a in arms]),
         ("generated tokens", [f"{a.delta.generation_tokens:.0f}" for a in arms]),
+        ("engine iterations", [f"{a.delta.iterations:.0f}" for a in arms]),
         ("tasks completed", [f"{a.completed}/{a.started}" for a in arms]),
         ("goodput (tasks/min)", [f"{a.goodput_per_min:.1f}" for a in arms]),
         ("task latency p50 (s)", [f"{a.summary['tasks']['latency_s']['p50']:.1f}" for a in arms]),
         ("elapsed (s)", [f"{a.results.meta.elapsed_s:.1f}" for a in arms]),
+        ("engine: requests running (mean)", [_mean(a, "vllm:num_requests_running") for a in arms]),
+        ("engine: requests waiting (mean)", [_mean(a, "vllm:num_requests_waiting") for a in arms]),
+        ("proxy: engine idle, steps waiting (s)", [_idle(a) for a in arms]),
     ]
     w0 = max(len(r[0]) for r in rows)
     ws = [max(len(a.name), *(len(r[1][i]) for r in rows)) for i, a in enumerate(arms)]

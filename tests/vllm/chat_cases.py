@@ -144,12 +144,12 @@ def agent_step(
     """Agent ``agent``'s messages for ``step``: its history, the engine's ``reply`` as a tool-calling
     assistant turn, and a tool result (even steps) or a user turn (odd steps), as an agent loop resends them."""
     if history is None:
-        task = f"Task {agent}: " + " ".join(f"item-{agent}-{i} costs {i * 7 % 13} euros" for i in range(40))
-        return [{"role": "system", "content": SYSTEM * 6}, {"role": "user", "content": task}]
+        task = f"Task {agent}: " + " ".join(f"item-{agent}-{i} costs {i * 7 % 13} euros" for i in range(6))
+        return [{"role": "system", "content": SYSTEM * 2}, {"role": "user", "content": task}]
     call = _call(f"call-{agent}-{step}", "get_weather", f'{{"city": "city {agent}.{step}"}}')
     out = [*history, {"role": "assistant", "content": reply or "", "tool_calls": [call]}]
     if step % 2:
-        out.append({"role": "tool", "tool_call_id": call["id"], "content": f"result {step}: " + "fine " * 30})
+        out.append({"role": "tool", "tool_call_id": call["id"], "content": f"result {step}: " + "fine " * 6})
     else:
-        out.append({"role": "user", "content": f"step {step}: continue with the next items " + "please " * 20})
+        out.append({"role": "user", "content": f"step {step}: continue with the next items " + "please " * 4})
     return out

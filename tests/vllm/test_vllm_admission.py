@@ -1,54 +1,82 @@
-"""AIMD admission in front of a real, overloaded vLLM engine, on one seeded agent workload.
+"""AIMD admission in front of real, overloaded vLLM engines, as real clients call (no X-Agent-Done).
 
-One engine with 12 KV blocks (1536 tokens) serving the tier's ``medium`` model; ``AGENT_LOOP``
-(scripts/vllm/harness.py): 16 agents start at once, each 5 steps over its own long context (~340
-growing to ~900 tokens), 24 generated tokens a step (``ignore_eos``). Straight through
-(``admission.controller: none``) the engine runs every agent whose prompt fits: running requests
-that grow into a new block find the cache full and are preempted, and every agent's context is
-evicted before its next step and prefilled again. Through AIMD the engine is kept near what fits.
-Same seed, same prompts, a cold prefix cache for each arm; the arms run none, aimd, aimd, none.
+Each test runs one seeded workload twice through the proxy in front of one 12-block engine (1536 KV
+tokens), ``admission.controller: none`` then ``aimd`` (the tier's settings, ``AIMD`` in
+scripts/vllm/harness.py), each arm from a cold prefix cache. The clients send identity headers
+and never ``X-Agent-Done`` (``REAL_CLIENT``): a finished agent just stops sending.
 
-Asserted on counters only (the engine's ``vllm:num_preemptions_total``, generated and prompt
-tokens, ``vllm:iteration_tokens_total_sum``; the load generator's task outcomes), never on wall
-time: every task of every arm completes within its deadline, all arms send the same prompts and
-generate the same tokens, AIMD preempts at least 80% less than the bare engine and computes at
-most 60% of its tokens. The comparison only means something when the bare engine is overloaded
-(how hard it thrashes depends on how fast this shared machine's API server feeds it: 6-9
-preemptions per run measured), so the whole round is run again, once, only when the two bare
-arms preempted fewer than ``OVERLOAD`` times together.
+Asserted on counters only — the engine's ``vllm:num_preemptions_total``, generated and prompt
+tokens, ``vllm:iteration_tokens_total`` (sum: tokens computed, recompute included; count: engine
+iterations), and the load generator's task outcomes — never on wall time. The work is bounded
+(a fixed number of steps and tokens per arm), so a slower machine takes longer but asserts the same:
+on this shared 2-core box the agent loop's pair takes 70-90 s, the swarm's 20-30 s.
 
-Goodput (tasks within deadline per minute, pooled over the two arms of each controller) is
-printed, not asserted (wall time): on ``medium`` it is 1.27-1.37x higher through AIMD, because
-the tokens it saves are prefill that costs more than the decode steps it gives up. On the
-``tiny`` model, where recompute is nearly free, it was 0.7-0.9x (docs/vllm.md).
+* ``test_aimd_on_overloaded_agent_loop`` (``medium``, ``AGENT_LOOP``: 16 agents x 5 steps whose
+  contexts grow to 7 of the 12 blocks): every task of both arms completes in its deadline, both arms
+  send the same prompts and generate the same tokens; the bare engine is overloaded (it preempts and
+  recomputes: its prefix-cache hits cover under 30% of the prompts); AIMD preempts at least 80% less
+  and computes at most 65% of the bare engine's tokens. Fails if admission lets everyone through
+  (the same preemptions) or loses the agents' prefixes (the same recompute).
+* ``test_decode_bound_swarm_on_tiny`` (``tiny``, ``DECODE_SWARM``: 24 agents x 3 steps of 48
+  generated tokens over short contexts): where recompute is cheap, goodput is set by how full each
+  engine iteration's batch is, so the engine's iteration count is the counter that shows what
+  admission costs. Asserted: the same work in both arms, no more preemptions than bare, and
+  batches of more than one agent on average (iterations at most 0.9x the generated tokens; one agent
+  at a time takes one iteration per token, ~2.4x the bare engine's; today's controller takes
+  1.3-1.9x the bare engine's). Issue 18's target (b), goodput ≥ 0.95x ``none``, needs the iterations within
+  1/0.95 of bare's; while that is not met the test ends as an expected failure (``xfail``) with the
+  numbers, and passes once it is.
+
+Goodput itself (tasks per minute, pooled over repeated pairs, with the spread) is measured by
+``python -m benchmarks.vllm_admission_goodput`` (docs/vllm.md), not here.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from scripts.vllm.engines import Engine
-from scripts.vllm.harness import AGENT_LOOP, admission_round, format_table, of, pooled_line
+from scripts.vllm.harness import AGENT_LOOP, DECODE_SWARM, PAIR, Arm, admission_round, format_table
 
-OVERLOAD = 10  # preemptions of the two bare arms together that make the comparison meaningful
-ROUNDS = 2
+MIN_BARE_PREEMPTIONS = 5  # the bare engine preempts 8-9 times in this loop (12 agents: 5-7)
+TARGET_B = 0.95  # issue 18 (b): goodput >= 0.95x none
 
 
-async def test_aimd_on_overloaded_agent_loop(engine: Engine) -> None:
-    wl = AGENT_LOOP
-    agents, tokens = wl["agents"], wl["agents"] * wl["steps"] * wl["output_tokens"]
-    for _round in range(ROUNDS):
-        arms = await admission_round(engine.url, wl)
-        print("\n" + format_table(arms) + "\n" + pooled_line(arms))
-        for arm in arms:
-            assert arm.completed == arm.started == arm.in_deadline == agents and arm.failed == 0, (
-                arm.name, arm.summary["tasks"],
-            )  # fmt: skip
-            assert arm.delta.generation_tokens == tokens, arm.name
-            assert arm.delta.prompt_tokens == arms[0].delta.prompt_tokens, arm.name
-        none, aimd = of(arms, "none"), of(arms, "aimd")
-        bare = sum(a.delta.preemptions for a in none)
-        if bare >= OVERLOAD:
-            break
-    assert bare >= OVERLOAD, f"the bare engine never preempted {OVERLOAD} times in a round ({ROUNDS} rounds)"
-    assert sum(a.delta.preemptions for a in aimd) <= 0.2 * bare
-    for n, a in zip(none, aimd, strict=True):
-        assert a.delta.computed_tokens <= 0.6 * n.delta.computed_tokens, (a.delta, n.delta)
+def _same_work(arms: list[Arm], wl: dict[str, Any]) -> None:
+    tokens = wl["agents"] * wl["steps"] * wl["output_tokens"]
+    for arm in arms:
+        assert arm.completed == arm.started == arm.in_deadline == wl["agents"] and arm.failed == 0, (
+            arm.name, arm.summary["tasks"],
+        )  # fmt: skip
+        assert arm.delta.generation_tokens == tokens, arm.name
+        assert arm.delta.prompt_tokens == arms[0].delta.prompt_tokens, arm.name
+
+
+async def test_aimd_on_overloaded_agent_loop(medium_engine: Engine) -> None:
+    arms = await admission_round(medium_engine.url, AGENT_LOOP, PAIR)
+    print("\n" + format_table(arms))
+    _same_work(arms, AGENT_LOOP)
+    none, aimd = arms
+    assert none.delta.preemptions >= MIN_BARE_PREEMPTIONS, f"the bare engine was not overloaded: {none.delta}"
+    assert none.delta.prefix_hits < 0.3 * none.delta.prompt_tokens, none.delta
+    assert aimd.delta.preemptions <= 0.2 * none.delta.preemptions, (aimd.delta, none.delta)
+    assert aimd.delta.computed_tokens <= 0.65 * none.delta.computed_tokens, (aimd.delta, none.delta)
+
+
+async def test_decode_bound_swarm_on_tiny(engine: Engine) -> None:
+    arms = await admission_round(engine.url, DECODE_SWARM, PAIR)
+    print("\n" + format_table(arms))
+    _same_work(arms, DECODE_SWARM)
+    none, aimd = arms
+    ratio = aimd.delta.iterations / none.delta.iterations
+    print(f"engine iterations: aimd / none = {ratio:.2f} (target (b) needs <= {1 / TARGET_B:.2f})")
+    assert aimd.delta.preemptions <= none.delta.preemptions, (aimd.delta, none.delta)
+    # one agent at a time would take one iteration per generated token (the prefill iteration makes the first)
+    assert aimd.delta.iterations <= 0.9 * aimd.delta.generation_tokens, (aimd.delta, none.delta)
+    if ratio > 1 / TARGET_B:
+        pytest.xfail(
+            f"issue 18 (b) not met: AIMD needs {ratio:.2f}x the bare engine's iterations on a decode-bound swarm "
+            f"(goodput {aimd.goodput_per_min:.0f} vs {none.goodput_per_min:.0f} tasks/min in this pair)"
+        )

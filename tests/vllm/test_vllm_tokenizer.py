@@ -1,19 +1,21 @@
 """With the model's tokenizer configured, the proxy's token ids are vLLM's, and its exact prefix index sees
 what the engine's prefix cache hits.
 
-One engine for the module: the ``tiny`` model (its byte-level BPE, a tool-calling ChatML template
-written into its ``tokenizer_config.json``), 64 KV blocks of 128 tokens, KV cache events on a ZMQ
-publisher, per-request cached tokens in ``usage.prompt_tokens_details`` and request-supplied chat
-templates allowed (so several templates are compared against one engine).
+The tier's ``tiny`` engine (conftest: its byte-level BPE, the tool-calling ChatML template written into
+its ``tokenizer_config.json``, 12 KV blocks of 128 tokens, KV cache events on a ZMQ publisher,
+per-request cached tokens in ``usage.prompt_tokens_details`` and request-supplied chat templates
+allowed, so several templates are compared against one engine).
 
 * ids: for every conversation (system prompts, multi-turn, tool calls and results, parallel calls,
   unicode, content parts, a developer message) and every template (the model's own, the tool
   template, one that iterates content parts), ``ModelTokenizer.chat_ids`` equals ``POST /tokenize``.
-* prefixes: 3 agents × 4 growing steps (a shared system prompt, tools, tool calls) through the proxy,
-  one at a time, each step sent once the exact index holds the previous one's prompt; per step the
-  exact index's match (``matched_blocks × block_tokens``) and the engine's ``cached_tokens`` are
-  recorded. Asserted: every step's prompt token count equals the engine's ``prompt_tokens``, every
-  match is within one engine block (128 tokens) of the engine's hit, and the totals are printed.
+* prefixes: 3 agents × 3 growing steps (a shared system prompt, tools, tool calls; ~460 → ~740
+  tokens, under the engine's 1024) through the proxy, one at a time, each step sent once the exact
+  index holds the previous one's prompt; per step the exact index's match (``matched_blocks ×
+  block_tokens``) and the engine's ``cached_tokens`` are recorded. Asserted: every step's prompt
+  token count equals the engine's ``prompt_tokens``, every match is within one engine block (128
+  tokens) of the engine's hit (the engine evicts in its 12 blocks; the index follows its removal
+  events), and the totals are printed.
   The same loop with the proxy's estimator instead (no ``models`` entry) matches nothing in the exact
   index while the engine hits: what the proxy saw before it could use the model's tokenizer.
 """
@@ -22,16 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from chat_cases import CONVERSATIONS, OPENAI_TEMPLATE, TOOL_TEMPLATE, TOOLS, agent_step
+from chat_cases import CONVERSATIONS, OPENAI_TEMPLATE, TOOLS, agent_step
 
 from concurproxy.config import load_policy
 from concurproxy.config.model_tokens import ModelTokensConfig
@@ -40,40 +39,21 @@ from concurproxy.server.app import running_proxy
 from concurproxy.server.assembly import build_components
 from concurproxy.server.hooks import StepContext
 from concurproxy.tokenizer.model import ModelTokenizer
-from scripts.vllm.engines import REPO, Engine, free_port, vllm_engine
+from scripts.vllm.engines import Engine
 
 ENGINE_BLOCK = 128  # the CPU build's KV block size
 BLOCK_TOKENS = 16
+STEPS = 3
 
 
-@pytest.fixture(scope="module")
-def model_dir(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tok-tiny") / "model"
-    script = REPO / "scripts" / "vllm" / "make_tiny_model.py"
-    subprocess.run([vllm_python, str(script), str(out), "--size", "tiny"], check=True, timeout=300, capture_output=True)
-    cfg_path = out / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    (out / "chatml.jinja").write_text(cfg["chat_template"])  # the model's original template, kept for a case
-    cfg["chat_template"] = TOOL_TEMPLATE
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-    return out
+@pytest.fixture
+def model_dir(tiny_model: Path) -> Path:
+    return tiny_model
 
 
-@pytest.fixture(scope="module")
-def kv_engine(
-    vllm_python: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Engine, dict[str, str]]]:
-    port, replay = free_port(), free_port()
-    kv = {
-        "enable_kv_cache_events": True,
-        "publisher": "zmq",
-        "endpoint": f"tcp://*:{port}",
-        "replay_endpoint": f"tcp://*:{replay}",
-    }
-    extra = ["--kv-events-config", json.dumps(kv), "--enable-prompt-tokens-details", "--trust-request-chat-template"]
-    log = tmp_path_factory.mktemp("tok-vllm-log") / "vllm.log"
-    with vllm_engine(model_dir, blocks=64, log_path=log, python=vllm_python, max_model_len=2048, extra_args=extra) as e:
-        yield e, {"endpoint": f"tcp://127.0.0.1:{port}", "replay_endpoint": f"tcp://127.0.0.1:{replay}"}
+@pytest.fixture
+def kv_engine(engine: Engine, kv_events: dict[str, str]) -> tuple[Engine, dict[str, str]]:
+    return engine, kv_events
 
 
 def _load(model_dir: Path, template: str | None) -> ModelTokenizer:
@@ -132,7 +112,7 @@ async def test_exact_prefix_match_agrees_with_engine_cache_hits(
 async def _agent_loop(
     engine: Engine, kv_events: dict[str, str], models: dict[str, Any], ours: ModelTokenizer
 ) -> list[Row]:
-    """3 agents x 4 growing steps through a fresh proxy; each step sent once the engine's events for the
+    """3 agents x 3 growing steps through a fresh proxy; each step sent once the engine's events for the
     previous one are in the exact index (waited on with the keys of the engine's own ids)."""
     policy = load_policy(
         overrides={
@@ -152,7 +132,7 @@ async def _agent_loop(
         # Requests make the engine publish; the subscriber replays what it missed from seq 0 once it
         # sees a batch. Its SUB socket connects asynchronously, so the first batches may pass it by.
         for i in range(20):
-            warm = {"model": "tiny", "messages": [{"role": "user", "content": f"warm up {i} " * 200}], "max_tokens": 1}
+            warm = {"model": "tiny", "messages": [{"role": "user", "content": f"warm up {i} " * 100}], "max_tokens": 1}
             assert (await client.post("/v1/chat/completions", json=warm)).status_code == 200
             with contextlib.suppress(AssertionError):
                 await _until(lambda: comps.kv_events.is_exact("r0"), "", timeout_s=1.0)
@@ -160,7 +140,7 @@ async def _agent_loop(
         assert comps.kv_events.is_exact("r0"), str(comps.kv_events.state())
         steps.clear()
         histories = {a: agent_step(a, None, 0) for a in range(3)}
-        for k in range(4):
+        for k in range(STEPS):
             for a, messages in histories.items():
                 body = {"model": "tiny", "messages": messages, "tools": TOOLS, "tool_choice": "none"}
                 body |= {"max_tokens": 12, "ignore_eos": True}
