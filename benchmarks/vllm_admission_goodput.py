@@ -152,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         model = make_model_dir(py, a.out, spec["size"])
         with spawn_engines([(model, 12, "0")], log_dir=a.out, python=py, start_timeout_s=600) as engines:
-            with httpx.Client() as c:  # the first request of an engine pays for lazy set-up: not in an arm
-                c.post(engines[0].url + "/v1/completions", json={"model": "tiny", "prompt": "warm", "max_tokens": 4})
+            # the first request pays for lazy set-up (not in an arm); a 3-token prompt crashed the CPU
+            # worker here (SIGILL), a 64-word one does not
+            with httpx.Client() as c:
+                warm = {"model": "tiny", "prompt": " ".join(["warm"] * 64), "max_tokens": 4}
+                c.post(engines[0].url + "/v1/completions", json=warm)
             arms = asyncio.run(run_pairs(engines[0].url, workload, controllers, a.pairs))
     lines = report(a.case, arms, controllers)
     print("\n".join(lines))

@@ -46,8 +46,40 @@ def test_a_new_agent_starts_with_the_growth_seen_here_not_its_max_tokens() -> No
     w = window(1_000_000)
     finish_two_step_agent(w, "a", 100, 400, 20)  # grew 300 between steps (tool result + output)
     admitted(w.try_admit(step("b", 200), 2))
-    # 200 + 4 × 300 (without the prior: 200 + 4 × min(max_tokens 100, 512) = 600); the floor 0.75 × 420 is lower
-    assert w.state(2).agents[0].footprint_tokens == 1400
+    # 200 + 300 (the growth seen here; without the prior: min(max_tokens 100, 512)); the 4-step lookahead
+    # (200 + 4 × 300) stops at the 420 tokens agents end at here, but one step of growth is always reserved
+    assert w.state(2).agents[0].footprint_tokens == 500
+
+
+def test_lookahead_growth_counts_until_the_size_agents_end_at() -> None:
+    w = window(1_000_000)
+    finish_two_step_agent(w, "a", 100, 2000, 20)  # grew 1900; ended at 2020 tokens
+    admitted(w.try_admit(step("b", 100), 2))
+    assert w.state(2).agents[0].footprint_tokens == 2020  # not 100 + 4 × 1900
+    admitted(w.try_admit(step("c", 1900), 2))
+    assert w.state(2).agents[1].footprint_tokens == 1900 + 1900  # past the peak: one step of growth
+
+
+def test_agents_that_go_quiet_teach_the_size_agents_end_at() -> None:
+    """No client says it is done: a 3-step agent that went dormant counts as finished, so the agents after it
+    are not each charged 4 steps of growth (which on a small cache serialised a decode-bound swarm)."""
+    cfg = AdmissionConfig(aimd=AIMDConfig(initial=8, max=64, stale_after_ms=60_000), work_conserving=False)
+    w = ReplicaWindow("r0", AIMDController(cfg.aimd), cfg, FifoQueue[int]())
+    w.on_pressure(PressureSnapshot(ts=0, kv_usage=0.1, kv_capacity_tokens=1600), 0)
+    now = 0.0
+    t = admitted(w.try_admit(step("a", 130), now))
+    for prompt in (330, 530):  # grows 200 a step; never says it is done
+        w.end(t, Outcome.success, now + 0.4, prompt_tokens=prompt - 200, output_tokens=48)
+        now += 0.5
+        t = admitted(w.try_admit(step("a", prompt), now))
+    w.end(t, Outcome.success, now + 0.4, prompt_tokens=530, output_tokens=48)
+    # b would be charged 130 + 4 × 200 = 930 beside a's 530 + 800: over the 1520 budget, it waits for a
+    assert isinstance(w.try_admit(step("b", 130), now + 0.5), Queued)
+    bound = w.state(now + 0.5).return_bound_s
+    (g,) = w.grant(now + 0.5 + bound + 0.01)  # a went quiet past its return bound: it yields, and it ended at 578
+    assert g.admitted.ticket.agent_id == "b"
+    assert w.state(now + 1 + bound).agents[0].footprint_tokens == 578  # min(930, max(330, 578))
+    admitted(w.try_admit(step("c", 130), now + 1 + bound))  # 578 + 578 ≤ 1520: two run together now
 
 
 def test_an_agent_is_charged_at_least_a_share_of_the_size_agents_finish_at() -> None:
@@ -65,7 +97,8 @@ def test_the_floor_and_the_lookahead_add_up_as_a_maximum() -> None:
     w = window(10_000, footprint_peak_share=0.75)
     finish_two_step_agent(w, "a", 1000, 4000, 0)  # growth prior 3000, peak prior 4000
     admitted(w.try_admit(step("x", 500), 2))  # an empty window always admits one agent
-    assert w.state(2).agents[0].footprint_tokens == max(500 + 4 * 3000, 3000)
+    # lookahead 500 + 4 × 3000 capped at the peak 4000, the floor 0.75 × 4000 under it
+    assert w.state(2).agents[0].footprint_tokens == max(min(500 + 4 * 3000, 4000), 3000)
 
 
 def test_peak_share_zero_turns_the_floor_off() -> None:

@@ -148,7 +148,7 @@ def test_priors_are_learned_per_role() -> None:
     admitted(w.try_admit(step("e2", 4000), 4))
     admitted(w.try_admit(step("p", 300, "planner", max_tokens=16), 4))
     charges = {a.agent_id: a.footprint_tokens for a in w.state(4).agents}
-    assert charges["e2"] == 4000 + 4 * 8000  # the executor prior: growth 8000/step
+    assert charges["e2"] == 12000  # the executor prior: growth 8000/step, reserved up to the peak 12000
     assert charges["p"] == 300 + 4 * 16  # not 0.75 × 12000 (a replica-wide prior), not 4 × 8000 growth
 
 

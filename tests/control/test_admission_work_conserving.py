@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -250,3 +251,32 @@ def test_work_conservation_and_no_starvation_on_random_traces(events, capacity) 
         grant()
         check()
     assert not waiting, f"starved: {sorted(waiting.values())}"
+
+
+def test_an_agent_as_long_as_the_longest_lives_seen_yields_at_once() -> None:
+    """Clients that never say they are done still run tasks of a typical length: once 4 agents ended (went
+    dormant) after 3 steps, an idle agent at its 3rd step gives its slot to a waiter after the shortest return
+    bound, not after the learned one; an agent mid-task keeps it."""
+    w = static(1)
+    now = 0.0
+    for i in range(5):
+        agent = f"a{i}"
+        for _ in range(3):
+            r = w.try_admit(step(agent), now)
+            if isinstance(r, Queued):  # the previous agent holds the slot until it turns dormant
+                now += w.state(now).return_bound_s + 0.01
+                (g,) = w.grant(now)
+                t = g.admitted.ticket
+            else:
+                t = admitted(r)
+            w.end(t, Outcome.success, now + 0.1)
+            now += 0.6  # 0.5 s between an agent's steps: the learned bound is 2 x 0.5 s
+    assert w.state(now).return_bound_s == pytest.approx(1.0)
+    # a4 has taken its 3rd step (ended 0.5 s ago): 4 lives of 3 steps ended before it
+    tb = admitted(w.try_admit(step("b"), now))  # a4 is most likely done: past ReturnGaps.min_s it yields, not at 1 s
+    assert [(e.agent_id, e.reason) for e in w.drain_events() if e.kind is EventKind.paused][-1] == ("a4", "dormant")
+    w.end(tb, Outcome.success, now + 0.1)
+    assert isinstance(w.try_admit(step("c"), now + 0.2), Queued)  # b took one step of 3: it keeps its slot
+    assert w.grant(now + 1.0) == []
+    (g,) = w.grant(now + 1.11)  # until its learned return bound
+    assert g.admitted.ticket.agent_id == "c"

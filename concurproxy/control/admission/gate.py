@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.control.admission.capacity import Capacity
-from concurproxy.control.admission.held import HeldAgents
+from concurproxy.control.admission.held import HeldAgent, HeldAgents
 from concurproxy.control.admission.pausing import Pausing
 from concurproxy.control.admission.returns import ReturnGaps
 from concurproxy.control.types import StepInfo
@@ -71,7 +71,11 @@ class SlotGate:
             block = cap.block_reason(step, now)
         while block in RECLAIMABLE and lane == "claim" and self._claim(step, now):
             block = cap.block_reason(step, now)
-        while block in RECLAIMABLE and self.dormancy and self._pausing.yield_dormant(self.returns.bound(), now):
+        while (
+            block in RECLAIMABLE
+            and self.dormancy
+            and self._pausing.yield_dormant(self.returns.bound(), now, done_s=self.returns.min_s)
+        ):
             block = cap.block_reason(step, now)
         if block is None:
             return default
@@ -89,13 +93,16 @@ class SlotGate:
         capacity = None if s is None else s.kv_capacity_tokens
         if not capacity:
             return True
-        bound = self.returns.bound()
-        held = sum(
-            a.fp.context
-            for a in self._held.agents.values()
-            if a.running or now - a.last_seen < bound or not self.dormancy
-        )
+        held = sum(a.fp.context for a in self._held.agents.values() if self._expected_back(a, now))
         return held + step.est_prompt_tokens <= capacity
+
+    def _expected_back(self, a: HeldAgent, now: float) -> bool:
+        if a.running or not self.dormancy:
+            return True
+        idle = now - a.last_seen
+        if a.priors.likely_done(a.steps):
+            return idle < self.returns.min_s
+        return idle < self.returns.bound()
 
     def engine_idle(self) -> bool:
         """No step of ours runs on the replica and the engine reports nothing waiting either."""
@@ -109,8 +116,13 @@ class SlotGate:
         while steps wait."""
         if not self.dormancy:
             return None
-        idle = [a.last_seen for a in self._held.agents.values() if a.running == 0 and not a.small]
-        return min(idle) + self.returns.bound() if idle else None
+        r = self.returns
+        idle = [
+            a.last_seen + (r.min_s if a.priors.likely_done(a.steps) else r.bound())
+            for a in self._held.agents.values()
+            if a.running == 0 and not a.small
+        ]
+        return min(idle) if idle else None
 
 
 class IdleWaitClock:

@@ -92,7 +92,7 @@ class Lanes:
         if not gate.dormancy or not self.cap.is_small(step):
             return False
         bound = gate.returns.bound()
-        while self.pausing.yield_dormant(bound, now, small=True):
+        while self.pausing.yield_dormant(bound, now, small=True, done_s=gate.returns.min_s):
             if self.cap.small_fits(step, now, typical, pending):
                 return True
         return False

@@ -53,6 +53,9 @@ class Pausing:
             self.counters.expired += 1
         else:
             self.counters.released += 1
+        if kind is not EventKind.paused or reason == "dormant":
+            # most clients never say an agent is done: one that went quiet past its return bound (or the
+            # idle TTL) has most likely finished, and its size is what the role's agents grow to
             agent.priors.on_finished(agent.fp, agent.steps)
         self.log.events.append(AdmissionEvent(kind, self.replica, now, reason, agent.agent_id, agent.tenant, None))
 
@@ -77,19 +80,18 @@ class Pausing:
             del self.paused[aid]
         return [a.agent_id for a in idle]
 
-    def yield_dormant(self, bound_s: float, now: float, small: bool = False) -> bool:
-        """The longest-idle slot holder (``small``: small agent) idle for ``bound_s`` or more gives its place
-        back (someone waits). True when one did. Its next step, if it ever comes, waits in the resume lane."""
-        idlest = self._idlest(small)
-        if idlest is None or now - idlest.last_seen < bound_s:
+    def yield_dormant(self, bound_s: float, now: float, small: bool = False, done_s: float = 0.0) -> bool:
+        """A dormant slot holder (``small``: small agent) gives its place back (someone waits): one likely
+        done (`FootprintPriors.likely_done`) idle for ``done_s``, else the longest-idle one if idle for
+        ``bound_s`` or more. True when one did. Its next step, if it ever comes, waits in the resume lane."""
+        idle = [a for a in self.held.agents.values() if a.running == 0 and a.small is small]
+        done = [a for a in idle if now - a.last_seen >= done_s and a.priors.likely_done(a.steps)]
+        agent = min(done or idle, key=lambda a: a.last_seen, default=None)
+        if agent is None or (not done and now - agent.last_seen < bound_s):
             return False
         self.counters.yielded += 1
-        self.drop(idlest, EventKind.paused, now, "dormant")
+        self.drop(agent, EventKind.paused, now, "dormant")
         return True
-
-    def _idlest(self, small: bool = False) -> HeldAgent | None:
-        idle = [a for a in self.held.agents.values() if a.running == 0 and a.small is small]
-        return min(idle, key=lambda a: a.last_seen, default=None)
 
     def give_back(self, agent: HeldAgent, now: float, reason: str = "share-reclaim") -> None:
         """A burst agent (role share) or an agent over its tenant's share of slots gives its slot to a waiter."""
