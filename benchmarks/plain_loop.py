@@ -136,7 +136,7 @@ def run_one(load: str, arm: str, identity: str, profile: str, seed: int) -> Run:
         identity,
         wall,
         int(summary["ok"]),
-        int(summary["total"]) - int(summary["ok"]),
+        int(summary["errors"]),
         _metric(after, "vllm:num_preemptions_total") - _metric(before, "vllm:num_preemptions_total"),
         hits / queries if queries else 0.0,
         idle,
