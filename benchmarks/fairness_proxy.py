@@ -196,6 +196,21 @@ class EngineRow:
     queue_mean_s: float  # vllm:request_queue_time_seconds sum / count (engine clock, both tenants)
 
 
+def admission_line(metrics_text: str) -> str:
+    """The proxy's admission decisions of a run, but the plain ones (admitted in-window / new): why steps
+    waited and who lost a slot, e.g. ``paused/over-budget 12, queued/footprint 40``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, float] = {}
+    for fam in text_string_to_metric_families(metrics_text):
+        for smp in fam.samples:
+            if smp.name == "concurproxy_admission_decisions_total" and smp.value:
+                key = f"{smp.labels.get('decision')}/{smp.labels.get('reason')}"
+                counts[key] = counts.get(key, 0.0) + smp.value
+    plain = {"admitted/in-window", "admitted/new", "ended/success"}
+    return ", ".join(f"{k} {v:.0f}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if k not in plain)
+
+
 def engine_row(metrics_text: str) -> EngineRow:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -273,6 +288,8 @@ def run_once(
         results = asyncio.run(_load(f"http://127.0.0.1:{pport}", model, tenants, args.duration, args.drain))
         with urllib.request.urlopen(f"http://127.0.0.1:{wport}/metrics", timeout=10) as resp:  # loopback only
             engine = engine_row(resp.read().decode())
+        with urllib.request.urlopen(f"http://127.0.0.1:{pport}/metrics", timeout=10) as resp:  # loopback only
+            print(f"proxy admission under {variant}: {admission_line(resp.read().decode())}", flush=True)
     return {name: tenant_row(res, args.warmup, args.duration) for name, res in results.items()}, engine
 
 

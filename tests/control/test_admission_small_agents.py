@@ -3,6 +3,8 @@ window; footprint priors are learned per role; pausing over the budget respects 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from pydantic import ValidationError
 
@@ -20,7 +22,7 @@ from concurproxy.control.admission import (
 )
 from concurproxy.control.admission.small import SmallAgentLane
 from concurproxy.control.limits import AIMDController
-from concurproxy.control.types import PressureSnapshot, StepInfo
+from concurproxy.control.types import PressureSnapshot, PriorityClass, StepInfo
 
 ROLES = WindowShares.from_roles({"planner": RoleConfig(), "executor": RoleConfig()})
 
@@ -164,3 +166,18 @@ def test_over_budget_pauses_burst_agents_before_guaranteed_ones() -> None:
     paused = [e.agent_id for e in w.drain_events() if e.kind is EventKind.paused]
     assert paused == ["e3"]
     assert "m1" in {a.agent_id for a in w.state(1).agents}
+
+
+def test_over_budget_pauses_the_least_urgent_before_the_longest_idle() -> None:
+    w = window(capacity=10_000, size=4, shares=WindowShares(), small_agent_tokens=0, growth_lookahead_steps=0)
+    high = dataclasses.replace(step("p1", 1000, "planner"), priority=PriorityClass.high)
+    t0 = admitted(w.try_admit(step("e0", 1000), 0))  # the first-kept agent is never paused for the budget
+    tp = admitted(w.try_admit(high, 0))
+    te = {a: admitted(w.try_admit(step(a, 1000), 0)) for a in ("e1", "e2")}
+    w.end(tp, Outcome.success, 1, prompt_tokens=2900, output_tokens=100)  # idle longest: in a long tool call
+    for i, t in enumerate([t0, *te.values()]):
+        w.end(t, Outcome.success, 2 + i, prompt_tokens=2900, output_tokens=100)
+    # 12000 > 10000: one idle agent goes; the high-priority planner idle longest keeps its prefix
+    paused = [e.agent_id for e in w.drain_events() if e.kind is EventKind.paused]
+    assert paused and "p1" not in paused
+    assert "p1" in {a.agent_id for a in w.state(5).agents}

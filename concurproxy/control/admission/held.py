@@ -114,9 +114,11 @@ class HeldAgents:
         rank = {a.agent_id: i for i, a in enumerate(order)}
         guaranteed = {a.agent_id for a in shares.split(self.slot_holders(), window)[0]} if shares else set()
         idle = [a for a in order[1:] if a.running == 0]
-        # burst agents before those within their role's guarantee, small ones last; longest idle first within
-        # (ties: the newest admitted first, like a cut of W)
-        idle.sort(key=lambda a: (a.small, a.agent_id in guaranteed, a.last_seen, -rank[a.agent_id]))
+        # burst agents before those within their role's guarantee, small ones last; then the least urgent
+        # priority first (a high-priority control agent in a long tool pause is not the one to lose its
+        # prefix for a burst of long-context work); longest idle first within (ties: the newest admitted
+        # first, like a cut of W)
+        idle.sort(key=lambda a: (a.small, a.agent_id in guaranteed, -a.priority, a.last_seen, -rank[a.agent_id]))
         for a in idle:
             if held <= budget:
                 break
