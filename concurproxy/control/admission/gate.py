@@ -84,11 +84,12 @@ class SlotGate:
         return None
 
     def _prefixes_fit(self, step: StepInfo, now: float) -> bool:
-        """The cached prefixes of the agents expected back (running, or idle within their return bound) plus
-        this step's prompt fit the cache: admitting it evicts none of them now. The footprint budget predicts
-        growth; this is the certain part. Measured in virtual time on qwen3-32b-h100 (8 agents, contexts to
-        22k tokens, 0.5 s tool pauses): admitting on an idle engine alone, into a cache full of paused agents'
-        prefixes, doubled recomputed prefill (43% -> 78%) and cost 13% of goodput."""
+        """The cached prefixes of the agents expected back (running, or idle within their return bound
+        and not likely done: `FootprintPriors.likely_done`) plus this step's prompt fit the cache:
+        admitting it evicts none of them now. The footprint budget predicts growth; this is the certain
+        part. Measured in virtual time on qwen3-32b-h100 (8 agents, contexts to 22k tokens, 0.5 s tool
+        pauses): admitting on an idle engine alone, into a cache full of paused agents' prefixes,
+        doubled recomputed prefill (43% -> 78%) and cost 13% of goodput."""
         s = self._cap.snapshot
         capacity = None if s is None else s.kv_capacity_tokens
         if not capacity:
