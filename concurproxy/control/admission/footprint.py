@@ -125,6 +125,7 @@ class FootprintPriors:
         self.peak: float | None = None
         self._lives: list[int] = []  # steps of the last LIVES agents that ended here (ring)
         self._next = 0
+        self._longest = 0  # max(self._lives) once MIN_LIVES are known, else 0: read on every grant, set on an end
 
     def new(self, private_prompt_tokens: int, max_tokens: int, single_step: bool) -> Footprint:
         """The footprint of an agent seen for the first time (``private``: not resident already)."""
@@ -150,6 +151,7 @@ class FootprintPriors:
         else:
             self._lives[self._next] = steps
             self._next = (self._next + 1) % LIVES
+        self._longest = max(self._lives) if len(self._lives) >= MIN_LIVES else 0
 
     def likely_done(self, steps: int) -> bool:
         """An idle agent that has taken as many steps as the longest of the last agents that ended here
@@ -157,7 +159,7 @@ class FootprintPriors:
         still run tasks of a typical length. Its slot and its cached prefix are not held for it past the
         shortest return bound. An agent that does come back waits first in the resume lane, and its longer
         life raises the maximum: the rule corrects itself where lives vary."""
-        return len(self._lives) >= MIN_LIVES and steps >= max(self._lives)
+        return 0 < self._longest <= steps
 
     def charge(self, fp: Footprint) -> int:
         """Tokens this agent counts for in the budget."""
