@@ -14,8 +14,9 @@ X-Agent-Role (``none``: no identity at all: the proxy infers the agents from the
 Printed per run: wall time until the last agent finished, steps, errors, the engine's own
 preemptions and prefix-hit rate (its ``/metrics``), and for proxied runs the proxy's
 ``concurproxy_admission_idle_waiting_seconds_total`` (no step running while steps waited) as a
-share of the wall time. Then, per load and identity mode, each arm against ``direct`` and
-``none``. Traffic only to 127.0.0.1; a shared box is noisy: compare rows of one run.
+share of the wall time, in all and per cause (see docs/admission.md, "work conservation"). Then,
+per load and identity mode, each arm against ``direct`` and ``none``. Traffic only to 127.0.0.1; a
+shared box is noisy: compare rows of one run.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ class Run:
     preemptions: float
     hit_rate: float
     idle_waiting_s: float | None
+    idle_by_cause: dict[str, float] | None = None  # the idle-wait seconds per cause (proxied runs)
+
+
+def _by_label(text: str, name: str, label: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for m in re.finditer(rf'^{re.escape(name)}{{[^}}]*{label}="([^"]*)"[^}}]*}} (\S+)$', text, re.M):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
 
 
 def _metric(text: str, name: str) -> float:
@@ -122,11 +131,9 @@ def run_one(load: str, arm: str, identity: str, profile: str, seed: int) -> Run:
         res = asyncio.run(run_scenario(sc, target, model=model, label=f"{load} {arm} {identity}"))
         wall = time.perf_counter() - t0
         after = _get(worker_url + "/metrics")
-        idle = (
-            _metric(_get(proxy_url + "/metrics"), "concurproxy_admission_idle_waiting_seconds_total")
-            if proxy_url
-            else None
-        )
+        name = "concurproxy_admission_idle_waiting_seconds_total"
+        causes = _by_label(_get(proxy_url + "/metrics"), name, "cause") if proxy_url else None
+        idle = sum(causes.values()) if causes is not None else None
     summary = res.summary()["steps"]
     hits = _metric(after, "vllm:prefix_cache_hits_total") - _metric(before, "vllm:prefix_cache_hits_total")
     queries = _metric(after, "vllm:prefix_cache_queries_total") - _metric(before, "vllm:prefix_cache_queries_total")
@@ -140,19 +147,21 @@ def run_one(load: str, arm: str, identity: str, profile: str, seed: int) -> Run:
         _metric(after, "vllm:num_preemptions_total") - _metric(before, "vllm:num_preemptions_total"),
         hits / queries if queries else 0.0,
         idle,
+        causes,
     )
 
 
 def format_runs(runs: Sequence[Run]) -> str:
     lines = [
         f"{'load':>6} {'identity':>8} {'arm':>6} {'wall s':>7} {'steps':>5} {'errors':>6} {'preempt':>7} "
-        f"{'hit %':>5} {'idle-wait %':>11}"
+        f"{'hit %':>5} {'idle-wait %':>11}  idle-wait % by cause"
     ]
     for r in runs:
         idle = f"{100 * r.idle_waiting_s / r.wall_s:.2f}" if r.idle_waiting_s is not None else "-"
+        causes = " ".join(f"{c} {100 * v / r.wall_s:.2f}" for c, v in sorted((r.idle_by_cause or {}).items()) if v > 0)
         lines.append(
             f"{r.load:>6} {r.identity:>8} {r.arm:>6} {r.wall_s:>7.2f} {r.steps:>5} {r.errors:>6} "
-            f"{r.preemptions:>7.0f} {100 * r.hit_rate:>5.1f} {idle:>11}"
+            f"{r.preemptions:>7.0f} {100 * r.hit_rate:>5.1f} {idle:>11}  {causes}"
         )
     by = {(r.load, r.identity, r.arm): r for r in runs}
     for (load, identity, arm), r in by.items():

@@ -65,7 +65,7 @@ class _ReplicaState(Protocol):
     window: int
     active_agents: int
     waiting: int
-    idle_waiting_s: float
+    idle_waiting_by_cause: dict[str, float]
     probe_multiplier: float
 
 
@@ -88,7 +88,7 @@ def watch_admission(metrics: ProxyMetrics, service: _Service) -> None:
                 window=st.window,
                 active=st.active_agents,
                 queued=st.waiting,
-                idle_waiting_s=st.idle_waiting_s,
+                idle_waiting=st.idle_waiting_by_cause,
                 multiplier=st.probe_multiplier,
             )
 

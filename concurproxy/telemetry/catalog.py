@@ -83,9 +83,11 @@ SPECS: tuple[MetricSpec, ...] = (
     _c("concurproxy_admission_window_changes_total", ("replica", "direction", "reason"),
        "Window changes with the controller's reason; direction=down are thrash back-offs.",
        direction=("down",), reason=("thrash-preemption",)),
-    _c("concurproxy_admission_idle_waiting_seconds_total", R,
-       "Seconds with no step running on the replica while steps waited for admission (work conservation: "
-       "keep near zero; read at scrape time)."),
+    _c("concurproxy_admission_idle_waiting_seconds_total", ("replica", "cause"),
+       "Seconds with no step running on the replica while steps waited for admission (work conservation), by "
+       "the cause charged when the idle period began: prefix (keeping a returning agent's cached prefix), "
+       "return (slots held by agents within their return bound), engine (the engine queues steps), signal "
+       "(stale or missing pressure data), limit (W or the footprint budget). Read at scrape time."),
     _g("concurproxy_admission_limit_multiplier", R,
        "The goodput probe's multiplier of the window and the KV footprint budget: 1 = as modelled, above 1 = "
        "admitting more paid off in delivered goodput, +Inf = limits lifted."),

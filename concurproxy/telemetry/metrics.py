@@ -26,11 +26,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from concurproxy.control.admission.gate import IDLE_CAUSES
 from concurproxy.control.types import PressureSnapshot
 from concurproxy.telemetry.batch import PendingCounter, PendingHistogram
 from concurproxy.telemetry.catalog import SPECS, MetricSpec
@@ -110,7 +111,7 @@ class ProxyMetrics:
         self._batched.extend(f.pending for f in self._f.values() if f.pending is not None)
         self._pressure_ts: dict[str, float] = {}  # replica -> ts of newest good snapshot (or prime time)
         self._dispatch_totals: dict[tuple[str, str], tuple[int, int]] = {}  # (replica, stage) -> held, forced seen
-        self._idle_waiting: dict[str, float] = {}  # replica -> idle-while-waiting seconds published
+        self._idle_waiting: dict[tuple[str, str], float] = {}  # (replica, cause) -> idle-waiting s published
         self._placeholder: set[str] = set()  # replicas whose ts is still the prime time
         f = self._f
         self._requests, self._in_flight = f["concurproxy_requests_total"], f["concurproxy_requests_in_flight"]
@@ -222,7 +223,8 @@ class ProxyMetrics:
         self._placeholder.discard(replica)
         for key in [k for k in self._dispatch_totals if k[0] == replica]:
             del self._dispatch_totals[key]
-        self._idle_waiting.pop(replica, None)
+        for key in [k for k in self._idle_waiting if k[0] == replica]:
+            del self._idle_waiting[key]
         self.guards["replica"].forget(replica)
 
     # --- request path -----------------------------------------------------------------------------
@@ -276,19 +278,23 @@ class ProxyMetrics:
         window: float,
         active: int,
         queued: int,
-        idle_waiting_s: float = 0.0,
+        idle_waiting: Mapping[str, float] | None = None,
         multiplier: float = 1.0,
     ) -> None:
+        """``idle_waiting``: seconds with nothing of ours running while steps waited, per cause (totals of
+        the core's `IdleWaitClock`; a window rebuilt restarts them at 0)."""
         f = self._f
         f["concurproxy_admission_window"].child(replica).set(window)
         f["concurproxy_admission_active_agents"].child(replica).set(active)
         f["concurproxy_admission_queued_agents"].child(replica).set(queued)
         f["concurproxy_admission_limit_multiplier"].child(replica).set(multiplier)
-        published = self._idle_waiting.get(replica, 0.0)  # mirrored total: a window rebuilt restarts at 0
-        f["concurproxy_admission_idle_waiting_seconds_total"].child(replica).inc(
-            idle_waiting_s - published if idle_waiting_s >= published else idle_waiting_s
-        )
-        self._idle_waiting[replica] = idle_waiting_s
+        idle = f["concurproxy_admission_idle_waiting_seconds_total"]
+        totals = idle_waiting or {}
+        for cause in IDLE_CAUSES if (replica, IDLE_CAUSES[0]) not in self._idle_waiting else totals:
+            key, total = (replica, cause), totals.get(cause, 0.0)
+            published = self._idle_waiting.get(key, 0.0)  # mirrored total; every cause exists from the start
+            idle.child(replica, cause).inc(total - published if total >= published else total)
+            self._idle_waiting[key] = total
 
     def window_changed(self, replica: str, old: float, new: float, reason: object) -> None:
         """Count a window change; ``direction`` is up/down from old→new (no-op when equal)."""

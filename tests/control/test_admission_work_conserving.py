@@ -105,6 +105,19 @@ def test_an_idle_engine_does_not_admit_a_step_that_evicts_a_returning_prefix() -
     bound = w.state(0.5).return_bound_s
     (g,) = w.grant(0.5 + bound + 0.01)  # a stayed away past its return bound: its prefix is fair game
     assert g.admitted.ticket.agent_id == "b"
+    # the idle time in between is charged to keeping a's prefix, not to a limit
+    assert w.state(1.0).idle_waiting_by_cause == pytest.approx({"prefix": bound + 0.01})
+
+
+def test_idle_waiting_is_charged_to_the_cause_of_each_period() -> None:
+    w = static(1)
+    t = admitted(w.try_admit(step("a"), 0.0))
+    w.end(t, Outcome.success, 1.0)  # a idle, within its return bound (initial 2 s) while b waits
+    assert isinstance(w.try_admit(step("b"), 1.0), Queued)
+    assert w.grant(1.5) == []
+    admitted(w.try_admit(step("a"), 1.5))  # a is back: the period ends
+    assert w.state(2.0).idle_waiting_by_cause == pytest.approx({"return": 0.5})
+    assert w.state(2.0).idle_waiting_s == pytest.approx(0.5)
 
 
 def test_a_hard_cap_keeps_the_footprint_a_wall() -> None:
@@ -117,15 +130,61 @@ def test_a_hard_cap_keeps_the_footprint_a_wall() -> None:
     w.end(a, Outcome.success, 0.5, prompt_tokens=900)
     assert w.grant(0.6) == []
     assert w.state(1.6).idle_waiting_s == 1.1  # measured: nothing ran while b waited
+    assert w.state(1.6).idle_waiting_by_cause == pytest.approx({"return": 1.1})  # a is within its return bound
 
 
 def test_an_engine_that_queues_work_is_not_idle() -> None:
     w = aimd(capacity=1000)
     a = admitted(w.try_admit(step("a", 900), 0.0))
-    assert isinstance(w.try_admit(step("b", 900), 0.0), Queued)
+    w.end(a, Outcome.success, 0.2, prompt_tokens=900)
+    a = admitted(w.try_admit(step("a", 950), 0.21))
+    assert isinstance(w.try_admit(step("b", 30), 0.22), Queued)
     w.on_pressure(PressureSnapshot(ts=0.25, kv_usage=0.5, waiting=3, kv_capacity_tokens=1000), 0.25)
-    w.end(a, Outcome.success, 0.5, prompt_tokens=900)
-    assert w.grant(0.5) == []  # other clients' steps wait in the engine: it is not idle
+    w.end(a, Outcome.success, 0.3, prompt_tokens=950)
+    assert w.grant(0.3) != []  # the engine's report predates our step's end: the waiting it saw may be ours
+    a2 = admitted(w.try_admit(step("a", 960), 0.35))
+    w.on_pressure(PressureSnapshot(ts=0.4, kv_usage=0.5, waiting=3, kv_capacity_tokens=1000), 0.4)
+    assert isinstance(w.try_admit(step("c", 30), 0.41), Queued)
+    assert w.grant(0.45) == []  # a fresh report of steps waiting in the engine: it is not idle
+    assert w.state(0.45).running_steps == 2 and a2.agent_id == "a"
+
+
+def test_a_small_step_backfills_while_the_resuming_head_waits_for_a_prefix() -> None:
+    """The lanes serve a resuming agent first, but its prefix does not fit beside the one expected back;
+    a new small agent that fits runs meanwhile instead of the engine idling (backfilling)."""
+    w = aimd(capacity=1000)
+    a = admitted(w.try_admit(step("a", 600), 0.0))
+    assert isinstance(w.try_admit(step("b", 300), 0.0), Queued)
+    w.end(a, Outcome.success, 0.2, prompt_tokens=600)
+    (g,) = w.grant(0.2)
+    b = g.admitted.ticket
+    a = admitted(w.try_admit(step("a", 650), 0.21))
+    w.end(b, Outcome.success, 0.5, prompt_tokens=300)
+    w._pausing.give_back(w._agents["b"], 0.5, "tenant-share")  # b loses its slot between steps
+    w.end(a, Outcome.success, 0.6, prompt_tokens=600)
+    a = admitted(w.try_admit(step("a", 700), 0.61))  # a returns (in window)
+    assert isinstance(w.try_admit(step("b", 400), 0.62), Queued)  # b resumes: 700 + 400 > 1000
+    assert isinstance(w.try_admit(step("c", 50), 0.63), Queued)
+    w.end(a, Outcome.success, 0.7, prompt_tokens=700)  # a between steps: the engine idles
+    (g,) = w.grant(0.7)
+    assert (g.admitted.ticket.agent_id, g.admitted.ticket.reason) == ("c", "work-conserving")
+    assert [x.step.agent_id for x in w._waiters] == ["b"]  # b keeps its place at the head
+
+
+def test_an_idle_engine_admits_past_w_of_aimd_but_never_of_static() -> None:
+    c = AIMDController(AIMDConfig(initial=1, min=1, max=64, stale_after_ms=60_000, probe={"enabled": False}))
+    w = ReplicaWindow("r0", c, CFG, FifoQueue[int]())
+    w.on_pressure(PressureSnapshot(ts=0, kv_usage=0.1, waiting=0, kv_capacity_tokens=1000), 0)
+    a = admitted(w.try_admit(step("a", 200), 0.0))
+    assert isinstance(w.try_admit(step("b", 200), 0.0), Queued)  # W = 1
+    w.end(a, Outcome.success, 0.5, prompt_tokens=200)
+    (g,) = w.grant(0.5)  # a is expected back, but its prefix and b's prompt fit beside each other
+    assert g.admitted.ticket.reason == "work-conserving"
+    s = static(1)
+    a = admitted(s.try_admit(step("a", 200), 0.0))
+    assert isinstance(s.try_admit(step("b", 200), 0.0), Queued)
+    s.end(a, Outcome.success, 0.5, prompt_tokens=200)
+    assert s.grant(0.5) == []  # a fixed window is what it says
 
 
 # ---- tenants share slots ----------------------------------------------------------------------------
@@ -224,9 +283,9 @@ def test_work_conservation_and_no_starvation_on_random_traces(events, capacity) 
     def check() -> None:
         st_ = w.state(now)
         assert 1 <= st_.window <= 64
-        head = w._waiters.oldest()
-        if head is not None and not w._tickets and w.saturation(now) is None and w._gate._prefixes_fit(head.step, now):
-            assert w._cap.block_reason(head.step, now) != "footprint", "an idle engine left a step waiting"
+        if not w._tickets:
+            left = [x.step.agent_id for x in w._waiters if w._gate.conserving(x.step, now)]
+            assert not left, f"an idle engine left admissible steps waiting: {left}"
 
     for kind, i, tenant in events:
         now += 0.1

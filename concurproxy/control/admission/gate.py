@@ -12,11 +12,13 @@ Order of the checks (``SlotGate.reason``), each with its event reason:
    waits (``Pausing.yield_dormant``): most clients never say an agent is done, and a slot held
    by a finished agent while others wait is the engine idling for nothing. If it comes back it
    resumes with priority.
-4. **Work conservation** (``work_conserving``): when steps wait only for footprint room while
-   nothing of ours runs on the replica and the engine queues nothing, the step is admitted
-   (``work-conserving``): the footprint is a prediction of overflow, an idle engine is a
-   certain loss. Not with ``footprint_hard_cap``. The count of slots is never exceeded this way:
-   W is the controller's answer to thrash the engine showed.
+4. **Work conservation** (``work_conserving``): when a step waits only for footprint room or a
+   slot of a pressure-led W while nothing of ours runs on the replica, the engine queues nothing,
+   and its prompt fits the cache beside the prefixes of the agents expected back, it is admitted
+   (``work-conserving``): the footprint and W predict overflow, an idle engine is a certain loss,
+   and an admission that evicts no prefix costs nothing certain. Not with ``footprint_hard_cap``;
+   never past the fixed W of ``static``/``none``; never on stale data. The window also backfills:
+   when the waiter its lanes chose cannot be admitted, the first other waiter this rule admits runs.
 
 ``deadline()`` tells the shell when time alone will free a slot (an idle agent turning dormant
 while steps wait), so it can grant then instead of at its next periodic tick.
@@ -38,6 +40,8 @@ from concurproxy.control.types import StepInfo
 # A below-share waiter blocked by slots or by the KV footprint budget takes burst agents' slots
 # (and their footprint) back; stale pressure data is never overridden.
 RECLAIMABLE = ("window-full", "footprint")
+# The causes an idle-while-waiting period is charged to (`SlotGate.idle_cause`).
+IDLE_CAUSES = ("prefix", "return", "engine", "signal", "limit")
 
 
 class SlotGate:
@@ -61,6 +65,7 @@ class SlotGate:
         self._claim = claim
         self._conserve = config.work_conserving and not config.aimd.footprint_hard_cap
         self.dormancy = d.enabled
+        self.last_end = float("-inf")  # when a step of ours last ended here (the window sets it)
 
     def reason(self, step: StepInfo, lane: str, default: str, now: float) -> str | None:
         """Why a new agent starting with ``step`` may take a slot now (``default`` when nothing had
@@ -79,9 +84,24 @@ class SlotGate:
             block = cap.block_reason(step, now)
         if block is None:
             return default
-        if block == "footprint" and self._conserve and self.engine_idle() and self._prefixes_fit(step, now):
+        if self._conserves(block) and self.engine_idle() and self._prefixes_fit(step, now):
             return "work-conserving"
         return None
+
+    def conserving(self, step: StepInfo, now: float) -> bool:
+        """The work-conserving rule alone admits ``step`` now (a backfill candidate: see `ReplicaWindow`)."""
+        block = self._cap.block_reason(step, now)
+        return self._conserves(block) and self.engine_idle() and self._prefixes_fit(step, now)
+
+    def _conserves(self, block: str | None) -> bool:
+        """May the work-conserving rule override this block? The footprint budget, and W of a controller that
+        reads pressure; never stale data, and never the fixed W of ``static``/``none`` (the baselines are
+        what they say)."""
+        if not self._conserve:
+            return False
+        if block == "footprint":
+            return True
+        return block == "window-full" and self._cap.controller.stale_after_s is not None
 
     def _prefixes_fit(self, step: StepInfo, now: float) -> bool:
         """The cached prefixes of the agents expected back (running, or idle within their return bound
@@ -106,11 +126,38 @@ class SlotGate:
         return idle < self.returns.bound()
 
     def engine_idle(self) -> bool:
-        """No step of ours runs on the replica and the engine reports nothing waiting either."""
+        """No step of ours runs on the replica and the engine reports nothing waiting either. A report
+        older than our last step's end does not count: the steps it saw waiting may have been ours (in
+        virtual time on a plain 48-agent loop, trusting it left the engine idle 0.5% of the run)."""
         if self._running():
             return False
         s = self._cap.snapshot
-        return s is None or not s.waiting
+        return s is None or not s.waiting or s.ts < self.last_end
+
+    def idle_cause(self, step: StepInfo, now: float) -> str:
+        """Why ``step`` (the oldest waiter) is not admitted while nothing of ours runs here — the cause an
+        idle-while-waiting period is charged to (`IdleWaitClock`):
+
+        * ``prefix``: only the cached prefixes of agents expected back (running or within their return
+          bound) keep it out — admitting it would evict a prefix about to be reused;
+        * ``return``: every slot is held and some holder is idle within its return bound (not dormant yet);
+        * ``engine``: the engine itself reports steps waiting;
+        * ``signal``: stale or missing pressure data (nothing new is admitted on no data);
+        * ``limit``: W or the footprint budget, with no idle holder to yield (the controller's answer to
+          thrash, or ``footprint_hard_cap``)."""
+        block = self._cap.block_reason(step, now)
+        if block is None:
+            return "limit"
+        if block.startswith("saturated"):
+            return "signal"
+        if self._conserve:
+            if not self.engine_idle():
+                return "engine"
+            if not self._prefixes_fit(step, now):
+                return "prefix"
+        if self.dormancy and any(a.running == 0 and not a.small for a in self._held.agents.values()):
+            return "return"
+        return "limit"
 
     def deadline(self) -> float | None:
         """When the longest-idle slot holder turns dormant (None: no idle holder). The caller asks only
@@ -129,21 +176,38 @@ class SlotGate:
 class IdleWaitClock:
     """Seconds a replica spent with no step of ours running while steps waited for admission: the work
     conservation the gate promises, measured (``/admin/state``, and the metric
-    ``concurproxy_admission_idle_waiting_seconds_total``).
+    ``concurproxy_admission_idle_waiting_seconds_total``), and split by the cause charged when each
+    idle period began (`SlotGate.idle_cause`; ``idle_waiting_by_cause`` in ``/admin/state``).
 
-    ``observe(now, idle_waiting)`` after every change of either; the time since the previous call
-    counts when the previous state was idle-and-waiting. O(1); single caller."""
+    ``observe(now, idle_waiting, cause)`` after every change of either; the time since the previous call
+    counts, to the cause of the period, when the previous state was idle-and-waiting. O(1); single caller."""
 
-    __slots__ = ("_since", "total_s")
+    __slots__ = ("_cause", "_since", "by_cause", "total_s")
 
     def __init__(self) -> None:
         self.total_s = 0.0
+        self.by_cause: dict[str, float] = {}
         self._since: float | None = None
+        self._cause = ""
 
-    def observe(self, now: float, idle_waiting: bool) -> None:
-        if self._since is not None and now > self._since:
-            self.total_s += now - self._since
+    @property
+    def idle(self) -> bool:
+        return self._since is not None
+
+    def observe(self, now: float, idle_waiting: bool, cause: str | None = None) -> None:
+        since = self._since
+        if since is not None and now > since:
+            self.total_s += now - since
+            self.by_cause[self._cause] = self.by_cause.get(self._cause, 0.0) + (now - since)
+        if idle_waiting and (since is None or cause is not None):
+            self._cause = cause or "limit"
         self._since = now if idle_waiting else None
 
     def total(self, now: float) -> float:
         return self.total_s + (now - self._since if self._since is not None and now > self._since else 0.0)
+
+    def totals(self, now: float) -> dict[str, float]:
+        out = dict(self.by_cause)
+        if self._since is not None and now > self._since:
+            out[self._cause] = out.get(self._cause, 0.0) + now - self._since
+        return out

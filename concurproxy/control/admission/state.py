@@ -67,6 +67,8 @@ class ReplicaState:
     probe_multiplier: float = 1.0  # the goodput probe's multiplier of W and the footprint budget (inf: lifted)
     return_bound_s: float = 0.0  # idle agents past this are dormant: they yield their slot to waiting steps
     idle_waiting_s: float = 0.0  # seconds with no step running here while steps waited (work conservation)
+    # idle_waiting_s split by the cause charged when each idle period began (`SlotGate.idle_cause`)
+    idle_waiting_by_cause: dict[str, float] = field(default_factory=dict)
     pressure_source: str = "kv"  # kv | stale | latency | static: the signal deciding W (see source.py)
 
     def to_dict(self) -> dict[str, Any]:
