@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from concurproxy.config.admission import ProbeConfig
 from concurproxy.control.admission.overcommit import JUDGED, TRANSITION, OvercommitProbe
 
-P = ProbeConfig(epoch_s=1.0, epoch_steps=1, epoch_cycles=0, hold_epochs=2, max_hold_epochs=8, gain=0.05)
+P = ProbeConfig(epoch_s=1.0, epoch_steps=1, epoch_cycles=0, hold_epochs=2, max_hold_epochs=8, gain=0.05, granular=True)
 
 
 def epoch(p: OvercommitProbe, t: float, goodput: float, holders: int = 3, fits: float | None = 2.7) -> float:
@@ -94,12 +94,13 @@ def test_stale_data_ends_a_pin_probe_unkept() -> None:
 )
 def test_a_pin_probe_always_ends_and_the_pin_stays_in_range(goodputs, fresh, fits) -> None:  # type: ignore[no-untyped-def]
     """Whatever goodput is delivered: a pin is at least 1, never raised past where one agent could show the
-    gain, a probe ends within TRANSITION + JUDGED epochs of fresh data, and stale data never raises a pin."""
+    gain, a probe ends within TRANSITION + JUDGED epochs of fresh data, and stale data keeps no probe and moves
+    no kept pin (the replica is saturated meanwhile: nothing new is admitted)."""
     p = OvercommitProbe(P)
     t = start(p)
     in_probe = 0
     for i, g in enumerate(goodputs):
-        before, probes = p.pinned, p.probes
+        before, kept, probes = p.pinned, p.pin, p.probes
         ok = fresh[i % len(fresh)]
         p.on_step(int(g))
         t += 1.0
@@ -107,7 +108,7 @@ def test_a_pin_probe_always_ends_and_the_pin_stays_in_range(goodputs, fresh, fit
         pin = p.pinned
         if not ok:
             assert p.phase == "steady"
-            assert pin is None or before is None or pin <= before
+            assert p.pin == kept  # stale data ends a probe and changes no kept pin (and admits nothing new)
         if pin is not None:
             assert 1 <= pin <= max(int(fits) + 1, round(1 / P.gain))
         in_probe = 0 if p.phase != "probe" or p.probes != probes else in_probe + 1

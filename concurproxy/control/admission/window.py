@@ -129,6 +129,11 @@ class ReplicaWindow:
         return self._cap.controller.window
 
     @property
+    def slots(self) -> int:
+        """Agents that may hold slots now: W as the goodput probe scales or pins it (see `Capacity.slots`)."""
+        return self._cap.slots()
+
+    @property
     def active(self) -> int:
         return len(self._agents)
 
