@@ -21,6 +21,12 @@ class ProbeConfig(Model):
         "its cost only as its context grows over its next steps.",
     )
     up: float = Field(1.25, gt=1, description="A probe multiplies the limits by this.")
+    granular: bool = Field(
+        False,
+        description="Where fewer than 1/gain agents hold slots, probe one agent at a time and pin the agent "
+        "count that goodput proves (it then replaces W and the footprint budget). Off by default until it no "
+        "longer costs qwen3-32b-h100 goodput (docs/admission.md).",
+    )
     gain: float = Field(0.05, ge=0, description="A probe is kept when goodput rose by at least this share.")
     hit_drop: float = Field(
         0.2, gt=0, le=1, description="...and the prefix-hit rate did not fall by this much (absolute)."

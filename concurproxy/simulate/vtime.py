@@ -44,7 +44,7 @@ REPLICA = "r0"
 @dataclass(frozen=True, slots=True)
 class TracePoint:
     t: float
-    window: int
+    window: int  # agents that may hold slots: W as the goodput probe scales or pins it
     kv_usage: float
     active: int
     waiting: int
@@ -155,7 +155,7 @@ class _Agents:
         footprint = 0.0
         if adm is not None:
             w = adm.window(REPLICA)
-            window, active, footprint = w.window, w.active, w.footprint_tokens() / capacity
+            window, active, footprint = w.slots, w.active, w.footprint_tokens() / capacity
         hit = snap.prefix_hit_rate if snap is not None else None
         kv = rep.engine.kv_usage()
         self.trace.append(TracePoint(now, window, kv, active, proxy.waiting_steps(), hit, footprint))

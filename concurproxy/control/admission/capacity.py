@@ -76,8 +76,20 @@ class Capacity:
             return None
         if self._hard_cap:
             return int(self._headroom * s.kv_capacity_tokens)
+        if self.probe.pinned is not None:
+            return None  # goodput proved the agent count: the prediction is a signal, not a wall
         m = self.probe.multiplier
         return None if m == math.inf else int(self._headroom * s.kv_capacity_tokens * m)
+
+    def agents_fit(self) -> float | None:
+        """How many agents of the slot holders' mean charge the footprint budget (not multiplied) fits, or
+        None: no budget applies, it is a wall (``footprint_hard_cap``), or nobody holds a slot. The goodput
+        probe tries one agent at a time where this is small (`OvercommitProbe`)."""
+        s = self.snapshot
+        if self._hard_cap or self.controller.stale_after_s is None or s is None or not s.kv_capacity_tokens:
+            return None
+        mean = self.held.mean_charge()
+        return self._headroom * s.kv_capacity_tokens / mean if mean else None
 
     def slots(self) -> int:
         """Agents that may hold slots now: W, times the goodput probe's multiplier for controllers that
@@ -85,6 +97,9 @@ class Capacity:
         w = self.controller.window
         if self.controller.stale_after_s is None or w >= UNBOUNDED:
             return w
+        pin = self.probe.pinned
+        if pin is not None:
+            return pin
         m = self.probe.multiplier
         return UNBOUNDED if m == math.inf else (w if m == 1.0 else math.ceil(w * m))
 

@@ -133,6 +133,11 @@ class ReplicaWindow:
         return self._cap.controller.window
 
     @property
+    def slots(self) -> int:
+        """Agents that may hold slots now: W as the goodput probe scales or pins it (see `Capacity.slots`)."""
+        return self._cap.slots()
+
+    @property
     def active(self) -> int:
         return len(self._agents)
 
@@ -151,8 +156,8 @@ class ReplicaWindow:
         self._decision = d
         if self._cap.controller.stale_after_s is not None:  # the probe moves limits only for pressure readers
             hit = None if snapshot is None else snapshot.prefix_hit_rate
-            holders = len(self._agents)
-            self._cap.probe.on_tick(now, self._cap.saturation(now) is None, bool(self._waiters), hit, holders)
+            holders, fits = len(self._agents), self._cap.agents_fit()
+            self._cap.probe.on_tick(now, self._cap.saturation(now) is None, bool(self._waiters), hit, holders, fits)
         self._pause_over_window(now)
         return d
 
