@@ -120,10 +120,9 @@ class SlotGate:
     def _expected_back(self, a: HeldAgent, now: float) -> bool:
         if a.running or not self.dormancy:
             return True
-        idle = now - a.last_seen
-        if a.priors.likely_done(a.steps):
-            return idle < self.returns.min_s
-        return idle < self.returns.bound()
+        if a.priors.likely_done(a.steps):  # most likely finished: its prefix is not worth an idle engine
+            return False
+        return now - a.last_seen < self.returns.bound()
 
     def engine_idle(self) -> bool:
         """No step of ours runs on the replica and the engine reports nothing waiting either. A report

@@ -38,6 +38,8 @@ class Pausing:
         self.counters = counters
         self.log = log
         self.paused: dict[str, float] = {}
+        # steps a paused agent had taken: its life goes on when it resumes (likely-done, life lengths)
+        self.paused_steps: dict[str, int] = {}
         self.reclaiming: set[str] = set()
         self.reclaim_reason: dict[str, str] = {}  # marked agents that give their slot for a tenant claim
 
@@ -49,6 +51,7 @@ class Pausing:
         if kind is EventKind.paused:
             self.counters.paused += 1
             self.paused[agent.agent_id] = now
+            self.paused_steps[agent.agent_id] = agent.steps
         elif kind is EventKind.expired:
             self.counters.expired += 1
         else:
@@ -62,6 +65,7 @@ class Pausing:
     def release(self, agent_id: str, now: float) -> bool:
         """The agent finished: free its slot now, or when its running steps end. False: not held here."""
         self.paused.pop(agent_id, None)
+        self.paused_steps.pop(agent_id, None)
         agent = self.held.agents.get(agent_id)
         if agent is None:
             return False
@@ -78,6 +82,7 @@ class Pausing:
             self.drop(a, EventKind.expired, now, "idle-ttl")
         for aid in [aid for aid, at in self.paused.items() if now - at >= ttl]:
             del self.paused[aid]
+            self.paused_steps.pop(aid, None)
         return [a.agent_id for a in idle]
 
     def yield_dormant(self, bound_s: float, now: float, small: bool = False, done_s: float = 0.0) -> bool:

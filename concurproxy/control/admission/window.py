@@ -291,6 +291,7 @@ class ReplicaWindow:
         agent = HeldAgent(
             step.agent_id, step.tenant, step.role, now, now, fp, priors, small=small, priority=step.priority
         )
+        agent.steps = self._pausing.paused_steps.pop(step.agent_id, 0)  # a paused agent's life goes on
         if small:
             self.counters.admitted_small += 1
         self._agents[step.agent_id] = agent
