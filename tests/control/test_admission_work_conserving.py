@@ -187,6 +187,23 @@ def test_an_idle_engine_admits_past_w_of_aimd_but_never_of_static() -> None:
     assert s.grant(0.5) == []  # a fixed window is what it says
 
 
+def test_past_w_the_returning_agents_next_step_growth_must_fit_too() -> None:
+    """Contexts alone fit (a: 500, b: 300 of 1000), but a grows ~250 a step: b would make a's next step
+    collide, so past W it waits; a smaller b fits with the growth and runs."""
+    c = AIMDController(AIMDConfig(initial=1, min=1, max=64, stale_after_ms=60_000, probe={"enabled": False}))
+    w = ReplicaWindow("r0", c, CFG, FifoQueue[int]())
+    w.on_pressure(PressureSnapshot(ts=0, kv_usage=0.1, waiting=0, kv_capacity_tokens=1000), 0)
+    for t, prompt in ((0.0, 0), (0.1, 250), (0.2, 500)):
+        a = admitted(w.try_admit(step("a", max(prompt, 10)), t))
+        w.end(a, Outcome.success, t + 0.05, prompt_tokens=max(prompt, 10))
+    assert isinstance(w.try_admit(step("b", 300), 0.3), Queued)
+    assert w.grant(0.3) == []  # 500 + 250 (a's growth) + 300 + b's growth > 1000
+    assert w.state(0.31).idle_waiting_by_cause == pytest.approx({"prefix": 0.01})  # keeping a's room
+    assert isinstance(w.try_admit(step("c", 20), 0.3), Queued)
+    (g,) = w.grant(0.3)  # c is small: it fits beside a and a's next step (backfill)
+    assert (g.admitted.ticket.agent_id, g.admitted.ticket.reason) == ("c", "work-conserving")
+
+
 # ---- tenants share slots ----------------------------------------------------------------------------
 def test_fair_shares_are_weighted_max_min() -> None:
     one = lambda _t: 1.0  # noqa: E731

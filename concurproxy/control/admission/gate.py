@@ -28,6 +28,7 @@ Pure: ``now`` is passed in; single caller (the replica's window).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from concurproxy.config.admission import AdmissionConfig
@@ -84,14 +85,14 @@ class SlotGate:
             block = cap.block_reason(step, now)
         if block is None:
             return default
-        if self._conserves(block) and self.engine_idle() and self._prefixes_fit(step, now):
+        if self._conserves(block) and self.engine_idle() and self._prefixes_fit(step, now, block == "window-full"):
             return "work-conserving"
         return None
 
     def conserving(self, step: StepInfo, now: float) -> bool:
         """The work-conserving rule alone admits ``step`` now (a backfill candidate: see `ReplicaWindow`)."""
         block = self._cap.block_reason(step, now)
-        return self._conserves(block) and self.engine_idle() and self._prefixes_fit(step, now)
+        return self._conserves(block) and self.engine_idle() and self._prefixes_fit(step, now, block == "window-full")
 
     def _conserves(self, block: str | None) -> bool:
         """May the work-conserving rule override this block? The footprint budget, and W of a controller that
@@ -103,19 +104,28 @@ class SlotGate:
             return True
         return block == "window-full" and self._cap.controller.stale_after_s is not None
 
-    def _prefixes_fit(self, step: StepInfo, now: float) -> bool:
+    def _prefixes_fit(self, step: StepInfo, now: float, next_step: bool = False) -> bool:
         """The cached prefixes of the agents expected back (running, or idle within their return bound
         and not likely done: `FootprintPriors.likely_done`) plus this step's prompt fit the cache:
         admitting it evicts none of them now. The footprint budget predicts growth; this is the certain
         part. Measured in virtual time on qwen3-32b-h100 (8 agents, contexts to 22k tokens, 0.5 s tool
         pauses): admitting on an idle engine alone, into a cache full of paused agents' prefixes,
-        doubled recomputed prefill (43% -> 78%) and cost 13% of goodput."""
+        doubled recomputed prefill (43% -> 78%) and cost 13% of goodput.
+
+        ``next_step`` (admitting past W): each of them, and this step, also grows by its next step's
+        expected growth — W is the controller's answer to preemptions, so a step let in past it must
+        not be the one that makes the returning agents' next steps collide (vLLM's CPU build, the
+        tier's agent loop, two pairs: `none` 18 preemptions; contexts alone 6, with the growth 2)."""
         s = self._cap.snapshot
         capacity = None if s is None else s.kv_capacity_tokens
         if not capacity:
             return True
-        held = sum(a.fp.context for a in self._held.agents.values() if self._expected_back(a, now))
-        return held + step.est_prompt_tokens <= capacity
+        back = [a for a in self._held.agents.values() if self._expected_back(a, now)]
+        if not next_step:
+            return sum(a.fp.context for a in back) + step.est_prompt_tokens <= capacity
+        new = self._held.new_footprint(step)
+        held = sum(a.fp.context + math.ceil(a.fp.growth) for a in back)
+        return held + new.context + math.ceil(new.growth) <= capacity
 
     def _expected_back(self, a: HeldAgent, now: float) -> bool:
         if a.running or not self.dormancy:
@@ -134,7 +144,7 @@ class SlotGate:
         return s is None or not s.waiting or s.ts < self.last_end
 
     def idle_cause(self, step: StepInfo, now: float) -> str:
-        """Why ``step`` (the oldest waiter) is not admitted while nothing of ours runs here — the cause an
+        """Why ``step`` (the waiter the lanes serve next) is not admitted while nothing of ours runs here: the cause an
         idle-while-waiting period is charged to (`IdleWaitClock`):
 
         * ``prefix``: only the cached prefixes of agents expected back (running or within their return
@@ -149,10 +159,10 @@ class SlotGate:
             return "limit"
         if block.startswith("saturated"):
             return "signal"
-        if self._conserve:
+        if self._conserves(block):
             if not self.engine_idle():
                 return "engine"
-            if not self._prefixes_fit(step, now):
+            if not self._prefixes_fit(step, now, block == "window-full"):
                 return "prefix"
         if self.dormancy and any(a.running == 0 and not a.small for a in self._held.agents.values()):
             return "return"
