@@ -131,7 +131,11 @@ class AIMDConfig(Model):
         "agents are alike, none is small.",
     )
     small_agent_share: float = Field(
-        0.1, gt=0, le=1, description="Share of the footprint budget that small agents may hold together."
+        0.2,
+        gt=0,
+        le=1,
+        description="Share of the footprint budget that small agents may hold together (0.1 left the 4th of a "
+        "tenant's 4 control agents, ~1k tokens each beside 12k-token agents, waiting seconds for a slot).",
     )
     min_utilisation: float = Field(
         1.0, gt=0, le=1, description="Grow the window only when at least this share of it holds agents."

@@ -92,17 +92,30 @@ def test_outcome_of_a_status_the_proxy_answered() -> None:
     assert [StepOutcome.of_status(s) for s in (401, 413, 429, 502, 503)] == ["rejected"] * 3 + ["error"] * 2
 
 
-def test_agent_priors_follow_the_role_key_when_shares_change() -> None:
+def test_agent_priors_are_per_tenant_and_role_and_follow_the_role_key_when_shares_change() -> None:
     w = ReplicaWindow("r0", StaticController(StaticConfig(window=4)), CFG, FifoQueue[int]())
     t = admitted(w.try_admit(step("p", role="planner"), 0.0))
     held = w._held
     [agent] = held
-    assert agent.priors is held.priors_of("default")  # unknown role: the default key
+    # an unconfigured role still has priors of its own (per tenant): not the default key's
+    assert agent.priors is held.priors_of("planner", "t") and agent.priors is not held.priors_of("default", "t")
+    assert agent.priors is not held.priors_of("planner", "other-tenant")
     w.set_shares(WindowShares.from_roles({"planner": RoleConfig(window_share=0.5)}), 1.0)
-    assert agent.priors is held.priors_of("planner") and agent.priors is not held.priors_of("default")
+    assert agent.priors is held.priors_of("planner", "t") and agent.priors is not held.priors_of("default", "t")
     w.try_admit(step("p", role="planner", prompt=300), 2.0)  # in-window step: growth goes to the planner priors
-    assert held.priors_of("planner").growth == 200.0 and held.priors_of("default").growth is None
+    assert held.priors_of("planner", "t").growth == 200.0 and held.priors_of("default", "t").growth is None
     w.end(t, Outcome.success, 3.0)
+
+
+def test_unconfigured_role_names_per_tenant_are_bounded() -> None:
+    from concurproxy.control.admission.held import ROLE_KEYS_PER_TENANT
+
+    w = ReplicaWindow("r0", StaticController(StaticConfig(window=4)), CFG, FifoQueue[int]())
+    held = w._held
+    keys = {held.prior_key(f"role-{i}", "t") for i in range(ROLE_KEYS_PER_TENANT + 10)}
+    assert len(keys) == ROLE_KEYS_PER_TENANT + 1  # the first names, then the tenant's default for the rest
+    assert held.prior_key("role-99", "t") == "t/default" and held.prior_key("role-0", "t") == "t/role-0"
+    assert held.prior_key("role-99", "u") == "u/role-99"  # another tenant's names are its own
 
 
 def test_a_lone_agent_is_never_paused_but_two_are_checked_after_each_step() -> None:

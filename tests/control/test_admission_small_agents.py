@@ -181,3 +181,36 @@ def test_over_budget_pauses_the_least_urgent_before_the_longest_idle() -> None:
     paused = [e.agent_id for e in w.drain_events() if e.kind is EventKind.paused]
     assert paused and "p1" not in paused
     assert "p1" in {a.agent_id for a in w.state(5).agents}
+
+
+def test_priors_are_per_tenant_with_no_roles_configured() -> None:
+    """The default policy configures no roles: one tenant's 12k-token agents must not set the lifetime
+    floor of another tenant's control agents (each was charged ~9k: none was small)."""
+    w = window(capacity=100_000, size=8, shares=WindowShares(), small_agent_tokens=0, small_agent_relative=0.25)
+    heavy = [dataclasses.replace(step(f"e{i}", 4000), tenant="heavy") for i in range(3)]
+    for s in heavy:  # three heavy agents grow 4000 -> 12000 and finish (a prior of 12000 for the heavy tenant)
+        t = admitted(w.try_admit(s, 0))
+        w.end(t, Outcome.success, 1, prompt_tokens=4000, output_tokens=0)
+        t = admitted(w.try_admit(dataclasses.replace(s, est_prompt_tokens=12000), 2))
+        w.end(t, Outcome.success, 3, prompt_tokens=12000, output_tokens=0, release=True)
+    admitted(w.try_admit(dataclasses.replace(step("e9", 4000), tenant="heavy"), 4))
+    light = dataclasses.replace(step("p", 300, "planner", max_tokens=16), tenant="light")
+    assert admitted(w.try_admit(light, 4)).reason == "small"
+    charges = {a.agent_id: a.footprint_tokens for a in w.state(4).agents}
+    assert charges["p"] == 300 + 4 * 16 and charges["e9"] == 12000  # not 0.75 x 12000 for the planner
+
+
+def test_small_agents_are_never_paused_over_budget() -> None:
+    """Control agents in the small lane keep their place while a large agent outgrows the budget: pausing
+    them frees next to nothing and their next steps would wait for admission."""
+    w = window(capacity=10_000, size=4, shares=WindowShares(), growth_lookahead_steps=0)
+    t0 = admitted(w.try_admit(step("e0", 1000), 0))
+    small = [admitted(w.try_admit(step(f"p{i}", 200, "planner", max_tokens=10), 0)) for i in range(2)]
+    assert [t.reason for t in small] == ["small", "small"]
+    w.end(t0, Outcome.success, 1, prompt_tokens=1000, output_tokens=100)
+    admitted(w.try_admit(step("e0", 9800), 2))  # its next step: 9800 tokens, running (never paused mid-step)
+    for i, t in enumerate(small):
+        w.end(t, Outcome.success, 3 + i, prompt_tokens=250, output_tokens=10)
+    # 9800 + 2 x 260 > 10000, but only the small agents are idle: they stay
+    assert not [e for e in w.drain_events() if e.kind is EventKind.paused]
+    assert {"p0", "p1"} <= {a.agent_id for a in w.state(5).agents}

@@ -20,7 +20,7 @@ class HeldAgent:
     admitted_at: float
     last_seen: float
     fp: Footprint
-    priors: FootprintPriors  # of its role key under the window's shares (HeldAgents.refresh_priors)
+    priors: FootprintPriors  # of its tenant and role key (HeldAgents.prior_key, refresh_priors)
     running: int = 0
     steps: int = 0
     releasing: bool = False
@@ -28,11 +28,22 @@ class HeldAgent:
     priority: PriorityClass = PriorityClass.normal  # of the step that admitted it
 
 
+# Distinct unconfigured role names per tenant that get footprint priors of their own; a tenant's
+# further names share its ``default`` key (role names come from clients: the number of keys stays bounded).
+ROLE_KEYS_PER_TENANT = 16
+
+
 class HeldAgents:
     """``agents`` (a dict in admission order) plus what the window asks of them as a whole.
 
-    Footprint charges use the priors of the agent's role key (``role_key``: the window
-    shares' mapping of a role name to a configured role or ``default``), see `RolePriors`.
+    Footprint charges use the priors of the agent's *tenant and role* (`RolePriors`): the role
+    is a configured role (``role_key``: the window shares' mapping) or, for the first
+    ``ROLE_KEYS_PER_TENANT`` unconfigured role names a tenant sends, the name itself; further
+    names share the tenant's ``default``. Why per tenant and role, not per configured role: with
+    no roles configured (the default policy) one tenant's 12k-token executors set the lifetime
+    floor of another tenant's 1k-token control agents (each charged ~9k: none was small, the
+    budget was twice over and the control agents were paused and waited 12 s for a slot;
+    ``benchmarks.fairness_proxy``, default policy). Tenants are bounded by the policy.
     Slot holders are the agents counted against the window W: all but the small ones.
     Pure; single caller (the replica's window).
     """
@@ -41,17 +52,28 @@ class HeldAgents:
         self.agents: dict[str, HeldAgent] = {}
         self.role_key = role_key
         self._priors = RolePriors(aimd.footprint_peak_share, aimd.initial_growth_tokens, aimd.growth_lookahead_steps)
+        self._names: dict[str, set[str]] = {}  # tenant -> unconfigured role names with priors of their own
 
     def __iter__(self) -> Iterator[HeldAgent]:
         return iter(self.agents.values())
 
-    def priors_of(self, role: str) -> FootprintPriors:
-        return self._priors.of(self.role_key(role))
+    def prior_key(self, role: str, tenant: str = "") -> str:
+        """The priors key of an agent of ``tenant`` and ``role`` (see the class doc)."""
+        key = self.role_key(role)
+        if key != role:  # not a configured role: its own name while the tenant has few
+            names = self._names.setdefault(tenant, set())
+            if role in names or len(names) < ROLE_KEYS_PER_TENANT:
+                names.add(role)
+                key = role
+        return f"{tenant}/{key}"
+
+    def priors_of(self, role: str, tenant: str = "") -> FootprintPriors:
+        return self._priors.of(self.prior_key(role, tenant))
 
     def refresh_priors(self) -> None:
         """The role keys changed (new window shares): re-point every agent at its role key's priors."""
         for a in self.agents.values():
-            a.priors = self.priors_of(a.role)
+            a.priors = self.priors_of(a.role, a.tenant)
 
     def charge(self, agent: HeldAgent) -> int:
         return agent.priors.charge(agent.fp)
@@ -60,11 +82,11 @@ class HeldAgents:
         # A prefix already resident on the replica (a shared system prompt) costs no new KV;
         # an agent whose first step is its last will not grow.
         private = max(0, step.est_prompt_tokens - step.resident_prefix_tokens)
-        return self.priors_of(step.role).new(private, step.max_tokens, step.last_step)
+        return self.priors_of(step.role, step.tenant).new(private, step.max_tokens, step.last_step)
 
     def new_charge(self, step: StepInfo) -> int:
         """What a new agent starting with ``step`` would count for in the budget."""
-        return self.priors_of(step.role).charge(self.new_footprint(step))
+        return self.priors_of(step.role, step.tenant).charge(self.new_footprint(step))
 
     def footprint_tokens(self) -> int:
         return sum(self.charge(a) for a in self.agents.values())
@@ -105,6 +127,10 @@ class HeldAgents:
         remedy. Longest idle first — the engine's own LRU order for cached prefixes: an agent
         idle longest is the one most likely finished (most clients never say so) or in a long
         tool call, so its prefix is the cheapest to lose. The first-kept agent always keeps its place.
+        Small agents (the small-agent lane's) count in the sum but are never paused for it: the lane
+        is bounded by its share of the budget, and pausing a 1k-token control agent frees next to
+        nothing while its next step waits for admission (``benchmarks.fairness_proxy``, default
+        policy: the light tenant's agents were paused and re-admitted every few hundred ms).
         """
         held = sum(a.fp.context for a in self.agents.values())
         out: list[HeldAgent] = []
@@ -113,12 +139,12 @@ class HeldAgents:
         order = self.keep_order(shares, window)
         rank = {a.agent_id: i for i, a in enumerate(order)}
         guaranteed = {a.agent_id for a in shares.split(self.slot_holders(), window)[0]} if shares else set()
-        idle = [a for a in order[1:] if a.running == 0]
-        # burst agents before those within their role's guarantee, small ones last; then the least urgent
+        idle = [a for a in order[1:] if a.running == 0 and not a.small]
+        # burst agents before those within their role's guarantee; then the least urgent
         # priority first (a high-priority control agent in a long tool pause is not the one to lose its
         # prefix for a burst of long-context work); longest idle first within (ties: the newest admitted
         # first, like a cut of W)
-        idle.sort(key=lambda a: (a.small, a.agent_id in guaranteed, -a.priority, a.last_seen, -rank[a.agent_id]))
+        idle.sort(key=lambda a: (a.agent_id in guaranteed, -a.priority, a.last_seen, -rank[a.agent_id]))
         for a in idle:
             if held <= budget:
                 break

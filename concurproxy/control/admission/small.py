@@ -45,7 +45,7 @@ from concurproxy.config.admission import AIMDConfig
 @dataclass(frozen=True, slots=True)
 class SmallAgentLane:
     max_agent_tokens: int = 0  # 0: no absolute threshold
-    share: float = 0.1
+    share: float = 0.2
     relative: float = 0.0  # > 0: also small when charge <= relative × the mean charge of the slot holders
 
     @classmethod

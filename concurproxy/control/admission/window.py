@@ -287,7 +287,7 @@ class ReplicaWindow:
         return Grant(w.waiter_id, Admitted(self._open(w.step, agent, now, reason, waited), waited))
 
     def _admit_agent(self, step: StepInfo, now: float, *, small: bool = False) -> HeldAgent:
-        fp, priors = self._held.new_footprint(step), self._held.priors_of(step.role)
+        fp, priors = self._held.new_footprint(step), self._held.priors_of(step.role, step.tenant)
         agent = HeldAgent(
             step.agent_id, step.tenant, step.role, now, now, fp, priors, small=small, priority=step.priority
         )
