@@ -214,3 +214,21 @@ def test_small_agents_are_never_paused_over_budget() -> None:
     # 9800 + 2 x 260 > 10000, but only the small agents are idle: they stay
     assert not [e for e in w.drain_events() if e.kind is EventKind.paused]
     assert {"p0", "p1"} <= {a.agent_id for a in w.state(5).agents}
+
+
+def test_a_dormant_small_agent_gives_its_footprint_to_a_blocked_large_one() -> None:
+    """Finished control agents (no X-Agent-Done) hold no slot, but their footprint counts: once dormant they
+    make room in the budget for a large agent that waits for it (before: only at the idle TTL)."""
+    w = window(capacity=10_000, size=4, shares=WindowShares(), growth_lookahead_steps=0, small_agent_share=0.2)
+    admitted(w.try_admit(step("e0", 8500), 0))
+    smalls = [admitted(w.try_admit(step(f"p{i}", 390, "planner", max_tokens=10), 0)) for i in range(2)]
+    assert [t.reason for t in smalls] == ["small", "small"]
+    for t in smalls:
+        w.end(t, Outcome.success, 0.1, prompt_tokens=390, output_tokens=10)
+    q = w.try_admit(step("e1", 1000), 0.2)  # 8500 + 2 x 400 + 1000 > 10000: waits for footprint room
+    assert isinstance(q, Queued)
+    assert w.deadline() == pytest.approx(2.1)  # the small agents turn dormant (2 s before any return gap)
+    assert w.grant(1.0) == []
+    [g] = w.grant(2.2)
+    assert g.waiter_id == q.waiter_id
+    assert [e.reason for e in w.drain_events() if e.kind is EventKind.paused] == ["dormant"]
