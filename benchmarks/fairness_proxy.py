@@ -17,7 +17,9 @@ also passes ``--preempt-for-waiting`` (not a vLLM behaviour, see docs/worker.md)
 the engine's KV free for the light tenant's steps; ``+lptt`` (or ``+lptt@N``) starts the worker with vLLM's
 ``--long-prefill-token-threshold`` (``--lptt``, default 128). ``+long@N`` sets
 ``fairness.long_prefill_tokens`` (default 2048) of cost-aware dispatch. Modifiers combine; the default's
-``vtc+reserve+lptt+long@1024`` is the measured setting to deploy in front of vLLM (README).
+``vtc+reserve+lptt+long@1024`` is the measured setting to deploy in front of vLLM (README). ``default`` is the
+shipped default policy with only the two tenants declared; ``default+lptt`` the same in front of a worker started
+with the engine flag.
 Each finished run also prints its rows to stderr. The load is two loadgen scenarios run at once, each
 its own tenant:
 
@@ -167,6 +169,8 @@ def parse_variant(variant: str, args: argparse.Namespace) -> Variant:
             "[+long@TOKENS]"
         )
     reserve, lptt = named.get("reserve"), named.get("lptt")
+    if fairness == "default" and (share or set(named) - {"lptt"}):
+        raise ValueError(f"bad variant {variant!r}: the default policy takes only +lptt[@TOKENS] (an engine flag)")
     return Variant(
         fairness=fairness,
         light_share=float(share) if share else None,
@@ -258,7 +262,7 @@ def run_once(
     cfg = workdir / "policy.yaml"
     doc = (
         default_policy_doc(f"http://127.0.0.1:{wport}")
-        if variant == "default"
+        if fairness == "default"
         else policy_doc(
             f"http://127.0.0.1:{wport}",
             fairness,

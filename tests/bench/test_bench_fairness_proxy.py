@@ -100,6 +100,11 @@ def test_variants_parse_their_modifiers_and_reserve_reaches_the_policy() -> None
         parse_variant("vtc+turbo", a)
     with pytest.raises(ValueError, match="bad variant"):
         parse_variant("vtc+long", a)
+    # the shipped default policy takes only the engine flag
+    assert parse_variant("default+lptt", a) == Variant("default", long_prefill_token_threshold=128)
+    for bad in ("default+reserve", "default:0.5"):
+        with pytest.raises(ValueError, match="bad variant"):
+            parse_variant(bad, a)
     doc = policy_doc("http://127.0.0.1:1", "vtc", None, kv_reserve=0.15, long_prefill_tokens=512)
     fairness = Policy.model_validate(doc).fairness
     assert (fairness.kv_reserve, fairness.long_prefill_tokens) == (0.15, 512)
