@@ -320,6 +320,27 @@ async def test_dormant_agent_yields_its_slot_to_a_waiter_at_its_return_bound() -
     assert (await asyncio.wait_for(back, 1)).core.reason == "resume"
 
 
+async def test_a_deadline_that_has_passed_arms_no_timer() -> None:
+    """A dormancy deadline in the past that the tick could not act on (the waiter is blocked by something a
+    dormant holder's yield does not fix) must not re-arm the timer at once, again and again: the event loop
+    would spin. The periodic tick goes on."""
+    clock = FakeClock()
+    svc = service(window=1, clock=clock, dormancy=DormancyConfig(initial_s=2.0))
+    (await svc.admit(step("a"), "r0")).end()
+    waiter = spawn(svc, "b")
+    await settle()
+    assert svc._timer is not None  # armed for a's return bound
+    svc._timer.cancel()
+    svc._timer = None
+    svc.core.deadline = lambda: clock.t - 1.0  # type: ignore[method-assign]
+    svc.tick()
+    assert svc._timer is None
+    svc.core.deadline = lambda: clock.t + 1.0  # type: ignore[method-assign]
+    svc.tick()
+    assert svc._timer is not None
+    waiter.cancel()
+
+
 async def test_a_dormant_agent_keeps_its_slot_while_nobody_waits() -> None:
     clock = FakeClock()
     svc = service(window=1, clock=clock, dormancy=DormancyConfig(initial_s=2.0))

@@ -110,6 +110,8 @@ class WindowGate:
         deadline = self.core.deadline()
         if deadline is None or (self._timer is not None and self._timer_at <= deadline):
             return
+        if deadline <= self.clock():  # passed, and the tick that just ran freed nothing: re-arming now would
+            return  # spin the event loop (a holder that yields only for another block); the periodic tick goes on
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside the event loop (tests driving tick by hand)
