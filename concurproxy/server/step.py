@@ -60,6 +60,7 @@ class StepContext:
     replica: Replica | None = None
     route_decision: RouteDecision | None = None  # the router's choice, when a routing stage chose
     resident_prefix_tokens: int = 0  # routing's estimate of the prompt already cached on the replica
+    indexed_prefix_tokens: int = 0  # what the router's index alone says is cached (before `ResidentTrust`)
     attempts: int = 0
     queue_wait_s: float = 0.0
     dispatch_wait_s: float = 0.0  # held at dispatch: prefill gate + KV reserve, all attempts

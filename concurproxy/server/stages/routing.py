@@ -6,6 +6,14 @@ step it routes on the prompt's chained block keys (computed before, by
 `ReplicaView` per candidate from health, drain state, the latest pressure
 snapshot and admission-window room, and after a served step tells the router the
 prefix is now resident there.
+
+The router's prefix index says which blocks a replica *should* hold; under pressure the engine
+evicts them on its own schedule. `ResidentTrust` keeps, per replica, how much of what the index
+matched the engine really reported cached (``cached_tokens`` of the usage), and the estimate of
+the resident prefix that admission and cost-aware dispatch read is scaled by it. Measured on
+the fairness benchmark (bundled worker, heavy agents growing to 12k tokens beside a light
+tenant): the index believed ~9.5k of a 10.6k prompt resident where the engine had 992, so heavy
+prefills were judged short and sent beside the light tenant's control steps.
 """
 
 from __future__ import annotations
@@ -21,6 +29,33 @@ from concurproxy.upstream.replica import Replica
 
 SnapshotFn = Callable[[str], PressureSnapshot | None]
 WindowFn = Callable[[str], tuple[int, int] | None]
+
+
+class ResidentTrust:
+    """Per replica: the share of the index-matched prefix the engine reported cached, an exponentially
+    weighted mean (``alpha`` for the newest step), 1 until a step says otherwise. Bounded table."""
+
+    __slots__ = ("_share", "alpha", "max_replicas")
+
+    def __init__(self, alpha: float = 0.2, max_replicas: int = 1024) -> None:
+        self.alpha = alpha
+        self.max_replicas = max_replicas
+        self._share: dict[str, float] = {}
+
+    def share(self, replica: str) -> float:
+        return self._share.get(replica, 1.0)
+
+    def observe(self, replica: str, indexed_tokens: int, cached_tokens: int) -> None:
+        if indexed_tokens <= 0:
+            return
+        sample = min(1.0, max(0.0, cached_tokens / indexed_tokens))
+        old = self._share.get(replica)
+        if old is None and len(self._share) >= self.max_replicas:
+            return
+        self._share[replica] = sample if old is None else old + self.alpha * (sample - old)
+
+    def forget(self, replica: str) -> None:
+        self._share.pop(replica, None)
 
 
 class RoutingStage:
@@ -40,6 +75,7 @@ class RoutingStage:
         self.windows = windows
         self.uses_prefix = isinstance(router, PrefixAffinityRouter)
         self.tokens = tokens  # its per-agent caches are dropped with the agent (release)
+        self.trust = ResidentTrust()
 
     def pick(self, ctx: StepContext, candidates: Sequence[Replica], now: float) -> Replica:
         step = ctx.step
@@ -59,10 +95,11 @@ class RoutingStage:
             # in the engine's units, like est_prompt_tokens (see stages/calibration.py); the pipeline
             # puts it into the step admission reads
             resident = decision.matched_blocks * self.block_tokens
-            scaled = resident * step.est_prompt_tokens // ctx.local_prompt_tokens
-            ctx.resident_prefix_tokens = min(scaled, step.est_prompt_tokens)
+            indexed = min(resident * step.est_prompt_tokens // ctx.local_prompt_tokens, step.est_prompt_tokens)
+            ctx.indexed_prefix_tokens = indexed
+            ctx.resident_prefix_tokens = int(indexed * self.trust.share(decision.replica_id))
         else:
-            ctx.resident_prefix_tokens = 0
+            ctx.indexed_prefix_tokens = ctx.resident_prefix_tokens = 0
         for r in candidates:
             if r.id == decision.replica_id:
                 return r
@@ -89,6 +126,7 @@ class RoutingStage:
 
     def forget_replica(self, replica_id: str) -> None:
         self.router.forget_replica(replica_id)
+        self.trust.forget(replica_id)
 
     def on_step_end(self, ctx: StepContext, now: float) -> None:
         decision = ctx.route_decision
@@ -96,6 +134,9 @@ class RoutingStage:
             return
         if ctx.outcome == StepOutcome.success and ctx.status == 200:
             self.router.observe_served(decision, ctx.prompt_hashes or (), now)
+            usage = ctx.usage
+            if usage is not None and usage.cached_tokens is not None and ctx.indexed_prefix_tokens > 0:
+                self.trust.observe(decision.replica_id, ctx.indexed_prefix_tokens, usage.cached_tokens)
         if ctx.identity.done and not ctx.identity.one_shot:
             self.release(ctx.step.agent_id)
 
