@@ -9,6 +9,7 @@ from concurproxy.control.admission.state import AgentState, Counters, ReplicaSta
 from concurproxy.control.admission.tickets import (
     AdmitResult,
     Admitted,
+    ExpireResult,
     Grant,
     Outcome,
     Queued,
@@ -16,7 +17,7 @@ from concurproxy.control.admission.tickets import (
     Ticket,
     WaiterTimeout,
 )
-from concurproxy.control.admission.window import ExpireResult, ReplicaWindow
+from concurproxy.control.admission.window import ReplicaWindow
 
 __all__ = [
     "AdmissionCore",

@@ -10,8 +10,8 @@ from concurproxy.control.admission.events import AdmissionEvent, EventLog
 from concurproxy.control.admission.fifo import FifoQueue
 from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.admission.state import ReplicaState
-from concurproxy.control.admission.tickets import AdmitResult, Grant, Outcome, Ticket
-from concurproxy.control.admission.window import ExpireResult, ReplicaWindow
+from concurproxy.control.admission.tickets import AdmitResult, ExpireResult, Grant, Outcome, Ticket
+from concurproxy.control.admission.window import ReplicaWindow
 from concurproxy.control.limits.base import WindowController, WindowDecision
 from concurproxy.control.limits.registry import ControllerRegistry
 from concurproxy.control.types import PressureSnapshot, StepInfo, WaitQueue

@@ -81,13 +81,13 @@ class SlotGate:
             block = cap.block_reason(step, now)
         if block is None:
             return default
-        if self._conserves(block) and self.engine_idle() and self._prefixes_fit(step, now, block == "window-full"):
-            return "work-conserving"
-        return None
+        return "work-conserving" if self._conserving(step, block, now) else None
 
     def conserving(self, step: StepInfo, now: float) -> bool:
-        """The work-conserving rule alone admits ``step`` now (a backfill candidate: see `ReplicaWindow`)."""
-        block = self._cap.block_reason(step, now)
+        """The work-conserving rule alone admits ``step`` now (a backfill candidate: see `Lanes.backfill`)."""
+        return self._conserving(step, self._cap.block_reason(step, now), now)
+
+    def _conserving(self, step: StepInfo, block: str | None, now: float) -> bool:
         return self._conserves(block) and self.engine_idle() and self._prefixes_fit(step, now, block == "window-full")
 
     def _conserves(self, block: str | None) -> bool:

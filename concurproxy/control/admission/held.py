@@ -78,15 +78,19 @@ class HeldAgents:
     def charge(self, agent: HeldAgent) -> int:
         return agent.priors.charge(agent.fp)
 
-    def new_footprint(self, step: StepInfo) -> Footprint:
+    def new_footprint(self, step: StepInfo, priors: FootprintPriors | None = None) -> Footprint:
         # A prefix already resident on the replica (a shared system prompt) costs no new KV;
         # an agent whose first step is its last will not grow.
         private = max(0, step.est_prompt_tokens - step.resident_prefix_tokens)
-        return self.priors_of(step.role, step.tenant).new(private, step.max_tokens, step.last_step)
+        if priors is None:
+            priors = self.priors_of(step.role, step.tenant)
+        return priors.new(private, step.max_tokens, step.last_step)
 
     def new_charge(self, step: StepInfo) -> int:
-        """What a new agent starting with ``step`` would count for in the budget."""
-        return self.priors_of(step.role, step.tenant).charge(self.new_footprint(step))
+        """What a new agent starting with ``step`` would count for in the budget (one priors lookup: this
+        runs for every waiter the grant loop looks at)."""
+        priors = self.priors_of(step.role, step.tenant)
+        return priors.charge(self.new_footprint(step, priors))
 
     def footprint_tokens(self) -> int:
         return sum(self.charge(a) for a in self.agents.values())

@@ -199,7 +199,7 @@ class OvercommitProbe:
             previous_m, previous_pin, previous_goodput = self._regret
             if self._baseline < previous_goodput:  # the kept probe cost more than it gained, late
                 self.m, self.pin, self._regret = previous_m, previous_pin, None
-                self._hold = min(self.p.max_hold_epochs, 2 * self._hold)
+                self._refused()
                 self._steady = 0
                 return
             if self._steady >= self.p.hold_epochs:
@@ -229,14 +229,22 @@ class OvercommitProbe:
         else:
             keep = goodput >= (1.0 + self.p.gain) * base and self._hit_ok(hit)
         if keep:
-            self.kept += 1
             if tried > self.m:
                 self._regret = (self.m, self.pin, base)
             self.m = math.inf if tried >= self.p.open_at else tried
-            self._baseline, self._base_hit = goodput, hit
-            self._hold = self.p.hold_epochs
+            self._kept(goodput, hit)
         else:
-            self._hold = min(self.p.max_hold_epochs, 2 * self._hold)
+            self._refused()
+
+    def _kept(self, goodput: float, hit: float | None) -> None:
+        """A probe paid: its epoch's goodput and hit rate are the new baseline, the hold starts over."""
+        self.kept += 1
+        self._baseline, self._base_hit = goodput, hit
+        self._hold = self.p.hold_epochs
+
+    def _refused(self) -> None:
+        """A probe (or a kept one, in regret) did not pay: wait twice as long before the next."""
+        self._hold = min(self.p.max_hold_epochs, 2 * self._hold)
 
     def _hit_ok(self, hit: float | None) -> bool:
         return hit is None or self._base_hit is None or self._base_hit - hit < self.p.hit_drop
@@ -277,16 +285,14 @@ class OvercommitProbe:
         up = previous is not None and tried > previous
         keep = goodput >= (1.0 + self.p.gain) * base and self._hit_ok(hit) if up else goodput >= base
         if keep:
-            self.kept += 1
             if up:
                 self._regret = (self.m, previous, base)
             self.pin = tried
-            self._baseline, self._base_hit = goodput, hit
             self._pin_goodput = goodput
-            self._hold = self.p.hold_epochs
+            self._kept(goodput, hit)
             if self._startup and tried * self.p.gain < 1.0:
                 self._pin_step(up=True)  # still climbing: the next agent at once
         else:
             if previous is not None:
                 self._startup = False  # the climb found its top
-            self._hold = min(self.p.max_hold_epochs, 2 * self._hold)
+            self._refused()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from concurproxy.control.types import StepInfo, StepOutcome
 
@@ -64,3 +64,11 @@ class WaiterTimeout:
     agent_id: str
     waited_s: float
     retry_after_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireResult:
+    """What one expiry pass dropped: agents idle past their TTL, waiters past ``max_queue_wait_s``."""
+
+    agents: list[str] = field(default_factory=list)
+    waiters: list[WaiterTimeout] = field(default_factory=list)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from concurproxy.config.admission import AdmissionConfig
 from concurproxy.control.admission.capacity import Capacity
@@ -12,6 +12,7 @@ from concurproxy.control.admission.events import AdmissionEvent, EventKind, Even
 from concurproxy.control.admission.gate import IdleWaitClock, SlotGate
 from concurproxy.control.admission.held import HeldAgent, HeldAgents
 from concurproxy.control.admission.lanes import Lanes
+from concurproxy.control.admission.pace import AdmissionPace
 from concurproxy.control.admission.pausing import Pausing
 from concurproxy.control.admission.shares import WindowShares
 from concurproxy.control.admission.state import Counters, ReplicaState
@@ -19,6 +20,7 @@ from concurproxy.control.admission.tenants import TenantSlots
 from concurproxy.control.admission.tickets import (
     AdmitResult,
     Admitted,
+    ExpireResult,
     Grant,
     Outcome,
     Queued,
@@ -29,16 +31,6 @@ from concurproxy.control.admission.tickets import (
 from concurproxy.control.admission.waiters import Waiter, WaiterSet
 from concurproxy.control.limits.base import StepSample, WindowController, WindowDecision
 from concurproxy.control.types import PressureSnapshot, StepInfo, WaitQueue
-
-# Waiters a backfill looks at, longest-waiting first: bounds the scan of a long queue (the rule's
-# prefix check sums the held agents: O(agents) per candidate).
-BACKFILL_SCAN = 32
-
-
-@dataclass(frozen=True, slots=True)
-class ExpireResult:
-    agents: list[str] = field(default_factory=list)
-    waiters: list[WaiterTimeout] = field(default_factory=list)
 
 
 class ReplicaWindow:
@@ -67,11 +59,13 @@ class ReplicaWindow:
       configured: none of this applies.
     * Work conservation (`SlotGate`): an idle agent past its learned return gap
       (*dormant*: most clients never send ``X-Agent-Done``) gives its slot to a
-      waiting step; a step waiting only for footprint room is admitted while
-      nothing runs here. Tenants share the slots by weighted max-min fairness and
-      claim them at step boundaries (`TenantSlots`); the order of waiters is
-      `Lanes`'. A goodput probe (`OvercommitProbe`) scales W and the footprint
-      budget where admitting more pays. ``idle_waiting_s`` measures the invariant.
+      waiting step; a step waiting for footprint room or a pressure-led W is
+      admitted while nothing runs here if it evicts no prefix expected back, and
+      another waiter backfills when the lanes' choice cannot be admitted. Tenants
+      share the slots by weighted max-min fairness and claim them at step
+      boundaries (`TenantSlots`); the order of waiters is `Lanes`'. A goodput
+      probe (`OvercommitProbe`) scales W and the footprint budget where admitting
+      more pays. ``idle_waiting_s`` measures the invariant.
     * Pressure source (`PressureSource`): a replica without a usable KV signal is
       led by a latency-based controller; one whose signal went stale is saturated
       for ``stale_grace_s``, then falls back the same way.
@@ -109,8 +103,7 @@ class ReplicaWindow:
         self._tickets: dict[int, Ticket] = {}
         self._cap = Capacity(controller, config.aimd, self._held, fallback, config.stale_grace_s)
         self._decision = WindowDecision(controller.window, False, "initial")
-        self._last_new_admit: float | None = None
-        self._admit_gap_s: float | None = None
+        self._pace = AdmissionPace(config.max_queue_wait_s, config.starvation_timeout_s)
         self._log = log if log is not None else EventLog()
         self.counters = Counters()
         self.shares = WindowShares()
@@ -211,10 +204,10 @@ class ReplicaWindow:
             reason = self._gate.reason(w.step, lane, default, now)
             if reason is None and starved:
                 block = self._cap.block_reason(w.step, now)
-                if block is not None and not block.startswith("saturated") and self._stalled(now, w):
+                if block is not None and not block.startswith("saturated") and self._pace.stalled(now, w.since):
                     reason = "starvation"
             if reason is None:
-                w = self._backfill(now)  # the head waits for a prefix to come back: fill the idle engine
+                w = self._lanes.backfill(self._gate, now)  # the head waits for a prefix: fill the idle engine
                 if w is None:
                     break
                 lane, reason = "backfill", "work-conserving"
@@ -225,24 +218,6 @@ class ReplicaWindow:
         if self._idle.idle:  # still idle after trying: charge the rest of the period to today's cause
             self._note_idle(now)
         return grants
-
-    def _backfill(self, now: float) -> Waiter | None:
-        """The first of the longest-waiting steps (up to ``BACKFILL_SCAN``) that the work-conserving rule
-        admits now, while the waiter the lanes chose cannot be: backfilling, as batch schedulers do. A
-        resuming agent whose prefix does not fit beside the prefixes expected back waits for one of them
-        to end; a small new agent that fits runs meanwhile instead of the engine idling. Measured in
-        virtual time (plain loop on ``tiny``: 48 agents x 8 steps growing to ~830 of 1024 tokens, 8 ms
-        client gaps, 60 s): with the rule's W override and this backfill, steps 497 -> 526, the engine
-        idle while steps waited 4.5 s -> 0.3 s (the rest: reports predating our last step, see
-        `SlotGate.engine_idle`)."""
-        if not self._gate.engine_idle():
-            return None
-        for i, w in enumerate(self._waiters):
-            if i >= BACKFILL_SCAN:
-                break
-            if self._gate.conserving(w.step, now):
-                return w
-        return None
 
     def deadline(self) -> float | None:
         """When time alone frees a slot here while steps wait (an idle agent turns dormant), or None;
@@ -271,10 +246,6 @@ class ReplicaWindow:
         if self._tenant_slots is not None:
             self._tenant_slots.weight = weight
 
-    def _stalled(self, now: float, w: Waiter) -> bool:
-        ref = w.since if self._last_new_admit is None else max(w.since, self._last_new_admit)
-        return now - ref >= self._cfg.starvation_timeout_s
-
     def _grant_waiter(self, w: Waiter, now: float, reason: str) -> Grant:
         waited = now - w.since
         agent = self._agents.get(w.step.agent_id)
@@ -287,7 +258,8 @@ class ReplicaWindow:
         return Grant(w.waiter_id, Admitted(self._open(w.step, agent, now, reason, waited), waited))
 
     def _admit_agent(self, step: StepInfo, now: float, *, small: bool = False) -> HeldAgent:
-        fp, priors = self._held.new_footprint(step), self._held.priors_of(step.role, step.tenant)
+        priors = self._held.priors_of(step.role, step.tenant)
+        fp = self._held.new_footprint(step, priors)
         agent = HeldAgent(
             step.agent_id, step.tenant, step.role, now, now, fp, priors, small=small, priority=step.priority
         )
@@ -296,10 +268,7 @@ class ReplicaWindow:
             self.counters.admitted_small += 1
         self._agents[step.agent_id] = agent
         self._paused.pop(step.agent_id, None)
-        if self._last_new_admit is not None:
-            gap = max(0.0, now - self._last_new_admit)
-            self._admit_gap_s = gap if self._admit_gap_s is None else 0.8 * self._admit_gap_s + 0.2 * gap
-        self._last_new_admit = now
+        self._pace.admitted(now)
         self.counters.admitted_new += 1
         return agent
 
@@ -318,10 +287,8 @@ class ReplicaWindow:
         return t
 
     def retry_after_s(self, position: int) -> float:
-        """Seconds a client should wait before retrying: position × mean gap between
-        new-agent admissions here, within [1, max_queue_wait_s]."""
-        gap = self._admit_gap_s if self._admit_gap_s else 1.0
-        return min(self._cfg.max_queue_wait_s, max(1.0, position * gap))
+        """Seconds a client should wait before retrying (see `AdmissionPace`)."""
+        return self._pace.retry_after_s(position)
 
     # ---- endings -----------------------------------------------------------------------
     def end(
@@ -417,12 +384,9 @@ class ReplicaWindow:
         return ExpireResult(expired, timeouts)
 
     def _note_idle(self, now: float) -> None:
-        oldest = None if self._tickets else self._waiters.oldest()
-        cause = None
-        if oldest is not None:  # charged to the waiter the lanes would serve next
-            w, _ = self._lanes.next(oldest, now - oldest.since >= self._cfg.starvation_timeout_s, now)
-            cause = self._gate.idle_cause((w or oldest).step, now)
-        self._idle.observe(now, oldest is not None, cause)
+        waiting = not self._tickets and bool(self._waiters)
+        cause = self._lanes.idle_cause(self._gate, self._cfg.starvation_timeout_s, now) if waiting else None
+        self._idle.observe(now, waiting, cause)
 
     def _drop(self, agent: HeldAgent, kind: EventKind, now: float, reason: str) -> None:
         self._pausing.drop(agent, kind, now, reason)

@@ -14,16 +14,39 @@ from __future__ import annotations
 from concurproxy.server.hooks import StepContext
 
 
+class KeyedMean:
+    """An exponentially weighted mean per key (weight ``alpha`` for the newest sample; the first sample
+    is the mean), None for a key never seen. Bounded: keys beyond ``max_keys`` are not tracked."""
+
+    __slots__ = ("_mean", "alpha", "max_keys")
+
+    def __init__(self, alpha: float, max_keys: int) -> None:
+        self.alpha = alpha
+        self.max_keys = max_keys
+        self._mean: dict[str, float] = {}
+
+    def get(self, key: str) -> float | None:
+        return self._mean.get(key)
+
+    def add(self, key: str, sample: float) -> None:
+        old = self._mean.get(key)
+        if old is None and len(self._mean) >= self.max_keys:
+            return
+        self._mean[key] = sample if old is None else old + self.alpha * (sample - old)
+
+    def forget(self, key: str) -> None:
+        self._mean.pop(key, None)
+
+
 class TokenCalibration:
-    __slots__ = ("_ratio", "alpha", "max_models")
+    __slots__ = ("_ratio",)
 
     def __init__(self, alpha: float = 0.1, max_models: int = 256) -> None:
-        self.alpha = alpha
-        self.max_models = max_models
-        self._ratio: dict[str, float] = {}
+        self._ratio = KeyedMean(alpha, max_models)  # models beyond the cap keep ratio 1
 
     def ratio(self, model: str | None) -> float:
-        return self._ratio.get(model or "", 1.0)
+        r = self._ratio.get(model or "")
+        return 1.0 if r is None else r
 
     def estimate(self, model: str | None, local_tokens: int) -> int:
         r = self._ratio.get(model or "")
@@ -33,9 +56,4 @@ class TokenCalibration:
         usage = ctx.usage
         if usage is None or ctx.local_prompt_tokens <= 0 or usage.prompt_tokens <= 0 or ctx.status != 200:
             return
-        sample = min(20.0, max(0.05, usage.prompt_tokens / ctx.local_prompt_tokens))
-        key = ctx.model or ""
-        old = self._ratio.get(key)
-        if old is None and len(self._ratio) >= self.max_models:
-            return  # bounded: models beyond the cap keep ratio 1
-        self._ratio[key] = sample if old is None else old + self.alpha * (sample - old)
+        self._ratio.add(ctx.model or "", min(20.0, max(0.05, usage.prompt_tokens / ctx.local_prompt_tokens)))

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from concurproxy.control.types import PressureSnapshot
 from concurproxy.routing import PrefixAffinityRouter, ReplicaView, RouteRequest
 from concurproxy.routing.types import Router
+from concurproxy.server.stages.calibration import KeyedMean
 from concurproxy.server.step import StepContext, StepOutcome
 from concurproxy.tokenizer.step import StepTokens
 from concurproxy.upstream.replica import Replica
@@ -35,27 +36,21 @@ class ResidentTrust:
     """Per replica: the share of the index-matched prefix the engine reported cached, an exponentially
     weighted mean (``alpha`` for the newest step), 1 until a step says otherwise. Bounded table."""
 
-    __slots__ = ("_share", "alpha", "max_replicas")
+    __slots__ = ("_share",)
 
     def __init__(self, alpha: float = 0.2, max_replicas: int = 1024) -> None:
-        self.alpha = alpha
-        self.max_replicas = max_replicas
-        self._share: dict[str, float] = {}
+        self._share = KeyedMean(alpha, max_replicas)
 
     def share(self, replica: str) -> float:
-        return self._share.get(replica, 1.0)
+        s = self._share.get(replica)
+        return 1.0 if s is None else s
 
     def observe(self, replica: str, indexed_tokens: int, cached_tokens: int) -> None:
-        if indexed_tokens <= 0:
-            return
-        sample = min(1.0, max(0.0, cached_tokens / indexed_tokens))
-        old = self._share.get(replica)
-        if old is None and len(self._share) >= self.max_replicas:
-            return
-        self._share[replica] = sample if old is None else old + self.alpha * (sample - old)
+        if indexed_tokens > 0:
+            self._share.add(replica, min(1.0, max(0.0, cached_tokens / indexed_tokens)))
 
     def forget(self, replica: str) -> None:
-        self._share.pop(replica, None)
+        self._share.forget(replica)
 
 
 class RoutingStage:
