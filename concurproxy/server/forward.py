@@ -152,12 +152,21 @@ class Forwarder:
         payload: bytes,
         headers: dict[str, str],
         retry_status: bool = True,
+        step: bool = False,
     ) -> UpstreamResponse:
         """Send the request; return the response once its head arrived. A 502/503 is a failed attempt
-        when ``retry_status`` (else it is the answer, relayed as the engine sent it)."""
+        when ``retry_status`` (else it is the answer, relayed as the engine sent it). A ``step`` may be
+        sent twice (`RetryRule`), so the connection pool repeats it once on a fresh connection when a
+        reused one closes unanswered (the keep-alive race: not the replica's failure)."""
         try:
             resp = await self.http.request(
-                method, replica.base_url, target, headers, payload, read_timeout_s=self.timeouts.first_byte_s
+                method,
+                replica.base_url,
+                target,
+                headers,
+                payload,
+                read_timeout_s=self.timeouts.first_byte_s,
+                replayable=step,
             )
         except UpstreamTimeout as exc:
             raise UpstreamAttemptFailed(
@@ -174,6 +183,8 @@ class Forwarder:
             body = await read_quietly(resp)
             resp.release()
             raise UpstreamAttemptFailed("status", f"{replica.id}: HTTP {resp.status}: {body[:200]!r}")
+        if resp.status < 500:
+            self.pool.mark_answered(replica)
         return resp
 
     async def read_whole(self, replica: Replica, resp: UpstreamResponse) -> bytes:

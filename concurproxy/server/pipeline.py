@@ -233,7 +233,7 @@ class StepPipeline:
             trace.phase("upstream", **{"concurproxy.replica": replica.id}) if trace is not None else _NO_PHASE as phase
         ):
             phase.inject(up_headers)  # the W3C trace continues into the engine
-            resp = await forwarder.open(replica, "POST", ctx.route, payload, up_headers)
+            resp = await forwarder.open(replica, "POST", ctx.route, payload, up_headers, step=True)
             try:
                 if ctx.stream:
                     return await forwarder.relay_stream(request, ctx, replica, resp)

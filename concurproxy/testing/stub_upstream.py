@@ -42,6 +42,8 @@ class StubBehaviour:
     busy_s_per_step: float = 0.0  # an engine whose latency grows with load: each step waits this × steps in flight
     max_running: int = 0  # > 0: an engine that runs at most this many steps at once (hang_s each); the rest queue
     flood_bytes: int = 0  # streamed chat: after the first chunk, this many bytes of one event that never ends
+    drop_reused: int = 0  # the next N steps that arrive on a connection which carried one already are read, then
+    # the connection closes unanswered (uvicorn's keep-alive timer firing as a request arrives)
     record: bool = True
     seen: list[dict[str, Any]] = field(default_factory=list)
     seen_headers: list[dict[str, str]] = field(default_factory=list)
@@ -49,6 +51,7 @@ class StubBehaviour:
     active: int = 0
     in_flight: int = 0  # steps inside the busy_s_per_step wait
     slots: asyncio.Semaphore | None = None  # (max_running)
+    carried: dict[int, object] = field(default_factory=dict)  # connections that carried a step (drop_reused)
 
 
 def _completion(body: dict[str, Any], chat: bool, n: int, factor: float = 1.0) -> dict[str, Any]:
@@ -100,6 +103,12 @@ async def _prelude(request: web.Request) -> tuple[StubBehaviour, dict[str, Any]]
     if b.record:
         b.seen.append(body)
         b.seen_headers.append(dict(request.headers))
+    if b.drop_reused and request.transport is not None:
+        if id(request.transport) in b.carried:
+            b.drop_reused -= 1
+            request.transport.close()
+            return web.Response(status=500)  # never reaches the client: the connection is closed
+        b.carried[id(request.transport)] = request.transport  # held: an id stays this transport's
     if b.max_running:
         if b.slots is None:
             b.slots = asyncio.Semaphore(b.max_running)

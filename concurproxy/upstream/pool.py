@@ -95,6 +95,12 @@ class ReplicaPool:
             log.warning("replica %s out of rotation: %s", replica.id, error)
             self._notify(replica, False)
 
+    def mark_answered(self, replica: Replica) -> None:
+        """Passive health: the replica answered a request, so the failures counted so far were not
+        consecutive. It does not put a replica back (only a health check does): a loaded engine whose
+        /health answers late twice between its answers stays in rotation."""
+        replica.consecutive_failures = 0
+
     def mark_success_check(self, replica: Replica) -> None:
         if replica.record_success(self.health_cfg.healthy_after):
             log.info("replica %s back in rotation", replica.id)

@@ -160,6 +160,36 @@ async def test_replica_back_in_rotation_after_health_check(proxy_factory):
         assert (await h.post("/v1/chat/completions", CHAT)).status == 200
 
 
+async def test_a_reused_connection_closed_unanswered_costs_neither_the_step_nor_the_replica(proxy_factory):
+    """The keep-alive race (the engine's timer closes a connection as a step arrives on it): with one
+    replica there is nowhere else to go, so the step goes once more on a fresh connection; the replica
+    stays in rotation even where one failure would take it out. Seen in CI: a 502 to the client."""
+    stub = StubBehaviour(drop_reused=2)
+    async with proxy_factory(behaviours=[stub], health={"unhealthy_after": 1, "interval_s": 60}) as h:
+        for _ in range(3):
+            r = await h.post("/v1/chat/completions", CHAT)
+            assert r.status == 200, await r.text()
+        assert (stub.drop_reused, len(stub.seen)) == (0, 5)  # 3 steps, 2 of them sent twice
+        assert (await h.session.get(h.url + "/ready")).status == 200
+        assert h.components.pool.get("r0").consecutive_failures == 0
+
+
+async def test_an_answer_between_two_failures_keeps_a_replica_in_rotation(proxy_factory):
+    """Passive health: failures count only while consecutive. A loaded engine whose /health answered
+    late twice, with steps answered in between, is not taken out (it was: every step then got a 503)."""
+    async with proxy_factory(health={"unhealthy_after": 2, "interval_s": 60}) as h:
+        pool = h.components.pool
+        r0 = pool.get("r0")
+        for _ in range(3):
+            pool.mark_failure(r0, "health check: TimeoutError")
+            assert (await h.post("/v1/chat/completions", CHAT)).status == 200
+        assert r0.healthy and r0.consecutive_failures == 0
+        pool.mark_failure(r0, "health check: TimeoutError")
+        pool.mark_failure(r0, "health check: TimeoutError")
+        assert not r0.healthy  # two in a row still take it out
+        assert (await h.post("/v1/chat/completions", CHAT)).status == 503
+
+
 async def test_first_byte_timeout_is_504(proxy_factory):
     async with proxy_factory(
         behaviours=[StubBehaviour(hang_s=5)], retry={"attempts": 1}, timeouts={"first_byte_s": 0.2}

@@ -94,6 +94,42 @@ async def test_idempotent_request_is_sent_once_more_on_a_fresh_connection(method
             await pool.close()
 
 
+@pytest.mark.parametrize("how", ["fin", "rst"])
+async def test_replayable_post_is_sent_once_more_on_a_fresh_connection(how: str) -> None:
+    """An inference step (``replayable``) on a reused connection that the server closes unanswered
+    (uvicorn's keep-alive timer firing as the request arrives) goes once more on a fresh connection:
+    with one replica the proxy has nowhere else to send it. A fresh connection that closes the same
+    way is an error: the repeat happens once."""
+    received: list[tuple[int, bytes]] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idx: int) -> None:
+        while True:
+            body = await read_request(reader)
+            received.append((idx, body))
+            if (body == b"second" and idx == 0) or body == b"third":
+                if how == "rst":
+                    _reset(writer)
+                return
+            writer.write(FRESH if idx else OK)
+            await writer.drain()
+
+    pool = UpstreamPool(max_per_host=4)
+    async with raw_server(script) as target:
+        try:
+            async with await pool.request("POST", target, "/", None, b"first", replayable=True) as resp:
+                assert await resp.read() == b"ok"
+            async with await pool.request("POST", target, "/", None, b"second", replayable=True) as resp:
+                assert await resp.read() == b"fresh"
+            assert received == [(0, b"first"), (0, b"second"), (1, b"second")]
+            with pytest.raises(UpstreamDisconnected) as ei:  # reused conn 1, then a fresh conn 2: both close
+                await pool.request("POST", target, "/", None, b"third", replayable=True)
+            assert ei.value.sent is True and ei.value.got_bytes is False
+            assert received[3:] == [(1, b"third"), (2, b"third")]
+            assert pool.stats()[_key(target)] == (0, 0, 0)
+        finally:
+            await pool.close()
+
+
 async def test_server_closing_the_idle_connection_before_the_write_resends_a_post() -> None:
     """Nothing was written (the FIN came while the connection sat idle): any method may go again."""
     received: list[int] = []

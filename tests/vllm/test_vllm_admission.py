@@ -50,8 +50,9 @@ TARGET_B = 0.95  # issue 18 (b): goodput >= 0.95x none
 def _same_work(arms: list[Arm], wl: dict[str, Any]) -> None:
     tokens = wl["agents"] * wl["steps"] * wl["output_tokens"]
     for arm in arms:
+        failed_steps = [(s.agent_id, s.step, s.status, s.error) for s in arm.results.steps if not s.ok]
         assert arm.completed == arm.started == arm.in_deadline == wl["agents"] and arm.failed == 0, (
-            arm.name, arm.summary["tasks"],
+            arm.name, arm.summary["tasks"], failed_steps[:5],
         )  # fmt: skip
         assert arm.delta.generation_tokens == tokens, arm.name
         assert arm.delta.prompt_tokens == arms[0].delta.prompt_tokens, arm.name

@@ -20,9 +20,10 @@ Re-sending a request (nginx's ``proxy_next_upstream`` default, and Go's ``net/ht
   already closing): nothing reached the server, any method may be sent again.
 * ``sent`` true and no response byte: the server may have read the request and started
   working on it (for an inference step: a generation on the GPU). Only idempotent methods
-  (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) may be sent again; a POST is not. The pool
-  follows this rule for its one stale keep-alive retry; a caller that fails over to another
-  replica should apply the same rule (``UpstreamDisconnected.sent``).
+  (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) may be sent again; a POST is not, unless the
+  caller says it may (``replayable``: the proxy's inference steps). The pool follows this rule
+  for its one stale keep-alive retry; a caller that fails over to another replica should apply
+  the same rule (``UpstreamDisconnected.sent``).
 """
 
 from __future__ import annotations

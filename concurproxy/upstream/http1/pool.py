@@ -15,7 +15,11 @@ server's FIN arrived while it sat idle) is dropped and the request goes on anoth
 nothing was sent. If it fails after the request was written but before any response
 byte, the server may have read it and begun a generation: the request is sent once more
 on a fresh connection only if its method is idempotent (GET, HEAD, OPTIONS, TRACE, PUT,
-DELETE); a POST is not, and the caller gets ``UpstreamDisconnected(sent=True)``.
+DELETE) or the caller says the request is ``replayable``; any other POST is not, and the caller
+gets ``UpstreamDisconnected(sent=True)``. The proxy passes ``replayable`` for an inference step,
+which its retry rule would send to another replica anyway: with one replica, the keep-alive race
+(the server's timer closing a connection our idle limit still trusted: on a loaded host the
+proxy reads a response's end, and starts its idle clock, late) would otherwise fail the step.
 
 Concurrency: single event loop; no locks. ``UpstreamPool`` must be used from the loop
 that created its first connection.
@@ -225,11 +229,13 @@ class UpstreamPool:
         body: bytes = b"",
         *,
         read_timeout_s: float | None = None,
+        replayable: bool = False,
     ) -> UpstreamResponse:
         """Send one request; return once the status line and headers arrived.
 
         ``target`` is a base URL (``http://host:port[/prefix]``) or ``(host, port)``;
-        ``read_timeout_s`` bounds the wait for the head and, by default, each wait in ``read()``.
+        ``read_timeout_s`` bounds the wait for the head and, by default, each wait in ``read()``;
+        ``replayable``: the caller accepts this request being sent twice (module docstring).
         Raises UpstreamConnectError, UpstreamTimeout, UpstreamDisconnected, UpstreamProtocolError,
         UpstreamRequestError. A reused connection that the server closed is retried as the module
         docstring says (never a POST the server may have read).
@@ -251,8 +257,8 @@ class UpstreamPool:
                 if reused and not exc.got_bytes:
                     if not exc.sent:
                         continue  # closed while idle, nothing written: the next one (idle ones are finite)
-                    if not fresh and method in IDEMPOTENT_METHODS:
-                        fresh = True  # the server may have read it: safe to repeat only if idempotent, once
+                    if not fresh and (replayable or method in IDEMPOTENT_METHODS):
+                        fresh = True  # the server may have read it: repeat only if idempotent or replayable, once
                         continue
                 raise
             except BaseException:
