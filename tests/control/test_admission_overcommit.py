@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from concurproxy.config.admission import ProbeConfig
-from concurproxy.control.admission.overcommit import OvercommitProbe
+from concurproxy.control.admission.overcommit import OvercommitProbe, settle_band
 
 P = ProbeConfig(epoch_s=1.0, epoch_steps=1, epoch_cycles=0, hold_epochs=2, gain=0.05, up=1.5, open_at=4.0)
 
@@ -96,6 +96,42 @@ def test_stale_data_ends_a_probe_and_nothing_waiting_measures_nothing() -> None:
         t += 1
         q.on_tick(t, fresh=True, binds=False, hit_rate=0.8)
     assert q.probes == 0
+
+
+def noisy_epochs(probe: OvercommitProbe, levels: list[float], t: float, steps: int) -> float:
+    """One 1-s epoch per level, of ``steps`` steps delivering ``level`` tokens each (goodput level x steps)."""
+    for level in levels:
+        for _ in range(steps):
+            probe.on_step(int(level))
+        t += 1.0
+        probe.on_tick(t, fresh=True, binds=True, hit_rate=0.8)
+    return t
+
+
+def test_the_settle_band_is_the_gain_or_an_epochs_sampling_noise() -> None:
+    assert settle_band(0.05, 0) == 0.05
+    assert settle_band(0.05, 1600) == 0.05
+    assert settle_band(0.05, 16) == 0.125
+    assert settle_band(0.3, 16) == 0.3
+
+
+# goodput of one steady load in 2-s epochs on vLLM CPU (decode swarm, measured 2026-12-07, tokens/s): +-15%
+VLLM_CPU_EPOCHS = [355.0, 289.0, 308.0, 267.0, 288.0, 294.0, 252.0, 302.0, 275.0, 263.0, 258.0, 269.0]
+
+
+def test_a_probe_starts_on_an_engine_whose_few_steps_per_epoch_are_noisy() -> None:
+    """16 steps an epoch spread goodput +-15%: within a 5% band no four epochs in a row ever settled and
+    no probe ran in a whole run; within the epoch's own noise they settle, and the probe runs."""
+    p = OvercommitProbe(ProbeConfig(epoch_s=1.0, epoch_steps=16, epoch_cycles=0, hold_epochs=4))
+    noisy_epochs(p, VLLM_CPU_EPOCHS, start(p), steps=16)
+    assert p.probes >= 1
+
+
+def test_goodput_that_still_moves_over_many_steps_starts_no_probe() -> None:
+    """Where epochs hold hundreds of steps the band is the gain: the same +-15% is a ramp, not noise."""
+    p = OvercommitProbe(ProbeConfig(epoch_s=1.0, epoch_steps=16, epoch_cycles=0, hold_epochs=4))
+    noisy_epochs(p, VLLM_CPU_EPOCHS, start(p), steps=400)
+    assert p.probes == 0
 
 
 @settings(max_examples=200, deadline=None)

@@ -41,10 +41,11 @@ gain and a kept one-agent probe would be noise, so none is tried.
 **Multiplicative** (where many agents fit): both limits are multiplied by ``m`` (start 1;
 ``inf`` = no limit at all):
 
-* after ``hold_epochs`` *settled* steady epochs (goodput within ``gain`` of the baseline: no
-  probing during ramp-up), one epoch at ``m × up``: kept when its goodput is at least ``(1 + gain)
-  ×`` the steady goodput and the prefix-hit rate did not fall by ``hit_drop`` (a collapsing hit
-  rate is recompute the epoch has not paid for yet); a kept probe at ``open_at`` or beyond lifts
+* after ``hold_epochs`` *settled* steady epochs (goodput within ``gain`` of the baseline, or within
+  the epoch's sampling noise, 0.5/sqrt(steps), where that is wider: no probing during ramp-up),
+  one epoch at ``m × up``: kept when its goodput is at least ``(1 + gain) ×`` the steady goodput
+  and the prefix-hit rate did not fall by ``hit_drop`` (a collapsing hit rate is recompute the
+  epoch has not paid for yet); a kept probe at ``open_at`` or beyond lifts
   the limits (``m = inf``);
 * with ``m > 1``, every other probe goes down instead (``m / up``, or ``open_at / up`` from
   ``inf``): kept when goodput did not fall.
@@ -67,6 +68,19 @@ from concurproxy.config.admission import ProbeConfig
 
 TRANSITION = 1  # epochs of a one-agent step not judged (the agent that joins prefills, the one that leaves)
 JUDGED = 2  # epochs of a one-agent step judged, by their mean goodput
+
+
+NOISE = 0.5  # an epoch's relative goodput noise: NOISE / sqrt(steps) (vLLM CPU, 16 steps: std ~10%)
+
+
+def settle_band(gain: float, steps: int) -> float:
+    """How far an epoch's goodput may stray from the baseline and still count as settled: ``gain``, or the
+    sampling noise of an epoch of ``steps`` steps where that is wider. Measured on vLLM CPU (decode swarm,
+    16-20 steps per 2 s epoch): epochs of one steady load spread +-15%, so within 5% no four epochs in a
+    row settled and no probe ran in a whole run (47 s, 17 epochs). The noise is not widened further: a band
+    of 1/sqrt(steps) let probes fire during llama3-8b-h100's overload, where goodput moves because agents
+    grow (4x: 3.34 -> 3.23x ``none``, recompute 1% -> 8%); at NOISE 0.5 that run is unchanged."""
+    return max(gain, NOISE / math.sqrt(steps)) if steps > 0 else gain
 
 
 class OvercommitProbe:
@@ -154,7 +168,7 @@ class OvercommitProbe:
         goodput = self._tokens / elapsed
         hit = self._hit_sum / self._hit_n if self._hit_n else None
         mean_holders, mean_fits = self._holders / self._ticks, self._fits / self._ticks
-        bound = self._bound
+        bound, steps = self._bound, self._steps
         self._new_epoch(now)
         if self._trying_pin is not None:
             # a step up or down: its first epoch is a transition (a new agent prefills, an agent leaves mid-life),
@@ -169,7 +183,7 @@ class OvercommitProbe:
         elif self._trying is not None:
             self._judge(goodput, hit)
         elif bound:
-            self._steady_epoch(goodput, hit, mean_holders, mean_fits)
+            self._steady_epoch(goodput, hit, mean_holders, mean_fits, steps)
         else:
             self._steady = 0  # nothing waited: the limits made no difference this epoch
 
@@ -184,12 +198,17 @@ class OvercommitProbe:
         1/gain``) that one more can show the gain (n -> n + 1 agents gains at most 1/n)."""
         return self.pin is not None or (self.p.granular and self.m == 1.0 and 0 < fits * self.p.gain < 1.0)
 
-    def _steady_epoch(self, goodput: float, hit: float | None, holders: float = 0.0, fits: float = 0.0) -> None:
+    def _steady_epoch(
+        self, goodput: float, hit: float | None, holders: float = 0.0, fits: float = 0.0, steps: int = 0
+    ) -> None:
         granular = self._granular(fits)
         if granular and not self._warm:
             self._warm = True  # the ramp of admissions: not a baseline
             return
-        settled = self._baseline is not None and abs(goodput - self._baseline) <= self.p.gain * self._baseline
+        settled = (
+            self._baseline is not None
+            and abs(goodput - self._baseline) <= settle_band(self.p.gain, steps) * self._baseline
+        )
         self._baseline = goodput if self._baseline is None else 0.5 * (self._baseline + goodput)
         if hit is not None:
             self._base_hit = hit if self._base_hit is None else 0.5 * (self._base_hit + hit)
