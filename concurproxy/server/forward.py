@@ -249,12 +249,23 @@ class Forwarder:
                         raise ClientGone from exc
                     if ctx.captured is not None:  # only for an agent inferred from its conversation
                         ctx.captured.append(data)
+                    if relay.done_seen and not ctx.delivered:
+                        # The client has the whole answer. A client that closes on [DONE] (not the SDKs:
+                        # they read to the end) cancels the handler while it waits for the engine's
+                        # end of body; the step is still a success, with its usage, not a cancellation.
+                        ctx.delivered = True
+                        ctx.usage, ctx.response_id, ctx.streamed_chunks = (
+                            relay.usage,
+                            relay.response_id,
+                            relay.chunks_seen,
+                        )
             tail = relay.flush()
             if tail:
                 out = out or await self._start_stream(request, ctx)
                 await write_quietly(out, tail)
         except ClientGone:
-            ctx.outcome = StepOutcome.cancelled  # the caller closes the upstream response: the engine stops
+            if not ctx.delivered:
+                ctx.outcome = StepOutcome.cancelled  # the caller closes the upstream response: the engine stops
             ctx.usage = relay.usage
             ctx.streamed_chunks = relay.chunks_seen
             assert out is not None  # only a write raises ClientGone

@@ -118,8 +118,9 @@ class StepPipeline:
                 err.headers.update(ctx.extra_headers)
                 raise
             except BaseException as exc:
-                ctx.outcome = StepOutcome.cancelled
-                error = exc
+                if not ctx.delivered:  # the client left after the end event: a success (forward.py)
+                    ctx.outcome = StepOutcome.cancelled
+                    error = exc
                 raise
             finally:
                 # 7. settle
@@ -177,7 +178,7 @@ class StepPipeline:
                         ticket.set_outcome(StepOutcome.error)
                         raise
                     except BaseException:
-                        ticket.set_outcome(StepOutcome.cancelled)
+                        ticket.set_outcome(StepOutcome.success if ctx.delivered else StepOutcome.cancelled)
                         raise
                     finally:
                         replica.in_flight -= 1

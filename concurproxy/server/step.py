@@ -73,6 +73,7 @@ class StepContext:
     ttft_s: float | None = None
     upstream_s: float | None = None  # from sending upstream to the last byte relayed
     streamed_chunks: int = 0  # SSE events relayed to the client
+    delivered: bool = False  # the client has the stream's end event: leaving after it cancels nothing
     error_code: str | None = None  # the code of the error answered, if any
     # --- budgets -----------------------------------------------------------------------------------
     budget_reservation: Reservation | None = None

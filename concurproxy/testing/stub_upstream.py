@@ -42,6 +42,7 @@ class StubBehaviour:
     busy_s_per_step: float = 0.0  # an engine whose latency grows with load: each step waits this × steps in flight
     max_running: int = 0  # > 0: an engine that runs at most this many steps at once (hang_s each); the rest queue
     flood_bytes: int = 0  # streamed chat: after the first chunk, this many bytes of one event that never ends
+    eof_after: asyncio.Event | None = None  # streamed: end the body (after [DONE]) only once this is set
     drop_reused: int = 0  # the next N steps that arrive on a connection which carried one already are read, then
     # the connection closes unanswered (uvicorn's keep-alive timer firing as a request arrives)
     record: bool = True
@@ -171,6 +172,8 @@ async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
             }
             await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
+        if b.eof_after is not None:
+            await b.eof_after.wait()
         await resp.write_eof()
     except (asyncio.CancelledError, ConnectionResetError):
         b.cancelled += 1

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
 import pytest
 
+from concurproxy.testing.poll import wait_until
 from concurproxy.testing.stub_upstream import StubBehaviour
 
 CHAT = {"model": "stub-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -286,6 +288,32 @@ def test_openai_sync_client_streams(proxy_factory):
 
 
 __all__ = ["aiohttp"]
+
+
+async def test_a_client_that_leaves_on_done_has_a_successful_step_with_its_usage(proxy_factory):
+    """Many HTTP clients stop reading at ``[DONE]`` and close the connection, while the proxy still waits
+    for the engine's end of body: the handler is cancelled then. The client had the whole answer, so
+    the step is a success with its usage (admission's footprint and goodput, budgets, metrics), not a
+    cancellation (seen in the real-vLLM agent loop: 3 of 80 steps)."""
+    held = asyncio.Event()
+    stub = StubBehaviour(eof_after=held)
+    async with proxy_factory(behaviours=[stub], admission={"controller": "aimd"}) as h:
+        body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+        r = await h.session.post(h.url + "/v1/chat/completions", json=body, headers={"X-Agent-Id": "a1"})
+        got = b""
+        while b"data: [DONE]" not in got:
+            got += await r.content.readany()
+        r.close()  # the connection goes, the engine's body has not ended
+
+        async def ended() -> bool:
+            return bool(h.listener.steps)
+
+        await wait_until(ended, "the step to end")
+        held.set()
+        step = h.listener.steps[-1]
+        assert step.outcome == "success" and step.usage is not None and step.usage.completion_tokens == 3
+        state = (await (await h.session.get(h.url + "/admin/state")).json())["admission"]["replicas"]["r0"]
+        assert state["counters"]["ended"] == {"success": 1}
 
 
 async def test_stream_cut_before_its_first_event_is_retried_elsewhere(proxy_factory):
