@@ -37,9 +37,8 @@ class Pausing:
         self.held = held
         self.counters = counters
         self.log = log
-        self.paused: dict[str, float] = {}
-        # steps a paused agent had taken: its life goes on when it resumes (likely-done, life lengths)
-        self.paused_steps: dict[str, int] = {}
+        # agent id -> (when it lost its slot, steps it had taken: its life goes on when it resumes)
+        self.paused: dict[str, tuple[float, int]] = {}
         self.reclaiming: set[str] = set()
         self.reclaim_reason: dict[str, str] = {}  # marked agents that give their slot for a tenant claim
 
@@ -50,8 +49,7 @@ class Pausing:
         self.reclaim_reason.pop(agent.agent_id, None)
         if kind is EventKind.paused:
             self.counters.paused += 1
-            self.paused[agent.agent_id] = now
-            self.paused_steps[agent.agent_id] = agent.steps
+            self.paused[agent.agent_id] = (now, agent.steps)
         elif kind is EventKind.expired:
             self.counters.expired += 1
         else:
@@ -62,10 +60,14 @@ class Pausing:
             agent.priors.on_finished(agent.fp, agent.steps)
         self.log.events.append(AdmissionEvent(kind, self.replica, now, reason, agent.agent_id, agent.tenant, None))
 
+    def resume(self, agent_id: str) -> int:
+        """The agent takes a slot again: no longer paused. The steps it had taken (0: never paused), so
+        that its life goes on over the pause (likely-done, life lengths)."""
+        return self.paused.pop(agent_id, (0.0, 0))[1]
+
     def release(self, agent_id: str, now: float) -> bool:
         """The agent finished: free its slot now, or when its running steps end. False: not held here."""
         self.paused.pop(agent_id, None)
-        self.paused_steps.pop(agent_id, None)
         agent = self.held.agents.get(agent_id)
         if agent is None:
             return False
@@ -80,9 +82,8 @@ class Pausing:
         idle = [a for a in self.held.agents.values() if a.running == 0 and now - a.last_seen >= ttl]
         for a in idle:
             self.drop(a, EventKind.expired, now, "idle-ttl")
-        for aid in [aid for aid, at in self.paused.items() if now - at >= ttl]:
+        for aid in [aid for aid, (at, _) in self.paused.items() if now - at >= ttl]:
             del self.paused[aid]
-            self.paused_steps.pop(aid, None)
         return [a.agent_id for a in idle]
 
     def yield_dormant(self, bound_s: float, now: float, small: bool = False, done_s: float = 0.0) -> bool:

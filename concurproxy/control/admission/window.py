@@ -108,7 +108,7 @@ class ReplicaWindow:
         self.counters = Counters()
         self.shares = WindowShares()
         self._pausing = Pausing(replica, self._held, self.counters, self._log)
-        self._paused = self._pausing.paused  # agent id -> when it lost its slot (its next step resumes)
+        self._paused = self._pausing.paused  # agent id -> (when it lost its slot, steps): its next step resumes
         self._tenant_slots = TenantSlots(config.tenant_slots.quantum_steps) if config.tenant_slots.enabled else None
         self._lanes = Lanes(self, self._waiters, self._held, self._pausing, self._cap, self._tenant_slots)
         self._gate = SlotGate(
@@ -263,11 +263,10 @@ class ReplicaWindow:
         agent = HeldAgent(
             step.agent_id, step.tenant, step.role, now, now, fp, priors, small=small, priority=step.priority
         )
-        agent.steps = self._pausing.paused_steps.pop(step.agent_id, 0)  # a paused agent's life goes on
+        agent.steps = self._pausing.resume(step.agent_id)  # a paused agent's life goes on
         if small:
             self.counters.admitted_small += 1
         self._agents[step.agent_id] = agent
-        self._paused.pop(step.agent_id, None)
         self._pace.admitted(now)
         self.counters.admitted_new += 1
         return agent
@@ -334,7 +333,7 @@ class ReplicaWindow:
             agent.fp.on_usage(prompt_tokens, output_tokens)
             agent.releasing = agent.releasing or release
             if agent.running == 0 and agent.releasing:
-                self._drop(agent, EventKind.released, now, "finished")
+                self._pausing.drop(agent, EventKind.released, now, "finished")
         if len(self._agents) > 1 or self._pausing.reclaiming:  # one agent is never beyond W (>= 1) or the budget
             self._pause_over_window(now)
         if not self._tickets and self._waiters:
@@ -347,23 +346,25 @@ class ReplicaWindow:
 
     def cancel_wait(self, waiter_id: int, now: float) -> bool:
         """A waiting step gave up (client gone, task cancelled). True if it was waiting."""
-        w = self._waiters.remove(waiter_id)
-        if w is None:
+        if not self._give_up(waiter_id, "client", now):
             return False
-        self.counters.cancelled_waits += 1
-        self._emit(EventKind.cancelled, now, "client", w.step, value=now - w.since)
         self._note_idle(now)
         return True
+
+    def _give_up(self, waiter_id: int, reason: str, now: float) -> bool:
+        """A waiter leaves unadmitted (``cancelled``, ``reason``). False: it was not waiting."""
+        w = self._waiters.remove(waiter_id)
+        if w is not None:
+            self.counters.cancelled_waits += 1
+            self._emit(EventKind.cancelled, now, reason, w.step, value=now - w.since)
+        return w is not None
 
     def close(self, now: float) -> list[int]:
         """The replica left the pool: every step waiting here gives up (``cancelled``, reason ``replica-left``)
         and a ``window`` event without a value says the window is gone. Returns the waiters' ids."""
         ids = list(self.queued)
         for wid in ids:
-            w = self._waiters.remove(wid)
-            if w is not None:
-                self.counters.cancelled_waits += 1
-                self._emit(EventKind.cancelled, now, "replica-left", w.step, value=now - w.since)
+            self._give_up(wid, "replica-left", now)
         self._emit(EventKind.window, now, "replica-left")
         self._note_idle(now)
         return ids
@@ -387,9 +388,6 @@ class ReplicaWindow:
         waiting = not self._tickets and bool(self._waiters)
         cause = self._lanes.idle_cause(self._gate, self._cfg.starvation_timeout_s, now) if waiting else None
         self._idle.observe(now, waiting, cause)
-
-    def _drop(self, agent: HeldAgent, kind: EventKind, now: float, reason: str) -> None:
-        self._pausing.drop(agent, kind, now, reason)
 
     def _pause_over_window(self, now: float) -> None:
         self._pausing.pause_excess(self.shares, self._cap.slots(), self._cap.budget(), now)
