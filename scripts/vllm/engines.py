@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
+ADDRESS_IN_USE = "Address already in use"  # an internal port taken between vLLM's choice and its bind
 MARKER = "CONCURPROXY_TIER_ENGINE"
 ENGINE_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -121,10 +122,14 @@ class Engine:
     blocks: int = 0  # --num-gpu-blocks-override
 
     def log_tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return "\n".join(_read(self.log_path).splitlines()[-lines:])
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _marked_pids(marker: str) -> list[int]:
@@ -207,27 +212,42 @@ def spawn_engines(
     if py is None:
         raise EngineStartError("no vLLM interpreter: run scripts/vllm/install.sh or set CONCURPROXY_VLLM_PYTHON")
     engines: list[Engine] = []
+
+    def spawn(i: int, given: tuple[str | Path, int, str | None] | EngineSpec) -> Engine:
+        spec = given if isinstance(given, EngineSpec) else EngineSpec(*given)
+        port = free_port()
+        marker = uuid.uuid4().hex
+        env = {**os.environ, **ENGINE_ENV, **spec.env, "CONCURPROXY_VLLM_PYTHON": py, MARKER: marker}
+        if spec.cpu_bind is not None:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cpu_bind
+        log_path = Path(log_dir) / (log_names[i] if log_names else f"vllm-{port}.log")
+        cmd = [
+            sys.executable, "-m", "concurproxy", "worker", "--engine", "vllm", "--host", "127.0.0.1",
+            "--port", str(port), "--", *engine_args(spec.model_dir, spec.blocks, max_model_len),
+            *spec.extra_args, *extra_args,
+        ]  # fmt: skip
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+            )
+        return Engine(f"http://127.0.0.1:{port}", proc, marker, log_path, time.monotonic(), spec.blocks)
+
     try:
         for i, given in enumerate(specs):
-            spec = given if isinstance(given, EngineSpec) else EngineSpec(*given)
-            port = free_port()
-            marker = uuid.uuid4().hex
-            env = {**os.environ, **ENGINE_ENV, **spec.env, "CONCURPROXY_VLLM_PYTHON": py, MARKER: marker}
-            if spec.cpu_bind is not None:
-                env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cpu_bind
-            log_path = Path(log_dir) / (log_names[i] if log_names else f"vllm-{port}.log")
-            cmd = [
-                sys.executable, "-m", "concurproxy", "worker", "--engine", "vllm", "--host", "127.0.0.1",
-                "--port", str(port), "--", *engine_args(spec.model_dir, spec.blocks, max_model_len),
-                *spec.extra_args, *extra_args,
-            ]  # fmt: skip
-            with open(log_path, "wb") as log:
-                proc = subprocess.Popen(
-                    cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
-                )
-            engines.append(Engine(f"http://127.0.0.1:{port}", proc, marker, log_path, time.monotonic(), spec.blocks))
-        for eng in engines:
-            _wait_healthy(eng, start_timeout_s - (time.monotonic() - eng.started_s))
+            engines.append(spawn(i, given))
+        for i, given in enumerate(specs):
+            eng = engines[i]
+            try:
+                _wait_healthy(eng, start_timeout_s - (time.monotonic() - eng.started_s))
+            except EngineStartError:
+                # Engines started together pick their internal ZeroMQ ports from the free ones at the same
+                # moment, and two can take the same (seen: "zmq.error.ZMQError: Address already in use" in
+                # the tier, a 2-engine start): that one is started again, once, with the others up.
+                if eng.proc.poll() is None or ADDRESS_IN_USE not in _read(eng.log_path):
+                    raise
+                stop_engine(eng)
+                eng = engines[i] = spawn(i, given)
+                _wait_healthy(eng, start_timeout_s)
             eng.started_s = time.monotonic() - eng.started_s
         yield engines
     finally:

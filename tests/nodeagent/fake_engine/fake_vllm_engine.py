@@ -1,7 +1,8 @@
 """A stand-in for `python -m vllm.entrypoints.openai.api_server` (stdlib only, starts in ~50 ms).
 
 Serves /health and a vLLM-shaped /metrics on --host/--port. Behaviour from the environment:
-FAKE_ENGINE_MODE   ok (default) | exit-early | ignore-term | never-healthy
+FAKE_ENGINE_MODE   ok (default) | exit-early | ignore-term | never-healthy | port-taken-once (the first start
+                   exits as vLLM's engine core does when its ZeroMQ port was taken; FAKE_ENGINE_MARKER required)
 FAKE_ENGINE_DELAY  seconds during which /health answers 503 (model loading)
 FAKE_ENGINE_MARKER file that receives one line per event: argv at start, the signal on stop
 """
@@ -58,6 +59,10 @@ def main() -> int:
     args = sys.argv[1:]
     mark("argv " + " ".join(args))
     print("INFO fake engine: loading model", flush=True)
+    if MODE == "port-taken-once" and MARKER and sum(line.startswith("argv") for line in open(MARKER)) == 1:
+        print("zmq.error.ZMQError: Address already in use (addr='tcp://*:34597')", flush=True)
+        print("RuntimeError: Engine core initialization failed. See root cause above.", flush=True)
+        return 1
     if MODE == "exit-early":
         print("ERROR fake engine: torch.OutOfMemoryError: CUDA out of memory", flush=True)
         return 3
