@@ -24,8 +24,8 @@ class ProbeConfig(Model):
     granular: bool = Field(
         False,
         description="Where fewer than 1/gain agents hold slots, probe one agent at a time and pin the agent "
-        "count that goodput proves (it then replaces W and the footprint budget). Off by default until it no "
-        "longer costs qwen3-32b-h100 goodput (docs/admission.md).",
+        "count that goodput proves (it then replaces W and the footprint budget). Off by default: on vLLM's "
+        "CPU build it recomputed more for the same goodput (docs/admission.md).",
     )
     gain: float = Field(0.05, ge=0, description="A probe is kept when goodput rose by at least this share.")
     hit_drop: float = Field(
