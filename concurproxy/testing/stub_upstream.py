@@ -52,7 +52,7 @@ class StubBehaviour:
     active: int = 0
     in_flight: int = 0  # steps inside the busy_s_per_step wait
     slots: asyncio.Semaphore | None = None  # (max_running)
-    carried: dict[int, object] = field(default_factory=dict)  # connections that carried a step (drop_reused)
+    carried: set[object] = field(default_factory=set)  # connections (transports) that carried a step (drop_reused)
 
 
 def _completion(body: dict[str, Any], chat: bool, n: int, factor: float = 1.0) -> dict[str, Any]:
@@ -105,11 +105,11 @@ async def _prelude(request: web.Request) -> tuple[StubBehaviour, dict[str, Any]]
         b.seen.append(body)
         b.seen_headers.append(dict(request.headers))
     if b.drop_reused and request.transport is not None:
-        if id(request.transport) in b.carried:
+        if request.transport in b.carried:
             b.drop_reused -= 1
             request.transport.close()
             return web.Response(status=500)  # never reaches the client: the connection is closed
-        b.carried[id(request.transport)] = request.transport  # held: an id stays this transport's
+        b.carried.add(request.transport)
     if b.max_running:
         if b.slots is None:
             b.slots = asyncio.Semaphore(b.max_running)

@@ -112,6 +112,9 @@ class EngineSpec:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+SpecLike = EngineSpec | tuple[str | Path, int, str | None]  # an EngineSpec, or (model_dir, blocks, cpu_bind)
+
+
 @dataclass
 class Engine:
     url: str
@@ -196,7 +199,7 @@ def vllm_engine(
 
 @contextlib.contextmanager
 def spawn_engines(
-    specs: Sequence[tuple[str | Path, int, str | None] | EngineSpec],
+    specs: Sequence[SpecLike],
     *,
     log_dir: str | Path,
     python: str | None = None,
@@ -213,7 +216,7 @@ def spawn_engines(
         raise EngineStartError("no vLLM interpreter: run scripts/vllm/install.sh or set CONCURPROXY_VLLM_PYTHON")
     engines: list[Engine] = []
 
-    def spawn(i: int, given: tuple[str | Path, int, str | None] | EngineSpec) -> Engine:
+    def spawn(i: int, given: SpecLike) -> Engine:
         spec = given if isinstance(given, EngineSpec) else EngineSpec(*given)
         port = free_port()
         marker = uuid.uuid4().hex

@@ -55,11 +55,16 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+def starts(marker: str) -> int:
+    with open(marker) as f:
+        return sum(line.startswith("argv") for line in f)
+
+
 def main() -> int:
     args = sys.argv[1:]
     mark("argv " + " ".join(args))
     print("INFO fake engine: loading model", flush=True)
-    if MODE == "port-taken-once" and MARKER and sum(line.startswith("argv") for line in open(MARKER)) == 1:
+    if MODE == "port-taken-once" and MARKER and starts(MARKER) == 1:
         print("zmq.error.ZMQError: Address already in use (addr='tcp://*:34597')", flush=True)
         print("RuntimeError: Engine core initialization failed. See root cause above.", flush=True)
         return 1
