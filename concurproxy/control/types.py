@@ -90,6 +90,7 @@ class PressureSnapshot:
     preemptions_per_s: float | None = None
     prefix_hit_rate: float | None = None  # hits/queries over the last interval, 0..1
     kv_capacity_tokens: int | None = None  # total KV tokens the engine can hold, when known
+    prefill_iterations: float | None = None  # a prefill's cost in decode iterations (signals/cost.py), when known
     source: str = "engine-metrics"
     error: str | None = None
 

@@ -89,6 +89,7 @@ async def state(request: web.Request) -> web.Response:
                     "waiting": snap.waiting,
                     "preemptions_per_s": snap.preemptions_per_s,
                     "prefix_hit_rate": snap.prefix_hit_rate,
+                    "prefill_iterations": snap.prefill_iterations,
                     "error": snap.error,
                 },
             }

@@ -23,6 +23,9 @@ Names accepted (flavour)
     ``vllm``        — V1: ``vllm:kv_cache_usage_perc``, ``vllm:prefix_cache_{queries,hits}_total``…
     ``vllm-legacy`` — ``vllm:gpu_cache_usage_perc``, ``vllm:gpu_prefix_cache_{queries,hits}[_total]``,
                       V0's ``vllm:gpu_prefix_cache_hit_rate`` gauge.
+    both vLLM flavours, when exported (vLLM >= 0.10): ``vllm:request_prefill_time_seconds`` and
+                      ``vllm:inter_token_latency_seconds`` (``time_per_output_token`` before ~0.11)
+                      histograms' ``_sum``/``_count``, what a prefill costs in decode iterations.
     ``sglang``      — ``sglang:token_usage``, ``sglang:num_running_reqs``, ``sglang:num_queue_reqs``,
                       ``sglang:cache_hit_rate`` (a gauge), ``sglang:max_total_num_tokens``.
 
@@ -62,6 +65,10 @@ class EngineSample:
     num_gpu_blocks: int | None = None
     block_size: int | None = None
     max_total_tokens: int | None = None  # SGLang's capacity in tokens
+    prefill_seconds_total: float | None = None  # Σ requests' PREFILL phase (vLLM histogram _sum)
+    prefills_total: float | None = None  # its _count
+    itl_seconds_total: float | None = None  # Σ inter-token latencies (vLLM histogram _sum)
+    itls_total: float | None = None  # its _count
 
     @property
     def kv_capacity_tokens(self) -> int | None:
@@ -82,6 +89,13 @@ _NAMES: dict[str, tuple[str, str | None, str]] = {
     "vllm:prefix_cache_hits_total": ("prefix_hits_total", "vllm", _SUM),
     "vllm:prompt_tokens_total": ("prompt_tokens_total", None, _SUM),
     "vllm:generation_tokens_total": ("generation_tokens_total", None, _SUM),
+    # what a prefill costs in decode iterations (see signals/pressure.py): vLLM >= 0.10
+    "vllm:request_prefill_time_seconds_sum": ("prefill_seconds_total", None, _SUM),
+    "vllm:request_prefill_time_seconds_count": ("prefills_total", None, _SUM),
+    "vllm:inter_token_latency_seconds_sum": ("itl_seconds_total", None, _SUM),
+    "vllm:inter_token_latency_seconds_count": ("itls_total", None, _SUM),
+    "vllm:time_per_output_token_seconds_sum": ("itl_seconds_total", None, _SUM),  # its name before ~0.11
+    "vllm:time_per_output_token_seconds_count": ("itls_total", None, _SUM),
     # vLLM, older names (V0 and V1 before ~0.12)
     "vllm:gpu_cache_usage_perc": ("kv_usage", "vllm-legacy", _MEAN),
     "vllm:gpu_prefix_cache_queries_total": ("prefix_queries_total", "vllm-legacy", _SUM),

@@ -14,7 +14,7 @@ Shape (version 1)::
     {"version": 1, "time": 1763890000.12,
      "engine": {"url": "...", "ok": true, "error": null, "age_s": 0.04, "flavour": "vllm",
                 "kv_usage": 0.42, "running": 7, "waiting": 0, "preemptions_per_s": 0.0,
-                "prefix_hit_rate": 0.93, "kv_capacity_tokens": 196608,
+                "prefix_hit_rate": 0.93, "kv_capacity_tokens": 196608, "prefill_iterations": 11.5,
                 "scrapes": 1200, "failures": 0},
      "nvml": {"available": false, "error": "NVML Shared Library Not Found", "age_s": 0.3,
               "gpus": [{"index": 0, "name": "...", "memory_used_bytes": 0, "memory_total_bytes": 0,
@@ -51,6 +51,7 @@ def engine_section(
         "preemptions_per_s": snap.preemptions_per_s,
         "prefix_hit_rate": snap.prefix_hit_rate,
         "kv_capacity_tokens": snap.kv_capacity_tokens,
+        "prefill_iterations": snap.prefill_iterations,
         "scrapes": scrapes,
         "failures": failures,
     }
@@ -91,6 +92,7 @@ def snapshot_from_feed(doc: object, received_at: float) -> PressureSnapshot:
         preemptions_per_s=_num(eng, "preemptions_per_s", float),
         prefix_hit_rate=_num(eng, "prefix_hit_rate", float),
         kv_capacity_tokens=_num(eng, "kv_capacity_tokens", int),
+        prefill_iterations=_num(eng, "prefill_iterations", float),
         source=SOURCE,
         error=None if ok else str(error or "node agent reports the engine not ok"),
     )

@@ -14,6 +14,8 @@ Algorithm
     kept sample no older than ``rate_window_s`` before the newest (at least
     the previous sample), so a 250 ms poll still yields a ~1 s rate.
     Engines that export the hit rate as a gauge (SGLang, vLLM V0) use it as is.
+    ``prefill_iterations`` (what a prefill costs in decode iterations) comes from the engine's
+    latency histograms over a longer, decaying window: see ``signals/cost.py``.
 
 Staleness
     ``snapshot_at(now)`` returns ``ok=False`` with an error when the newest
@@ -31,6 +33,8 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from concurproxy.control.types import PressureSnapshot
+from concurproxy.signals.cost import FIELDS as COST_FIELDS
+from concurproxy.signals.cost import PrefillCost
 from concurproxy.signals.engine_metrics import EngineSample
 
 _COUNTERS = ("preemptions_total", "prefix_queries_total", "prefix_hits_total")
@@ -57,6 +61,7 @@ class PressureTracker:
         self._last: PressureSnapshot | None = None
         self._error: str | None = None
         self._error_ts: float | None = None
+        self.cost = PrefillCost()
         self.consecutive_failures = 0
         self.failures = 0
         self.resets = 0
@@ -89,6 +94,7 @@ class PressureTracker:
         if sample.prefix_hit_rate_gauge is not None:
             hit_rate = min(max(sample.prefix_hit_rate_gauge, 0.0), 1.0)
         kv = None if sample.kv_usage is None else min(max(sample.kv_usage, 0.0), 1.0)
+        prefill_iterations = self.cost.observe(sample.ts, tuple(getattr(sample, f) for f in COST_FIELDS))
         snap = PressureSnapshot(
             ts=sample.ts,
             ok=True,
@@ -98,6 +104,7 @@ class PressureTracker:
             preemptions_per_s=pre_rate,
             prefix_hit_rate=hit_rate,
             kv_capacity_tokens=sample.kv_capacity_tokens,
+            prefill_iterations=prefill_iterations,
             source=self.source,
         )
         self._last = snap

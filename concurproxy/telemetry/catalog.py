@@ -105,6 +105,9 @@ SPECS: tuple[MetricSpec, ...] = (
        "Engine preemption rate over the last poll interval."),
     _g("concurproxy_pressure_prefix_hit_ratio", R,
        "Engine prefix-cache hit rate over the last poll interval, 0..1."),
+    _g("concurproxy_pressure_prefill_iterations", R,
+       "A prefill's cost in decode iterations: mean prefill time over mean inter-token latency (decaying "
+       "30 s window of the engine's histograms; recompute is cheap where it is low)."),
     _g("concurproxy_pressure_snapshot_age_seconds", R,
        "Age of the newest good pressure snapshot, computed at scrape time (stale data throttles)."),
     _g("concurproxy_pressure_source", ("replica", "source"),

@@ -47,6 +47,7 @@ _PRESSURE_GAUGES = (
     "concurproxy_pressure_waiting_requests",
     "concurproxy_pressure_preemptions_per_second",
     "concurproxy_pressure_prefix_hit_ratio",
+    "concurproxy_pressure_prefill_iterations",
 )
 _DISPATCH_SERIES = (
     "concurproxy_dispatch_held_total",
@@ -329,6 +330,7 @@ class ProxyMetrics:
         f["concurproxy_pressure_waiting_requests"].child(replica).set(_nan(snap.waiting))
         f["concurproxy_pressure_preemptions_per_second"].child(replica).set(_nan(snap.preemptions_per_s))
         f["concurproxy_pressure_prefix_hit_ratio"].child(replica).set(_nan(snap.prefix_hit_rate))
+        f["concurproxy_pressure_prefill_iterations"].child(replica).set(_nan(snap.prefill_iterations))
         prev = self._pressure_ts.get(replica)
         if prev is None:
             self._install_age(replica)

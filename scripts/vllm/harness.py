@@ -82,6 +82,10 @@ class Counters:
     prompt_tokens: float = 0.0
     computed_tokens: float = 0.0  # vllm:iteration_tokens_total_sum: prefill (recompute included) + decode
     iterations: float = 0.0  # vllm:iteration_tokens_total_count: engine steps (one batch each)
+    prefill_s: float = 0.0  # vllm:request_prefill_time_seconds_sum: requests' PREFILL phases
+    prefills: float = 0.0  # its _count
+    itl_s: float = 0.0  # vllm:inter_token_latency_seconds_sum (time_per_output_token before vLLM 0.11)
+    itls: float = 0.0  # its _count
 
     def __sub__(self, other: Counters) -> Counters:
         return Counters(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
@@ -92,6 +96,14 @@ class Counters:
     @property
     def hit_rate(self) -> float:
         return self.prefix_hits / self.prefix_queries if self.prefix_queries else 0.0
+
+    @property
+    def prefill_iterations(self) -> float | None:
+        """A request's mean prefill time in mean inter-token latencies (decode iterations): what one
+        prefill costs the batch, the engine's own measure of how dear recompute is (docs/vllm.md)."""
+        if not (self.prefills and self.itls and self.itl_s):
+            return None
+        return (self.prefill_s / self.prefills) / (self.itl_s / self.itls)
 
 
 async def read_counters(client: httpx.AsyncClient, engine_url: str) -> Counters:
@@ -106,6 +118,12 @@ async def read_counters(client: httpx.AsyncClient, engine_url: str) -> Counters:
         s.prompt_tokens_total or 0.0,
         _sum_of(r.text, "vllm:iteration_tokens_total_sum"),
         _sum_of(r.text, "vllm:iteration_tokens_total_count"),
+        _sum_of(r.text, "vllm:request_prefill_time_seconds_sum"),
+        _sum_of(r.text, "vllm:request_prefill_time_seconds_count"),
+        _sum_of(r.text, "vllm:inter_token_latency_seconds_sum")
+        or _sum_of(r.text, "vllm:time_per_output_token_seconds_sum"),
+        _sum_of(r.text, "vllm:inter_token_latency_seconds_count")
+        or _sum_of(r.text, "vllm:time_per_output_token_seconds_count"),
     )
 
 
@@ -308,6 +326,10 @@ def _mean(arm: Arm, name: str) -> str:
     return "-" if m is None else f"{m:.1f}"
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def _idle(arm: Arm) -> str:
     idle = arm.admission.get("idle_waiting_s")
     return "-" if idle is None else f"{idle:.1f}"
@@ -323,6 +345,7 @@ def format_table(arms: Sequence[Arm]) -> str:
         ("tokens computed (recompute incl.)", [f"{a.delta.computed_tokens:.0f}" for a in arms]),
         ("generated tokens", [f"{a.delta.generation_tokens:.0f}" for a in arms]),
         ("engine iterations", [f"{a.delta.iterations:.0f}" for a in arms]),
+        ("prefill / inter-token latency", [_ratio(a.delta.prefill_iterations) for a in arms]),
         ("tasks completed", [f"{a.completed}/{a.started}" for a in arms]),
         ("goodput (tasks/min)", [f"{a.goodput_per_min:.1f}" for a in arms]),
         ("task latency p50 (s)", [f"{a.summary['tasks']['latency_s']['p50']:.1f}" for a in arms]),

@@ -8,7 +8,8 @@ the engine core has already finished, so instead of trusting timing the test rep
 (at most 5 times) until a snapshot has seen the engine busy: KV usage above 0 and requests
 running. Every snapshot must be a good reading. The parsed counters must show exactly the
 generated tokens, prefix-cache queries and hits (whole 128-token blocks), and the capacity from
-``vllm:cache_config_info``.
+``vllm:cache_config_info``, and the prefill and inter-token latency histograms (what a prefill
+costs in decode iterations, ``signals/cost.py``) count every request.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import httpx
 import orjson
 
 from concurproxy.control.types import PressureSnapshot
+from concurproxy.signals.cost import FIELDS as COST_FIELDS
+from concurproxy.signals.cost import PrefillCost
 from concurproxy.signals.engine_metrics import EngineSample, parse_engine_metrics
 from concurproxy.signals.poller import PressurePoller
 from scripts.vllm.engines import Engine
@@ -96,3 +99,11 @@ async def test_poller_reads_real_metrics(engine: Engine) -> None:
     hits = (after.prefix_hits_total or 0) - (before.prefix_hits_total or 0)
     assert queries >= rounds * N_REQ * 3 * 128
     assert hits >= 128 and hits % 128 == 0  # counted per full 128-token block
+    # what a prefill costs in decode iterations (signals/cost.py): the engine's latency histograms parse
+    assert (after.prefills_total or 0) - (before.prefills_total or 0) == rounds * N_REQ
+    assert (after.itls_total or 0) - (before.itls_total or 0) >= rounds * N_REQ * (MAX_TOKENS - 2)
+    cost = PrefillCost(min_prefills=1)
+    cost.observe(0.0, tuple(getattr(before, f) for f in COST_FIELDS))
+    ratio = cost.observe(0.0, tuple(getattr(after, f) for f in COST_FIELDS))
+    assert ratio is not None and ratio > 0.0
+    print(f"\nprefill / inter-token latency on tiny: {ratio:.1f}")
