@@ -180,6 +180,13 @@ def replica() -> Board:
         ],
         unit="reqps",
     )
+    b.ts(
+        "Prefill cost (decode iterations)",
+        [(f"concurproxy_pressure_prefill_iterations{{{REP}}}", "{{replica}}")],
+        description="Mean prefill time over mean inter-token latency from the engine's own histograms "
+        "(vLLM >= 0.10; 30 s decaying window): how many decode iterations one prefill is worth. Measured, "
+        "not acted on (docs/vllm.md).",
+    )
     b.row("Upstream")
     b.ts(
         "Upstream latency",
