@@ -83,15 +83,16 @@ def mean_window_second_half(r: VTimeResult) -> float:
 def format_runs(results: Results) -> str:
     lines = [
         f"{'agents':>6} {'controller':>10} {'tasks/min':>9} {'out tok/s':>9} {'preempt':>7} "
-        f"{'recomp%':>7} {'hit':>5} {'p50 ms':>7} {'p99 ms':>7} {'W(2nd half)':>11}"
+        f"{'recomp%':>7} {'hit':>5} {'p50 ms':>7} {'p99 ms':>7} {'W(2nd half)':>11} {'prefill/ITL':>11}"
     ]
     for n, runs in results.items():
         for name, r in runs.items():
             w = f"{mean_window_second_half(r):.1f}" if name == "aimd" else "-"
+            cost = "-" if r.prefill_iterations is None else f"{r.prefill_iterations:.1f}"
             lines.append(
                 f"{n:>6} {name:>10} {r.tasks_per_min:>9.1f} {r.output_tok_s:>9.0f} {r.preemptions:>7} "
                 f"{recompute_share(r):>7.1%} {r.prefix_hit_rate:>5.0%} "
-                f"{r.step_latency_p50_s * 1e3:>7.0f} {r.step_latency_p99_s * 1e3:>7.0f} {w:>11}"
+                f"{r.step_latency_p50_s * 1e3:>7.0f} {r.step_latency_p99_s * 1e3:>7.0f} {w:>11} {cost:>11}"
             )
     return "\n".join(lines)
 

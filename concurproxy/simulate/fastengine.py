@@ -170,7 +170,12 @@ class FastEngine(ExactEngine):
             for i in run.allocs.get(j, ()):
                 running[i].blocks.extend(pool.allocate(1))
         seen = self._seen_hashes
+        ends = run.ends
+        for j in range(1, m):  # every request of the batch: one token per iteration
+            stats.itl.observe(ends[j] - ends[j - 1], run.batch)
         for req in running:
+            stats.itl.observe(ends[0] - req.last_token)
+            req.last_token = ends[m - 1]
             nc0 = req.num_computed
             no = req.num_output
             req.token_ids.extend(req.planned_ids[no : no + m])

@@ -3,7 +3,8 @@
 The snapshot is what the proxy's poller would read from the engine's
 ``/metrics`` at the same instant: KV usage, running and waiting requests,
 preemptions per second and prefix-cache hit rate from counter deltas since the
-previous read, and the KV capacity in tokens. It is built directly from engine
+previous read, the KV capacity in tokens, and what a prefill costs in decode
+iterations (``signals/cost.py``, from the engine's prefill and inter-token times). It is built directly from engine
 state (no exposition text), at every control interval.
 
 Concurrency: none; the simulation loop owns it.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from concurproxy.control.admission import AdmissionCore
 from concurproxy.control.types import PressureSnapshot
 from concurproxy.routing import ReplicaView
+from concurproxy.signals.cost import PrefillCost
 from concurproxy.simulate.fastengine import ExactEngine
 from concurproxy.simulate.fleet import ReplicaSpec
 from concurproxy.worker.engine import RequestOutput
@@ -44,6 +46,7 @@ class SimReplica:
     kv_sum: float = 0.0
     kv_n: int = 0
     snapshot: PressureSnapshot | None = None
+    cost: PrefillCost = field(default_factory=PrefillCost)  # what the poller computes from vLLM's histograms
     _last: _Last = field(default_factory=_Last)
 
     @property
@@ -58,6 +61,7 @@ class SimReplica:
         dt = now - last.t
         dq = s.prefix_queries - last.queries
         kv = e.kv_usage()
+        ratio = self.cost.observe(now, (s.prefill_time.total, s.prefill_time.count, s.itl.total, s.itl.count))
         snap = PressureSnapshot(
             ts=now,
             kv_usage=kv,
@@ -66,6 +70,7 @@ class SimReplica:
             preemptions_per_s=(s.preemptions - last.preemptions) / dt if dt > 0 else 0.0,
             prefix_hit_rate=(s.prefix_hits - last.hits) / dq if dq > 0 else None,
             kv_capacity_tokens=e.config.capacity_tokens,
+            prefill_iterations=ratio,
             source="simulate",
         )
         last.t, last.preemptions, last.hits, last.queries = now, s.preemptions, s.prefix_hits, s.prefix_queries

@@ -69,6 +69,7 @@ class VTimeResult:
     step_latency_p99_s: float
     trace: list[TracePoint] = field(default_factory=list)
     idle_waiting_s: float = 0.0  # nothing of ours running on the engine while steps waited for admission
+    prefill_iterations: float | None = None  # the engine's mean prefill time over mean inter-token latency
 
 
 def harness_policy(admission: AdmissionConfig) -> Policy:
@@ -210,4 +211,5 @@ def run_vtime(
         step_latency_p99_s=_pct(client.latencies, 0.99),
         trace=client.trace,
         idle_waiting_s=idle,
+        prefill_iterations=s.prefill_iterations,
     )

@@ -93,6 +93,10 @@ class EngineCollector(Collector):
             "Histogram of time spent in WAITING phase for request.",
             s.queue_time,
         )
+        yield self._histogram(
+            "vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request.", s.prefill_time
+        )
+        yield self._histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", s.itl)
         info = {
             "block_size": str(cfg.block_size),
             "cache_dtype": "auto",

@@ -288,3 +288,38 @@ def test_virtual_timeline_steps_engines_in_time_order() -> None:
     assert not a.has_work() and not b.has_work()
     done = {o.req_id: o.output_tokens for _, r in steps for o in r.finished}
     assert done == {"x": 3, "y": 2}
+
+
+def test_prefill_time_and_inter_token_latency_are_recorded_as_vllm_does() -> None:
+    """First scheduled -> first token is the prefill; every later token adds one inter-token latency (one
+    iteration while the request decodes): the histograms the proxy reads a prefill's cost from."""
+    e = make()
+    e.add_request("a", list(range(10)), max_tokens=4, arrival=0.0)
+    r1 = e.step(0.5)  # scheduled at 0.5, not at arrival: queueing is not prefill
+    end, _ = drain(e, r1.end)
+    s = e.stats
+    assert (s.prefill_time.count, s.prefill_time.total) == (1, pytest.approx(r1.duration))
+    assert s.itl.count == 3 and s.itl.total == pytest.approx(end - r1.end)
+    assert s.prefill_iterations == pytest.approx(r1.duration / ((end - r1.end) / 3))
+
+
+def test_the_fast_forwarded_engine_records_the_same_latencies() -> None:
+    from concurproxy.simulate.fastengine import make_engine
+
+    engines, calls = [], []
+    for mode in ("fast", "exact"):
+        e = make_engine(make(num_blocks=64, budget=256).config, mode)
+        for i in range(4):
+            e.add_request(f"r{i}", list(range(i * 20, i * 20 + 12)), max_tokens=30, arrival=0.0)
+        now, n = 0.0, 0
+        while e.has_work():
+            now = e.advance(now).end
+            n += 1
+        e.sync(float("inf"))
+        engines.append(e)
+        calls.append(n)
+    fast, exact = (e.stats for e in engines)
+    assert calls[0] < calls[1]  # decode runs were fast-forwarded
+    assert fast.itl.count == exact.itl.count == 4 * 29
+    assert fast.itl.counts == exact.itl.counts and fast.itl.total == pytest.approx(exact.itl.total)
+    assert fast.prefill_time.total == pytest.approx(exact.prefill_time.total)

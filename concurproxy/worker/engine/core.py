@@ -334,6 +334,10 @@ class Engine:
                 req.first_token = end
                 stats.prompt_tokens += req.prompt_len
                 stats.ttft.observe(end - req.arrival)
+                stats.prefill_time.observe(end - (req.first_scheduled if req.first_scheduled is not None else start))
+            else:
+                stats.itl.observe(end - req.last_token)
+            req.last_token = end
             if req.num_output >= req.target_len:
                 self.running.remove(req)
                 reason = "length" if req.target_len >= req.max_tokens else "stop"

@@ -46,6 +46,7 @@ class EngineRequest:
     num_preemptions: int = 0
     first_scheduled: float | None = None
     first_token: float | None = None
+    last_token: float = 0.0  # when its latest token was produced (inter-token latency)
     finish_reason: str | None = None
 
     @property

@@ -68,6 +68,28 @@ REQUEST_LATENCY_BUCKETS = (
     1920.0,
     7680.0,
 )
+# vllm:inter_token_latency_seconds
+ITL_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
 FINISH_REASONS = ("stop", "length", "abort")
 
 
@@ -84,10 +106,11 @@ class Histogram:
         if not self.counts:
             self.counts = [0] * (len(self.bounds) + 1)
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-        self.count += 1
+    def observe(self, value: float, n: int = 1) -> None:
+        """``n`` observations of ``value`` (a decode run: one inter-token latency per request of the batch)."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += n
+        self.total += value * n
+        self.count += n
 
     def cumulative(self) -> list[tuple[str, int]]:
         """``[(le, count ≤ le), …, ("+Inf", count)]`` as Prometheus wants it."""
@@ -141,6 +164,10 @@ class EngineStats:
     ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
     e2e: Histogram = field(default_factory=lambda: Histogram(REQUEST_LATENCY_BUCKETS))
     queue_time: Histogram = field(default_factory=lambda: Histogram(REQUEST_LATENCY_BUCKETS))
+    # as vLLM: first scheduled -> first token (a preempted request's recompute then counts in its inter-token
+    # latency), and the time between a request's consecutive tokens
+    prefill_time: Histogram = field(default_factory=lambda: Histogram(REQUEST_LATENCY_BUCKETS))
+    itl: Histogram = field(default_factory=lambda: Histogram(ITL_BUCKETS))
 
     def record_finished(self, reason: str, timing: RequestTiming) -> None:
         self.finished[reason] = self.finished.get(reason, 0) + 1
@@ -150,3 +177,12 @@ class EngineStats:
     @property
     def prefix_hit_rate(self) -> float:
         return self.prefix_hits / self.prefix_queries if self.prefix_queries else 0.0
+
+    @property
+    def prefill_iterations(self) -> float | None:
+        """Mean prefill time over mean inter-token latency over the engine's life (what
+        ``signals/cost.py`` reads from vLLM's histograms), or None before both were observed."""
+        p, i = self.prefill_time, self.itl
+        if not (p.count and i.count and i.total):
+            return None
+        return (p.total / p.count) / (i.total / i.count)
