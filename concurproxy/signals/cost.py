@@ -5,8 +5,11 @@ prefix is against the batching it gives up. vLLM measures both sides per request
 request spends in its PREFILL phase (``vllm:request_prefill_time_seconds``) and the time between
 its tokens (``vllm:inter_token_latency_seconds``, one engine iteration while it decodes). Their
 means' ratio is how many decode iterations a prefill is worth on this engine, with this model and
-this workload. Measured on vLLM's CPU build (docs/vllm.md): the agent loop on ``medium``, where
-admission paid 1.2-1.3x, ~14; the decode swarm on ``tiny``, where it cost 0.5-0.7x, ~5.
+this workload. Exported (``/admin/state``, ``concurproxy_pressure_prefill_iterations``), not acted
+on: it moves with the machine and with the policy that runs (cached prefills are short, a thrashing
+engine's iterations are long), so by itself it does not say whether admission pays — the bare
+engine at 4x overload on the simulator's llama3-8b-h100 profile reads 1.3 where admission pays
+3.3x (docs/vllm.md has the measurements).
 
 Algorithm
     Each read's counter deltas (``_sum`` and ``_count`` of both histograms; a counter below its

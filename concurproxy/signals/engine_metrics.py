@@ -89,7 +89,8 @@ _NAMES: dict[str, tuple[str, str | None, str]] = {
     "vllm:prefix_cache_hits_total": ("prefix_hits_total", "vllm", _SUM),
     "vllm:prompt_tokens_total": ("prompt_tokens_total", None, _SUM),
     "vllm:generation_tokens_total": ("generation_tokens_total", None, _SUM),
-    # what a prefill costs in decode iterations (see signals/pressure.py): vLLM >= 0.10
+    # what a prefill costs in decode iterations (signals/cost.py): vLLM >= 0.10; both names of the inter-token
+    # histogram at once (0.10-0.11) double its sum and count alike, so the mean is unchanged
     "vllm:request_prefill_time_seconds_sum": ("prefill_seconds_total", None, _SUM),
     "vllm:request_prefill_time_seconds_count": ("prefills_total", None, _SUM),
     "vllm:inter_token_latency_seconds_sum": ("itl_seconds_total", None, _SUM),

@@ -4,8 +4,9 @@ The snapshot is what the proxy's poller would read from the engine's
 ``/metrics`` at the same instant: KV usage, running and waiting requests,
 preemptions per second and prefix-cache hit rate from counter deltas since the
 previous read, the KV capacity in tokens, and what a prefill costs in decode
-iterations (``signals/cost.py``, from the engine's prefill and inter-token times). It is built directly from engine
-state (no exposition text), at every control interval.
+iterations (``signals/cost.py``, from the engine's prefill and inter-token times).
+It is built directly from engine state (no exposition text), at every control
+interval.
 
 Concurrency: none; the simulation loop owns it.
 """

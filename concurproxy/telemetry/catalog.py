@@ -107,7 +107,7 @@ SPECS: tuple[MetricSpec, ...] = (
        "Engine prefix-cache hit rate over the last poll interval, 0..1."),
     _g("concurproxy_pressure_prefill_iterations", R,
        "A prefill's cost in decode iterations: mean prefill time over mean inter-token latency (decaying "
-       "30 s window of the engine's histograms; recompute is cheap where it is low)."),
+       "30 s window of the engine's histograms; moves with the policy, not a rule by itself: docs/vllm.md)."),
     _g("concurproxy_pressure_snapshot_age_seconds", R,
        "Age of the newest good pressure snapshot, computed at scrape time (stale data throttles)."),
     _g("concurproxy_pressure_source", ("replica", "source"),

@@ -68,28 +68,9 @@ REQUEST_LATENCY_BUCKETS = (
     1920.0,
     7680.0,
 )
-# vllm:inter_token_latency_seconds
-ITL_BUCKETS = (
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.2,
-    0.3,
-    0.4,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    20.0,
-    40.0,
-    80.0,
-)
+ITL_BUCKETS = (  # vllm:inter_token_latency_seconds
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+)  # fmt: skip
 FINISH_REASONS = ("stop", "length", "abort")
 
 
