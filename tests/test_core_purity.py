@@ -76,7 +76,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "nodeagent": ("signals",),
     "testing": ("errors", "server", "tokens"),
     "server/admission": ("config", "control", "decision", "errors", "server.step", "state", "telemetry"),
-    "simulate": ("config", "control", "decision", "plugins", "routing", "tenancy", "tokens", "worker"),
+    "simulate": ("config", "control", "decision", "plugins", "routing", "signals.cost", "tenancy", "tokens", "worker"),
 }
 NEVER_IMPORTED = ("benchmarks", "tests", "conftest")  # top-level: the product never depends on these
 
