@@ -33,6 +33,13 @@ import math
 FIELDS = ("prefill_seconds_total", "prefills_total", "itl_seconds_total", "itls_total")
 
 
+def prefill_iterations(prefill_s: float, prefills: float, itl_s: float, itls: float) -> float | None:
+    """Mean prefill time over mean inter-token latency, or None where either mean is undefined."""
+    if prefills <= 0 or itls <= 0 or itl_s <= 0:
+        return None
+    return (prefill_s / prefills) / (itl_s / itls)
+
+
 class PrefillCost:
     def __init__(self, half_life_s: float = 30.0, min_prefills: float = 8.0) -> None:
         if half_life_s <= 0 or min_prefills < 0:
@@ -59,7 +66,6 @@ class PrefillCost:
 
     def ratio(self) -> float | None:
         """Mean prefill time over mean inter-token latency, or None while too few prefills were seen."""
-        prefill_s, prefills, itl_s, itls = self._sums
-        if prefills < max(self.min_prefills, 1e-9) or itls <= 0 or itl_s <= 0:
+        if self._sums[1] < self.min_prefills:
             return None
-        return (prefill_s / prefills) / (itl_s / itls)
+        return prefill_iterations(*self._sums)

@@ -22,6 +22,8 @@ import httpx
 from concurproxy.config import load_policy
 from concurproxy.config.models import Policy
 from concurproxy.server.app import running_proxy
+from concurproxy.signals.cost import FIELDS as COST_FIELDS
+from concurproxy.signals.cost import prefill_iterations
 from concurproxy.signals.engine_metrics import parse_engine_metrics
 from loadgen.results import Results
 from loadgen.runner import run_scenario
@@ -85,7 +87,7 @@ class Counters:
     prefill_s: float = 0.0  # vllm:request_prefill_time_seconds_sum: requests' PREFILL phases
     prefills: float = 0.0  # its _count
     itl_s: float = 0.0  # vllm:inter_token_latency_seconds_sum (time_per_output_token before vLLM 0.11)
-    itls: float = 0.0  # its _count
+    itls: float = 0.0  # its _count (the four in signals/cost.py's FIELDS order)
 
     def __sub__(self, other: Counters) -> Counters:
         return Counters(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
@@ -101,9 +103,7 @@ class Counters:
     def prefill_iterations(self) -> float | None:
         """A request's mean prefill time in mean inter-token latencies (decode iterations): what one
         prefill costs the batch, the engine's own measure of how dear recompute is (docs/vllm.md)."""
-        if not (self.prefills and self.itls and self.itl_s):
-            return None
-        return (self.prefill_s / self.prefills) / (self.itl_s / self.itls)
+        return prefill_iterations(self.prefill_s, self.prefills, self.itl_s, self.itls)
 
 
 async def read_counters(client: httpx.AsyncClient, engine_url: str) -> Counters:
@@ -118,12 +118,7 @@ async def read_counters(client: httpx.AsyncClient, engine_url: str) -> Counters:
         s.prompt_tokens_total or 0.0,
         _sum_of(r.text, "vllm:iteration_tokens_total_sum"),
         _sum_of(r.text, "vllm:iteration_tokens_total_count"),
-        _sum_of(r.text, "vllm:request_prefill_time_seconds_sum"),
-        _sum_of(r.text, "vllm:request_prefill_time_seconds_count"),
-        _sum_of(r.text, "vllm:inter_token_latency_seconds_sum")
-        or _sum_of(r.text, "vllm:time_per_output_token_seconds_sum"),
-        _sum_of(r.text, "vllm:inter_token_latency_seconds_count")
-        or _sum_of(r.text, "vllm:time_per_output_token_seconds_count"),
+        *(getattr(s, f) or 0.0 for f in COST_FIELDS),
     )
 
 
@@ -321,13 +316,12 @@ def agent_swarm(
     return parse_scenario(doc, "agent_swarm")
 
 
-def _mean(arm: Arm, name: str) -> str:
-    m = arm.engine_mean(name)
-    return "-" if m is None else f"{m:.1f}"
-
-
-def _ratio(value: float | None) -> str:
+def _one_decimal(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _mean(arm: Arm, name: str) -> str:
+    return _one_decimal(arm.engine_mean(name))
 
 
 def _idle(arm: Arm) -> str:
@@ -345,7 +339,7 @@ def format_table(arms: Sequence[Arm]) -> str:
         ("tokens computed (recompute incl.)", [f"{a.delta.computed_tokens:.0f}" for a in arms]),
         ("generated tokens", [f"{a.delta.generation_tokens:.0f}" for a in arms]),
         ("engine iterations", [f"{a.delta.iterations:.0f}" for a in arms]),
-        ("prefill / inter-token latency", [_ratio(a.delta.prefill_iterations) for a in arms]),
+        ("prefill / inter-token latency", [_one_decimal(a.delta.prefill_iterations) for a in arms]),
         ("tasks completed", [f"{a.completed}/{a.started}" for a in arms]),
         ("goodput (tasks/min)", [f"{a.goodput_per_min:.1f}" for a in arms]),
         ("task latency p50 (s)", [f"{a.summary['tasks']['latency_s']['p50']:.1f}" for a in arms]),
