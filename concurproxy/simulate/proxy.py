@@ -342,16 +342,16 @@ class SimProxy:
         for r in self.replicas:
             self._grant(r.id)
         adm.drain_events()
-        self._arm_admission(later=True)
+        self._arm_admission()
 
-    def _arm_admission(self, later: bool = False) -> None:
+    def _arm_admission(self) -> None:
         """An event at the admission core's next deadline while steps wait (one pending, moved only earlier;
-        ``later``: just granted at ``now``, so a deadline not past ``now`` waits for the next change)."""
+        the deadline is after ``now``: one that passed was seen by the grant that just ran)."""
         adm = self.core.admission
         if adm is None or not self._waiting:
             return
-        at = adm.deadline()
-        if at is None or (later and at <= self.now):
+        at = adm.deadline(self.now)
+        if at is None:
             return
         if self._armed_admission is not None and self._armed_admission <= at:
             return

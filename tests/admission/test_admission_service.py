@@ -332,10 +332,10 @@ async def test_a_deadline_that_has_passed_arms_no_timer() -> None:
     assert svc._timer is not None  # armed for a's return bound
     svc._timer.cancel()
     svc._timer = None
-    svc.core.deadline = lambda: clock.t - 1.0  # type: ignore[method-assign]
+    svc.core.deadline = lambda now: clock.t - 1.0  # type: ignore[method-assign]
     svc.tick()
     assert svc._timer is None
-    svc.core.deadline = lambda: clock.t + 1.0  # type: ignore[method-assign]
+    svc.core.deadline = lambda now: clock.t + 1.0  # type: ignore[method-assign]
     svc.tick()
     assert svc._timer is not None
     waiter.cancel()

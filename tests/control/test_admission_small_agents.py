@@ -227,7 +227,7 @@ def test_a_dormant_small_agent_gives_its_footprint_to_a_blocked_large_one() -> N
         w.end(t, Outcome.success, 0.1, prompt_tokens=390, output_tokens=10)
     q = w.try_admit(step("e1", 1000), 0.2)  # 8500 + 2 x 400 + 1000 > 10000: waits for footprint room
     assert isinstance(q, Queued)
-    assert w.deadline() == pytest.approx(2.1)  # the small agents turn dormant (2 s before any return gap)
+    assert w.deadline(0.2) == pytest.approx(2.1)  # the small agents turn dormant (2 s before any return gap)
     assert w.grant(1.0) == []
     [g] = w.grant(2.2)
     assert g.waiter_id == q.waiter_id

@@ -70,7 +70,7 @@ def test_a_finished_agent_yields_to_a_waiter_at_its_learned_bound_not_the_ttl() 
     admitted(w.try_admit(step("a"), 1.01))  # a returns after 10 ms: a plain agent loop
     w.end(w._tickets[next(iter(w._tickets))], Outcome.success, 2.0)  # a finishes; it never says so
     assert isinstance(w.try_admit(step("b"), 2.0), Queued)
-    assert w.deadline() == 2.0 + w.state(2.0).return_bound_s
+    assert w.deadline(2.0) == 2.0 + w.state(2.0).return_bound_s
     assert w.grant(2.04) == []  # bound: max(0.05, 4 × 0.01)
     (g,) = w.grant(2.06)
     assert g.admitted.ticket.reason == "new"
@@ -78,11 +78,24 @@ def test_a_finished_agent_yields_to_a_waiter_at_its_learned_bound_not_the_ttl() 
     assert w.state(2.06).counters.yielded == 1
 
 
+def test_the_deadline_is_the_next_dormancy_not_a_passed_one() -> None:
+    """A holder dormant already that did not free the waiter's block (here: stale pressure data, which
+    nothing overrides) must not hide the next holder's dormancy: the shell arms its timer only at a time
+    after now, so a passed minimum left the freed slot to the periodic tick."""
+    w = aimd(capacity=100_000)  # pressure from t=0, stale after 60 s
+    w.end(admitted(w.try_admit(step("a"), 0.0)), Outcome.success, 0.1)  # idle: dormant at 2.1 (no gaps yet)
+    b = admitted(w.try_admit(step("b"), 0.2))
+    assert isinstance(w.try_admit(step("c"), 65.0), Queued)  # stale data: nothing new, a stays (dormant)
+    assert w.deadline(65.0) is None  # b runs; a's 2.1 has passed
+    w.end(b, Outcome.success, 70.0)
+    assert w.deadline(70.0) == pytest.approx(72.0)  # b's, not a's passed 2.1
+
+
 def test_without_dormancy_an_idle_agent_holds_its_slot_until_the_ttl() -> None:
     w = static(1, CFG.model_copy(update={"dormancy": DormancyConfig(enabled=False)}))
     w.end(admitted(w.try_admit(step("a"), 0.0)), Outcome.success, 1.0)
     assert isinstance(w.try_admit(step("b"), 2.0), Queued)
-    assert w.grant(29.0) == [] and w.deadline() is None
+    assert w.grant(29.0) == [] and w.deadline(29.0) is None
 
 
 # ---- work conservation ------------------------------------------------------------------------------

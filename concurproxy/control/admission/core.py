@@ -166,10 +166,10 @@ class AdmissionCore:
                     del self._home[aid]
         return out
 
-    def deadline(self) -> float | None:
-        """The earliest time at which time alone frees a slot for a waiting step on some replica (an idle
-        agent turns dormant), or None; the shell grants again then (``ReplicaWindow.deadline``)."""
-        times = [d for w in self._windows.values() if w.queued and (d := w.deadline()) is not None]
+    def deadline(self, now: float) -> float | None:
+        """The earliest time after ``now`` at which time alone may free a slot for a waiting step on some
+        replica (an idle agent turns dormant), or None; the shell grants again then (``ReplicaWindow.deadline``)."""
+        times = [d for w in self._windows.values() if w.queued and (d := w.deadline(now)) is not None]
         return min(times, default=None)
 
     def drain_events(self) -> list[AdmissionEvent]:

@@ -20,7 +20,7 @@ Order of the checks (``SlotGate.reason``), each with its event reason:
    never past the fixed W of ``static``/``none``; never on stale data. The window also backfills:
    when the waiter its lanes chose cannot be admitted, the first other waiter this rule admits runs.
 
-``deadline()`` tells the shell when time alone will free a slot (an idle agent turning dormant
+``deadline(now)`` tells the shell when time alone will next free a slot (an idle agent turning dormant
 while steps wait), so it can grant then instead of at its next periodic tick.
 
 Pure: ``now`` is passed in; single caller (the replica's window).
@@ -173,18 +173,22 @@ class SlotGate:
             return "return"
         return "limit"
 
-    def deadline(self) -> float | None:
-        """When the longest-idle slot holder turns dormant (None: no idle holder). The caller asks only
-        while steps wait."""
+    def deadline(self, now: float) -> float | None:
+        """The next time after ``now`` at which an idle slot holder turns dormant (None: none will). The
+        caller asks only while steps wait. Holders dormant already are left out: the grant that just ran
+        saw them and they did not free what the waiter needs (a holder yields only for another block),
+        so the earliest of all would be in the past and hide the next one that may (a freed slot then
+        waited for the periodic tick)."""
         if not self.dormancy:
             return None
         r = self.returns
         idle = [
-            a.last_seen + (r.min_s if a.priors.likely_done(a.steps) else r.bound())
+            at
             for a in self._held.agents.values()
             if a.running == 0  # small ones too: their footprint counts in the budget
+            and (at := a.last_seen + (r.min_s if a.priors.likely_done(a.steps) else r.bound())) > now
         ]
-        return min(idle) if idle else None
+        return min(idle, default=None)
 
 
 class IdleWaitClock:

@@ -219,10 +219,10 @@ class ReplicaWindow:
             self._note_idle(now)
         return grants
 
-    def deadline(self) -> float | None:
-        """When time alone frees a slot here while steps wait (an idle agent turns dormant), or None;
-        the shell grants again then instead of at its next periodic tick."""
-        return self._gate.deadline() if self._waiters else None
+    def deadline(self, now: float) -> float | None:
+        """The next time after ``now`` at which time alone may free a slot here while steps wait (an
+        idle agent turns dormant), or None; the shell grants again then instead of at its next tick."""
+        return self._gate.deadline(now) if self._waiters else None
 
     def _grant_small(self, now: float) -> list[Grant]:
         """Admit waiting new agents that the small-agent lane fits, in arrival order."""

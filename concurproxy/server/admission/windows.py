@@ -107,11 +107,10 @@ class WindowGate:
         slot is granted then, not at the next periodic tick. One timer; moved only to an earlier time."""
         if not self._waiting:
             return
-        deadline = self.core.deadline()
-        if deadline is None or (self._timer is not None and self._timer_at <= deadline):
+        now = self.clock()
+        deadline = self.core.deadline(now)  # after now; a passed one, re-armed at once, would spin the loop
+        if deadline is None or deadline <= now or (self._timer is not None and self._timer_at <= deadline):
             return
-        if deadline <= self.clock():  # passed, and the tick that just ran freed nothing: re-arming now would
-            return  # spin the event loop (a holder that yields only for another block); the periodic tick goes on
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside the event loop (tests driving tick by hand)
