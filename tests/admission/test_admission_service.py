@@ -317,6 +317,10 @@ async def test_dormant_agent_yields_its_slot_to_a_waiter_at_its_return_bound() -
     ticket.end()  # b's step ends; b holds its slot until it, in turn, turns dormant
     clock.t += 2.0
     svc.tick()
+    await settle()
+    assert not back.done()  # a's return 2 s after its step is a gap: the bound is now 2 x 2 s
+    clock.t += 2.0
+    svc.tick()
     assert (await asyncio.wait_for(back, 1)).core.reason == "resume"
 
 

@@ -78,6 +78,24 @@ def test_a_finished_agent_yields_to_a_waiter_at_its_learned_bound_not_the_ttl() 
     assert w.state(2.06).counters.yielded == 1
 
 
+def test_an_agent_that_lost_its_slot_and_comes_back_is_a_return_gap() -> None:
+    """Gaps were recorded only for agents that kept their slots, so they were censored at the bound they set:
+    an agent slower than it lost its slot first, its gap was never seen, and the bound sank to its floor
+    (vLLM decode swarm: 59 of 64 pauses dormant yields at 0.05 s, most of those agents back within 0.7 s)."""
+    w = static(1)
+    w.end(admitted(w.try_admit(step("a"), 0.0)), Outcome.success, 1.0)
+    w.end(admitted(w.try_admit(step("a"), 1.01)), Outcome.success, 2.0)  # gap 10 ms: bound 0.05 (floor)
+    assert w.state(2.0).return_bound_s == pytest.approx(0.05)
+    q = w.try_admit(step("b"), 2.0)
+    assert isinstance(q, Queued)
+    (g,) = w.grant(2.06)  # a is dormant: it yields to b
+    assert g.waiter_id == q.waiter_id
+    assert isinstance(w.try_admit(step("a"), 2.5), Queued)  # a was not done: back 0.5 s after its last step
+    assert w.state(2.5).return_bound_s == pytest.approx(1.0)  # 2 x q90 of {0.01, 0.5}
+    assert isinstance(w.try_admit(step("a"), 3.0), Queued)  # a second step of the same return: not a gap
+    assert w.state(3.0).return_bound_s == pytest.approx(1.0)
+
+
 def test_the_deadline_is_the_next_dormancy_not_a_passed_one() -> None:
     """A holder dormant already that did not free the waiter's block (here: stale pressure data, which
     nothing overrides) must not hide the next holder's dormancy: the shell arms its timer only at a time

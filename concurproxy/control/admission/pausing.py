@@ -39,6 +39,9 @@ class Pausing:
         self.log = log
         # agent id -> (when it lost its slot, steps it had taken: its life goes on when it resumes)
         self.paused: dict[str, tuple[float, int]] = {}
+        # agent id -> when its last step ended, until its next step arrives (a pause takes only an idle agent's
+        # slot, so that arrival is a return gap: `return_gap`)
+        self._last_end: dict[str, float] = {}
         self.reclaiming: set[str] = set()
         self.reclaim_reason: dict[str, str] = {}  # marked agents that give their slot for a tenant claim
 
@@ -50,6 +53,7 @@ class Pausing:
         if kind is EventKind.paused:
             self.counters.paused += 1
             self.paused[agent.agent_id] = (now, agent.steps)
+            self._last_end[agent.agent_id] = agent.last_seen
         elif kind is EventKind.expired:
             self.counters.expired += 1
         else:
@@ -63,11 +67,23 @@ class Pausing:
     def resume(self, agent_id: str) -> int:
         """The agent takes a slot again: no longer paused. The steps it had taken (0: never paused), so
         that its life goes on over the pause (likely-done, life lengths)."""
+        self._last_end.pop(agent_id, None)
         return self.paused.pop(agent_id, (0.0, 0))[1]
+
+    def return_gap(self, agent_id: str, now: float) -> float | None:
+        """Seconds since a paused agent's last step ended, at the arrival of its next step (once; None: not
+        paused, or asked already). Recorded beside the gaps of agents that kept their slots: left out, the
+        return gaps are censored at the bound they set (an agent slower than the bound loses its slot before
+        it returns), and the bound, learned from the early returners alone, sinks to its floor (a decode
+        swarm on vLLM: 59 of 64 pauses were dormant yields at a bound of 0.05 s, most of those agents came
+        back)."""
+        last_end = self._last_end.pop(agent_id, None)
+        return None if last_end is None else now - last_end
 
     def release(self, agent_id: str, now: float) -> bool:
         """The agent finished: free its slot now, or when its running steps end. False: not held here."""
         self.paused.pop(agent_id, None)
+        self._last_end.pop(agent_id, None)
         agent = self.held.agents.get(agent_id)
         if agent is None:
             return False
@@ -84,6 +100,7 @@ class Pausing:
             self.drop(a, EventKind.expired, now, "idle-ttl")
         for aid in [aid for aid, (at, _) in self.paused.items() if now - at >= ttl]:
             del self.paused[aid]
+            self._last_end.pop(aid, None)
         return [a.agent_id for a in idle]
 
     def yield_dormant(self, bound_s: float, now: float, small: bool = False, done_s: float = 0.0) -> bool:

@@ -6,8 +6,11 @@ but when steps wait it is the difference between a busy engine and an idle one (
 8-agent loop ran 74x slower through the proxy than direct, every finished agent holding its
 slot for 30 s). So the window learns how long its agents really stay away between steps.
 
-Algorithm: each time a held agent's next step arrives, the gap since its previous step
-ended is recorded (the last ``keep`` gaps, a ring). An idle agent is *dormant* once
+Algorithm: each time an agent's next step arrives, the gap since its previous step ended is
+recorded (the last ``keep`` gaps, a ring): an agent that kept its slot, and one that lost it while
+idle (a dormant yield, a pause) and came back. Without the second kind the gaps are censored at
+the bound they set, since an agent slower than the bound loses its slot before it returns, and
+the bound sinks to its floor. An idle agent is *dormant* once
 
     idle ≥ bound = clamp(factor × q90(gaps), min_s, max_s)      (before any gap: initial_s)
 
