@@ -66,6 +66,14 @@ class HealthCheckConfig(Model):
         2, ge=1, description="Consecutive failures (checks or requests) that take a replica out."
     )
     healthy_after: int = Field(1, ge=1, description="Consecutive successful checks that put it back.")
+    panic_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Envoy's healthy-panic threshold: when fewer than this share of the non-draining replicas "
+        "serving a model are healthy, steps go to all of them, health ignored (one replica whose health check "
+        "flaps under load: its steps go on instead of 503s). 0: never.",
+    )
 
 
 class KvEventsSource(Model):

@@ -106,6 +106,7 @@ async def state(request: web.Request) -> web.Response:
                 "last_reload_error": rs.last_error,
             },
             "replicas": replicas,
+            "panic_routing": {"active": c.pool.panic, "steps": c.pool.panic_steps},
             "admission": admission,
             "shared_state": c.shared_state.state() if c.shared_state is not None else {"backend": "memory"},
             "kv_events": c.kv_events.state() if c.kv_events is not None else None,

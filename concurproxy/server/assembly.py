@@ -69,6 +69,7 @@ def build_components(
         routes=[codec.route for codec in CODECS],
     )
     pool.add_listener(health_listener(metrics))
+    metrics.add_refresher(lambda: metrics.set_upstream_panic(pool.panic, pool.panic_steps))
 
     # The decision core, built once from the policy (the simulator builds the same: DecisionCore.from_policy).
     # Redis-shared state only where admission has windows to share (controller ``none`` shares nothing).

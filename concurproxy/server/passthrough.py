@@ -140,7 +140,7 @@ class PassThrough:
         pool = self.c.pool
         if pinned is not None:
             r = pool.get(pinned)
-            found = [r] if r is not None and r.available else []
+            found = [r] if r is not None and pool.usable(r) else []
         else:
             found = (pool.available(model) if model is not None else []) or pool.available(None)
         return [r for r in found if r.id not in tried]

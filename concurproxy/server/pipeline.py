@@ -196,7 +196,7 @@ class StepPipeline:
         pool = self.c.pool
         if ctx.pinned_replica is not None:
             r = pool.get(ctx.pinned_replica)
-            return [r] if r is not None and r.available and r.id not in tried else []
+            return [r] if r is not None and r.id not in tried and pool.usable(r) else []
         available = pool.available(ctx.model)  # a new list each call
         return [r for r in available if r.id not in tried] if tried else available
 

@@ -54,6 +54,9 @@ def apply_policy(c: Components, new: Policy) -> list[str]:
         c.budgets.reconfigure(BudgetLimits.for_policy(new))
     c.admission.reconfigure(new)
     changes += _apply_upstreams(c, new)
+    if old.health != new.health:  # read by the checker's next round and by every routing decision
+        c.pool.health_cfg = new.health
+        changes.append("health: applied")
     for section in RESTART_ONLY:
         if getattr(old, section) != getattr(new, section):
             changes.append(f"{section}: changed, takes effect on restart")

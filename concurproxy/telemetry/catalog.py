@@ -159,6 +159,10 @@ SPECS: tuple[MetricSpec, ...] = (
        "Client trace-context headers not sent upstream because they break their W3C grammar "
        "(header: traceparent / tracestate).", header=("traceparent", "tracestate")),
     _g("concurproxy_replica_healthy", R, "1 when the replica is in rotation, 0 when taken out."),
+    _g("concurproxy_upstream_panic", (),
+       "1 while steps go to every non-draining replica, health ignored: fewer than health.panic_threshold "
+       "of them are healthy (Envoy's panic routing; for one replica: it is out of rotation)."),
+    _c("concurproxy_upstream_panic_steps_total", (), "Steps routed in panic (health ignored)."),
     _g("concurproxy_build_info", ("version",), "Always 1; the proxy version as a label."),
 )  # fmt: skip
 

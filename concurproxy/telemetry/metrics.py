@@ -114,6 +114,7 @@ class ProxyMetrics:
         self._dispatch_totals: dict[tuple[str, str], tuple[int, int]] = {}  # (replica, stage) -> held, forced seen
         self._idle_waiting: dict[tuple[str, str], float] = {}  # (replica, cause) -> idle-waiting s published
         self._placeholder: set[str] = set()  # replicas whose ts is still the prime time
+        self._panic_steps_seen = 0  # the pool's panic-routed steps published so far
         f = self._f
         self._requests, self._in_flight = f["concurproxy_requests_total"], f["concurproxy_requests_in_flight"]
         self._step, self._ttft = (
@@ -409,6 +410,13 @@ class ProxyMetrics:
 
     def set_replica_health(self, replica: str, healthy: bool) -> None:
         self._f["concurproxy_replica_healthy"].child(replica).set(1 if healthy else 0)
+
+    def set_upstream_panic(self, panic: bool, steps: int) -> None:
+        """At scrape time, from the pool: whether routing ignores health now, and the steps it did for."""
+        self._f["concurproxy_upstream_panic"].child().set(1 if panic else 0)
+        counter = self._f["concurproxy_upstream_panic_steps_total"].child()
+        counter.inc(max(0, steps - self._panic_steps_seen))
+        self._panic_steps_seen = max(self._panic_steps_seen, steps)
 
 
 PRESSURE_SOURCES = ("kv", "stale", "latency", "static")

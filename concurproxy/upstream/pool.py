@@ -35,6 +35,8 @@ class ReplicaPool:
         self._task: asyncio.Task[None] | None = None
         self._models_set: frozenset[str] | None = None
         self._refresh_models()
+        self.panic = False  # the last `available` call ignored health (see there)
+        self.panic_steps = 0  # calls of `available` that did
 
     # --- membership -------------------------------------------------------------
     def __iter__(self):  # type: ignore[no-untyped-def]
@@ -47,12 +49,48 @@ class ReplicaPool:
         return self._replicas.get(replica_id)
 
     def available(self, model: str | None = None) -> list[Replica]:
+        """The replicas a step for ``model`` may go to: healthy, not draining, serving it. In *panic*
+        (fewer than ``panic_threshold`` of the non-draining replicas serving it are healthy) all of
+        those, health ignored, as Envoy does: health checks are a guess, and when most of a fleet
+        (or its one replica) looks down, sending to it loses at most the attempt, while refusing
+        loses every step for certain. A flapping check under load is the common case (a busy CPU
+        engine answering /health late); a replica that is really down fails the attempt at once
+        (connection refused) and the retry rule answers as before."""
         # Replica.available and Replica.serves, inlined (per step, per replica: two calls less each)
-        return [
+        serving = [
             r
             for r in self._replicas.values()
-            if r.healthy and not r.draining and (model is None or not r.models or model in r.models)
+            if not r.draining and (model is None or not r.models or model in r.models)
         ]
+        healthy = [r for r in serving if r.healthy]
+        if not self._panics(len(healthy), len(serving)):
+            return healthy
+        self.panic_steps += 1
+        return serving
+
+    def usable(self, replica: Replica) -> bool:
+        """Whether a step may go to ``replica`` by name (the replica holding a stored response): it is
+        available, or the pool is in panic and it is not draining."""
+        if replica.available:
+            return True
+        if replica.draining:
+            return False
+        serving = [r for r in self._replicas.values() if not r.draining]
+        return self._panics(sum(r.healthy for r in serving), len(serving))
+
+    def _panics(self, healthy: int, serving: int) -> bool:
+        """Whether ``healthy`` of ``serving`` replicas is below the panic threshold; logs each change."""
+        panic = healthy < serving and healthy < self.health_cfg.panic_threshold * serving
+        if panic != self.panic:
+            self.panic = panic
+            if panic:
+                log.warning(
+                    "panic routing: %d of %d replicas healthy (< %g): steps go to all of them, health ignored",
+                    healthy, serving, self.health_cfg.panic_threshold,
+                )  # fmt: skip
+            else:
+                log.info("routing by health again: %d of %d replicas healthy", healthy, serving)
+        return panic
 
     def any_available(self) -> bool:
         return any(r.available for r in self._replicas.values())

@@ -143,13 +143,40 @@ async def test_connect_failure_retries_then_502_with_retry_after(proxy_factory):
         assert h.listener.steps[-1].outcome == "error"
 
 
-async def test_no_healthy_replica_is_503(proxy_factory):
-    async with proxy_factory(behaviours=[StubBehaviour(healthy=False)], health={"interval_s": 60}) as h:
+async def test_no_healthy_replica_is_503_without_panic_routing(proxy_factory):
+    health = {"interval_s": 60, "panic_threshold": 0}
+    async with proxy_factory(behaviours=[StubBehaviour(healthy=False)], health=health) as h:
         # the startup check took the only replica out
         r = await h.post("/v1/chat/completions", CHAT)
         assert r.status == 503 and r.headers["Retry-After"]
         assert_openai_error(await r.json(), "no_healthy_replica")
         assert (await h.session.get(h.url + "/ready")).status == 503
+
+
+async def test_a_lone_replica_out_of_rotation_still_gets_the_steps(proxy_factory):
+    """Panic routing (Envoy's): the only replica's /health fails (a loaded CPU engine answering it late) but it
+    serves steps: they go to it instead of 503s, visible on /admin/state and in the metrics; /ready stays 503
+    (it tells a load balancer in front that this proxy has no healthy replica)."""
+    async with proxy_factory(behaviours=[StubBehaviour(healthy=False)], health={"interval_s": 60}) as h:
+        assert not h.components.pool.get("r0").healthy
+        for _ in range(2):
+            r = await h.post("/v1/chat/completions", CHAT)
+            assert r.status == 200, await r.text()
+        assert (await h.session.get(h.url + "/ready")).status == 503
+        state = await (await h.session.get(h.url + "/admin/state")).json()
+        assert state["panic_routing"] == {"active": True, "steps": 2}
+        text = await (await h.session.get(h.url + "/metrics")).text()
+        assert "concurproxy_upstream_panic 1.0" in text and "concurproxy_upstream_panic_steps_total 2.0" in text
+
+
+async def test_panic_routing_spares_draining_replicas_and_a_dead_one_still_answers_502(proxy_factory):
+    async with proxy_factory(behaviours=[StubBehaviour(healthy=False, status=502)], health={"interval_s": 60}) as h:
+        r = await h.post("/v1/chat/completions", CHAT)
+        assert r.status == 502 and r.headers["Retry-After"]  # tried (health ignored), failed: the usual answer
+        h.components.pool.get("r0").draining = True
+        r = await h.post("/v1/chat/completions", CHAT)
+        assert r.status == 503
+        assert_openai_error(await r.json(), "no_healthy_replica")
 
 
 async def test_replica_back_in_rotation_after_health_check(proxy_factory):
@@ -179,7 +206,7 @@ async def test_a_reused_connection_closed_unanswered_costs_neither_the_step_nor_
 async def test_an_answer_between_two_failures_keeps_a_replica_in_rotation(proxy_factory):
     """Passive health: failures count only while consecutive. A loaded engine whose /health answered
     late twice, with steps answered in between, is not taken out (it was: every step then got a 503)."""
-    async with proxy_factory(health={"unhealthy_after": 2, "interval_s": 60}) as h:
+    async with proxy_factory(health={"unhealthy_after": 2, "interval_s": 60, "panic_threshold": 0}) as h:
         pool = h.components.pool
         r0 = pool.get("r0")
         for _ in range(3):

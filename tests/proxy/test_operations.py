@@ -40,9 +40,10 @@ async def test_reload_applies_budgets_and_new_replicas_and_rejects_bad_files(tmp
         s = await stack.enter_async_context(aiohttp.ClientSession())
         before = (await (await s.get(url + "/admin/state")).json())["policy"]["fingerprint"]
 
-        write_policy(f, ups, roles={"monitor": {"max_output_tokens": 2}})
+        write_policy(f, ups, roles={"monitor": {"max_output_tokens": 2}}, health={"panic_threshold": 0})
         r = await s.post(url + "/admin/reload")
         assert r.status == 200, await r.text()
+        assert comps.pool.health_cfg.panic_threshold == 0  # the health section applies at once
         state = await (await s.get(url + "/admin/state")).json()
         assert state["policy"]["fingerprint"] != before and state["policy"]["reloads"] == 1
         assert [x["id"] for x in state["replicas"]] == ["r0", "r1"]

@@ -78,7 +78,7 @@ class RoutingStage:
             # The prefix-affinity router takes a lone candidate without scoring or load checks: it
             # reads only health and drain state, so the pressure and window lookups are skipped.
             r = candidates[0]
-            views = [ReplicaView(r.id, r.healthy, r.draining, None, None, None, None, r.in_flight)]
+            views = [ReplicaView(r.id, True, r.draining, None, None, None, None, r.in_flight)]
         else:
             views = [self._view(r, now) for r in candidates]
         request = RouteRequest(
@@ -101,18 +101,20 @@ class RoutingStage:
         raise AssertionError(f"router chose {decision.replica_id!r}, not a candidate")
 
     def _view(self, r: Replica, now: float) -> ReplicaView:
+        """A candidate's view. Healthy: the pool chose the candidates (`ReplicaPool.available`), in panic
+        routing unhealthy ones too, and the router must not filter them out again."""
         snap = self.snapshots(r.id) if self.snapshots else None
         room = self.windows(r.id) if self.windows else None
         if room is None:
             return ReplicaView.from_snapshot(
-                r.id, snap, now, self.stale_after_s, healthy=r.healthy, draining=r.draining, load=r.in_flight
+                r.id, snap, now, self.stale_after_s, healthy=True, draining=r.draining, load=r.in_flight
             )
         return ReplicaView.from_snapshot(
             r.id,
             snap,
             now,
             self.stale_after_s,
-            healthy=r.healthy,
+            healthy=True,
             draining=r.draining,
             window_room=room[0],
             window_size=room[1],
