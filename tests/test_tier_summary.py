@@ -54,8 +54,16 @@ def test_line_names_what_ran_what_skipped_why_and_the_command() -> None:
     assert "\n" not in line
 
 
+def test_a_skip_without_an_install_hint_gets_no_install_command() -> None:
+    """A tier skipped for its machine (vLLM's agent loop where a prefill is too slow), not for a missing install:
+    the install command would mislead."""
+    slow = "vLLM's CPU build prefills 256 tokens on medium in 1.23 s here"
+    tallies = {"vllm": TierTally(Counter(passed=11, skipped=1), Counter({slow: 1}), unhinted={slow})}
+    assert format_line(tallies, quick=False) == f"tiers: vllm 11 passed, 1 skipped ({slow})"
+
+
 def test_a_real_run_ends_with_the_line(tmp_path: Path) -> None:
-    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    redis: x\n    vllm: x\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    redis: x\n    prometheus: x\n    vllm: x\n")
     (tmp_path / "conftest.py").write_text(  # registers the plugin the way tests/conftest.py does
         "from tier_summary import TierSummary\n"
         "def pytest_configure(config):\n"
@@ -66,6 +74,8 @@ def test_a_real_run_ends_with_the_line(tmp_path: Path) -> None:
         "def test_a(): pass\n"
         "@pytest.mark.redis\n"
         "def test_r(): pytest.skip('no redis-server binary (hint)')\n"
+        "@pytest.mark.prometheus\n"
+        "def test_p(): pytest.skip('too slow on this machine')\n"
         "@pytest.mark.vllm\n"
         "def test_v(): pass\n"
     )
@@ -78,4 +88,5 @@ def test_a_real_run_ends_with_the_line(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("tiers: core 1 passed | redis 1 skipped (no redis-server binary) → ")
+    assert "| prometheus 1 skipped (too slow on this machine) | " in last  # no install command: none is missing
     assert last.endswith("| vllm 1 not run (CONCURPROXY_QUICK=1) → bash scripts/test.sh")

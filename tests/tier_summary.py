@@ -56,6 +56,9 @@ CORE = "core"
 class TierTally:
     outcomes: Counter[str] = field(default_factory=Counter)  # passed / failed / skipped / xfailed / error
     reasons: Counter[str] = field(default_factory=Counter)  # skip reasons
+    # skip reasons that came without a parenthesised hint: not a missing install (a slow machine, say), so the
+    # install command is not shown for them
+    unhinted: set[str] = field(default_factory=set)
     not_run: int = 0  # deselected by quick mode
 
 
@@ -89,7 +92,7 @@ def format_line(tallies: Mapping[str, TierTally], quick: bool, collection_errors
             shown = [r for r, _ in tally.reasons.most_common(2)]
             more = len(tally.reasons) - len(shown)
             text += " (" + "; ".join(shown) + (f"; +{more} more" if more else "") + ")"
-            if name in enable:
+            if name in enable and not set(tally.reasons) <= tally.unhinted:
                 text += f" → {enable[name]}"
         parts.append(text)
     if collection_errors:
@@ -108,6 +111,7 @@ class TierSummary:
         self.tallies: dict[str, TierTally] = defaultdict(TierTally)
         self.outcome: dict[str, tuple[str, str | None]] = {}
         self.collection_errors = 0
+        self.unhinted: set[str] = set()  # skip reasons without an install hint
 
     @pytest.hookimpl(trylast=True)  # after tests/vllm/conftest.py has marked its tier
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -139,6 +143,8 @@ class TierSummary:
                 longrepr = report.longrepr
                 reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
                 self.outcome[nodeid] = ("skipped", short_reason(reason))
+                if short_reason(reason) == reason.removeprefix("Skipped: ").strip():
+                    self.unhinted.add(short_reason(reason))
         elif report.when == "call" and report.passed and nodeid not in self.outcome:
             self.outcome[nodeid] = ("xpassed" if hasattr(report, "wasxfail") else "passed", None)
 
@@ -149,6 +155,8 @@ class TierSummary:
             tally.outcomes[outcome] += 1
             if reason:
                 tally.reasons[reason] += 1
+                if reason in self.unhinted:
+                    tally.unhinted.add(reason)
         return format_line(tallies, self.quick, self.collection_errors)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
