@@ -162,7 +162,8 @@ SPECS: tuple[MetricSpec, ...] = (
     _g("concurproxy_upstream_panic", (),
        "1 while steps go to every non-draining replica, health ignored: fewer than health.panic_threshold "
        "of them are healthy (Envoy's panic routing; for one replica: it is out of rotation)."),
-    _c("concurproxy_upstream_panic_steps_total", (), "Steps routed in panic (health ignored)."),
+    _c("concurproxy_upstream_panic_steps_total", (),
+       "Attempts routed in panic (health ignored): a step, and each retry."),
     _g("concurproxy_build_info", ("version",), "Always 1; the proxy version as a label."),
 )  # fmt: skip
 

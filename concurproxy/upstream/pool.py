@@ -36,7 +36,7 @@ class ReplicaPool:
         self._models_set: frozenset[str] | None = None
         self._refresh_models()
         self.panic = False  # the last `available` call ignored health (see there)
-        self.panic_steps = 0  # calls of `available` that did
+        self.panic_steps = 0  # calls of `available` that did (a step's attempt each)
 
     # --- membership -------------------------------------------------------------
     def __iter__(self):  # type: ignore[no-untyped-def]
