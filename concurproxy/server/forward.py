@@ -139,7 +139,7 @@ class Forwarder:
     ) -> bool:
         """After a failed attempt on ``replica``: mark it (passive health) and say whether another
         attempt may follow (logged; the caller counts the retry when it makes one)."""
-        self.pool.mark_failure(replica, str(failed))
+        self.pool.mark_failure(replica, str(failed), unreachable=failed.kind == "connect" and not failed.sent)
         again = self.retry.allows(failed, attempt, method, step)
         log.info("%s: attempt on %s failed (%s)%s", request_id, replica.id, failed.kind, ", retrying" if again else "")
         return again

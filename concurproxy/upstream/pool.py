@@ -54,8 +54,9 @@ class ReplicaPool:
         those, health ignored, as Envoy does: health checks are a guess, and when most of a fleet
         (or its one replica) looks down, sending to it loses at most the attempt, while refusing
         loses every step for certain. A flapping check under load is the common case (a busy CPU
-        engine answering /health late); a replica that is really down fails the attempt at once
-        (connection refused) and the retry rule answers as before."""
+        engine answering /health late). A replica whose last failure was a connection nobody
+        accepted (refused, no route) is down for certain and stays out: its steps would otherwise
+        wait in its admission queue for pressure data that cannot come, then fail."""
         # Replica.available and Replica.serves, inlined (per step, per replica: two calls less each)
         serving = [
             r
@@ -66,14 +67,14 @@ class ReplicaPool:
         if not self._panics(len(healthy), len(serving)):
             return healthy
         self.panic_steps += 1
-        return serving
+        return [r for r in serving if r.healthy or not r.unreachable]
 
     def usable(self, replica: Replica) -> bool:
         """Whether a step may go to ``replica`` by name (the replica holding a stored response): it is
         available, or the pool is in panic and it is not draining."""
         if replica.available:
             return True
-        if replica.draining:
+        if replica.draining or replica.unreachable:
             return False
         serving = [r for r in self._replicas.values() if not r.draining]
         return self._panics(sum(r.healthy for r in serving), len(serving))
@@ -128,8 +129,9 @@ class ReplicaPool:
         self._listeners.append(fn)
 
     # --- health -------------------------------------------------------------------
-    def mark_failure(self, replica: Replica, error: str) -> None:
-        if replica.record_failure(error, self.health_cfg.unhealthy_after):
+    def mark_failure(self, replica: Replica, error: str, unreachable: bool = False) -> None:
+        """A failed check or attempt; ``unreachable``: no connection was accepted (kept out of panic routing)."""
+        if replica.record_failure(error, self.health_cfg.unhealthy_after, unreachable):
             log.warning("replica %s out of rotation: %s", replica.id, error)
             self._notify(replica, False)
 
@@ -138,6 +140,7 @@ class ReplicaPool:
         consecutive. It does not put a replica back (only a health check does): a loaded engine whose
         /health answers late twice between its answers stays in rotation."""
         replica.consecutive_failures = 0
+        replica.unreachable = False
 
     def mark_success_check(self, replica: Replica) -> None:
         if replica.record_success(self.health_cfg.healthy_after):
@@ -167,7 +170,8 @@ class ReplicaPool:
                             r.models = ids
                             self._refresh_models()
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, OSError) as exc:
-            self.mark_failure(r, f"health check: {type(exc).__name__}: {exc}"[:200])
+            unreachable = isinstance(exc, aiohttp.ClientConnectorError)  # refused, no route: nothing listens
+            self.mark_failure(r, f"health check: {type(exc).__name__}: {exc}"[:200], unreachable)
             return
         self.mark_success_check(r)
 

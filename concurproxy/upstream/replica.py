@@ -29,6 +29,7 @@ class Replica:
     models: tuple[str, ...] = ()
     in_flight: int = 0
     last_error: str | None = None
+    unreachable: bool = False  # its last failure was a connection nobody accepted (refused, no route): down
     extra: dict[str, object] = field(default_factory=dict)
     kv_events: KvEventsSource | None = None  # where its KV cache events are published, if anywhere
     discovered: bool = False  # found by DNS discovery (a policy reload leaves it alone)
@@ -57,11 +58,12 @@ class Replica:
         """Unknown model lists (not yet fetched) serve everything; the engine decides."""
         return model is None or not self.models or model in self.models
 
-    def record_failure(self, error: str, unhealthy_after: int) -> bool:
+    def record_failure(self, error: str, unhealthy_after: int, unreachable: bool = False) -> bool:
         """Count a failure; returns True when this failure took the replica out."""
         self.consecutive_successes = 0
         self.consecutive_failures += 1
         self.last_error = error
+        self.unreachable = unreachable
         if self.healthy and self.consecutive_failures >= unhealthy_after:
             self.healthy = False
             return True
@@ -71,6 +73,7 @@ class Replica:
         """Count a success; returns True when this success put the replica back."""
         self.consecutive_failures = 0
         self.consecutive_successes += 1
+        self.unreachable = False
         if not self.healthy and self.consecutive_successes >= healthy_after:
             self.healthy = True
             self.last_error = None

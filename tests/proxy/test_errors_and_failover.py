@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import aiohttp
 import pytest
@@ -167,6 +168,22 @@ async def test_a_lone_replica_out_of_rotation_still_gets_the_steps(proxy_factory
         assert state["panic_routing"] == {"active": True, "steps": 2}
         text = await (await h.session.get(h.url + "/metrics")).text()
         assert "concurproxy_upstream_panic 1.0" in text and "concurproxy_upstream_panic_steps_total 2.0" in text
+
+
+async def test_panic_routing_leaves_out_a_replica_nothing_listens_on(proxy_factory):
+    """A refused connection is no flapping check: the replica is down for certain. Its steps are answered 503 at
+    once (with panic routing they would wait in its admission queue for pressure data that cannot come)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening: connections are refused
+        async with proxy_factory(upstream_urls=[dead], health={"interval_s": 60}) as h:
+            r0 = h.components.pool.get("r0")
+            assert not r0.healthy and r0.unreachable
+            r = await h.post("/v1/chat/completions", CHAT)
+            assert r.status == 503  # not admission_timeout: it never entered an admission queue
+            assert_openai_error(await r.json(), "no_healthy_replica")
+            h.components.pool.mark_failure(r0, "health check: TimeoutError")  # a slow check, not a refusal
+            assert not r0.unreachable and h.components.pool.available() == [r0]  # panic routing: it may serve
 
 
 async def test_panic_routing_spares_draining_replicas_and_a_dead_one_still_answers_502(proxy_factory):
