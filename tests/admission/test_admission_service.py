@@ -228,6 +228,30 @@ async def test_a_replica_without_a_kv_signal_is_led_by_latency_and_a_lost_signal
     assert svc.state()["replicas"]["r0"]["pressure_source"] == "latency"
 
 
+async def test_before_the_first_reading_new_agents_wait_for_it_not_admitted_without_limits() -> None:
+    """At start nothing is known: no window from KV, no footprint budget. Steps that arrive before the first
+    reading wait for it (one poll) instead of all being admitted by the latency fallback: a burst at start
+    (virtual time, a decode swarm of 24 agents on `tiny`) admitted all 24, thrashed, and cost 4-12%."""
+    clock = FakeClock()
+    cfg = AdmissionConfig(aimd=AIMDConfig(initial=2, stale_after_ms=1000), stale_grace_s=10)
+    svc = WindowGate.for_config(cfg, clock=clock)
+    first = spawn(svc, "a")
+    await settle()
+    assert not first.done() and svc.state()["replicas"]["r0"]["pressure_source"] == "stale"
+    svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.1))  # the first reading: KV leads
+    (await asyncio.wait_for(first, 1)).end()
+    assert svc.state()["replicas"]["r0"]["pressure_source"] == "kv"
+
+    quiet = WindowGate.for_config(cfg, clock=clock)  # a poller that never reports anything at all
+    waiter = spawn(quiet, "b")
+    await settle()
+    assert not waiter.done()
+    clock.t += 1.1  # stale_after without a single reading: latency leads
+    quiet.tick()
+    (await asyncio.wait_for(waiter, 1)).end()
+    assert quiet.state()["replicas"]["r0"]["pressure_source"] == "latency"
+
+
 async def test_window_growth_wakes_waiters() -> None:
     clock = FakeClock()
     svc = WindowGate.for_config(AdmissionConfig(aimd=AIMDConfig(initial=1, min=1)), clock=clock)

@@ -11,10 +11,14 @@ States (``PressureSource.mode(now)``), from the snapshots the window observes:
 * ``kv``      — the latest *usable* snapshot (read ok, with a KV usage) is fresh: the configured
   controller (``aimd``) decides W on KV signals, the footprint budget applies.
 * ``stale``   — the replica gave usable snapshots, the newest is older than ``stale_after_s``:
-  saturated (nothing new admitted), for at most ``stale_grace_s`` beyond that.
-* ``latency`` — the replica never gave a usable snapshot, or it has been stale past the grace:
-  the fallback controller (``gradient``: step latency, Gradient2-style) decides W; never
-  saturated for want of data. The first usable snapshot switches back to ``kv``.
+  saturated (nothing new admitted), for at most ``stale_grace_s`` beyond that. Also at the
+  start, before any reading came back and for at most ``stale_after_s``: new agents wait for
+  the first poll instead of all being admitted with no window and no budget (in virtual time a
+  decode swarm whose 24 agents arrived at once was all admitted, thrashed, and lost 4-12%).
+* ``latency`` — a reading came back without a KV signal (failed, no KV usage) and none ever had
+  one, or no reading at all for ``stale_after_s``, or stale past the grace: the fallback
+  controller (``gradient``: step latency, Gradient2-style) decides W; never saturated for want
+  of data. The first usable snapshot switches back to ``kv``.
 
 ``observe`` reports a change of mode (the shell logs it once and sets
 ``concurproxy_pressure_source{replica,source}``); ``mode(now)`` is evaluated at any time, so a
@@ -49,6 +53,8 @@ class PressureSource:
         self._fallback: WindowController | None = None
         self.grace_s = grace_s
         self.last_usable: float | None = None  # ts of the newest usable snapshot
+        self.first_seen: float | None = None  # when the source was first asked or fed (its start)
+        self.unusable_seen = False  # a reading came back without a KV signal (failed, or no KV usage)
         self.reported: str | None = None  # the mode last reported by observe
 
     @property
@@ -69,7 +75,14 @@ class PressureSource:
         if stale_after is None:
             return "static"
         if self.last_usable is None:
-            return "latency" if self._make_fallback is not None else "stale"
+            if self.first_seen is None:
+                self.first_seen = now
+            if self._make_fallback is None:
+                return "stale"
+            # before the first reading came back, nothing is known yet: the proxy waits for it (one poll)
+            # instead of admitting every agent that arrives in the meantime without a window or a budget
+            waited = now - self.first_seen > stale_after
+            return "latency" if self.unusable_seen or waited else "stale"
         age = now - self.last_usable
         if age <= stale_after:
             return "kv"
@@ -86,8 +99,12 @@ class PressureSource:
 
     def observe(self, snapshot: PressureSnapshot | None, now: float) -> str | None:
         """Record a reading; returns the new mode when it changed since the last call, else None."""
+        if self.first_seen is None:
+            self.first_seen = now
         if snapshot is not None and usable(snapshot):
             self.last_usable = snapshot.ts if self.last_usable is None else max(self.last_usable, snapshot.ts)
+        elif snapshot is not None:
+            self.unusable_seen = True
         mode = self.mode(now)
         if mode == self.reported:
             return None
