@@ -64,8 +64,8 @@ class ReplicaPool:
             if not r.draining and (model is None or not r.models or model in r.models)
         ]
         healthy = [r for r in serving if r.healthy]
-        if not self._panics(len(healthy), len(serving)):
-            return healthy
+        if (len(healthy) == len(serving) and not self.panic) or not self._panics(len(healthy), len(serving)):
+            return healthy  # (the first test: every step of a healthy fleet, without a call)
         self.panic_steps += 1
         return [r for r in serving if r.healthy or not r.unreachable]
 

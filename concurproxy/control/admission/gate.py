@@ -173,6 +173,16 @@ class SlotGate:
             return "return"
         return "limit"
 
+    def note_arrival(self, agent_id: str, held: HeldAgent | None, now: float) -> None:
+        """A step of ``agent_id`` arrived (``held``: its agent, if it holds a slot here): the gap since its
+        previous step ended is a return gap when it was idle, holding its slot or paused (`Pausing.return_gap`:
+        without the paused ones the gaps are censored at the bound they set)."""
+        if held is not None:
+            if not held.running:
+                self.returns.record(now - held.last_seen)
+        elif (gap := self._pausing.return_gap(agent_id, now)) is not None:
+            self.returns.record(gap)
+
     def deadline(self, now: float) -> float | None:
         """The next time after ``now`` at which an idle slot holder turns dormant (None: none will). The
         caller asks only while steps wait. Holders dormant already are left out: the grant that just ran

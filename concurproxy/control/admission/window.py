@@ -164,15 +164,11 @@ class ReplicaWindow:
     # ---- admission ---------------------------------------------------------------------
     def try_admit(self, step: StepInfo, now: float) -> AdmitResult:
         agent = self._agents.get(step.agent_id)
+        self._gate.note_arrival(step.agent_id, agent, now)
         if agent is not None:
-            if not agent.running:
-                self._gate.returns.record(now - agent.last_seen)
             agent.releasing = False
             agent.priors.on_step(agent.fp, step.est_prompt_tokens)
             return Admitted(self._open(step, agent, now, "in-window"))
-        gap = self._pausing.return_gap(step.agent_id, now)  # an agent that lost its slot is back
-        if gap is not None:
-            self._gate.returns.record(gap)
         if len(self._waiters) >= self._cfg.max_queue_length:
             self.counters.rejected += 1
             self._emit(EventKind.rejected, now, "queue-full", step)
