@@ -70,8 +70,10 @@ class SharedWindowController:
     def window(self) -> int:
         return self.share.cap(self.inner.window)
 
-    def update(self, snapshot: PressureSnapshot | None, in_use: int, now: float) -> WindowDecision:
-        d = self.inner.update(snapshot, in_use, now)
+    def update(
+        self, snapshot: PressureSnapshot | None, in_use: int, now: float, acked: int | None = None
+    ) -> WindowDecision:
+        d = self.inner.update(snapshot, in_use, now, acked)
         w = self.window
         changed, self._last = w != self._last, w
         return replace(d, window=w, changed=changed)

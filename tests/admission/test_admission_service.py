@@ -256,9 +256,13 @@ async def test_window_growth_wakes_waiters() -> None:
     clock = FakeClock()
     svc = WindowGate.for_config(AdmissionConfig(aimd=AIMDConfig(initial=1, min=1)), clock=clock)
     svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))
-    held = await svc.admit(step("a"), "r0")
+    first = await svc.admit(step("a"), "r0")
     waiter = spawn(svc, "b")
     await settle()
+    held = await svc.admit(step("a"), "r0")  # a's next step runs before its first ends (a parallel step)
+    first.end()  # a step of a ended: the readings have seen a (W grows only then: AIMD's slow start)
+    await settle()
+    assert not waiter.done()
     clock.t += 0.25
     svc.on_pressure("r0", PressureSnapshot(ts=clock.t, kv_usage=0.2))
     assert svc.core.window("r0").window == 2 and counters(svc).window_increases == 1

@@ -43,7 +43,7 @@ class Settable:
     def __init__(self, window: int) -> None:
         self.window = window
 
-    def update(self, snapshot: object, in_use: int, now: float) -> WindowDecision:
+    def update(self, snapshot: object, in_use: int, now: float, acked: int | None = None) -> WindowDecision:
         return WindowDecision(self.window, False, "test")
 
     def on_step(self, sample: object) -> None:

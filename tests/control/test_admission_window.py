@@ -238,3 +238,25 @@ def test_paused_agent_resumes_before_new_agents() -> None:
     w.end(ta, Outcome.success, 2, release=True)
     (g,) = w.grant(2)
     assert g.waiter_id == qb.waiter_id and g.admitted.ticket.reason == "resume"
+
+
+def test_window_grows_only_as_steps_of_the_admitted_agents_end() -> None:
+    """Slow start through the window: an agent whose first step has not ended is not in any KV reading,
+    so W does not grow past twice the agents that had a step end, plus one (the tier's agent loop on
+    vLLM's CPU build admitted five agents before the first step ended, and their growth preempted)."""
+    # W alone (the work-conserving rule would also admit past W whenever nothing of ours runs)
+    w = aimd(CFG.model_copy(update={"max_queue_length": 8, "work_conserving": False}), initial=1)
+    w.on_pressure(PressureSnapshot(ts=0.0, kv_usage=0.1), 0.0)
+    t0 = admitted(w.try_admit(step("a0"), 0.0))
+    for i in range(1, 6):
+        assert isinstance(w.try_admit(step(f"a{i}"), 0.0), Queued)
+    for t in (0.25, 0.5, 0.75, 1.0):
+        w.on_pressure(PressureSnapshot(ts=t, kv_usage=0.1), t)
+        assert w.grant(t) == []
+    assert (w.window, w.active, w.state(1.0).window_reason) == (1, 1, "hold-slow-start")
+    w.end(t0, Outcome.success, 1.1)  # a0's first step ended: the next readings include it
+    granted = []
+    for t in (1.25, 1.5, 1.75, 2.0):
+        w.on_pressure(PressureSnapshot(ts=t, kv_usage=0.1), t)
+        granted += w.grant(t)
+    assert (w.window, w.active, len(granted)) == (3, 3, 2)  # at most 2 x 1 + 1 until a1 or a2 has a step end

@@ -134,3 +134,21 @@ def test_growth_waits_for_the_recent_kv_peak_to_fall_below_target() -> None:
     assert c.update(snap(1.0, 0.85), 99, 1.0).reason == "hold-kv-high"
     reasons = [c.update(snap(t, 0.3), 99, t).reason for t in (1.25, 1.5, 1.75, 2.0)]
     assert reasons == ["hold-kv-high", "hold-kv-high", "hold-kv-high", "increase"]
+
+
+def test_slow_start_grows_only_below_twice_the_acked_holders() -> None:
+    """A reading cannot show agents whose first step has not run: W grows only while W < 2 x acked + 1."""
+    c = AIMDController(AIMDConfig(initial=1, min=1, max=12, increase=1, interval_ms=250, cooldown_intervals=2))
+    assert c.update(snap(1.0, 0.1), 1, 1.0, acked=0).reason == "hold-slow-start"
+    assert c.update(snap(1.25, 0.1), 1, 1.25, acked=1).window == 2  # the first step ended: 1 < 3
+    assert c.update(snap(1.5, 0.1), 2, 1.5, acked=1).window == 3
+    d = c.update(snap(1.75, 0.1), 3, 1.75, acked=1)
+    assert (d.window, d.reason) == (3, "hold-slow-start")  # two holders not seen by any reading yet
+    assert c.update(snap(2.0, 0.1), 3, 2.0, acked=3).window == 4
+    assert c.update(snap(2.25, 0.1), 4, 2.25).window == 5  # acked unknown: no slow-start bound
+
+
+def test_slow_start_never_blocks_a_cut() -> None:
+    c = AIMDController(CFG)
+    d = c.update(snap(1.0, 0.5, preemptions_per_s=1.0), 10, 1.0, acked=0)
+    assert (d.window, d.reason) == (7, "thrash-preemption")

@@ -46,7 +46,7 @@ class _Fixed:
     def __init__(self, w: int) -> None:
         self.window = w
 
-    def update(self, snapshot: object, in_use: int, now: float) -> WindowDecision:
+    def update(self, snapshot: object, in_use: int, now: float, acked: int | None = None) -> WindowDecision:
         return WindowDecision(self.window, False, "static")
 
     def on_step(self, sample: object) -> None:

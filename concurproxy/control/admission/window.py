@@ -139,7 +139,9 @@ class ReplicaWindow:
         held, source = self._cap.observe(snapshot, now)
         if source is not None:
             self._emit(EventKind.source, now, source)
-        d = self.controller.update(held, len(self._held.slot_holders()), now)
+        slot_holders = self._held.slot_holders()
+        acked = sum(1 for a in slot_holders if a.steps > a.running)  # a step of theirs ended: readings saw them
+        d = self.controller.update(held, len(slot_holders), now, acked)
         if d.changed:
             if d.window > self._decision.window:
                 self.counters.window_increases += 1

@@ -60,8 +60,10 @@ class WindowController(Protocol):
     """Decides the size of one replica's active-agent window.
 
     ``update`` is called with the latest pressure snapshot (``None`` before the
-    first read), the number of agents currently holding a slot (``in_use``) and
-    the caller's ``now`` (seconds, the same clock as ``snapshot.ts``).
+    first read), the number of agents currently holding a slot (``in_use``), the
+    caller's ``now`` (seconds, the same clock as ``snapshot.ts``) and ``acked``: how
+    many of the ``in_use`` holders have had a step end since they were admitted (their
+    KV has been in the engine's readings; ``None``: not known).
 
     ``stale_after_s`` tells the admission window how old a snapshot may be
     before the replica counts as saturated between updates; ``None`` means the
@@ -77,7 +79,9 @@ class WindowController(Protocol):
     @property
     def window(self) -> int: ...
 
-    def update(self, snapshot: PressureSnapshot | None, in_use: int, now: float) -> WindowDecision: ...
+    def update(
+        self, snapshot: PressureSnapshot | None, in_use: int, now: float, acked: int | None = None
+    ) -> WindowDecision: ...
 
     def on_step(self, sample: StepSample) -> None:
         """A step ended on the replica (goodput and latency samples; controllers that need none ignore it)."""

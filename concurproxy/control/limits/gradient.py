@@ -228,7 +228,9 @@ class GradientController:
             p.mean.add(lat, tokens, sample.running)  # started after the drain: ran at this level
 
     # ---- the law -----------------------------------------------------------------------------
-    def update(self, snapshot: PressureSnapshot | None, in_use: int, now: float) -> WindowDecision:
+    def update(
+        self, snapshot: PressureSnapshot | None, in_use: int, now: float, acked: int | None = None
+    ) -> WindowDecision:
         """One control step; ``snapshot`` is ignored (this controller reads no pressure)."""
         before = self.window
         if self._last_now is None:

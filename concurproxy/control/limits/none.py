@@ -23,7 +23,9 @@ class NoneController:
     def window(self) -> int:
         return UNBOUNDED
 
-    def update(self, snapshot: PressureSnapshot | None, in_use: int, now: float) -> WindowDecision:
+    def update(
+        self, snapshot: PressureSnapshot | None, in_use: int, now: float, acked: int | None = None
+    ) -> WindowDecision:
         return WindowDecision(UNBOUNDED, False, "unbounded")
 
     def on_step(self, sample: StepSample) -> None:

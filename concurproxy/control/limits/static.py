@@ -28,7 +28,9 @@ class StaticController:
     def window(self) -> int:
         return self._window
 
-    def update(self, snapshot: PressureSnapshot | None, in_use: int, now: float) -> WindowDecision:
+    def update(
+        self, snapshot: PressureSnapshot | None, in_use: int, now: float, acked: int | None = None
+    ) -> WindowDecision:
         return WindowDecision(self._window, False, "static")
 
     def on_step(self, sample: StepSample) -> None:
