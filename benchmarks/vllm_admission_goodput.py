@@ -19,8 +19,7 @@ Makes the model (``make_tiny_model.py``) under ``--out`` unless it is there, sta
 blocks, pinned to core 0; or uses ``--engine-url``), then runs ``--pairs`` pairs: each pair is
 ``none`` and every controller of ``--policies`` (``aimd``: the tier's tuned AIMD, ``AIMD`` in the
 harness; ``aimd-default``: the shipped defaults, ``admission: {controller: aimd}``; ``aimd-granular``: the
-defaults with the one-agent goodput probe, ``aimd.probe.granular``, on by default since 2026-12-08;
-``aimd-multiplicative``: the defaults without it), the order
+defaults with the one-agent goodput probe, ``aimd.probe.granular``), the order
 reversed every other pair so that drift in a shared machine's load weighs on each alike, each arm
 from a cold prefix cache. Prints every pair's table (engine counters, tasks, wall time, the proxy's
 engine-idle-while-steps-waited seconds), then per controller: summed preemptions, tokens computed
@@ -71,8 +70,7 @@ POLICIES: dict[str, dict[str, Any]] = {
     "none": {"controller": "none"},
     "aimd": {"controller": "aimd", "aimd": AIMD},
     "aimd-default": {"controller": "aimd"},
-    "aimd-granular": {"controller": "aimd", "aimd": {"probe": {"granular": True}}},  # the one-agent probe (default)
-    "aimd-multiplicative": {"controller": "aimd", "aimd": {"probe": {"granular": False}}},  # the default until 12-08
+    "aimd-granular": {"controller": "aimd", "aimd": {"probe": {"granular": True}}},  # the one-agent probe
 }
 
 
@@ -129,11 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--case", choices=sorted(CASES), required=True)
     p.add_argument("--pairs", type=int, default=3)
-    p.add_argument(
-        "--policies",
-        default="aimd",
-        help="comma-separated: aimd (the tier's), aimd-default, aimd-granular, aimd-multiplicative",
-    )
+    p.add_argument("--policies", default="aimd", help="comma-separated: aimd (the tier's), aimd-default, aimd-granular")
     p.add_argument("--agents", type=int, help="tasks in all (one agent each)")
     p.add_argument("--concurrency", type=int, help="agents at once (closed loop)")
     p.add_argument("--out", type=Path, default=REPO / "results" / "vllm-goodput")

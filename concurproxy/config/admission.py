@@ -22,10 +22,10 @@ class ProbeConfig(Model):
     )
     up: float = Field(1.25, gt=1, description="A probe multiplies the limits by this.")
     granular: bool = Field(
-        True,
-        description="Where the footprint budget fits fewer than 1/gain agents, probe one agent at a time and pin "
-        "the agent count that goodput proves (it then replaces W and the footprint budget); false: only the "
-        "multiplicative probe (docs/admission.md).",
+        False,
+        description="Where fewer than 1/gain agents hold slots, probe one agent at a time and pin the agent "
+        "count that goodput proves (it then replaces W and the footprint budget). Off by default: on vLLM's "
+        "CPU build it recomputed more for the same goodput (docs/admission.md).",
     )
     gain: float = Field(0.05, ge=0, description="A probe is kept when goodput rose by at least this share.")
     hit_drop: float = Field(

@@ -62,11 +62,9 @@ DECODE_SWARM: dict[str, Any] = {
 # the footprint budget admits a second agent only now and then and the engine idles between the
 # steps of the one it runs; 1.3 lets two agents in mid-life share it (measured: docs/vllm.md).
 # kv_target 0.5 keeps the window at what fits: with 7-block contexts a third agent preempts.
-# The one-agent goodput probe (on by default) is off here: this AIMD is tuned to hold the footprint, and the
-# agent-loop test bounds the tokens it computes (measured with the probe: 0.66x none against a bound of 0.65x).
 AIMD: dict[str, Any] = {
     "initial": 1, "interval_ms": 50, "increase": 0.1, "kv_target": 0.5, "cooldown_intervals": 10,
-    "footprint_headroom": 1.3, "probe": {"granular": False},
+    "footprint_headroom": 1.3,
 }  # fmt: skip
 # Routing: 4 agents one after another, 3 steps each, the prompt growing ~2 blocks per step.
 ROUTE: dict[str, Any] = {
