@@ -107,6 +107,12 @@ class HeldAgents:
         """Agents holding a slot of W (admission order): all but the small-agent lane's."""
         return [a for a in self.agents.values() if not a.small]
 
+    @staticmethod
+    def acked(holders: list[HeldAgent]) -> int:
+        """Of ``holders``, those that had a step end since their admission: the engine's KV readings have
+        seen them (AIMD's slow start). A resumed agent counts: its step count runs over its pause."""
+        return sum(1 for a in holders if a.steps > a.running)
+
     def keep_order(self, shares: WindowShares, window: int) -> list[HeldAgent]:
         """Every agent, those to keep first: small ones (bounded by their lane), then slot holders
         within their role's guarantee, then burst ones; admission order within each."""

@@ -140,9 +140,7 @@ class ReplicaWindow:
         if source is not None:
             self._emit(EventKind.source, now, source)
         slot_holders = self._held.slot_holders()
-        # acked: a step of theirs ended (readings have seen them; a resumed agent's steps run over its pause)
-        acked = sum(1 for a in slot_holders if a.steps > a.running)
-        d = self.controller.update(held, len(slot_holders), now, acked)
+        d = self.controller.update(held, len(slot_holders), now, HeldAgents.acked(slot_holders))
         if d.changed:
             if d.window > self._decision.window:
                 self.counters.window_increases += 1
